@@ -1,0 +1,171 @@
+//! Node configuration: every limit, with its default and its trade-off.
+
+use std::time::Duration;
+
+/// The default tick: the unit of the core's logical clock.
+pub const TICK_INTERVAL_DEFAULT: Duration = Duration::from_millis(50);
+/// Heartbeats go out every 2 ticks (100 ms by default).
+pub const HEARTBEAT_TICKS_DEFAULT: u64 = 2;
+/// Elections start after 10..=20 ticks (0.5 s to 1 s) without a leader.
+pub const ELECTION_TICKS_MIN_DEFAULT: u64 = 10;
+/// See [`ELECTION_TICKS_MIN_DEFAULT`].
+pub const ELECTION_TICKS_MAX_DEFAULT: u64 = 20;
+
+const _: () = assert!(HEARTBEAT_TICKS_DEFAULT < ELECTION_TICKS_MIN_DEFAULT);
+const _: () = assert!(ELECTION_TICKS_MIN_DEFAULT < ELECTION_TICKS_MAX_DEFAULT);
+
+/// How a node behaves. Start from [`Config::default`] and change what you
+/// need; [`Config::validate`] (also run by [`crate::Raft::start`]) rejects
+/// inconsistent values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Length of one logical tick. Timeouts below are counted in ticks.
+    pub tick_interval: Duration,
+    /// A leader sends heartbeats every this many ticks. Must be well below
+    /// the election timeout, or followers start needless elections.
+    pub heartbeat_ticks: u64,
+    /// A follower that hears no leader for a random number of ticks in
+    /// `election_ticks_min..=election_ticks_max` campaigns (Raft §5.2). The
+    /// spread is what breaks split votes: with a spread of 10 ticks two
+    /// followers time out in the same tick about one time in ten.
+    pub election_ticks_min: u64,
+    /// See `election_ticks_min`.
+    pub election_ticks_max: u64,
+    /// Append messages a leader keeps in flight to one follower in the
+    /// Replicate state before waiting for acknowledgements. With
+    /// `append_bytes_max`, this bounds the bytes in flight per follower:
+    /// 256 × 1 MiB = 256 MiB worst case; at 1 ms round trip and 1 GB/s that
+    /// window is far more than the bandwidth-delay product, so raising it
+    /// buys nothing on a LAN.
+    pub inflight_msgs_max: usize,
+    /// Upper bound on the entry bytes of one append message (one entry is
+    /// always sent even if larger). Bigger messages amortise per-message cost;
+    /// smaller ones let heartbeats and other peers' traffic interleave.
+    pub append_bytes_max: u64,
+    /// Proposals the driver takes into one batch (one storage write, one
+    /// round of appends). When reached, the rest wait for the next turn, so
+    /// that messages from peers are not starved.
+    pub proposal_batch_max: usize,
+    /// Proposals may queue for the driver; when full, `propose` waits
+    /// (backpressure) until its deadline.
+    pub proposal_queue_max: usize,
+    /// Inbound messages may queue for the driver; when full, `receive` drops
+    /// the message and Raft's retries recover it.
+    pub inbox_msgs_max: usize,
+    /// When `commit − applied` exceeds this, `propose` fails fast with
+    /// `TooManyRequests` instead of queueing behind a slow state machine
+    /// (etcd's `maxGapBetweenApplyAndCommitIndex`, also 5000).
+    pub commit_apply_gap_max: u64,
+    /// Largest encoded command `propose` accepts (`RequestTooLarge`
+    /// otherwise). Default 1.5 MiB, as etcd.
+    pub request_bytes_max: usize,
+    /// How long `propose` waits for its entry to be committed and applied
+    /// before it returns `Timeout` (the outcome is then unknown: the entry
+    /// may still commit).
+    pub propose_timeout: Duration,
+    /// Bytes of recent log entries kept in memory, so appends to followers
+    /// that are nearly caught up and the apply task never wait for a storage
+    /// read. Entries not yet durable or not yet applied are always kept.
+    pub log_cache_bytes_max: u64,
+    /// Largest message or entry the node decodes from the network or disk.
+    pub message_bytes_max: usize,
+    /// Seed of the node's random number generator (election timeouts). Nodes
+    /// mix in their id, so one seed serves a whole cluster; a fixed seed
+    /// makes a simulated run repeatable.
+    pub rng_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tick_interval: TICK_INTERVAL_DEFAULT,
+            heartbeat_ticks: HEARTBEAT_TICKS_DEFAULT,
+            election_ticks_min: ELECTION_TICKS_MIN_DEFAULT,
+            election_ticks_max: ELECTION_TICKS_MAX_DEFAULT,
+            inflight_msgs_max: 256,
+            append_bytes_max: 1 << 20,
+            proposal_batch_max: 4096,
+            proposal_queue_max: 65536,
+            inbox_msgs_max: 65536,
+            commit_apply_gap_max: 5000,
+            request_bytes_max: 1536 * 1024,
+            propose_timeout: Duration::from_secs(7),
+            log_cache_bytes_max: 64 << 20,
+            message_bytes_max: 64 << 20,
+            rng_seed: 0x5eed,
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field is out of range; the message says why.
+    #[error("invalid config `{field}`: {reason}")]
+    Invalid {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Checks that the values fit together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        if self.tick_interval.is_zero() {
+            return invalid("tick_interval", "must be positive");
+        }
+        if self.heartbeat_ticks == 0 {
+            return invalid("heartbeat_ticks", "must be at least 1");
+        }
+        if self.election_ticks_min <= self.heartbeat_ticks {
+            return invalid("election_ticks_min", "must be greater than heartbeat_ticks");
+        }
+        if self.election_ticks_max <= self.election_ticks_min {
+            return invalid("election_ticks_max", "must be greater than election_ticks_min");
+        }
+        if self.inflight_msgs_max == 0 {
+            return invalid("inflight_msgs_max", "must be at least 1");
+        }
+        if self.append_bytes_max == 0 {
+            return invalid("append_bytes_max", "must be positive");
+        }
+        if self.proposal_batch_max == 0 || self.proposal_queue_max == 0 || self.inbox_msgs_max == 0
+        {
+            return invalid("proposal_batch_max", "queues and batches must hold at least 1");
+        }
+        if self.commit_apply_gap_max == 0 {
+            return invalid("commit_apply_gap_max", "must be positive");
+        }
+        if self.request_bytes_max == 0 {
+            return invalid("request_bytes_max", "must be positive");
+        }
+        if self.message_bytes_max < self.request_bytes_max + 1024 {
+            return invalid("message_bytes_max", "must exceed request_bytes_max by at least 1 KiB");
+        }
+        if self.propose_timeout.is_zero() {
+            return invalid("propose_timeout", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_bad_values_are_named() {
+        Config::default().validate().unwrap();
+        let bad = Config { election_ticks_min: 2, ..Config::default() };
+        let err = bad.validate().unwrap_err();
+        assert!(err.to_string().contains("election_ticks_min"), "{err}");
+        let bad = Config { election_ticks_max: 10, ..Config::default() };
+        assert!(bad.validate().is_err());
+        let bad = Config { inflight_msgs_max: 0, ..Config::default() };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! The errors of the `Raft` handle: one enum per operation, each variant
+//! carrying what the caller needs to act.
+
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::state_machine::StateMachineError;
+use crate::storage::StorageError;
+use crate::types::NodeId;
+
+/// Why a node stopped on its own. Once stopped, every call returns
+/// `Stopped`; the reason stays readable in [`crate::Metrics::fatal`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Fatal {
+    /// The log storage failed (fail-stop: no retry after a failed write).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The state machine failed.
+    #[error(transparent)]
+    StateMachine(#[from] StateMachineError),
+}
+
+/// Why `propose` did not return a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposeError {
+    /// This node is not the leader. The entry was not appended; send it to
+    /// `leader_hint` if known.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node last heard from.
+        leader_hint: Option<NodeId>,
+    },
+    /// `commit − applied` is over `Config::commit_apply_gap_max`: the state
+    /// machine is behind. Nothing was appended; retry later.
+    #[error("too many requests: {gap} committed entries wait to be applied")]
+    TooManyRequests {
+        /// The current gap.
+        gap: u64,
+    },
+    /// The encoded command is over `Config::request_bytes_max`.
+    #[error("request of {size} bytes is over the limit of {max}")]
+    RequestTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No answer within `Config::propose_timeout`. The outcome is unknown:
+    /// the entry may yet be committed and applied.
+    #[error("proposal timed out after {0:?}; it may still be applied")]
+    Timeout(Duration),
+    /// The leader refused new entries: a leadership transfer is under way,
+    /// or the leader is no longer in the configuration. Nothing was appended.
+    #[error("proposal dropped: {reason}")]
+    ProposalDropped {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The entry was appended but another leader overwrote it: it will never
+    /// be applied. Retrying is safe.
+    #[error("proposal at index {index} was overwritten by a new leader")]
+    Overwritten {
+        /// The index it had.
+        index: u64,
+    },
+    /// The node is shut down or stopped on a fatal error.
+    #[error("raft node is stopped")]
+    Stopped,
+}
+
+/// Why a linearizable read could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// This node is not the leader; ask `leader_hint`.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node last heard from.
+        leader_hint: Option<NodeId>,
+    },
+    /// Leadership could not be confirmed by a quorum in time.
+    #[error("read index not confirmed after {0:?}")]
+    Timeout(Duration),
+    /// The node stopped being leader before the read was confirmed.
+    #[error("leadership lost before the read was confirmed")]
+    LeadershipLost,
+    /// The node is shut down or stopped on a fatal error.
+    #[error("raft node is stopped")]
+    Stopped,
+}
+
+/// Why a leadership transfer did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// Only the leader can transfer leadership.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node last heard from.
+        leader_hint: Option<NodeId>,
+    },
+    /// The target is not a voter of the current configuration.
+    #[error("node {0} is not a voter")]
+    NotVoter(NodeId),
+    /// The target did not become leader within an election timeout; the
+    /// old leader resumed accepting proposals.
+    #[error("transfer to {to} did not complete in time")]
+    Timeout {
+        /// The target.
+        to: NodeId,
+    },
+    /// The node is shut down or stopped on a fatal error.
+    #[error("raft node is stopped")]
+    Stopped,
+}
+
+/// Why an inbound message was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiveError {
+    /// The inbox is full (`Config::inbox_msgs_max`): the message was dropped
+    /// and Raft will retry.
+    #[error("inbox full; message dropped")]
+    InboxFull,
+    /// The message is not for this node.
+    #[error("message for node {to} delivered to node {me}")]
+    WrongNode {
+        /// The message's addressee.
+        to: NodeId,
+        /// This node.
+        me: NodeId,
+    },
+    /// The node is shut down or stopped on a fatal error.
+    #[error("raft node is stopped")]
+    Stopped,
+}
+
+/// Why a node could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Reading the durable state failed or found it inconsistent.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The state machine could not report where it is, or is ahead of the log.
+    #[error(transparent)]
+    StateMachine(#[from] StateMachineError),
+    /// The initial membership is invalid or does not include this node.
+    #[error("invalid membership: {0}")]
+    Membership(String),
+}

@@ -1,0 +1,30 @@
+//! Rafter: a Raft consensus engine.
+//!
+//! Raft itself is a pure, deterministic state machine (no IO, no clock, no
+//! global randomness), driven by one async task per node. Applications
+//! implement three traits — [`RaftStorage`], [`RaftNetwork`] and
+//! [`StateMachine`] — and talk to a node through the cloneable [`Raft`]
+//! handle. See `ARCHITECTURE.md` at the repository root for the map.
+
+#![deny(missing_docs)]
+
+pub mod codec;
+mod config;
+mod error;
+mod message;
+mod metrics;
+mod network;
+mod state_machine;
+mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod types;
+
+pub use config::{Config, ConfigError};
+pub use error::{Fatal, ProposeError, ReadError, ReceiveError, StartError, TransferError};
+pub use message::{AppendOutcome, Message, MessageBody};
+pub use metrics::{Metrics, Role};
+pub use network::RaftNetwork;
+pub use state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
+pub use storage::{InitialState, RaftStorage, StorageError, WriteBatch};
+pub use types::{Entry, EntryPayload, HardState, LogId, Membership, NodeId, SnapshotMeta};

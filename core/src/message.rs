@@ -1,0 +1,113 @@
+//! The messages Raft nodes exchange. The network carries them opaquely
+//! (encoded by [`crate::codec`]); only the core interprets them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Entry, LogId, NodeId};
+
+/// One Raft message from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender.
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The sender's term; for a pre-vote request, the term the sender would
+    /// campaign in (it has not adopted it).
+    pub term: u64,
+    /// What the message says.
+    pub body: MessageBody,
+}
+
+/// The kinds of message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// A (pre-)candidate asks for a vote (Raft §5.2; Pre-Vote: dissertation §9.6).
+    VoteRequest {
+        /// A pre-vote changes nobody's term or vote.
+        pre_vote: bool,
+        /// The candidate's last entry, for the up-to-date check (§5.4.1).
+        last_log_id: LogId,
+        /// Set when the election was started by a leadership transfer
+        /// (TimeoutNow), so voters skip the leader-lease check (§3.10).
+        leader_transfer: bool,
+    },
+    /// The answer to a `VoteRequest`.
+    VoteResponse {
+        /// Echoes the request's kind.
+        pre_vote: bool,
+        /// Whether the vote was granted.
+        granted: bool,
+    },
+    /// The leader replicates entries after `prev_log_id` (Raft §5.3). With no
+    /// entries it probes where the follower's log matches.
+    Append {
+        /// The entry just before `entries`; the follower must hold it.
+        prev_log_id: LogId,
+        /// Consecutive entries starting at `prev_log_id.index + 1`.
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        commit: u64,
+    },
+    /// The answer to an `Append`.
+    AppendResponse {
+        /// Accepted or rejected, with what the leader needs to go on.
+        outcome: AppendOutcome,
+    },
+    /// Keeps followers from starting elections, carries the commit index and
+    /// confirms leadership for ReadIndex rounds (dissertation §6.4).
+    Heartbeat {
+        /// `min(commit, match)` of that follower, so it never commits entries
+        /// it may not hold.
+        commit: u64,
+        /// The leader's read round; echoed in the response.
+        read_seq: u64,
+    },
+    /// The answer to a `Heartbeat`.
+    HeartbeatResponse {
+        /// Echo of the heartbeat's `read_seq`.
+        read_seq: u64,
+    },
+    /// Tells a caught-up follower to start an election at once (leadership
+    /// transfer, dissertation §3.10).
+    TimeoutNow,
+}
+
+/// The result of an `Append` at the follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendOutcome {
+    /// The follower's log now matches the leader's up to `match_index`, and
+    /// that prefix is durable.
+    Success {
+        /// `prev_log_id.index + entries.len()` of the accepted append.
+        match_index: u64,
+    },
+    /// The follower does not hold `prev_log_id`.
+    Reject {
+        /// The `prev_log_id.index` of the rejected append, so the leader can
+        /// ignore stale rejections.
+        rejected_index: u64,
+        /// The follower's hint: the last entry that may match, with its term.
+        /// The leader skips back to the last index of its own log whose term
+        /// is at most `hint.term`, so a whole conflicting term costs one round
+        /// trip instead of one per entry (§5.3, the optimisation at its end).
+        hint: LogId,
+    },
+}
+
+impl Message {
+    /// A short name for the kind of message, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            MessageBody::VoteRequest { pre_vote: true, .. } => "pre_vote",
+            MessageBody::VoteRequest { pre_vote: false, .. } => "vote",
+            MessageBody::VoteResponse { pre_vote: true, .. } => "pre_vote_response",
+            MessageBody::VoteResponse { pre_vote: false, .. } => "vote_response",
+            MessageBody::Append { .. } => "append",
+            MessageBody::AppendResponse { .. } => "append_response",
+            MessageBody::Heartbeat { .. } => "heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "heartbeat_response",
+            MessageBody::TimeoutNow => "timeout_now",
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! What a node reports about itself, published on a `watch` channel.
+
+use std::collections::BTreeMap;
+
+use crate::error::Fatal;
+use crate::types::{Membership, NodeId};
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    #[default]
+    Follower,
+    /// Asking for pre-votes; has not changed its term.
+    PreCandidate,
+    /// Asking for votes in a new term.
+    Candidate,
+    /// Leads the cluster.
+    Leader,
+    /// A non-voting member.
+    Learner,
+}
+
+/// A snapshot of a node's state. Published after every driver turn that
+/// changed it; read with [`crate::Raft::metrics`] or [`crate::Raft::status`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metrics {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of in `term`.
+    pub leader: Option<NodeId>,
+    /// Highest index known committed.
+    pub commit_index: u64,
+    /// Highest index applied to the state machine.
+    pub applied_index: u64,
+    /// Last index in the log (durable or not).
+    pub last_log_index: u64,
+    /// Last index known durable.
+    pub persisted_index: u64,
+    /// Last index covered by a snapshot (0 if none).
+    pub snapshot_index: u64,
+    /// The configuration in force (the latest appended).
+    pub membership: Membership,
+    /// On the leader: each peer's match index.
+    pub replication: BTreeMap<NodeId, u64>,
+    /// Set when the node stopped on an error.
+    pub fatal: Option<Fatal>,
+    /// Whether the node has stopped (shutdown or fatal).
+    pub stopped: bool,
+}

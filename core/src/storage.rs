@@ -1,0 +1,117 @@
+//! Boundary: the durable log and hard state, implemented by adapters such as
+//! `rafter-redb` and by `rafter::testing::MemStorage`.
+
+use std::future::Future;
+use std::ops::Range;
+
+use crate::types::{Entry, HardState, LogId, SnapshotMeta};
+
+/// What a node finds on disk when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InitialState {
+    /// The last saved hard state (all zero on a new store).
+    pub hard_state: HardState,
+    /// The last entry removed by [`RaftStorage::purge`] (zero if none). The
+    /// log holds `purged.index + 1 ..= last_log_id.index`.
+    pub purged: LogId,
+    /// The last entry in the log; equal to `purged` when the log is empty.
+    pub last_log_id: LogId,
+    /// The metadata of the latest saved snapshot, if any.
+    pub snapshot: Option<SnapshotMeta>,
+}
+
+/// One durable write: the driver makes exactly one of these per batch of
+/// work, so one fsync covers every proposal and message of the batch.
+///
+/// Applied in this order, atomically: truncate, append, hard state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WriteBatch {
+    /// Remove every entry with index >= this first (a conflicting suffix,
+    /// Raft §5.3). Never at or below the commit index.
+    pub truncate_from: Option<u64>,
+    /// Consecutive entries to append right after the (truncated) log's last
+    /// entry.
+    pub entries: Vec<Entry>,
+    /// A new hard state to save, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Whether the write must be durable (fsynced) before `write` returns.
+    /// False only when the batch holds nothing but a commit-index change,
+    /// which is safe to lose (etcd's `MustSync`).
+    pub must_sync: bool,
+}
+
+impl WriteBatch {
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.truncate_from.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
+/// Why a storage operation failed. Any error stops the node: Rafter never
+/// retries a failed write, because after a failed fsync the contents of the
+/// file are unknown (fail-stop).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The device or the database failed.
+    #[error("storage IO failed during {operation}: {message}")]
+    Io {
+        /// What the storage was doing.
+        operation: &'static str,
+        /// The underlying error.
+        message: String,
+    },
+    /// Stored data failed its checks (checksum, decode, continuity).
+    #[error("corrupt storage at {location}: {message}")]
+    Corrupt {
+        /// Where: a table and key, a file offset.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A read asked for entries outside `purged.index + 1 ..= last`.
+    #[error("log entry {index} is not available (purged or beyond the end)")]
+    Unavailable {
+        /// The first missing index.
+        index: u64,
+    },
+    /// Another process holds the data directory.
+    #[error("storage is locked by another process: {0}")]
+    Locked(String),
+}
+
+/// The durable log, hard state and snapshot metadata of one node.
+///
+/// The driver owns the storage and calls it from one task, one call at a
+/// time, so implementations need no locking of their own. Every method
+/// returns only after its effect is durable (except `write` with
+/// `must_sync == false`, which may be lost in a crash).
+pub trait RaftStorage: Send + 'static {
+    /// Reads what is on disk; called once, before anything else.
+    fn initial_state(&mut self) -> impl Future<Output = Result<InitialState, StorageError>> + Send;
+
+    /// Applies `batch` atomically: a crash leaves either all of it or none.
+    fn write(&mut self, batch: WriteBatch) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Reads consecutive entries of `range`, stopping once their total
+    /// [`Entry::size_bytes`] reaches `bytes_max`, but always returning at
+    /// least one entry if the range is not empty. Asking for an index outside
+    /// the log is [`StorageError::Unavailable`].
+    fn entries(
+        &mut self,
+        range: Range<u64>,
+        bytes_max: u64,
+    ) -> impl Future<Output = Result<Vec<Entry>, StorageError>> + Send;
+
+    /// Removes every entry up to and including `up_to.index` (covered by a
+    /// snapshot) and remembers `up_to` as the purge point, so that an empty
+    /// log still knows its last log id. Purging at or below the current purge
+    /// point does nothing.
+    fn purge(&mut self, up_to: LogId) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Saves the metadata of a snapshot the state machine has made durable.
+    fn save_snapshot_meta(
+        &mut self,
+        meta: SnapshotMeta,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+}

@@ -1,0 +1,159 @@
+//! `MemStorage`: a `RaftStorage` in memory, for tests and benchmarks.
+//!
+//! Cloning gives another handle to the same log, so a test can look at what
+//! a node persisted, or "restart" a node on the same storage. A crash can be
+//! simulated by [`MemStorage::fail_writes_after`], which makes the Nth and
+//! later writes fail with an IO error.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::storage::{InitialState, RaftStorage, StorageError, WriteBatch};
+use crate::types::{Entry, HardState, LogId, SnapshotMeta};
+
+/// An in-memory `RaftStorage`; clones share the same state.
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Invariant: `entries[i].index == purged.index + 1 + i`.
+#[derive(Debug, Default)]
+struct Inner {
+    hard_state: HardState,
+    purged: LogId,
+    entries: VecDeque<Entry>,
+    snapshot: Option<SnapshotMeta>,
+    writes: u64,
+    writes_ok_max: Option<u64>,
+}
+
+impl MemStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every write after the first `n` successful ones fail, as a
+    /// disk that died would.
+    pub fn fail_writes_after(&self, n: u64) {
+        self.lock().writes_ok_max = Some(n);
+    }
+
+    /// The saved hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.lock().hard_state
+    }
+
+    /// A copy of every entry in the log.
+    pub fn all_entries(&self) -> Vec<Entry> {
+        self.lock().entries.iter().cloned().collect()
+    }
+
+    /// The number of `write` calls that succeeded.
+    pub fn write_count(&self) -> u64 {
+        self.lock().writes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a test thread panicked while holding it; the
+        // data is plain and still consistent per operation, so keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn last_log_id(&self) -> LogId {
+        self.entries.back().map(Entry::log_id).unwrap_or(self.purged)
+    }
+
+    fn apply(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
+        if let Some(from) = batch.truncate_from {
+            if from <= self.purged.index {
+                return Err(StorageError::Unavailable { index: from });
+            }
+            let keep = (from - self.purged.index - 1) as usize;
+            self.entries.truncate(keep);
+        }
+        for entry in batch.entries {
+            let expected = self.last_log_id().index + 1;
+            if entry.index != expected {
+                return Err(StorageError::Corrupt {
+                    location: format!("append at {}", entry.index),
+                    message: format!("entries must be consecutive; expected index {expected}"),
+                });
+            }
+            self.entries.push_back(entry);
+        }
+        if let Some(hard_state) = batch.hard_state {
+            self.hard_state = hard_state;
+        }
+        Ok(())
+    }
+}
+
+impl RaftStorage for MemStorage {
+    async fn initial_state(&mut self) -> Result<InitialState, StorageError> {
+        let inner = self.lock();
+        Ok(InitialState {
+            hard_state: inner.hard_state,
+            purged: inner.purged,
+            last_log_id: inner.last_log_id(),
+            snapshot: inner.snapshot.clone(),
+        })
+    }
+
+    async fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        if inner.writes_ok_max.is_some_and(|max| inner.writes >= max) {
+            return Err(StorageError::Io { operation: "write", message: "injected failure".into() });
+        }
+        inner.apply(batch)?;
+        inner.writes += 1;
+        Ok(())
+    }
+
+    async fn entries(&mut self, range: Range<u64>, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+        let inner = self.lock();
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = inner.purged.index + 1;
+        let last = inner.last_log_id().index;
+        if range.start < first {
+            return Err(StorageError::Unavailable { index: range.start });
+        }
+        if range.end > last + 1 {
+            return Err(StorageError::Unavailable { index: last + 1 });
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for index in range {
+            let entry = &inner.entries[(index - first) as usize];
+            if !out.is_empty() && bytes + entry.size_bytes() > bytes_max {
+                break;
+            }
+            bytes += entry.size_bytes();
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    async fn purge(&mut self, up_to: LogId) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        if up_to.index <= inner.purged.index {
+            return Ok(());
+        }
+        let last = inner.last_log_id();
+        let drop = (up_to.index.min(last.index) - inner.purged.index) as usize;
+        inner.entries.drain(..drop);
+        inner.purged = up_to;
+        Ok(())
+    }
+
+    async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.lock().snapshot = Some(meta);
+        Ok(())
+    }
+}

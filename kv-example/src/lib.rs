@@ -1,0 +1,1 @@
+//! The replicated key-value service (to come: see the kv-example issue).

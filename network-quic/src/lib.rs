@@ -1,0 +1,1 @@
+//! A `RaftNetwork` on QUIC with mutual TLS (see issue: rafter-quic).

@@ -1,0 +1,1 @@
+//! A durable `RaftStorage` on redb (see issue: rafter-redb).

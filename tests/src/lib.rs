@@ -1,0 +1,1 @@
+//! Cluster, crash and simulation tests for Rafter.

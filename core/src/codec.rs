@@ -113,7 +113,10 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 /// Decodes any serde value of at most `limit` bytes, rejecting trailing bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
     if bytes.len() > limit {
-        return Err(DecodeError::TooLarge { len: bytes.len(), limit });
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
     }
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if version != FORMAT_VERSION {
@@ -142,7 +145,12 @@ fn validate_message(message: &Message) -> Result<(), DecodeError> {
     if message.from == 0 || message.to == 0 {
         return Err(DecodeError::Invalid("node id 0".into()));
     }
-    if let MessageBody::Append { prev_log_id, entries, .. } = &message.body {
+    if let MessageBody::Append {
+        prev_log_id,
+        entries,
+        ..
+    } = &message.body
+    {
         let mut expected = prev_log_id.index;
         let mut term = prev_log_id.term;
         for entry in entries {
@@ -179,15 +187,27 @@ mod tests {
             from: 1,
             to: 2,
             term: 3,
-            body: MessageBody::Append { prev_log_id: LogId::new(1, 4), entries, commit: 4 },
+            body: MessageBody::Append {
+                prev_log_id: LogId::new(1, 4),
+                entries,
+                commit: 4,
+            },
         }
     }
 
     #[test]
     fn message_round_trips() {
         let msg = append(vec![
-            Entry { term: 2, index: 5, payload: EntryPayload::Command(Bytes::from_static(b"x")) },
-            Entry { term: 3, index: 6, payload: EntryPayload::Blank },
+            Entry {
+                term: 2,
+                index: 5,
+                payload: EntryPayload::Command(Bytes::from_static(b"x")),
+            },
+            Entry {
+                term: 3,
+                index: 6,
+                payload: EntryPayload::Blank,
+            },
         ]);
         let bytes = encode_message(&msg);
         assert_eq!(bytes[0], FORMAT_VERSION);
@@ -196,16 +216,33 @@ mod tests {
 
     #[test]
     fn decode_rejects_oversized_wrong_version_trailing_and_gaps() {
-        let msg = append(vec![Entry { term: 3, index: 5, payload: EntryPayload::Blank }]);
+        let msg = append(vec![Entry {
+            term: 3,
+            index: 5,
+            payload: EntryPayload::Blank,
+        }]);
         let bytes = encode_message(&msg);
-        assert!(matches!(decode_message(&bytes, 3), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode_message(&bytes, 3),
+            Err(DecodeError::TooLarge { .. })
+        ));
         let mut wrong = bytes.clone();
         wrong[0] = 9;
-        assert_eq!(decode_message(&wrong, 1024), Err(DecodeError::Version { found: 9 }));
+        assert_eq!(
+            decode_message(&wrong, 1024),
+            Err(DecodeError::Version { found: 9 })
+        );
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(decode_message(&trailing, 1024), Err(DecodeError::Trailing(1)));
-        let gap = append(vec![Entry { term: 3, index: 7, payload: EntryPayload::Blank }]);
+        assert_eq!(
+            decode_message(&trailing, 1024),
+            Err(DecodeError::Trailing(1))
+        );
+        let gap = append(vec![Entry {
+            term: 3,
+            index: 7,
+            payload: EntryPayload::Blank,
+        }]);
         assert!(matches!(
             decode_message(&encode_message(&gap), 1024),
             Err(DecodeError::Invalid(_))

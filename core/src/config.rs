@@ -114,7 +114,12 @@ pub enum ConfigError {
 impl Config {
     /// Checks that the values fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
         if self.tick_interval.is_zero() {
             return invalid("tick_interval", "must be positive");
         }
@@ -125,7 +130,10 @@ impl Config {
             return invalid("election_ticks_min", "must be greater than heartbeat_ticks");
         }
         if self.election_ticks_max <= self.election_ticks_min {
-            return invalid("election_ticks_max", "must be greater than election_ticks_min");
+            return invalid(
+                "election_ticks_max",
+                "must be greater than election_ticks_min",
+            );
         }
         if self.inflight_msgs_max == 0 {
             return invalid("inflight_msgs_max", "must be at least 1");
@@ -135,7 +143,10 @@ impl Config {
         }
         if self.proposal_batch_max == 0 || self.proposal_queue_max == 0 || self.inbox_msgs_max == 0
         {
-            return invalid("proposal_batch_max", "queues and batches must hold at least 1");
+            return invalid(
+                "proposal_batch_max",
+                "queues and batches must hold at least 1",
+            );
         }
         if self.commit_apply_gap_max == 0 {
             return invalid("commit_apply_gap_max", "must be positive");
@@ -144,7 +155,10 @@ impl Config {
             return invalid("request_bytes_max", "must be positive");
         }
         if self.message_bytes_max < self.request_bytes_max + 1024 {
-            return invalid("message_bytes_max", "must exceed request_bytes_max by at least 1 KiB");
+            return invalid(
+                "message_bytes_max",
+                "must exceed request_bytes_max by at least 1 KiB",
+            );
         }
         if self.propose_timeout.is_zero() {
             return invalid("propose_timeout", "must be positive");
@@ -160,12 +174,21 @@ mod tests {
     #[test]
     fn default_is_valid_and_bad_values_are_named() {
         Config::default().validate().unwrap();
-        let bad = Config { election_ticks_min: 2, ..Config::default() };
+        let bad = Config {
+            election_ticks_min: 2,
+            ..Config::default()
+        };
         let err = bad.validate().unwrap_err();
         assert!(err.to_string().contains("election_ticks_min"), "{err}");
-        let bad = Config { election_ticks_max: 10, ..Config::default() };
+        let bad = Config {
+            election_ticks_max: 10,
+            ..Config::default()
+        };
         assert!(bad.validate().is_err());
-        let bad = Config { inflight_msgs_max: 0, ..Config::default() };
+        let bad = Config {
+            inflight_msgs_max: 0,
+            ..Config::default()
+        };
         assert!(bad.validate().is_err());
     }
 }

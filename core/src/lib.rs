@@ -10,6 +10,7 @@
 
 pub mod codec;
 mod config;
+mod engine;
 mod error;
 mod message;
 mod metrics;

@@ -100,9 +100,13 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match &self.body {
             MessageBody::VoteRequest { pre_vote: true, .. } => "pre_vote",
-            MessageBody::VoteRequest { pre_vote: false, .. } => "vote",
+            MessageBody::VoteRequest {
+                pre_vote: false, ..
+            } => "vote",
             MessageBody::VoteResponse { pre_vote: true, .. } => "pre_vote_response",
-            MessageBody::VoteResponse { pre_vote: false, .. } => "vote_response",
+            MessageBody::VoteResponse {
+                pre_vote: false, ..
+            } => "vote_response",
             MessageBody::Append { .. } => "append",
             MessageBody::AppendResponse { .. } => "append_response",
             MessageBody::Heartbeat { .. } => "heartbeat",

@@ -22,8 +22,5 @@ pub trait RaftNetwork: Send + 'static {
     /// Tells the network the current members and their addresses (as given
     /// in [`crate::Membership::nodes`]). Called at start and whenever the
     /// configuration changes; peers no longer listed can be disconnected.
-    fn set_members(
-        &mut self,
-        nodes: &BTreeMap<NodeId, String>,
-    ) -> impl Future<Output = ()> + Send;
+    fn set_members(&mut self, nodes: &BTreeMap<NodeId, String>) -> impl Future<Output = ()> + Send;
 }

@@ -91,7 +91,8 @@ pub trait RaftStorage: Send + 'static {
     fn initial_state(&mut self) -> impl Future<Output = Result<InitialState, StorageError>> + Send;
 
     /// Applies `batch` atomically: a crash leaves either all of it or none.
-    fn write(&mut self, batch: WriteBatch) -> impl Future<Output = Result<(), StorageError>> + Send;
+    fn write(&mut self, batch: WriteBatch)
+        -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Reads consecutive entries of `range`, stopping once their total
     /// [`Entry::size_bytes`] reaches `bytes_max`, but always returning at

@@ -12,7 +12,9 @@ pub type NodeId = u64;
 /// The position of an entry in the log: its index and the term it was
 /// created in. Two logs that hold the same `LogId` hold the same entry and
 /// the same prefix before it (Raft §5.3, Log Matching).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct LogId {
     /// The term of the leader that created the entry.
     pub term: u64,

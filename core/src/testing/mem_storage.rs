@@ -65,7 +65,10 @@ impl MemStorage {
 
 impl Inner {
     fn last_log_id(&self) -> LogId {
-        self.entries.back().map(Entry::log_id).unwrap_or(self.purged)
+        self.entries
+            .back()
+            .map(Entry::log_id)
+            .unwrap_or(self.purged)
     }
 
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
@@ -107,14 +110,21 @@ impl RaftStorage for MemStorage {
     async fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
         let mut inner = self.lock();
         if inner.writes_ok_max.is_some_and(|max| inner.writes >= max) {
-            return Err(StorageError::Io { operation: "write", message: "injected failure".into() });
+            return Err(StorageError::Io {
+                operation: "write",
+                message: "injected failure".into(),
+            });
         }
         inner.apply(batch)?;
         inner.writes += 1;
         Ok(())
     }
 
-    async fn entries(&mut self, range: Range<u64>, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+    async fn entries(
+        &mut self,
+        range: Range<u64>,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         let inner = self.lock();
         if range.is_empty() {
             return Ok(Vec::new());

@@ -1,0 +1,70 @@
+//! ReadIndex bookkeeping (dissertation §6.4): reads that arrive together
+//! share one heartbeat round, numbered by `seq`; a round is confirmed when a
+//! quorum has echoed its number (or a later one) in this term.
+
+use std::collections::VecDeque;
+
+use crate::error::ReadError;
+
+/// Invariant: rounds in `pending` have strictly increasing `seq`, all at
+/// most `seq`.
+#[derive(Debug, Default)]
+pub(crate) struct ReadQueue {
+    /// The latest round started.
+    seq: u64,
+    /// Requests waiting for the next round (or for the leader to commit an
+    /// entry of its term first).
+    unsent: Vec<u64>,
+    /// Started rounds: (seq, read index, request ids).
+    pending: VecDeque<(u64, u64, Vec<u64>)>,
+}
+
+impl ReadQueue {
+    pub(crate) fn request(&mut self, id: u64) {
+        self.unsent.push(id);
+    }
+
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Starts a round for every unsent request, reading at `commit_index`.
+    pub(crate) fn start_round(&mut self, commit_index: u64) {
+        assert!(!self.unsent.is_empty(), "a read round needs requests");
+        self.seq += 1;
+        let ids = std::mem::take(&mut self.unsent);
+        self.pending.push_back((self.seq, commit_index, ids));
+    }
+
+    /// A quorum acknowledged rounds up to `acked_seq`: answer them.
+    pub(crate) fn confirm(&mut self, acked_seq: u64, out: &mut Vec<(u64, Result<u64, ReadError>)>) {
+        assert!(
+            acked_seq <= self.seq,
+            "acked read round {acked_seq} never started (at {})",
+            self.seq
+        );
+        while let Some((seq, index, _)) = self.pending.front() {
+            if *seq > acked_seq {
+                break;
+            }
+            let index = *index;
+            let (_, _, ids) = self.pending.pop_front().expect("front exists");
+            out.extend(ids.into_iter().map(|id| (id, Ok(index))));
+        }
+    }
+
+    /// Leadership is lost: every waiting read fails.
+    pub(crate) fn fail_all(
+        &mut self,
+        error: ReadError,
+        out: &mut Vec<(u64, Result<u64, ReadError>)>,
+    ) {
+        let pending = self.pending.drain(..).flat_map(|(_, _, ids)| ids);
+        let ids: Vec<u64> = pending.chain(self.unsent.drain(..)).collect();
+        out.extend(ids.into_iter().map(|id| (id, Err(error.clone()))));
+    }
+}

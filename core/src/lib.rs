@@ -8,15 +8,20 @@
 
 #![deny(missing_docs)]
 
+mod apply;
 pub mod codec;
 mod config;
+mod driver;
 mod engine;
 mod error;
 mod message;
 mod metrics;
 mod network;
+mod raft;
+mod restore;
 mod state_machine;
 mod storage;
+mod storage_task;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;
@@ -26,6 +31,7 @@ pub use error::{Fatal, ProposeError, ReadError, ReceiveError, StartError, Transf
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use metrics::{Metrics, Role};
 pub use network::RaftNetwork;
+pub use raft::Raft;
 pub use state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
 pub use storage::{InitialState, RaftStorage, StorageError, WriteBatch};
 pub use types::{Entry, EntryPayload, HardState, LogId, Membership, NodeId, SnapshotMeta};

@@ -1,8 +1,11 @@
 //! Building blocks for tests, benchmarks and downstream implementors
-//! (feature `testing`): an in-memory storage, an in-process network, a small
-//! key-value state machine, and the conformance suite every `RaftStorage`
-//! should pass.
+//! (feature `testing`): an in-memory storage, an in-process network, small
+//! state machines, and the conformance suite every `RaftStorage` should pass.
 
+mod kv;
+mod mem_network;
 mod mem_storage;
 
+pub use kv::{KvCommand, KvResponse, KvStateMachine, NoopStateMachine};
+pub use mem_network::{MemNetwork, MemRouter};
 pub use mem_storage::MemStorage;

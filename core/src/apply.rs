@@ -1,0 +1,172 @@
+//! The apply task: feeds committed entries to the state machine in order
+//! and resolves each waiting `propose` with its response.
+//!
+//! Waiters are keyed by log index and carry the term the entry was proposed
+//! in. When the entry at that index is applied, a matching term means it is
+//! the proposal (Log Matching: same index and term, same entry) and the
+//! caller gets the state machine's response; another term means a new leader
+//! overwrote it, and the caller learns it will never apply.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::codec;
+use crate::error::{Fatal, ProposeError};
+use crate::state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
+use crate::types::{Entry, EntryPayload};
+
+/// Where a proposer waits for its response.
+pub(crate) type Responder<R> = oneshot::Sender<Result<R, ProposeError>>;
+
+/// A proposer waiting for the entry at `index` of `term`.
+pub(crate) struct Waiter<R> {
+    pub(crate) index: u64,
+    pub(crate) term: u64,
+    pub(crate) responder: Responder<R>,
+}
+
+/// Work for the apply task, in the order the driver produced it.
+pub(crate) enum ApplyJob<R> {
+    /// Proposers of entries just appended (indexes increase across jobs).
+    Wait(Vec<Waiter<R>>),
+    /// Committed entries, consecutive across jobs.
+    Apply(Vec<Entry>),
+}
+
+/// Waiters above this count trigger a sweep of the ones whose caller gave up
+/// (timed out): the bound on memory held for abandoned proposals.
+const WAITERS_SWEEP_THRESHOLD: usize = 1 << 16;
+
+pub(crate) struct ApplyTask<SM: StateMachine> {
+    pub(crate) state_machine: SM,
+    pub(crate) jobs: mpsc::UnboundedReceiver<ApplyJob<SM::Response>>,
+    /// Published after every batch; the handle reads it for the commit/apply
+    /// gap check and `linearizable_read` waits on it.
+    pub(crate) applied: Arc<AtomicU64>,
+    pub(crate) applied_watch: watch::Sender<u64>,
+    pub(crate) command_bytes_max: usize,
+    /// Where a state machine failure is reported (the driver stops).
+    pub(crate) fatal: mpsc::UnboundedSender<Fatal>,
+}
+
+impl<SM: StateMachine> ApplyTask<SM> {
+    pub(crate) async fn run(mut self) {
+        let mut waiters: VecDeque<Waiter<SM::Response>> = VecDeque::new();
+        let mut applied = self.applied.load(Ordering::Acquire);
+        let mut batch = Vec::new();
+        while let Some(job) = self.jobs.recv().await {
+            // Take everything queued: one state machine call per wake-up.
+            let mut next = Some(job);
+            while let Some(job) = next.take().or_else(|| self.jobs.try_recv().ok()) {
+                match job {
+                    ApplyJob::Wait(new) => waiters.extend(new),
+                    ApplyJob::Apply(entries) => batch.extend(entries),
+                }
+            }
+            if waiters.len() > WAITERS_SWEEP_THRESHOLD {
+                waiters.retain(|w| !w.responder.is_closed());
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let entries = std::mem::take(&mut batch);
+            match self.apply(applied, entries, &mut waiters).await {
+                Ok(last) => {
+                    applied = last;
+                    self.applied.store(applied, Ordering::Release);
+                    self.applied_watch.send_replace(applied);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "state machine failed; stopping the node");
+                    let _ = self.fatal.send(Fatal::StateMachine(error));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies consecutive `entries` after `applied`; returns the new
+    /// applied index.
+    async fn apply(
+        &mut self,
+        applied: u64,
+        entries: Vec<Entry>,
+        waiters: &mut VecDeque<Waiter<SM::Response>>,
+    ) -> Result<u64, StateMachineError> {
+        let first = entries[0].index;
+        assert_eq!(
+            first,
+            applied + 1,
+            "apply must be consecutive: applied {applied}, next {first}"
+        );
+        let last = entries[entries.len() - 1].index;
+        let mut committed = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let log_id = entry.log_id();
+            let payload = match entry.payload {
+                EntryPayload::Blank => CommittedPayload::Blank,
+                EntryPayload::Membership(m) => CommittedPayload::Membership(m),
+                EntryPayload::Command(bytes) => {
+                    let command = codec::decode(&bytes, self.command_bytes_max).map_err(|e| {
+                        StateMachineError::Corrupt {
+                            index: entry.index,
+                            message: e.to_string(),
+                        }
+                    })?;
+                    CommittedPayload::Command(command)
+                }
+            };
+            committed.push(Committed { log_id, payload });
+        }
+        let commands: Vec<(u64, u64)> = committed
+            .iter()
+            .filter(|c| matches!(c.payload, CommittedPayload::Command(_)))
+            .map(|c| (c.log_id.index, c.log_id.term))
+            .collect();
+        let terms: Vec<(u64, u64)> = committed
+            .iter()
+            .map(|c| (c.log_id.index, c.log_id.term))
+            .collect();
+        let responses = self.state_machine.apply(committed).await?;
+        if responses.len() != commands.len() {
+            return Err(StateMachineError::Corrupt {
+                index: first,
+                message: format!(
+                    "{} responses for {} commands",
+                    responses.len(),
+                    commands.len()
+                ),
+            });
+        }
+        let mut responses = commands.into_iter().zip(responses).peekable();
+        for (index, term) in terms {
+            while waiters.front().is_some_and(|w| w.index < index) {
+                // Registered for an index already applied: cannot happen, as
+                // waiters are registered before their entry commits; answer
+                // rather than leak.
+                let waiter = waiters.pop_front().expect("front exists");
+                debug_assert!(false, "waiter for {} left behind at {index}", waiter.index);
+                let _ = waiter.responder.send(Err(ProposeError::Overwritten {
+                    index: waiter.index,
+                }));
+            }
+            let response = match responses.peek() {
+                Some(((i, _), _)) if *i == index => responses.next().map(|(_, r)| r),
+                _ => None,
+            };
+            if waiters.front().is_some_and(|w| w.index == index) {
+                let waiter = waiters.pop_front().expect("front exists");
+                let result = match response {
+                    Some(response) if waiter.term == term => Ok(response),
+                    _ => Err(ProposeError::Overwritten { index }),
+                };
+                // The caller may have timed out and gone: nothing to do then.
+                let _ = waiter.responder.send(result);
+            }
+        }
+        Ok(last)
+    }
+}

@@ -1,0 +1,368 @@
+//! The driver: one task per node that does all of the engine's IO.
+//!
+//! Each turn it waits for any [`Input`], drains whatever else is ready
+//! (bounded: at most `inbox_turn_max` messages and `proposal_batch_max`
+//! proposals, so one busy source cannot starve the others), steps the
+//! engine, and carries out the [`Actions`] it returns: the write goes to the
+//! storage task, messages go to the network at once (or when the write they
+//! wait for completes), committed entries go to the apply task.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Interval, MissedTickBehavior};
+
+use crate::apply::{ApplyJob, Responder, Waiter};
+use crate::config::Config;
+use crate::engine::{Actions, Engine};
+use crate::error::{Fatal, ReadError, TransferError};
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::network::RaftNetwork;
+use crate::storage_task::{StorageDone, StorageJob};
+use crate::types::{EntryPayload, NodeId};
+
+/// Messages taken from the inbox in one turn.
+const INBOX_TURN_MAX: usize = 4096;
+
+/// A command waiting to be appended.
+pub(crate) struct Proposal<R> {
+    pub(crate) payload: Bytes,
+    pub(crate) responder: Responder<R>,
+}
+
+/// Requests from the handle other than proposals and messages.
+pub(crate) enum Control {
+    ReadIndex(oneshot::Sender<Result<u64, ReadError>>),
+    TransferLeader {
+        to: NodeId,
+        responder: oneshot::Sender<Result<(), TransferError>>,
+    },
+    Shutdown,
+}
+
+/// Everything that can wake the driver: this list is complete.
+enum Input<R> {
+    Proposal(Proposal<R>),
+    Message(Message),
+    Control(Control),
+    Storage(StorageDone),
+    Fatal(Fatal),
+    Tick,
+}
+
+/// The channels and shared cells the driver works with.
+pub(crate) struct DriverParts<N, R> {
+    pub(crate) config: Config,
+    pub(crate) engine: Engine,
+    pub(crate) network: N,
+    pub(crate) proposals: mpsc::Receiver<Proposal<R>>,
+    pub(crate) inbox: mpsc::Receiver<Message>,
+    pub(crate) control: mpsc::Receiver<Control>,
+    pub(crate) storage_jobs: mpsc::UnboundedSender<StorageJob>,
+    pub(crate) storage_done: mpsc::UnboundedReceiver<StorageDone>,
+    pub(crate) apply_jobs: mpsc::UnboundedSender<ApplyJob<R>>,
+    pub(crate) fatal: mpsc::UnboundedReceiver<Fatal>,
+    pub(crate) metrics: watch::Sender<Metrics>,
+    pub(crate) commit_index: Arc<AtomicU64>,
+    pub(crate) applied: Arc<AtomicU64>,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
+}
+
+pub(crate) struct Driver<N, R> {
+    parts: DriverParts<N, R>,
+    ticker: Interval,
+    /// Proposals of this turn, appended together.
+    batch_payloads: Vec<EntryPayload>,
+    batch_responders: Vec<Responder<R>>,
+    /// Messages waiting for the write with the given id to be durable.
+    /// Invariant: write ids are non-decreasing front to back.
+    gated: VecDeque<(u64, Message)>,
+    /// The highest write id known durable.
+    written: u64,
+    outbox: BTreeMap<NodeId, Vec<Message>>,
+    reads: HashMap<u64, oneshot::Sender<Result<u64, ReadError>>>,
+    read_next_id: u64,
+}
+
+impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
+    pub(crate) fn new(parts: DriverParts<N, R>) -> Self {
+        let mut ticker = tokio::time::interval(parts.config.tick_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self {
+            parts,
+            ticker,
+            batch_payloads: Vec::new(),
+            batch_responders: Vec::new(),
+            gated: VecDeque::new(),
+            written: 0,
+            outbox: BTreeMap::new(),
+            reads: HashMap::new(),
+            read_next_id: 1,
+        }
+    }
+
+    /// Runs the node until shutdown or a fatal error, then stops the tasks
+    /// it owns and publishes the final metrics.
+    pub(crate) async fn run(mut self) {
+        let id = self.parts.engine.id();
+        let result = self.run_turns().await;
+        let fatal = result.err();
+        if let Some(error) = &fatal {
+            tracing::error!(id, %error, "raft node stopped on a fatal error");
+        } else {
+            tracing::info!(id, "raft node shut down");
+        }
+        // Closing the job channels lets the storage and apply tasks finish
+        // what they hold and exit; wait for them so that storage is closed
+        // when `shutdown` returns.
+        let tasks = std::mem::take(&mut self.parts.tasks);
+        let Self { parts, .. } = self;
+        let DriverParts {
+            storage_jobs,
+            apply_jobs,
+            metrics,
+            engine,
+            ..
+        } = parts;
+        drop(storage_jobs);
+        drop(apply_jobs);
+        for task in tasks {
+            let _ = task.await;
+        }
+        metrics.send_modify(|m| {
+            m.stopped = true;
+            m.fatal = fatal;
+            m.role = engine.role();
+        });
+    }
+
+    async fn run_turns(&mut self) -> Result<(), Fatal> {
+        let mut more = false;
+        loop {
+            let input = if more {
+                // More committed entries than one turn hands over: go on
+                // without waiting, but let other tasks run first.
+                tokio::task::yield_now().await;
+                self.try_next_input()
+            } else {
+                Some(self.next_input().await)
+            };
+            if let Some(input) = input {
+                if !self.handle(input)? {
+                    return Ok(());
+                }
+            }
+            if !self.drain()? {
+                return Ok(());
+            }
+            self.flush_proposals();
+            let actions = self.parts.engine.take_actions();
+            #[cfg(debug_assertions)]
+            self.parts.engine.check_invariants();
+            self.execute(actions).await;
+            self.publish_metrics();
+            more = self.parts.engine.has_ready_apply();
+        }
+    }
+
+    async fn next_input(&mut self) -> Input<R> {
+        let parts = &mut self.parts;
+        tokio::select! {
+            biased;
+            Some(fatal) = parts.fatal.recv() => Input::Fatal(fatal),
+            Some(done) = parts.storage_done.recv() => Input::Storage(done),
+            Some(control) = parts.control.recv() => Input::Control(control),
+            Some(message) = parts.inbox.recv() => Input::Message(message),
+            Some(proposal) = parts.proposals.recv() => Input::Proposal(proposal),
+            _ = self.ticker.tick() => Input::Tick,
+            // Every handle dropped: nobody can use this node any more.
+            else => Input::Control(Control::Shutdown),
+        }
+    }
+
+    fn try_next_input(&mut self) -> Option<Input<R>> {
+        let parts = &mut self.parts;
+        if let Ok(fatal) = parts.fatal.try_recv() {
+            return Some(Input::Fatal(fatal));
+        }
+        if let Ok(done) = parts.storage_done.try_recv() {
+            return Some(Input::Storage(done));
+        }
+        None
+    }
+
+    /// Takes everything else that is ready, within the turn's bounds.
+    fn drain(&mut self) -> Result<bool, Fatal> {
+        while let Ok(done) = self.parts.storage_done.try_recv() {
+            self.handle(Input::Storage(done))?;
+        }
+        while let Ok(control) = self.parts.control.try_recv() {
+            if !self.handle(Input::Control(control))? {
+                return Ok(false);
+            }
+        }
+        for _ in 0..INBOX_TURN_MAX {
+            let Ok(message) = self.parts.inbox.try_recv() else {
+                break;
+            };
+            self.handle(Input::Message(message))?;
+        }
+        while self.batch_payloads.len() < self.parts.config.proposal_batch_max {
+            let Ok(proposal) = self.parts.proposals.try_recv() else {
+                break;
+            };
+            self.handle(Input::Proposal(proposal))?;
+        }
+        Ok(true)
+    }
+
+    /// Feeds one input to the engine. Returns false to stop.
+    fn handle(&mut self, input: Input<R>) -> Result<bool, Fatal> {
+        let engine = &mut self.parts.engine;
+        match input {
+            Input::Proposal(proposal) => {
+                self.batch_payloads
+                    .push(EntryPayload::Command(proposal.payload));
+                self.batch_responders.push(proposal.responder);
+            }
+            Input::Message(message) => engine.step(message),
+            Input::Tick => engine.tick(),
+            Input::Storage(StorageDone::Written(id)) => {
+                engine.on_write_done(id);
+                self.written = id;
+                while self.gated.front().is_some_and(|(after, _)| *after <= id) {
+                    let (_, message) = self.gated.pop_front().expect("front exists");
+                    self.outbox.entry(message.to).or_default().push(message);
+                }
+            }
+            Input::Storage(StorageDone::Loaded(entries)) => engine.on_loaded(entries),
+            Input::Storage(StorageDone::Failed(error)) => return Err(Fatal::Storage(error)),
+            Input::Fatal(fatal) => return Err(fatal),
+            Input::Control(Control::ReadIndex(responder)) => {
+                let id = self.read_next_id;
+                self.read_next_id += 1;
+                self.reads.insert(id, responder);
+                engine.read_index(id);
+            }
+            Input::Control(Control::TransferLeader { to, responder }) => {
+                let _ = responder.send(engine.transfer_leader(to));
+            }
+            Input::Control(Control::Shutdown) => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Appends this turn's proposals as one batch and registers their
+    /// waiters with the apply task, before any of them can be applied.
+    fn flush_proposals(&mut self) {
+        if self.batch_payloads.is_empty() {
+            return;
+        }
+        let payloads = std::mem::take(&mut self.batch_payloads);
+        let responders = std::mem::take(&mut self.batch_responders);
+        match self.parts.engine.propose(payloads) {
+            Ok(first) => {
+                let waiters = responders
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, responder)| Waiter {
+                        index: first.index + i as u64,
+                        term: first.term,
+                        responder,
+                    })
+                    .collect();
+                // The apply task only ends after the driver drops its sender.
+                let _ = self.parts.apply_jobs.send(ApplyJob::Wait(waiters));
+            }
+            Err(error) => {
+                for responder in responders {
+                    let _ = responder.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    async fn execute(&mut self, actions: Actions) {
+        let Actions {
+            write,
+            messages,
+            messages_after_write,
+            apply,
+            load,
+            reads,
+            members,
+        } = actions;
+        if let Some(write) = write {
+            let _ = self.parts.storage_jobs.send(StorageJob::Write {
+                id: write.id,
+                batch: write.batch,
+            });
+        }
+        if let Some(nodes) = members {
+            self.parts.network.set_members(&nodes).await;
+        }
+        for message in messages {
+            self.outbox.entry(message.to).or_default().push(message);
+        }
+        for (after, message) in messages_after_write {
+            if after <= self.written {
+                self.outbox.entry(message.to).or_default().push(message);
+            } else {
+                debug_assert!(self.gated.back().is_none_or(|(last, _)| *last <= after));
+                self.gated.push_back((after, message));
+            }
+        }
+        let outbox = std::mem::take(&mut self.outbox);
+        for (to, messages) in outbox {
+            self.parts.network.send(to, messages).await;
+        }
+        if !apply.is_empty() {
+            let _ = self.parts.apply_jobs.send(ApplyJob::Apply(apply));
+        }
+        if let Some(range) = load {
+            let bytes_max = self.parts.config.append_bytes_max;
+            let _ = self
+                .parts
+                .storage_jobs
+                .send(StorageJob::Load { range, bytes_max });
+        }
+        for (id, result) in reads {
+            if let Some(responder) = self.reads.remove(&id) {
+                let _ = responder.send(result);
+            }
+        }
+    }
+
+    fn publish_metrics(&mut self) {
+        let engine = &self.parts.engine;
+        self.parts
+            .commit_index
+            .store(engine.commit_index(), Ordering::Release);
+        let applied = self.parts.applied.load(Ordering::Acquire);
+        self.parts.metrics.send_if_modified(|m| {
+            let next = Metrics {
+                id: engine.id(),
+                role: engine.role(),
+                term: engine.term(),
+                leader: engine.leader(),
+                commit_index: engine.commit_index(),
+                applied_index: applied,
+                last_log_index: engine.last_log_id().index,
+                persisted_index: engine.persisted_index(),
+                snapshot_index: engine.snapshot_index(),
+                membership: engine.membership().clone(),
+                replication: engine.replication(),
+                fatal: None,
+                stopped: false,
+            };
+            let changed = *m != next;
+            *m = next;
+            changed
+        });
+    }
+}

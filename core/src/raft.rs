@@ -1,0 +1,320 @@
+//! Boundary: `Raft`, the cloneable handle through which applications and
+//! transports talk to a running node.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout_at, Instant};
+
+use crate::apply::ApplyTask;
+use crate::codec;
+use crate::config::Config;
+use crate::driver::{Control, Driver, DriverParts, Proposal};
+use crate::engine::{Engine, EngineConfig};
+use crate::error::{ProposeError, ReadError, ReceiveError, StartError, TransferError};
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::network::RaftNetwork;
+use crate::restore::restore;
+use crate::state_machine::StateMachine;
+use crate::storage::RaftStorage;
+use crate::storage_task;
+use crate::types::{Membership, NodeId};
+
+/// Control requests (reads, transfers, shutdown) that may queue.
+const CONTROL_QUEUE_MAX: usize = 4096;
+
+/// A handle to a running Raft node. Cheap to clone; every clone talks to
+/// the same node. The node runs until [`Raft::shutdown`], a fatal error, or
+/// the last handle is dropped.
+pub struct Raft<SM: StateMachine> {
+    shared: Arc<Shared<SM>>,
+}
+
+impl<SM: StateMachine> Clone for Raft<SM> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<SM: StateMachine> {
+    id: NodeId,
+    config: Config,
+    proposals: mpsc::Sender<Proposal<SM::Response>>,
+    inbox: mpsc::Sender<Message>,
+    control: mpsc::Sender<Control>,
+    metrics: watch::Receiver<Metrics>,
+    commit_index: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
+    applied_watch: watch::Receiver<u64>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<SM: StateMachine> Raft<SM> {
+    /// Starts node `id`: reads its durable state, then spawns its driver,
+    /// storage and apply tasks on the current tokio runtime.
+    ///
+    /// `initial_members` bootstraps a new cluster: every founding member is
+    /// started with the same membership, and it is used only if the storage
+    /// is empty. A node joining an existing cluster passes `None` and waits
+    /// for the leader to add it.
+    pub async fn start<S: RaftStorage, N: RaftNetwork>(
+        id: NodeId,
+        config: Config,
+        initial_members: Option<Membership>,
+        mut storage: S,
+        network: N,
+        mut state_machine: SM,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        if id == 0 {
+            return Err(StartError::Membership("node id 0 is reserved".into()));
+        }
+        let restored = restore(id, initial_members, &mut storage, &mut state_machine).await?;
+        let applied_index = restored.applied;
+        let commit_index = restored.hard_state.commit;
+        let engine = Engine::new(id, EngineConfig::from_config(&config), restored);
+
+        let (proposals_tx, proposals_rx) = mpsc::channel(config.proposal_queue_max);
+        let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_msgs_max);
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
+        let (storage_jobs_tx, storage_jobs_rx) = mpsc::unbounded_channel();
+        let (storage_done_tx, storage_done_rx) = mpsc::unbounded_channel();
+        // Unbounded, but bounded in practice: waiters by the proposal queue
+        // and the propose deadline, entries by the commit/apply gap.
+        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+        let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+        let (metrics_tx, metrics_rx) = watch::channel(Metrics {
+            id,
+            ..Metrics::default()
+        });
+        let (applied_watch_tx, applied_watch_rx) = watch::channel(applied_index);
+        let commit = Arc::new(AtomicU64::new(commit_index));
+        let applied = Arc::new(AtomicU64::new(applied_index));
+
+        let storage_task =
+            tokio::spawn(storage_task::run(storage, storage_jobs_rx, storage_done_tx));
+        let apply_task = ApplyTask {
+            state_machine,
+            jobs: apply_rx,
+            applied: applied.clone(),
+            applied_watch: applied_watch_tx,
+            command_bytes_max: config.request_bytes_max,
+            fatal: fatal_tx,
+        };
+        let apply_task = tokio::spawn(apply_task.run());
+        let parts = DriverParts {
+            config: config.clone(),
+            engine,
+            network,
+            proposals: proposals_rx,
+            inbox: inbox_rx,
+            control: control_rx,
+            storage_jobs: storage_jobs_tx,
+            storage_done: storage_done_rx,
+            apply_jobs: apply_tx,
+            fatal: fatal_rx,
+            metrics: metrics_tx,
+            commit_index: commit.clone(),
+            applied: applied.clone(),
+            tasks: vec![storage_task, apply_task],
+        };
+        let span = tracing::info_span!("raft", id);
+        let driver = tokio::spawn(tracing::Instrument::instrument(
+            Driver::new(parts).run(),
+            span,
+        ));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                id,
+                config,
+                proposals: proposals_tx,
+                inbox: inbox_tx,
+                control: control_tx,
+                metrics: metrics_rx,
+                commit_index: commit,
+                applied,
+                applied_watch: applied_watch_rx,
+                driver: Mutex::new(Some(driver)),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// Proposes `command` and waits until it is committed and applied,
+    /// returning the state machine's response.
+    ///
+    /// Fails fast, with nothing appended, on `RequestTooLarge`,
+    /// `TooManyRequests`, `NotLeader` and `ProposalDropped`. `Timeout` (after
+    /// `Config::propose_timeout`) and `Stopped` leave the outcome unknown;
+    /// `Overwritten` means it will never apply.
+    pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ProposeError> {
+        let shared = &self.shared;
+        let payload = codec::encode(&command);
+        if payload.len() > shared.config.request_bytes_max {
+            return Err(ProposeError::RequestTooLarge {
+                size: payload.len(),
+                max: shared.config.request_bytes_max,
+            });
+        }
+        // Backpressure on the commit/apply gap (etcd's
+        // maxGapBetweenApplyAndCommitIndex): a slow state machine makes new
+        // proposals fail fast instead of piling up behind it.
+        let commit = shared.commit_index.load(Ordering::Acquire);
+        let applied = shared.applied.load(Ordering::Acquire);
+        let gap = commit.saturating_sub(applied);
+        if gap > shared.config.commit_apply_gap_max {
+            return Err(ProposeError::TooManyRequests { gap });
+        }
+        let timeout = shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        let (responder, response) = oneshot::channel();
+        let proposal = Proposal {
+            payload: Bytes::from(payload),
+            responder,
+        };
+        match timeout_at(deadline, shared.proposals.send(proposal)).await {
+            Err(_) => return Err(ProposeError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(ProposeError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match timeout_at(deadline, response).await {
+            Err(_) => Err(ProposeError::Timeout(timeout)),
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Returns a read index (dissertation §6.4): once this node has applied
+    /// up to it, its state reflects every write acknowledged before the call.
+    /// Leader only; reads that arrive together share one heartbeat round.
+    pub async fn read_index(&self) -> Result<u64, ReadError> {
+        let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        let (responder, answer) = oneshot::channel();
+        match timeout_at(
+            deadline,
+            self.shared.control.send(Control::ReadIndex(responder)),
+        )
+        .await
+        {
+            Err(_) => return Err(ReadError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(ReadError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match timeout_at(deadline, answer).await {
+            Err(_) => Err(ReadError::Timeout(timeout)),
+            Ok(Err(_)) => Err(ReadError::Stopped),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Waits until a linearizable read of this node's state machine is
+    /// possible: gets a read index and waits until it is applied. Read your
+    /// state right after this returns; the value is the read index.
+    pub async fn linearizable_read(&self) -> Result<u64, ReadError> {
+        let index = self.read_index().await?;
+        let timeout = self.shared.config.propose_timeout;
+        let mut applied = self.shared.applied_watch.clone();
+        let result = tokio::time::timeout(timeout, applied.wait_for(|&a| a >= index)).await;
+        match result {
+            Err(_) => Err(ReadError::Timeout(timeout)),
+            Ok(Err(_)) => Err(ReadError::Stopped),
+            Ok(Ok(_)) => Ok(index),
+        }
+    }
+
+    /// Hands leadership to voter `to` (dissertation §3.10) and waits until
+    /// this node sees `to` lead. While the transfer runs the leader drops new
+    /// proposals; it gives up after an election timeout.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), TransferError> {
+        let (responder, answer) = oneshot::channel();
+        if self
+            .shared
+            .control
+            .send(Control::TransferLeader { to, responder })
+            .await
+            .is_err()
+        {
+            return Err(TransferError::Stopped);
+        }
+        answer.await.map_err(|_| TransferError::Stopped)??;
+        let config = &self.shared.config;
+        let patience = config.tick_interval * (2 * config.election_ticks_max) as u32;
+        let mut metrics = self.shared.metrics.clone();
+        let result = tokio::time::timeout(
+            patience,
+            metrics.wait_for(|m| m.leader == Some(to) || m.stopped),
+        )
+        .await
+        .map(|r| r.map(|m| m.stopped));
+        match result {
+            Ok(Ok(false)) => Ok(()),
+            Ok(_) => Err(TransferError::Stopped),
+            Err(_) => Err(TransferError::Timeout { to }),
+        }
+    }
+
+    /// Hands a message from the network to this node. Never waits: when the
+    /// inbox is full the message is dropped (`InboxFull`) and Raft retries.
+    pub fn receive(&self, message: Message) -> Result<(), ReceiveError> {
+        if message.to != self.shared.id {
+            return Err(ReceiveError::WrongNode {
+                to: message.to,
+                me: self.shared.id,
+            });
+        }
+        self.shared.inbox.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ReceiveError::InboxFull,
+            mpsc::error::TrySendError::Closed(_) => ReceiveError::Stopped,
+        })
+    }
+
+    /// The node's current metrics.
+    pub fn status(&self) -> Metrics {
+        self.shared.metrics.borrow().clone()
+    }
+
+    /// A watch of the node's metrics, updated after every driver turn that
+    /// changed them. `wait_for` on it is how to wait for a condition.
+    pub fn metrics(&self) -> watch::Receiver<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Waits until `condition` holds for this node's metrics, or `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl FnMut(&Metrics) -> bool,
+    ) -> Option<Metrics> {
+        let mut metrics = self.shared.metrics.clone();
+        let result = tokio::time::timeout(timeout, metrics.wait_for(condition)).await;
+        match result {
+            Ok(Ok(m)) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stops the node: the driver finishes its turn, storage and the state
+    /// machine are closed, and every waiting call returns `Stopped`.
+    /// Returns once everything has stopped; later calls return at once.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.control.send(Control::Shutdown).await;
+        let driver = self.shared.driver.lock().await.take();
+        if let Some(driver) = driver {
+            if let Err(error) = driver.await {
+                tracing::error!(id = self.shared.id, %error, "raft driver task failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Startup: read what storage and the state machine hold, bootstrap a new
+//! cluster if asked, and rebuild what the engine keeps in memory (the term
+//! runs and the membership history) by scanning the log once.
+
+use crate::engine::Restored;
+use crate::error::StartError;
+use crate::state_machine::{StateMachine, StateMachineError};
+use crate::storage::{RaftStorage, StorageError, WriteBatch};
+use crate::types::{Entry, EntryPayload, HardState, LogId, Membership, NodeId};
+
+/// Bytes read per storage call while scanning the log at startup.
+const SCAN_BYTES_MAX: u64 = 16 << 20;
+
+/// Reads durable state and returns what the engine starts from.
+///
+/// A store with no hard state, no log and no snapshot is new. With
+/// `initial_members` it bootstraps: it writes the same first entry every
+/// founding member writes — index 1, term 1, the initial membership — and
+/// marks it committed, so founding logs agree from the start. Without, the
+/// node waits to be added to an existing cluster and learns the membership
+/// from the leader.
+pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
+    id: NodeId,
+    initial_members: Option<Membership>,
+    storage: &mut S,
+    state_machine: &mut SM,
+) -> Result<Restored, StartError> {
+    let mut initial = storage.initial_state().await?;
+    let is_new = initial.hard_state == HardState::default()
+        && initial.last_log_id == LogId::default()
+        && initial.snapshot.is_none();
+    if is_new {
+        if let Some(members) = initial_members {
+            members.validate().map_err(StartError::Membership)?;
+            if !members.members().contains(&id) {
+                return Err(StartError::Membership(format!(
+                    "node {id} is not in the initial membership"
+                )));
+            }
+            let entry = Entry {
+                term: 1,
+                index: 1,
+                payload: EntryPayload::Membership(members),
+            };
+            let hard_state = HardState {
+                term: 1,
+                vote: None,
+                commit: 1,
+            };
+            let batch = WriteBatch {
+                truncate_from: None,
+                entries: vec![entry],
+                hard_state: Some(hard_state),
+                must_sync: true,
+            };
+            storage.write(batch).await?;
+            initial = storage.initial_state().await?;
+            tracing::info!(id, "bootstrapped a new cluster");
+        }
+    }
+
+    let snapshot = initial
+        .snapshot
+        .as_ref()
+        .map_or(initial.purged, |s| s.last_log_id.max(initial.purged));
+    let last = initial.last_log_id;
+    if last < snapshot {
+        return Err(StorageError::Corrupt {
+            location: "log state".into(),
+            message: format!("last log id {last:?} is before the purge point {snapshot:?}"),
+        }
+        .into());
+    }
+    let mut memberships = Vec::new();
+    if let Some(meta) = &initial.snapshot {
+        memberships.push((meta.last_log_id.index, meta.membership.clone()));
+    }
+
+    // Scan the log once: term runs, membership entries, continuity.
+    let mut term_runs: Vec<(u64, u64)> = Vec::new();
+    let mut expected = LogId::new(snapshot.term, snapshot.index);
+    while expected.index < last.index {
+        let entries = storage
+            .entries(expected.index + 1..last.index + 1, SCAN_BYTES_MAX)
+            .await?;
+        if entries.is_empty() {
+            return Err(StorageError::Unavailable {
+                index: expected.index + 1,
+            }
+            .into());
+        }
+        for entry in entries {
+            // The pair of the write-side checks: the log must come back
+            // consecutive, with terms that never decrease.
+            if entry.index != expected.index + 1 || entry.term < expected.term {
+                return Err(StorageError::Corrupt {
+                    location: format!("log entry {}", expected.index + 1),
+                    message: format!("found {:?} after {expected:?}", entry.log_id()),
+                }
+                .into());
+            }
+            if term_runs.last().is_none_or(|&(_, term)| term != entry.term) {
+                term_runs.push((entry.index, entry.term));
+            }
+            expected = entry.log_id();
+            if let EntryPayload::Membership(m) = entry.payload {
+                memberships.push((entry.index, m));
+            }
+        }
+    }
+    if expected != last {
+        return Err(StorageError::Corrupt {
+            location: format!("log entry {}", last.index),
+            message: format!("storage reports last {last:?}, log ends at {expected:?}"),
+        }
+        .into());
+    }
+    if memberships.is_empty() {
+        // A node waiting to join: it knows no configuration and cannot vote.
+        memberships.push((0, Membership::default()));
+    }
+
+    let applied = state_machine.applied().await?;
+    if applied.index > last.index {
+        return Err(StateMachineError::Corrupt {
+            index: applied.index,
+            message: format!(
+                "state machine applied {applied:?} beyond the log's last entry {last:?}"
+            ),
+        }
+        .into());
+    }
+    let mut hard_state = initial.hard_state;
+    // An applied entry was committed, whatever the saved commit index says
+    // (the commit index is saved lazily).
+    hard_state.commit = hard_state.commit.max(applied.index).max(snapshot.index);
+    Ok(Restored {
+        hard_state,
+        snapshot,
+        last,
+        term_runs,
+        memberships,
+        applied: applied.index.max(snapshot.index),
+    })
+}

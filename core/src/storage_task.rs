@@ -1,0 +1,75 @@
+//! The task that owns the node's `RaftStorage`: it runs the driver's writes
+//! and loads one at a time, in the order asked, and reports each back.
+//!
+//! Running storage on its own task is what lets the driver keep stepping the
+//! engine (and the leader keep sending appends) while an fsync is in flight.
+
+use std::ops::Range;
+
+use tokio::sync::mpsc;
+
+use crate::storage::{RaftStorage, StorageError, WriteBatch};
+use crate::types::Entry;
+
+/// Work for the storage task.
+#[derive(Debug)]
+pub(crate) enum StorageJob {
+    /// Make this batch durable; answer `Written(id)`.
+    Write { id: u64, batch: WriteBatch },
+    /// Read entries of `range` up to `bytes_max`; answer `Loaded`.
+    Load { range: Range<u64>, bytes_max: u64 },
+}
+
+/// What the storage task reports.
+#[derive(Debug)]
+pub(crate) enum StorageDone {
+    Written(u64),
+    Loaded(Vec<Entry>),
+    /// The storage failed; the node must stop (fail-stop, no retry).
+    Failed(StorageError),
+}
+
+/// Runs jobs until the job channel closes or a job fails.
+pub(crate) async fn run<S: RaftStorage>(
+    mut storage: S,
+    mut jobs: mpsc::UnboundedReceiver<StorageJob>,
+    done: mpsc::UnboundedSender<StorageDone>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let result = match job {
+            StorageJob::Write { id, batch } => storage
+                .write(batch)
+                .await
+                .map(|()| StorageDone::Written(id)),
+            StorageJob::Load { range, bytes_max } => {
+                let start = range.start;
+                match storage.entries(range, bytes_max).await {
+                    Ok(entries) => check_loaded(start, entries).map(StorageDone::Loaded),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let failed = result.is_err();
+        let report = result.unwrap_or_else(StorageDone::Failed);
+        if done.send(report).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The pair of the core's own append check: entries coming back from
+/// storage must be the consecutive run that was asked for.
+fn check_loaded(start: u64, entries: Vec<Entry>) -> Result<Vec<Entry>, StorageError> {
+    for (i, entry) in entries.iter().enumerate() {
+        if entry.index != start + i as u64 {
+            return Err(StorageError::Corrupt {
+                location: format!("log entry {}", start + i as u64),
+                message: format!("storage returned index {} instead", entry.index),
+            });
+        }
+    }
+    if entries.is_empty() {
+        return Err(StorageError::Unavailable { index: start });
+    }
+    Ok(entries)
+}

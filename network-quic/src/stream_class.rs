@@ -1,0 +1,43 @@
+//! Which stream a message travels on.
+//!
+//! Each class has its own queue, writer task and connection per peer, so a
+//! large transfer in one class never holds up the other: snapshot chunks
+//! cannot delay heartbeats and appends (which would trigger elections).
+
+use rafter::{Message, MessageBody};
+
+/// A class of traffic with its own per-peer stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum StreamClass {
+    /// Votes, appends, heartbeats and their responses: small, latency
+    /// sensitive, pipelined back to back.
+    Raft,
+    /// Snapshot transfer: bulky, and must not block [`StreamClass::Raft`].
+    /// No message uses it yet; `MessageBody::InstallSnapshot` will.
+    Snapshot,
+}
+
+impl StreamClass {
+    /// A short name for logs and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamClass::Raft => "raft",
+            StreamClass::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// The stream `message` goes on. The match is exhaustive on purpose: a new
+/// message kind fails to compile here until someone picks its class.
+pub fn stream_class(message: &Message) -> StreamClass {
+    match &message.body {
+        MessageBody::VoteRequest { .. }
+        | MessageBody::VoteResponse { .. }
+        | MessageBody::Append { .. }
+        | MessageBody::AppendResponse { .. }
+        | MessageBody::Heartbeat { .. }
+        | MessageBody::HeartbeatResponse { .. }
+        | MessageBody::TimeoutNow => StreamClass::Raft,
+    }
+}

@@ -77,44 +77,31 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
     }
 
     // Scan the log once: term runs, membership entries, continuity.
-    let mut term_runs: Vec<(u64, u64)> = Vec::new();
-    let mut expected = LogId::new(snapshot.term, snapshot.index);
-    while expected.index < last.index {
+    let mut scan = LogScan::new(snapshot, memberships);
+    while scan.last.index < last.index {
+        let from = scan.last.index + 1;
         let entries = storage
-            .entries(expected.index + 1..last.index + 1, SCAN_BYTES_MAX)
+            .entries(from..last.index + 1, SCAN_BYTES_MAX)
             .await?;
         if entries.is_empty() {
-            return Err(StorageError::Unavailable {
-                index: expected.index + 1,
-            }
-            .into());
+            return Err(StorageError::Unavailable { index: from }.into());
         }
         for entry in entries {
-            // The pair of the write-side checks: the log must come back
-            // consecutive, with terms that never decrease.
-            if entry.index != expected.index + 1 || entry.term < expected.term {
-                return Err(StorageError::Corrupt {
-                    location: format!("log entry {}", expected.index + 1),
-                    message: format!("found {:?} after {expected:?}", entry.log_id()),
-                }
-                .into());
-            }
-            if term_runs.last().is_none_or(|&(_, term)| term != entry.term) {
-                term_runs.push((entry.index, entry.term));
-            }
-            expected = entry.log_id();
-            if let EntryPayload::Membership(m) = entry.payload {
-                memberships.push((entry.index, m));
-            }
+            scan.push(entry)?;
         }
     }
-    if expected != last {
+    if scan.last != last {
         return Err(StorageError::Corrupt {
             location: format!("log entry {}", last.index),
-            message: format!("storage reports last {last:?}, log ends at {expected:?}"),
+            message: format!("storage reports last {last:?}, log ends at {:?}", scan.last),
         }
         .into());
     }
+    let LogScan {
+        term_runs,
+        mut memberships,
+        ..
+    } = scan;
     if memberships.is_empty() {
         // A node waiting to join: it knows no configuration and cannot vote.
         memberships.push((0, Membership::default()));
@@ -142,4 +129,46 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
         memberships,
         applied: applied.index.max(snapshot.index),
     })
+}
+
+/// What one pass over the log rebuilds: term runs and membership entries,
+/// checking continuity on the way.
+pub(crate) struct LogScan {
+    pub(crate) last: LogId,
+    pub(crate) term_runs: Vec<(u64, u64)>,
+    pub(crate) memberships: Vec<(u64, Membership)>,
+}
+
+impl LogScan {
+    pub(crate) fn new(snapshot: LogId, memberships: Vec<(u64, Membership)>) -> Self {
+        Self {
+            last: snapshot,
+            term_runs: Vec::new(),
+            memberships,
+        }
+    }
+
+    /// Takes the next entry of the log.
+    pub(crate) fn push(&mut self, entry: Entry) -> Result<(), StorageError> {
+        // The pair of the write-side checks: the log must come back
+        // consecutive, with terms that never decrease.
+        if entry.index != self.last.index + 1 || entry.term < self.last.term {
+            return Err(StorageError::Corrupt {
+                location: format!("log entry {}", self.last.index + 1),
+                message: format!("found {:?} after {:?}", entry.log_id(), self.last),
+            });
+        }
+        if self
+            .term_runs
+            .last()
+            .is_none_or(|&(_, term)| term != entry.term)
+        {
+            self.term_runs.push((entry.index, entry.term));
+        }
+        self.last = entry.log_id();
+        if let EntryPayload::Membership(m) = entry.payload {
+            self.memberships.push((entry.index, m));
+        }
+        Ok(())
+    }
 }

@@ -49,6 +49,10 @@ pub(crate) struct EngineConfig {
     /// Bytes of committed entries handed to the apply task per turn.
     pub(crate) apply_bytes_max: u64,
     pub(crate) rng_seed: u64,
+    /// A deliberately broken rule, so the simulator can prove it catches it.
+    /// Only exists with the `testing` feature: normal builds pay nothing.
+    #[cfg(feature = "testing")]
+    pub(crate) planted_bug: Option<crate::testing::PlantedBug>,
 }
 
 impl EngineConfig {
@@ -62,6 +66,8 @@ impl EngineConfig {
             log_cache_bytes_max: config.log_cache_bytes_max,
             apply_bytes_max: config.append_bytes_max.max(1 << 20),
             rng_seed: config.rng_seed,
+            #[cfg(feature = "testing")]
+            planted_bug: None,
         }
     }
 }
@@ -238,6 +244,26 @@ impl Engine {
             vote: self.vote,
             commit: self.log.committed(),
         }
+    }
+
+    /// Whether `bug` is planted (always false without the `testing` feature).
+    #[allow(unused_variables)]
+    fn planted(&self, bug: PlantedBugKind) -> bool {
+        #[cfg(feature = "testing")]
+        {
+            use crate::testing::PlantedBug as B;
+            matches!(
+                (self.config.planted_bug, bug),
+                (
+                    Some(B::CommitEarlierTermByCounting),
+                    PlantedBugKind::Figure8
+                ) | (Some(B::VoteBeforePersisting), PlantedBugKind::Vote)
+                    | (Some(B::AckBeforePersisting), PlantedBugKind::Ack)
+                    | (Some(B::ReadWithoutQuorum), PlantedBugKind::Read)
+            )
+        }
+        #[cfg(not(feature = "testing"))]
+        false
     }
 
     // ----- inputs -----
@@ -640,7 +666,11 @@ impl Engine {
                 self.vote = Some(from);
                 self.election_elapsed = 0;
             }
-            self.send_durable(from, body);
+            if self.planted(PlantedBugKind::Vote) {
+                self.send(from, body);
+            } else {
+                self.send_durable(from, body);
+            }
         }
     }
 
@@ -927,7 +957,9 @@ impl Engine {
         match outcome {
             // The ack promises the entries are durable: it waits for them
             // (Figure 2: respond after persisting; dissertation §3.8).
-            AppendOutcome::Success { match_index } if match_index > self.log.persisted() => {
+            AppendOutcome::Success { match_index }
+                if match_index > self.log.persisted() && !self.planted(PlantedBugKind::Ack) =>
+            {
                 self.send_durable(to, body)
             }
             _ if self.hard_state_dirty() => self.send_durable(to, body),
@@ -1017,7 +1049,8 @@ impl Engine {
         });
         // Figure 8 (§5.4.2): count replicas only for an entry of the current
         // term; earlier entries commit with it.
-        if index > self.log.committed() && self.log.term_at(index) == Some(self.term) {
+        let own_term = self.log.term_at(index) == Some(self.term);
+        if index > self.log.committed() && (own_term || self.planted(PlantedBugKind::Figure8)) {
             self.log.commit_to(index);
         }
     }
@@ -1077,6 +1110,11 @@ impl Engine {
     fn flush_reads(&mut self) {
         if self.reads.has_unsent() && self.committed_in_current_term() {
             self.reads.start_round(self.log.committed());
+            if self.planted(PlantedBugKind::Read) {
+                // The bug: answer on the leader's belief alone.
+                let seq = self.reads.seq();
+                self.reads.confirm(seq, &mut self.out.reads);
+            }
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
             self.confirm_reads();
@@ -1192,6 +1230,15 @@ impl Engine {
         assert!(self.election_timeout >= self.config.election_ticks_min);
         assert!(self.election_timeout <= self.config.election_ticks_max);
     }
+}
+
+/// The rules a planted bug can break (see `testing::PlantedBug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlantedBugKind {
+    Figure8,
+    Vote,
+    Ack,
+    Read,
 }
 
 fn random_timeout(rng: &mut ChaCha8Rng, config: &EngineConfig) -> u64 {

@@ -5,7 +5,9 @@
 mod kv;
 mod mem_network;
 mod mem_storage;
+mod sim;
 
 pub use kv::{KvCommand, KvResponse, KvStateMachine, NoopStateMachine};
 pub use mem_network::{MemNetwork, MemRouter};
 pub use mem_storage::MemStorage;
+pub use sim::{PlantedBug, SimActions, SimCore, SimDurable};

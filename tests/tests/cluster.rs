@@ -2,9 +2,15 @@
 //! on MemStorage and MemRouter), on a paused tokio clock: elections and
 //! timeouts take no wall-clock time and nothing sleeps for real.
 
-use rafter::testing::{KvCommand, MemStorage};
-use rafter::{ProposeError, ReadError, Role, TransferError};
+use std::sync::Arc;
+
+use rafter::testing::{KvCommand, KvResponse, KvStateMachine, MemRouter, MemStorage};
+use rafter::{
+    Committed, LogId, Membership, ProposeError, Raft, ReadError, Role, StateMachine,
+    StateMachineError, TransferError,
+};
 use rafter_tests::cluster::{test_config, Cluster, PATIENCE};
+use tokio::sync::Semaphore;
 
 async fn elect(n: u64) {
     let mut cluster = Cluster::start(n, test_config()).await;
@@ -90,4 +96,394 @@ async fn three_nodes_apply_ten_thousand_proposals_in_the_same_order() {
 #[tokio::test(start_paused = true)]
 async fn five_nodes_apply_ten_thousand_proposals_in_the_same_order() {
     ten_thousand_proposals(5).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_killed_a_new_leader_commits_and_the_old_one_catches_up() {
+    let mut cluster = Cluster::start(3, test_config()).await;
+    let old = cluster.leader().await;
+    cluster.set(old, "a", "1").await.unwrap();
+    cluster.kill(old).await;
+    let rest = cluster.running();
+    let new = cluster.leader_among(&rest).await;
+    assert_ne!(new, old);
+    let response = cluster.set(new, "a", "2").await.unwrap();
+    assert_eq!(
+        response.previous,
+        Some(b"1".to_vec()),
+        "the committed write survived"
+    );
+    cluster.restart(old).await;
+    let all = cluster.running();
+    cluster.check_same_state(&all, response.index).await;
+    assert_eq!(
+        cluster.nodes[&old].state_machine.get("a"),
+        Some(b"2".to_vec())
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn minority_partition_commits_nothing_and_heals() {
+    let mut config = test_config();
+    config.propose_timeout = std::time::Duration::from_secs(2);
+    let mut cluster = Cluster::start(5, config).await;
+    let old = cluster.leader().await;
+    let base = cluster.set(old, "k", "before").await.unwrap().index;
+    // The old leader and one follower on one side, three nodes on the other.
+    let follower = cluster.running().into_iter().find(|&id| id != old).unwrap();
+    let majority: Vec<_> = cluster
+        .running()
+        .into_iter()
+        .filter(|&id| id != old && id != follower)
+        .collect();
+    for &a in &[old, follower] {
+        for &b in &majority {
+            cluster.router.block(a, b);
+            cluster.router.block(b, a);
+        }
+    }
+    // The minority side cannot commit: the proposal times out (its outcome
+    // is unknown to the client) and nothing new commits there.
+    let minority_commit = cluster.raft(follower).status().commit_index;
+    let lost = cluster.set(old, "k", "minority").await;
+    assert!(
+        matches!(
+            lost,
+            Err(ProposeError::Timeout(_)) | Err(ProposeError::NotLeader { .. })
+        ),
+        "{lost:?}"
+    );
+    assert!(cluster.raft(follower).status().commit_index <= minority_commit.max(base));
+    // The majority elects a leader and commits.
+    let new = cluster.leader_among(&majority).await;
+    let committed = cluster.set(new, "k", "majority").await.unwrap();
+    // The old leader stepped down (CheckQuorum) in the meantime.
+    let stepped_down = cluster
+        .raft(old)
+        .wait_for(PATIENCE, |m| m.role != Role::Leader)
+        .await;
+    assert!(stepped_down.is_some(), "isolated leader kept leading");
+    cluster.router.heal_all();
+    let all = cluster.running();
+    cluster.check_same_state(&all, committed.index).await;
+    for id in all {
+        assert_eq!(
+            cluster.nodes[&id].state_machine.get("k"),
+            Some(b"majority".to_vec()),
+            "node {id}"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn leadership_transfer_hands_over_and_the_new_leader_serves() {
+    let mut cluster = Cluster::start(3, test_config()).await;
+    let old = cluster.leader().await;
+    cluster.set(old, "x", "1").await.unwrap();
+    let target = cluster.running().into_iter().find(|&id| id != old).unwrap();
+    cluster.raft(old).transfer_leader(target).await.unwrap();
+    assert_eq!(cluster.leader().await, target);
+    let response = cluster.set(target, "x", "2").await.unwrap();
+    assert_eq!(response.previous, Some(b"1".to_vec()));
+    assert!(matches!(
+        cluster.set(old, "x", "3").await,
+        Err(ProposeError::NotLeader { leader_hint: Some(l) }) if l == target
+    ));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_on_an_isolated_old_leader_fails_instead_of_returning_stale_data() {
+    let mut cluster = Cluster::start(3, test_config()).await;
+    let old = cluster.leader().await;
+    cluster.set(old, "k", "old").await.unwrap();
+    assert!(
+        cluster.raft(old).linearizable_read().await.is_ok(),
+        "a healthy leader reads"
+    );
+    cluster.router.isolate(old);
+    let read = cluster.raft(old).linearizable_read();
+    // Meanwhile the rest elect a leader and overwrite the key.
+    let rest: Vec<_> = cluster
+        .running()
+        .into_iter()
+        .filter(|&id| id != old)
+        .collect();
+    let new = cluster.leader_among(&rest).await;
+    cluster.set(new, "k", "new").await.unwrap();
+    let result = read.await;
+    assert!(
+        matches!(
+            result,
+            Err(ReadError::LeadershipLost)
+                | Err(ReadError::Timeout(_))
+                | Err(ReadError::NotLeader { .. })
+        ),
+        "isolated old leader answered a read: {result:?}"
+    );
+    let index = cluster.raft(new).linearizable_read().await.unwrap();
+    assert!(cluster.raft(new).status().applied_index >= index);
+    assert_eq!(
+        cluster.nodes[&new].state_machine.get("k"),
+        Some(b"new".to_vec())
+    );
+    assert!(matches!(
+        cluster.raft(old).read_index().await,
+        Err(ReadError::NotLeader { .. })
+    ));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_refuses_proposals_with_a_leader_hint() {
+    let mut cluster = Cluster::start(3, test_config()).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    let result = cluster.set(follower, "k", "v").await;
+    assert_eq!(
+        result,
+        Err(ProposeError::NotLeader {
+            leader_hint: Some(leader)
+        })
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_request_is_rejected_and_changes_nothing() {
+    let mut config = test_config();
+    config.request_bytes_max = 1024;
+    config.message_bytes_max = 1 << 20;
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.leader().await;
+    let before = cluster.raft(leader).status().last_log_index;
+    let result = cluster.set(leader, "k", &"x".repeat(2000)).await;
+    assert!(
+        matches!(result, Err(ProposeError::RequestTooLarge { max: 1024, .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        cluster.raft(leader).status().last_log_index,
+        before,
+        "nothing appended"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proposal_without_a_quorum_times_out() {
+    let mut config = test_config();
+    config.propose_timeout = std::time::Duration::from_millis(500);
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.leader().await;
+    for id in cluster.running() {
+        if id != leader {
+            cluster.router.block(leader, id);
+        }
+    }
+    let result = cluster.set(leader, "k", "v").await;
+    assert_eq!(
+        result,
+        Err(ProposeError::Timeout(std::time::Duration::from_millis(500)))
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn proposals_are_dropped_while_a_leadership_transfer_is_under_way() {
+    let mut cluster = Cluster::start(3, test_config()).await;
+    let leader = cluster.leader().await;
+    let target = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    // The target cannot hear the leader, so the transfer cannot finish.
+    cluster.router.block(leader, target);
+    let raft = cluster.raft(leader).clone();
+    let transfer = tokio::spawn(async move { raft.transfer_leader(target).await });
+    // Let the transfer start before proposing.
+    tokio::time::sleep(cluster.config.tick_interval).await;
+    let result = cluster.set(leader, "k", "v").await;
+    assert!(
+        matches!(result, Err(ProposeError::ProposalDropped { .. })),
+        "{result:?}"
+    );
+    // The transfer gives up after an election timeout, and proposals work again.
+    assert_eq!(
+        transfer.await.unwrap(),
+        Err(TransferError::Timeout { to: target })
+    );
+    cluster.router.heal_all();
+    let leader = cluster.leader().await;
+    cluster.set(leader, "k", "after").await.unwrap();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_after_shutdown_return_stopped() {
+    let mut cluster = Cluster::start(3, test_config()).await;
+    let leader = cluster.leader().await;
+    let raft = cluster.raft(leader).clone();
+    cluster.shutdown().await;
+    let result = raft.propose(KvCommand::Delete { key: "k".into() }).await;
+    assert_eq!(result, Err(ProposeError::Stopped));
+    assert_eq!(raft.read_index().await, Err(ReadError::Stopped));
+    assert!(raft.status().stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storage_failure_stops_the_node_with_its_reason() {
+    let mut cluster = Cluster::start(3, test_config()).await;
+    let leader = cluster.leader().await;
+    cluster.set(leader, "k", "v").await.unwrap();
+    let writes = cluster.nodes[&leader].storage.write_count();
+    cluster.nodes[&leader].storage.fail_writes_after(writes);
+    let result = cluster.set(leader, "k", "w").await;
+    assert!(
+        matches!(
+            result,
+            Err(ProposeError::Stopped) | Err(ProposeError::Timeout(_))
+        ),
+        "{result:?}"
+    );
+    let stopped = cluster
+        .raft(leader)
+        .wait_for(PATIENCE, |m| m.stopped)
+        .await
+        .expect("node stops");
+    assert!(
+        matches!(stopped.fatal, Some(rafter::Fatal::Storage(_))),
+        "{:?}",
+        stopped.fatal
+    );
+    // The others carry on.
+    let rest: Vec<_> = cluster
+        .running()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .collect();
+    let new = cluster.leader_among(&rest).await;
+    cluster.set(new, "k", "x").await.unwrap();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_cluster_restarts_from_storage() {
+    let mut cluster = Cluster::start(3, test_config()).await;
+    let leader = cluster.leader().await;
+    let mut last = 0;
+    for i in 0..100 {
+        last = cluster
+            .set(leader, &format!("k{}", i % 10), &i.to_string())
+            .await
+            .unwrap()
+            .index;
+    }
+    cluster.check_same_state(&cluster.running(), last).await;
+    let before = cluster.nodes[&leader].state_machine.data();
+    cluster.shutdown().await;
+    for id in 1..=3 {
+        cluster.restart(id).await;
+    }
+    let leader = cluster.leader().await;
+    let response = cluster.set(leader, "k0", "again").await.unwrap();
+    assert_eq!(response.previous, before.get("k0").cloned());
+    cluster
+        .check_same_state(&cluster.running(), response.index)
+        .await;
+    cluster.shutdown().await;
+}
+
+/// A state machine whose apply waits for a permit: a stand-in for a slow
+/// disk under the state machine.
+#[derive(Clone)]
+struct GatedKv {
+    inner: KvStateMachine,
+    gate: Arc<Semaphore>,
+}
+
+impl StateMachine for GatedKv {
+    type Command = KvCommand;
+    type Response = KvResponse;
+
+    async fn applied(&mut self) -> Result<LogId, StateMachineError> {
+        self.inner.applied().await
+    }
+
+    async fn apply(
+        &mut self,
+        entries: Vec<Committed<KvCommand>>,
+    ) -> Result<Vec<KvResponse>, StateMachineError> {
+        self.gate
+            .acquire()
+            .await
+            .expect("gate never closes")
+            .forget();
+        self.inner.apply(entries).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_state_machine_makes_proposals_fail_fast_with_too_many_requests() {
+    let mut config = test_config();
+    config.commit_apply_gap_max = 10;
+    let router = MemRouter::new(1);
+    let gate = Arc::new(Semaphore::new(1));
+    let state_machine = GatedKv {
+        inner: KvStateMachine::new(),
+        gate: gate.clone(),
+    };
+    let members = Membership::new_voters([(1, "n1".to_string())]);
+    let raft = Raft::start(
+        1,
+        config,
+        Some(members),
+        MemStorage::new(),
+        router.network(1),
+        state_machine,
+    )
+    .await
+    .unwrap();
+    raft.wait_for(PATIENCE, |m| m.role == Role::Leader)
+        .await
+        .unwrap();
+    // The first apply batch (bootstrap entry, blank) takes the one permit;
+    // after that the apply task is stuck while commits go on.
+    let pending: Vec<_> = (0..50)
+        .map(|i| {
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                raft.propose(KvCommand::Delete {
+                    key: format!("k{i}"),
+                })
+                .await
+            })
+        })
+        .collect();
+    raft.wait_for(PATIENCE, |m| m.commit_index > m.applied_index + 10)
+        .await
+        .expect("gap opens");
+    let result = raft.propose(KvCommand::Delete { key: "late".into() }).await;
+    assert!(
+        matches!(result, Err(ProposeError::TooManyRequests { gap }) if gap > 10),
+        "{result:?}"
+    );
+    // Once the state machine catches up, proposals go through again.
+    gate.add_permits(1000);
+    for proposal in pending {
+        proposal.await.unwrap().unwrap();
+    }
+    raft.propose(KvCommand::Delete {
+        key: "later".into(),
+    })
+    .await
+    .unwrap();
+    raft.shutdown().await;
 }

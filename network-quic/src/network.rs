@@ -304,9 +304,16 @@ impl QuicHandle {
             Ok(SocketAddr::V6(_)) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
             _ => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
         };
-        if let Ok(socket) = std::net::UdpSocket::bind(ephemeral) {
-            if let Err(error) = self.shared.endpoint.rebind(socket) {
+        // Twice: quinn keeps the previous socket after a rebind (for
+        // migrating connections) until traffic arrives on the new one, which
+        // never happens on a closed endpoint; the second rebind replaces
+        // that previous socket, dropping ours.
+        for _ in 0..2 {
+            let rebound = std::net::UdpSocket::bind(ephemeral)
+                .and_then(|socket| self.shared.endpoint.rebind(socket));
+            if let Err(error) = rebound {
                 tracing::warn!(%error, "could not release the endpoint's port");
+                break;
             }
         }
     }

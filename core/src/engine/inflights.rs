@@ -54,6 +54,7 @@ impl Inflights {
         self.messages.len() >= self.count_max || self.bytes >= self.bytes_max
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.messages.len()
     }

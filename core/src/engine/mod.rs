@@ -190,6 +190,7 @@ impl Engine {
     pub(crate) fn term(&self) -> u64 {
         self.term
     }
+    #[cfg(test)]
     pub(crate) fn vote(&self) -> Option<NodeId> {
         self.vote
     }
@@ -203,6 +204,7 @@ impl Engine {
             role => role,
         }
     }
+    #[cfg(test)]
     pub(crate) fn is_leader(&self) -> bool {
         self.role == Role::Leader
     }
@@ -235,6 +237,7 @@ impl Engine {
             .map(|(&id, p)| (id, p.match_index))
             .collect()
     }
+    #[cfg(test)]
     pub(crate) fn lead_transferee(&self) -> Option<NodeId> {
         self.lead_transferee
     }
@@ -831,7 +834,8 @@ impl Engine {
             let probing = progress.state == ProgressState::Probe;
             let has_entries = next <= last;
             let commit_behind = progress.commit_sent < committed.min(last);
-            if !has_entries && !commit_behind && !(probing && progress.match_index < last) {
+            let probe_due = probing && progress.match_index < last;
+            if !(has_entries || commit_behind || probe_due) {
                 return;
             }
             let Some(prev_term) = self.log.term_at(next - 1) else {

@@ -177,7 +177,7 @@ async fn three_nodes_over_quic_replicate_survive_the_leader_endpoint_closing_and
 
     // The leader's endpoint closes: the other two elect a new leader, which
     // commits more.
-    let mut old = nodes.remove(&old_leader).unwrap();
+    let old = nodes.remove(&old_leader).unwrap();
     old.network.close().await;
     let new_leader = agreed_leader(&nodes).await;
     assert_ne!(new_leader, old_leader);

@@ -12,7 +12,10 @@ use rafter::Message;
 /// handle.set_inbound(move |message| { let _ = raft.receive(message); })?;
 /// ```
 ///
-/// Any `Fn(Message) + Send + Sync + 'static` closure is a sink.
+/// Any `Fn(Message) + Send + Sync + 'static` closure is a sink. A sink that
+/// holds a `Raft` clone keeps that handle alive as long as the endpoint's
+/// state lives (until the network and every `QuicHandle` are dropped), so
+/// stop a node with `Raft::shutdown`, not by dropping its handles.
 pub trait InboundSink: Send + Sync + 'static {
     /// Hands over one message. Must return promptly (queue or drop).
     fn deliver(&self, message: Message);

@@ -413,3 +413,17 @@ async fn messages_before_the_sink_is_bound_are_counted_and_dropped() {
         heartbeat(2, 1, 2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_local_demo_mode_delivers_without_certificates() {
+    init_tracing();
+    let mut one = Node::bind_with(TlsMode::InsecureLocalDemo, 1, localhost(), test_config());
+    let mut two = Node::bind_with(TlsMode::InsecureLocalDemo, 2, localhost(), test_config());
+    let book = members(&[&one, &two]);
+    one.network.set_members(&book).await;
+    two.network.set_members(&book).await;
+    one.network.send(2, vec![heartbeat(1, 2, 1)]).await;
+    two.network.send(1, vec![heartbeat(2, 1, 2)]).await;
+    assert_eq!(two.recv().await, heartbeat(1, 2, 1));
+    assert_eq!(one.recv().await, heartbeat(2, 1, 2));
+}

@@ -6,8 +6,10 @@ mod kv;
 mod mem_network;
 mod mem_storage;
 mod sim;
+mod storage_suite;
 
 pub use kv::{KvCommand, KvResponse, KvStateMachine, NoopStateMachine};
 pub use mem_network::{MemNetwork, MemRouter};
 pub use mem_storage::MemStorage;
 pub use sim::{PlantedBug, SimActions, SimCore, SimDurable};
+pub use storage_suite::run_storage_suite;

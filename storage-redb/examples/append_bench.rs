@@ -1,0 +1,37 @@
+//! Append throughput of `RedbStorage` against raw redb.
+//!
+//! `cargo run --release -p rafter-redb --example append_bench -- [DIR] [SECONDS_PER_CASE]`
+//!
+//! DIR defaults to a fresh directory under the system temp dir (put it on
+//! the disk you care about: the numbers are fsync-bound).
+
+use std::time::Duration;
+
+use rafter_redb::bench::{format_results, run_append_bench, AppendBenchConfig};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("rafter-redb-bench-{}", std::process::id()))
+        });
+    let seconds: f64 = args
+        .next()
+        .map_or(3.0, |s| s.parse().expect("SECONDS_PER_CASE is a number"));
+    let config = AppendBenchConfig {
+        case_duration: Duration::from_secs_f64(seconds),
+        ..AppendBenchConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .expect("a tokio runtime starts");
+    let results = runtime
+        .block_on(run_append_bench(&dir, &config))
+        .expect("the bench's stores work");
+    println!("dir: {}", dir.display());
+    print!("{}", format_results(&results));
+    let _ = std::fs::remove_dir_all(&dir);
+}

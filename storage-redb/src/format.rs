@@ -1,0 +1,51 @@
+//! The on-disk layout: file names, tables, keys and limits. The prose
+//! version, with the reasons, is `FORMAT.md` at the crate root; the two must
+//! change together, and a change to either bumps [`STORE_FORMAT_VERSION`].
+
+use redb::TableDefinition;
+
+/// The version of this layout, stored once under [`META_FORMAT_VERSION`].
+/// A build refuses (with `StorageError::Corrupt`) a store whose version it
+/// does not know, rather than guess; a later build keeps reading this one.
+pub const STORE_FORMAT_VERSION: u8 = 1;
+
+/// The database file inside the data directory.
+pub(crate) const DATABASE_FILE: &str = "log.redb";
+
+/// The lock file inside the data directory; held (advisory, exclusive) for as
+/// long as a store is open.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// The log: index → record whose body is `rafter::codec::encode_entry`.
+///
+/// Invariant: the keys are exactly `purged.index + 1 ..= last_index`.
+pub(crate) const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+
+/// Everything else, by name (the keys below).
+pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// One raw byte: [`STORE_FORMAT_VERSION`]. Written by the transaction that
+/// creates the store, so a store without it but with other data is corrupt.
+pub(crate) const META_FORMAT_VERSION: &str = "format_version";
+/// Record of `rafter::codec::encode_hard_state`.
+pub(crate) const META_HARD_STATE: &str = "hard_state";
+/// Record of `rafter::codec::encode(&LogId)`: the purge point.
+pub(crate) const META_PURGED: &str = "purged";
+/// Record of `rafter::codec::encode_snapshot_meta`.
+pub(crate) const META_SNAPSHOT: &str = "snapshot";
+
+/// The largest log record read back: an entry whose record is longer is
+/// refused at write (`StorageError::Io`, nothing written) and reported
+/// corrupt at read, so every record that was written can be read. 64 MiB is
+/// the default `message_bytes_max`, above any entry a node can replicate.
+pub const ENTRY_RECORD_BYTES_MAX: usize = 64 << 20;
+
+/// The largest meta record read back (hard state, purge point, snapshot
+/// metadata with its membership): refused at write and corrupt at read above
+/// this. 16 MiB holds a membership of well over 100,000 members.
+pub(crate) const META_RECORD_BYTES_MAX: usize = 16 << 20;
+
+// Every limit leaves room for the checksum, and the meta limit is not above
+// the entry limit (a membership entry carries the same membership).
+const _: () = assert!(META_RECORD_BYTES_MAX <= ENTRY_RECORD_BYTES_MAX);
+const _: () = assert!(crate::record::CHECKSUM_BYTES < META_RECORD_BYTES_MAX);

@@ -1,0 +1,630 @@
+//! `LogStore`: the blocking implementation behind `RedbStorage`. Every
+//! method here runs on a blocking thread; `storage.rs` is the async shell.
+//!
+//! Validate at the gateway, trust inside: `open` checks what is on disk
+//! (format version, meta records, continuity of the log keys, the checksum
+//! and decoding of the first and last entries) before anything else runs,
+//! and every read checks each record again, so bad bytes become
+//! `StorageError::Corrupt` and are never served.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rafter::codec;
+use rafter::{
+    Entry, EntryPayload, HardState, InitialState, LogId, SnapshotMeta, StorageError, WriteBatch,
+};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::compaction::should_compact;
+use crate::error::{corrupt, from_redb, io};
+use crate::format::{
+    DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, LOG_TABLE, META_FORMAT_VERSION, META_HARD_STATE,
+    META_PURGED, META_RECORD_BYTES_MAX, META_SNAPSHOT, META_TABLE, STORE_FORMAT_VERSION,
+};
+use crate::lock::DirectoryLock;
+use crate::options::RedbOptions;
+use crate::record::{self, log_key};
+
+/// The log and hard state of one node in one redb file.
+///
+/// Invariant: `purged.index <= last_log_id.index`; the log table's keys are
+/// exactly `purged.index + 1 ..= last_log_id.index` (none when equal), and
+/// the cached `hard_state`, `purged`, `last_log_id` and `snapshot` equal
+/// what the last committed transaction left on disk.
+#[derive(Debug)]
+pub(crate) struct LogStore {
+    /// Declared before `_lock` so the database closes before the lock goes.
+    db: Database,
+    path: PathBuf,
+    options: RedbOptions,
+    hard_state: HardState,
+    purged: LogId,
+    last_log_id: LogId,
+    snapshot: Option<SnapshotMeta>,
+    /// Stored bytes of the log records purged since the last compaction.
+    purged_bytes_since_compaction: u64,
+    /// The first IO or corruption error; every later call returns it
+    /// (fail-stop: after a failed commit the file's contents are unknown).
+    failed: Option<StorageError>,
+    _lock: DirectoryLock,
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the store in directory `dir`.
+    pub(crate) fn open(dir: &Path, options: RedbOptions) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| io("create data directory", e))?;
+        let lock = DirectoryLock::acquire(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let mut builder = Database::builder();
+        builder.set_cache_size(options.cache_bytes);
+        builder.set_check_integrity_on_open(options.open_check_file);
+        let db = builder
+            .create(&path)
+            .map_err(|e| from_redb("open database", e))?;
+        init_format(&db)?;
+        let mut store = Self {
+            db,
+            path,
+            options,
+            hard_state: HardState::default(),
+            purged: LogId::default(),
+            last_log_id: LogId::default(),
+            snapshot: None,
+            purged_bytes_since_compaction: 0,
+            failed: None,
+            _lock: lock,
+        };
+        store.load()?;
+        store.check_invariants();
+        Ok(store)
+    }
+
+    /// The path of the database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What a starting node needs, from the cache (equal to the disk).
+    pub(crate) fn initial_state(&self) -> Result<InitialState, StorageError> {
+        self.usable()?;
+        Ok(InitialState {
+            hard_state: self.hard_state,
+            purged: self.purged,
+            last_log_id: self.last_log_id,
+            snapshot: self.snapshot.clone(),
+        })
+    }
+
+    /// Applies `batch` in one redb write transaction: truncate, append, hard
+    /// state. Durable on return when `batch.must_sync`.
+    pub(crate) fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.usable()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Validate before touching the database: a rejected batch writes
+        // nothing and leaves the store usable.
+        if let Some(from) = batch.truncate_from {
+            if from <= self.purged.index {
+                return Err(StorageError::Unavailable { index: from });
+            }
+        }
+        let truncates = batch
+            .truncate_from
+            .is_some_and(|from| from <= self.last_log_id.index);
+        let next_index = match batch.truncate_from {
+            Some(from) if truncates => from,
+            _ => self.last_log_id.index + 1,
+        };
+        let records = seal_entries(&batch.entries, next_index)?;
+        let hard_state = batch
+            .hard_state
+            .map(|hs| record::seal(META_HARD_STATE.as_bytes(), &codec::encode_hard_state(&hs)));
+
+        let result = (|| {
+            let mut txn = self
+                .db
+                .begin_write()
+                .map_err(|e| from_redb("begin write", e))?;
+            let durability = if batch.must_sync {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            txn.set_durability(durability)
+                .map_err(|e| from_redb("set durability", e))?;
+            let mut new_last = self.last_log_id;
+            {
+                let mut log = txn
+                    .open_table(LOG_TABLE)
+                    .map_err(|e| from_redb("open log", e))?;
+                if truncates {
+                    // Checked above: purged.index < from <= last.index.
+                    let from = next_index;
+                    log.retain_in(from.., |_, _| false)
+                        .map_err(|e| from_redb("truncate log", e))?;
+                    new_last = if from - 1 == self.purged.index {
+                        self.purged
+                    } else {
+                        read_entry(&log, from - 1)?.log_id()
+                    };
+                }
+                if let Some(first) = batch.entries.first() {
+                    if first.term < new_last.term {
+                        return Err(invalid_batch(format!(
+                            "entry {} has term {}, below the term {} of the entry before it",
+                            first.index, first.term, new_last.term
+                        )));
+                    }
+                }
+                for (entry, record) in batch.entries.iter().zip(&records) {
+                    log.insert(entry.index, record.as_slice())
+                        .map_err(|e| from_redb("append", e))?;
+                    new_last = entry.log_id();
+                }
+            }
+            if let Some(record) = &hard_state {
+                let mut meta = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| from_redb("open meta", e))?;
+                meta.insert(META_HARD_STATE, record.as_slice())
+                    .map_err(|e| from_redb("save hard state", e))?;
+            }
+            txn.commit().map_err(|e| from_redb("commit", e))?;
+            Ok(new_last)
+        })();
+        match result {
+            Ok(new_last) => {
+                self.last_log_id = new_last;
+                if let Some(hard_state) = batch.hard_state {
+                    self.hard_state = hard_state;
+                }
+                self.check_invariants();
+                Ok(())
+            }
+            // Dropping the uncommitted transaction rolled it back, and the
+            // batch was refused before the commit: the store is unchanged.
+            Err(e @ StorageError::Corrupt { .. }) if is_invalid_batch(&e) => Err(e),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Reads consecutive entries of `range`, checking every record, until
+    /// their `size_bytes` would go over `bytes_max` (at least one entry).
+    pub(crate) fn entries(
+        &mut self,
+        range: Range<u64>,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.usable()?;
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        if range.start <= self.purged.index {
+            return Err(StorageError::Unavailable { index: range.start });
+        }
+        if range.end > self.last_log_id.index + 1 {
+            return Err(StorageError::Unavailable {
+                index: self.last_log_id.index + 1,
+            });
+        }
+        let result = self.read_range(range.clone(), bytes_max);
+        let entries = result.map_err(|e| self.fail(e))?;
+        assert!(!entries.is_empty(), "read of {range:?} returned nothing");
+        assert!(entries.len() as u64 <= range.end - range.start);
+        Ok(entries)
+    }
+
+    fn read_range(&self, range: Range<u64>, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| from_redb("begin read", e))?;
+        let log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| from_redb("open log", e))?;
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        let mut expected = range.start;
+        let mut budget_reached = false;
+        for item in log
+            .range(range.clone())
+            .map_err(|e| from_redb("read log", e))?
+        {
+            let (key, value) = item.map_err(|e| from_redb("read log", e))?;
+            let index = key.value();
+            if index != expected {
+                return Err(corrupt(
+                    format!("log entry {expected}"),
+                    format!("missing: the next stored index is {index}"),
+                ));
+            }
+            let entry = decode_entry(index, value.value())?;
+            let size = entry.size_bytes();
+            if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
+                budget_reached = true;
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            out.push(entry);
+            expected += 1;
+        }
+        // The bounds were checked against the cache, so a read that ends
+        // early without reaching its budget found a hole.
+        if !budget_reached && expected < range.end {
+            return Err(corrupt(
+                format!("log entry {expected}"),
+                "missing although inside the log's bounds",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes entries up to `up_to.index` and records the purge point, then
+    /// compacts the file if the rule in `compaction.rs` says so.
+    pub(crate) fn purge(&mut self, up_to: LogId) -> Result<(), StorageError> {
+        self.usable()?;
+        if up_to.index <= self.purged.index {
+            return Ok(());
+        }
+        let purged_record = record::seal(META_PURGED.as_bytes(), &codec::encode(&up_to));
+        let result = (|| {
+            let mut txn = self
+                .db
+                .begin_write()
+                .map_err(|e| from_redb("begin write", e))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| from_redb("set durability", e))?;
+            let mut removed_bytes = 0u64;
+            {
+                let mut log = txn
+                    .open_table(LOG_TABLE)
+                    .map_err(|e| from_redb("open log", e))?;
+                log.retain_in(..=up_to.index, |_, value| {
+                    removed_bytes += value.len() as u64;
+                    false
+                })
+                .map_err(|e| from_redb("purge log", e))?;
+                let mut meta = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| from_redb("open meta", e))?;
+                meta.insert(META_PURGED, purged_record.as_slice())
+                    .map_err(|e| from_redb("save purge point", e))?;
+            }
+            txn.commit().map_err(|e| from_redb("commit", e))?;
+            Ok(removed_bytes)
+        })();
+        let removed_bytes = result.map_err(|e| self.fail(e))?;
+        self.purged = up_to;
+        if up_to.index >= self.last_log_id.index {
+            self.last_log_id = up_to;
+        }
+        self.check_invariants();
+        self.purged_bytes_since_compaction += removed_bytes;
+        let file_bytes = std::fs::metadata(&self.path)
+            .map_err(|e| io("stat database file", e))
+            .map_err(|e| self.fail(e))?
+            .len();
+        if should_compact(
+            self.purged_bytes_since_compaction,
+            file_bytes,
+            self.options.compaction_purged_bytes_min,
+        ) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file so that the space of purged entries goes back to
+    /// the filesystem. Blocks the store for about the time it takes to write
+    /// the live data once.
+    pub(crate) fn compact(&mut self) -> Result<(), StorageError> {
+        self.usable()?;
+        let result = self.db.compact().map_err(|e| from_redb("compact", e));
+        result.map_err(|e| self.fail(e))?;
+        self.purged_bytes_since_compaction = 0;
+        Ok(())
+    }
+
+    /// Saves the metadata of a durable snapshot.
+    pub(crate) fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.usable()?;
+        // Pair of the check in `codec::decode_snapshot_meta`: never write
+        // what the next open would refuse.
+        if meta.last_log_id.index > 0 {
+            meta.membership.validate().map_err(|message| {
+                corrupt(
+                    "snapshot meta to save",
+                    format!("invalid membership: {message}"),
+                )
+            })?;
+        }
+        let record = record::seal(
+            META_SNAPSHOT.as_bytes(),
+            &codec::encode_snapshot_meta(&meta),
+        );
+        if record.len() > META_RECORD_BYTES_MAX {
+            return Err(too_large(
+                "snapshot meta",
+                record.len(),
+                META_RECORD_BYTES_MAX,
+            ));
+        }
+        let result = (|| {
+            let mut txn = self
+                .db
+                .begin_write()
+                .map_err(|e| from_redb("begin write", e))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| from_redb("set durability", e))?;
+            {
+                let mut table = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| from_redb("open meta", e))?;
+                table
+                    .insert(META_SNAPSHOT, record.as_slice())
+                    .map_err(|e| from_redb("save snapshot meta", e))?;
+            }
+            txn.commit().map_err(|e| from_redb("commit", e))
+        })();
+        result.map_err(|e| self.fail(e))?;
+        self.snapshot = Some(meta);
+        Ok(())
+    }
+
+    /// Reads and checks what is on disk into the cache (the open gateway).
+    fn load(&mut self) -> Result<(), StorageError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| from_redb("begin read", e))?;
+        let meta = txn
+            .open_table(META_TABLE)
+            .map_err(|e| from_redb("open meta", e))?;
+        if let Some(hs) = read_meta(&meta, META_HARD_STATE, |b| {
+            codec::decode_hard_state(b, META_RECORD_BYTES_MAX)
+        })? {
+            self.hard_state = hs;
+        }
+        if let Some(purged) = read_meta(&meta, META_PURGED, |b| {
+            codec::decode::<LogId>(b, META_RECORD_BYTES_MAX)
+        })? {
+            self.purged = purged;
+        }
+        self.snapshot = read_meta(&meta, META_SNAPSHOT, |b| {
+            codec::decode_snapshot_meta(b, META_RECORD_BYTES_MAX)
+        })?;
+
+        let log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| from_redb("open log", e))?;
+        let first = log.first().map_err(|e| from_redb("read log", e))?;
+        let last = log.last().map_err(|e| from_redb("read log", e))?;
+        let (first, last) = match (first, last) {
+            (None, None) => {
+                self.last_log_id = self.purged;
+                return Ok(());
+            }
+            (Some((first, _)), Some((last, _))) => (first.value(), last.value()),
+            _ => return Err(corrupt("log table", "first and last disagree on emptiness")),
+        };
+        let count = log.len().map_err(|e| from_redb("read log", e))?;
+        // Continuity: distinct sorted keys in first..=last, as many as the
+        // range is long, are exactly the range (no hole anywhere).
+        if first != self.purged.index + 1 {
+            return Err(corrupt(
+                "log table",
+                format!(
+                    "the log starts at {first} but the purge point is {}",
+                    self.purged.index
+                ),
+            ));
+        }
+        if count != last - first + 1 {
+            return Err(corrupt(
+                "log table",
+                format!("{count} entries between {first} and {last}: the log has holes"),
+            ));
+        }
+        let first_entry = read_entry(&log, first)?;
+        let tail_start = last
+            .saturating_sub(self.options.open_check_entries_max.saturating_sub(1))
+            .max(first);
+        let mut previous = first_entry.log_id();
+        for item in log
+            .range(tail_start..=last)
+            .map_err(|e| from_redb("read log", e))?
+        {
+            let (key, value) = item.map_err(|e| from_redb("read log", e))?;
+            let entry = decode_entry(key.value(), value.value())?;
+            if entry.term < previous.term {
+                return Err(corrupt(
+                    format!("log entry {}", entry.index),
+                    format!(
+                        "term {} is below the term {} of entry {}",
+                        entry.term, previous.term, previous.index
+                    ),
+                ));
+            }
+            previous = entry.log_id();
+        }
+        assert_eq!(previous.index, last, "the tail walk ends at the last key");
+        self.last_log_id = previous;
+        Ok(())
+    }
+
+    /// O(1) checks of the cached bounds; the O(n) walk is `load`.
+    fn check_invariants(&self) {
+        assert!(
+            self.purged.index <= self.last_log_id.index,
+            "purged {:?} is past the last log id {:?}",
+            self.purged,
+            self.last_log_id
+        );
+        if self.purged.index == self.last_log_id.index {
+            assert_eq!(
+                self.purged, self.last_log_id,
+                "an empty log ends at its purge point"
+            );
+        }
+    }
+
+    fn usable(&self) -> Result<(), StorageError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        }
+    }
+
+    /// Records `e` as the error that stopped the store and returns it.
+    fn fail(&mut self, e: StorageError) -> StorageError {
+        self.failed.get_or_insert_with(|| e.clone());
+        e
+    }
+}
+
+/// Creates the tables and stores the format version of a new store, or
+/// checks the version of an existing one.
+fn init_format(db: &Database) -> Result<(), StorageError> {
+    let txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
+    {
+        let mut meta = txn
+            .open_table(META_TABLE)
+            .map_err(|e| from_redb("open meta", e))?;
+        let log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| from_redb("open log", e))?;
+        let version = meta
+            .get(META_FORMAT_VERSION)
+            .map_err(|e| from_redb("read format version", e))?
+            .map(|v| v.value().to_vec());
+        match version.as_deref() {
+            Some([STORE_FORMAT_VERSION]) => {}
+            Some(other) => {
+                return Err(corrupt(
+                    format!("meta/{META_FORMAT_VERSION}"),
+                    format!(
+                        "unknown store format {other:?}; this build reads [{STORE_FORMAT_VERSION}]"
+                    ),
+                ))
+            }
+            None => {
+                let meta_len = meta.len().map_err(|e| from_redb("read meta", e))?;
+                let log_len = log.len().map_err(|e| from_redb("read log", e))?;
+                if meta_len != 0 || log_len != 0 {
+                    return Err(corrupt(
+                        format!("meta/{META_FORMAT_VERSION}"),
+                        "missing, but the store holds data",
+                    ));
+                }
+                meta.insert(META_FORMAT_VERSION, [STORE_FORMAT_VERSION].as_slice())
+                    .map_err(|e| from_redb("save format version", e))?;
+            }
+        }
+    }
+    txn.commit().map_err(|e| from_redb("commit", e))
+}
+
+/// Checks the batch's entries (consecutive from `next_index`, terms not
+/// decreasing, memberships valid, records within the limit) and seals them.
+fn seal_entries(entries: &[Entry], next_index: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+    let mut records = Vec::with_capacity(entries.len());
+    let mut term_previous = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        let expected = next_index + i as u64;
+        if entry.index != expected {
+            return Err(invalid_batch(format!(
+                "entries must be consecutive: expected index {expected}, found {}",
+                entry.index
+            )));
+        }
+        if entry.term < term_previous {
+            return Err(invalid_batch(format!(
+                "entry {} has term {}, below the term {term_previous} before it",
+                entry.index, entry.term
+            )));
+        }
+        term_previous = entry.term;
+        // Pair of the check in `codec::decode_entry`: never write what the
+        // next read would refuse.
+        if let EntryPayload::Membership(m) = &entry.payload {
+            m.validate().map_err(|message| {
+                invalid_batch(format!(
+                    "entry {}: invalid membership: {message}",
+                    entry.index
+                ))
+            })?;
+        }
+        let record = record::seal(&log_key(entry.index), &codec::encode_entry(entry));
+        if record.len() > ENTRY_RECORD_BYTES_MAX {
+            return Err(too_large("log entry", record.len(), ENTRY_RECORD_BYTES_MAX));
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Reads and checks one entry that must exist.
+fn read_entry(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    index: u64,
+) -> Result<Entry, StorageError> {
+    let value = log
+        .get(index)
+        .map_err(|e| from_redb("read log", e))?
+        .ok_or_else(|| {
+            corrupt(
+                format!("log entry {index}"),
+                "missing inside the log's bounds",
+            )
+        })?;
+    decode_entry(index, value.value())
+}
+
+/// The read gateway of a log record: checksum, decode, validate, and check
+/// that it holds the entry of its key.
+fn decode_entry(index: u64, value: &[u8]) -> Result<Entry, StorageError> {
+    let location = || format!("log entry {index}");
+    let body = record::open(&log_key(index), value, ENTRY_RECORD_BYTES_MAX)
+        .map_err(|e| corrupt(location(), e))?;
+    let entry =
+        codec::decode_entry(body, ENTRY_RECORD_BYTES_MAX).map_err(|e| corrupt(location(), e))?;
+    if entry.index != index {
+        return Err(corrupt(location(), format!("holds entry {}", entry.index)));
+    }
+    Ok(entry)
+}
+
+/// Reads, checks and decodes one meta record, if present.
+fn read_meta<T, E: std::fmt::Display>(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<Option<T>, StorageError> {
+    let location = || format!("meta/{key}");
+    let Some(value) = meta.get(key).map_err(|e| from_redb("read meta", e))? else {
+        return Ok(None);
+    };
+    let body = record::open(key.as_bytes(), value.value(), META_RECORD_BYTES_MAX)
+        .map_err(|e| corrupt(location(), e))?;
+    decode(body).map(Some).map_err(|e| corrupt(location(), e))
+}
+
+const INVALID_BATCH: &str = "write batch";
+
+/// A batch the caller should never have sent (a gap, a term going back).
+fn invalid_batch(message: String) -> StorageError {
+    corrupt(INVALID_BATCH, message)
+}
+
+fn is_invalid_batch(e: &StorageError) -> bool {
+    matches!(e, StorageError::Corrupt { location, .. } if location == INVALID_BATCH)
+}
+
+fn too_large(what: &str, len: usize, limit: usize) -> StorageError {
+    StorageError::Io {
+        operation: "write",
+        message: format!("{what} record of {len} bytes is over the limit of {limit}"),
+    }
+}

@@ -1,0 +1,43 @@
+//! How a store is opened and maintained.
+
+/// Settings of a [`crate::RedbStorage`]. Build one with `Default` and change
+/// the fields that matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedbOptions {
+    /// How many entries at the end of the log are read, checksummed and
+    /// decoded when the store opens (the first entry is always checked too,
+    /// and the key count proves the log has no holes). The tail is what a
+    /// torn or interrupted write would damage and what the node reads first.
+    /// Opening costs about 1 µs per entry checked; `u64::MAX` checks the
+    /// whole log. Every entry is checked again whenever it is read, so a
+    /// smaller value delays detection, it never lets bad data out.
+    /// Default: 1024.
+    pub open_check_entries_max: u64,
+    /// Whether redb verifies the page checksums of the whole file when it
+    /// opens (`redb::Builder::set_check_integrity_on_open`). This reads the
+    /// whole file, about 1 s per GiB; without it, a file damaged outside of
+    /// a crash may make redb panic or misread pages instead of reporting
+    /// corruption. Keep it on unless opening time matters more. Default: on.
+    pub open_check_file: bool,
+    /// Log records purged since the last compaction, in bytes, below which a
+    /// purge never compacts the file (see the `compaction` rule: also at
+    /// least half the file). Too small compacts after every snapshot, which
+    /// rewrites the live log each time; too large leaves up to this much
+    /// dead space in the file. Default: 64 MiB.
+    pub compaction_purged_bytes_min: u64,
+    /// redb's page cache, in bytes. Reads of recent entries hit the core's
+    /// own cache first, so the store needs little. Default: 64 MiB.
+    pub cache_bytes: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            open_check_entries_max: 1024,
+            open_check_file: true,
+            compaction_purged_bytes_min: 64 << 20,
+            cache_bytes: 64 << 20,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The pattern for a durable state machine on redb: the state machine's data
+//! and its applied log id are written by the same write transaction, so after
+//! a crash either both are on disk or neither is, and
+//! `StateMachine::applied` (read back from the same file) tells Rafter
+//! exactly where to resume. Without that, a crash between "data written" and
+//! "applied index written" would apply the entries in between twice, which
+//! breaks any command that is not idempotent.
+
+use std::path::Path;
+
+use rafter::{codec, LogId, StateMachineError};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+
+use crate::lock::DirectoryLock;
+use crate::record;
+
+/// The applied log id: key [`APPLIED_KEY`] → record of `codec::encode(&LogId)`.
+const APPLIED_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("rafter_applied");
+const APPLIED_KEY: &str = "applied";
+/// An applied record is a version byte and two varints: far under this.
+const APPLIED_RECORD_BYTES_MAX: usize = 64;
+
+/// A redb database for a state machine, with the applied log id kept in the
+/// same transactions as the data. The file is `<dir>/state.redb`, the
+/// directory locked like [`crate::RedbStorage`]'s (use another directory).
+///
+/// Invariant: the stored applied log id only grows, and it changes only in
+/// a transaction that also holds the effects of the entries up to it.
+#[derive(Debug)]
+pub struct RedbStateMachineStore {
+    /// Declared before `_lock` so the database closes first.
+    db: Database,
+    _lock: DirectoryLock,
+}
+
+impl RedbStateMachineStore {
+    /// Opens (creating if needed) the database in `dir`. Blocks.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StateMachineError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| StateMachineError::Io(e.to_string()))?;
+        let lock = DirectoryLock::acquire(dir).map_err(|e| StateMachineError::Io(e.to_string()))?;
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(dir.join("state.redb"))
+            .map_err(sm_io)?;
+        let txn = db.begin_write().map_err(sm_io)?;
+        txn.open_table(APPLIED_TABLE).map_err(sm_io)?;
+        txn.commit().map_err(sm_io)?;
+        Ok(Self { db, _lock: lock })
+    }
+
+    /// The database, for reads (`begin_read`) of the state machine's tables.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The last log id whose effects are stored (zero for a new store).
+    pub fn applied(&self) -> Result<LogId, StateMachineError> {
+        let txn = self.db.begin_read().map_err(sm_io)?;
+        let table = txn.open_table(APPLIED_TABLE).map_err(sm_io)?;
+        read_applied(&table)
+    }
+
+    /// Runs `apply` in a write transaction that also records `last` as the
+    /// applied log id, and commits it durably. The entries being applied are
+    /// `first_index ..= last.index`; if `first_index` is not above the stored
+    /// applied index (they were applied already) nothing runs and the error
+    /// is `StateMachineError::Corrupt`. If `apply` fails, the transaction is
+    /// rolled back: neither its data nor `last` is stored.
+    pub fn apply_batch<R>(
+        &self,
+        first_index: u64,
+        last: LogId,
+        apply: impl FnOnce(&WriteTransaction) -> Result<R, StateMachineError>,
+    ) -> Result<R, StateMachineError> {
+        if first_index == 0 || first_index > last.index {
+            return Err(StateMachineError::Corrupt {
+                index: first_index,
+                message: format!(
+                    "batch {first_index}..={} is empty or starts at 0",
+                    last.index
+                ),
+            });
+        }
+        let mut txn = self.db.begin_write().map_err(sm_io)?;
+        txn.set_durability(Durability::Immediate).map_err(sm_io)?;
+        {
+            let table = txn.open_table(APPLIED_TABLE).map_err(sm_io)?;
+            let applied = read_applied(&table)?;
+            if first_index <= applied.index {
+                return Err(StateMachineError::Corrupt {
+                    index: first_index,
+                    message: format!("already applied (applied index {})", applied.index),
+                });
+            }
+        }
+        // On error the transaction is dropped here, which aborts it.
+        let response = apply(&txn)?;
+        {
+            let mut table = txn.open_table(APPLIED_TABLE).map_err(sm_io)?;
+            let value = record::seal(APPLIED_KEY.as_bytes(), &codec::encode(&last));
+            table.insert(APPLIED_KEY, value.as_slice()).map_err(sm_io)?;
+        }
+        txn.commit().map_err(sm_io)?;
+        Ok(response)
+    }
+}
+
+fn read_applied(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<LogId, StateMachineError> {
+    let Some(value) = table.get(APPLIED_KEY).map_err(sm_io)? else {
+        return Ok(LogId::default());
+    };
+    let body = record::open(
+        APPLIED_KEY.as_bytes(),
+        value.value(),
+        APPLIED_RECORD_BYTES_MAX,
+    )
+    .map_err(|e| StateMachineError::Io(format!("corrupt applied record: {e}")))?;
+    codec::decode(body, APPLIED_RECORD_BYTES_MAX)
+        .map_err(|e| StateMachineError::Io(format!("corrupt applied record: {e}")))
+}
+
+/// Any redb failure of the state machine's store.
+pub(crate) fn sm_io(e: impl Into<redb::Error>) -> StateMachineError {
+    StateMachineError::Io(e.into().to_string())
+}

@@ -1,0 +1,126 @@
+//! `RedbStorage`: the async `RaftStorage` shell around the blocking
+//! `LogStore`.
+//!
+//! redb blocks (an fsync takes milliseconds), so each call moves the store
+//! onto tokio's blocking pool with `spawn_blocking` and takes it back when
+//! the call ends; the async worker that awaits it is free meanwhile. Outside
+//! a tokio runtime the call runs inline.
+
+use std::ops::Range;
+use std::path::Path;
+
+use rafter::{Entry, InitialState, LogId, RaftStorage, SnapshotMeta, StorageError, WriteBatch};
+
+use crate::log_store::LogStore;
+use crate::options::RedbOptions;
+
+/// A durable [`RaftStorage`] in one redb file: `<dir>/log.redb`, with the
+/// directory locked by `<dir>/LOCK` while the store is open.
+///
+/// Every `write` is one redb write transaction, whatever the number of
+/// entries (group commit), committed with `Durability::Immediate` (fsync)
+/// when `batch.must_sync`. `purge` and `save_snapshot_meta` always fsync.
+/// Every record carries a CRC-32 over its key and bytes; a record that
+/// fails it, a hole in the log or an unknown format is
+/// [`StorageError::Corrupt`], at open or at read. After any IO or
+/// corruption error the store refuses every later call with that error
+/// (fail-stop). The format is described in `FORMAT.md`.
+#[derive(Debug)]
+pub struct RedbStorage {
+    /// `None` only while a call runs on the blocking pool, or for good if
+    /// that call was cancelled or panicked.
+    store: Option<LogStore>,
+}
+
+impl RedbStorage {
+    /// Opens the store in `dir` with default options, creating both if
+    /// needed. Blocks (it reads and checks the file): call it at startup or
+    /// from a blocking context.
+    ///
+    /// Errors: [`StorageError::Locked`] if another store has `dir` open (in
+    /// this process or another), [`StorageError::Corrupt`] if the file fails
+    /// its checks, [`StorageError::Io`] otherwise.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_with(dir, RedbOptions::default())
+    }
+
+    /// Opens the store in `dir` with `options`; see [`RedbStorage::open`].
+    pub fn open_with(dir: impl AsRef<Path>, options: RedbOptions) -> Result<Self, StorageError> {
+        let store = LogStore::open(dir.as_ref(), options)?;
+        Ok(Self { store: Some(store) })
+    }
+
+    /// The path of the database file.
+    pub fn database_path(&self) -> Option<&Path> {
+        self.store.as_ref().map(LogStore::path)
+    }
+
+    /// Compacts the file now, whatever the compaction rule says. Blocks for
+    /// about the time of writing the live data once.
+    pub async fn compact(&mut self) -> Result<(), StorageError> {
+        self.run(LogStore::compact).await
+    }
+
+    /// Runs `f` on the store, on the blocking pool when inside tokio.
+    async fn run<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut LogStore) -> Result<R, StorageError> + Send + 'static,
+    ) -> Result<R, StorageError> {
+        let mut store = self.store.take().ok_or_else(lost)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            let result = f(&mut store);
+            self.store = Some(store);
+            return result;
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = f(&mut store);
+            (store, result)
+        })
+        .await;
+        match joined {
+            Ok((store, result)) => {
+                self.store = Some(store);
+                result
+            }
+            // The store panicked (a broken invariant) and is gone.
+            Err(e) => Err(StorageError::Io {
+                operation: "storage call",
+                message: format!("the blocking storage task failed: {e}"),
+            }),
+        }
+    }
+}
+
+fn lost() -> StorageError {
+    StorageError::Io {
+        operation: "storage call",
+        message: "the store was lost by an earlier call that was cancelled or panicked".into(),
+    }
+}
+
+impl RaftStorage for RedbStorage {
+    async fn initial_state(&mut self) -> Result<InitialState, StorageError> {
+        // Served from the cache, which `open` loaded and checked: no IO.
+        self.store.as_ref().ok_or_else(lost)?.initial_state()
+    }
+
+    async fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.run(move |store| store.write(batch)).await
+    }
+
+    async fn entries(
+        &mut self,
+        range: Range<u64>,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.run(move |store| store.entries(range, bytes_max)).await
+    }
+
+    async fn purge(&mut self, up_to: LogId) -> Result<(), StorageError> {
+        self.run(move |store| store.purge(up_to)).await
+    }
+
+    async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.run(move |store| store.save_snapshot_meta(meta)).await
+    }
+}

@@ -1,0 +1,28 @@
+//! `RedbStorage` passes the conformance suite of `rafter::testing`, with a
+//! real restart: the store is dropped (closing the file and the lock) and
+//! opened again from its directory.
+
+use rafter::testing::run_storage_suite;
+use rafter_redb::RedbStorage;
+
+#[tokio::test]
+async fn redb_storage_passes_the_storage_suite() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut stores = 0;
+    let create = || {
+        stores += 1;
+        let dir = root.path().join(format!("store-{stores}"));
+        RedbStorage::open(&dir).expect("open a new store")
+    };
+    let reopen = |store: RedbStorage| {
+        let dir = store
+            .database_path()
+            .and_then(|p| p.parent())
+            .expect("an open store has a path")
+            .to_path_buf();
+        drop(store);
+        RedbStorage::open(&dir).expect("reopen the store")
+    };
+    let ran = run_storage_suite(create, reopen).await;
+    assert!(ran.len() >= 14, "ran {ran:?}");
+}

@@ -1104,6 +1104,27 @@ impl Engine {
         progress.read_seq_acked = progress.read_seq_acked.max(read_seq);
         // A probe that got lost must not stall the follower forever.
         progress.probe_sent = false;
+        // The last appends to a lagging follower in Replicate may have been
+        // lost with nothing new to send after them, so nothing would resend
+        // them. Ask about the end of what we sent: an empty append at
+        // next - 1, which the follower rejects if it lacks it, sending it back
+        // to Probe (etcd sends an append on such a response too).
+        let lag_prev = (progress.state == ProgressState::Replicate
+            && progress.match_index < self.log.last_index())
+        .then(|| progress.next_index - 1);
+        if let Some(prev_index) = lag_prev {
+            if let Some(prev_term) = self.log.term_at(prev_index) {
+                let commit = self.log.committed();
+                self.send(
+                    from,
+                    MessageBody::Append {
+                        prev_log_id: LogId::new(prev_term, prev_index),
+                        entries: Vec::new(),
+                        commit,
+                    },
+                );
+            }
+        }
         self.confirm_reads();
     }
 

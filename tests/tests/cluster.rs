@@ -487,3 +487,73 @@ async fn a_slow_state_machine_makes_proposals_fail_fast_with_too_many_requests()
     .unwrap();
     raft.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_behind_the_entry_cache_catches_up_from_storage() {
+    let mut config = test_config();
+    // A tiny cache: the leader must read old entries back from storage.
+    config.log_cache_bytes_max = 2048;
+    config.append_bytes_max = 1024;
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.leader().await;
+    let lagging = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    cluster.kill(lagging).await;
+    let mut last = 0;
+    for i in 0..500 {
+        last = cluster
+            .set(leader, &format!("k{}", i % 50), &"v".repeat(40))
+            .await
+            .unwrap()
+            .index;
+    }
+    cluster.restart(lagging).await;
+    cluster.check_same_state(&cluster.running(), last).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn replication_recovers_from_a_lossy_network() {
+    let mut config = test_config();
+    config.inflight_msgs_max = 4;
+    config.propose_timeout = std::time::Duration::from_secs(600);
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.leader().await;
+    cluster.router.set_drop_rate(0.2);
+    let raft = cluster.raft(leader).clone();
+    let clients: Vec<_> = (0..20)
+        .map(|c| {
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                for i in 0..25 {
+                    let command = KvCommand::Set {
+                        key: format!("c{c}"),
+                        value: vec![i],
+                    };
+                    results.push(raft.propose(command).await);
+                }
+                results
+            })
+        })
+        .collect();
+    let mut last = 0;
+    for client in clients {
+        for result in client.await.unwrap() {
+            match result {
+                Ok(response) => last = last.max(response.index),
+                // Lost acks can cost leadership (CheckQuorum); a proposal
+                // is then dropped or overwritten, never half-applied.
+                Err(ProposeError::NotLeader { .. } | ProposeError::Overwritten { .. }) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+    }
+    assert!(last > 0, "nothing committed through a 20% lossy network");
+    cluster.router.heal_all();
+    cluster.check_same_state(&cluster.running(), last).await;
+    cluster.shutdown().await;
+}

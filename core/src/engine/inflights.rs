@@ -50,6 +50,15 @@ impl Inflights {
         }
     }
 
+    /// Frees the oldest message. Used when a heartbeat response shows the
+    /// follower is alive while the window is full: the acks may have been
+    /// lost, and without a free slot the leader would never send again.
+    pub(crate) fn free_first(&mut self) {
+        if let Some((_, bytes)) = self.messages.pop_front() {
+            self.bytes -= bytes;
+        }
+    }
+
     pub(crate) fn is_full(&self) -> bool {
         self.messages.len() >= self.count_max || self.bytes >= self.bytes_max
     }

@@ -31,6 +31,9 @@ pub(crate) struct RaftLog {
     last: LogId,
     cache: VecDeque<Entry>,
     cache_bytes: u64,
+    /// The last chunk loaded from storage that did not join the cache:
+    /// bounded by one load's byte budget, replaced by the next load.
+    loaded: VecDeque<Entry>,
     cache_bytes_max: u64,
     committed: u64,
     /// Entries up to here are durable and equal to ours.
@@ -70,6 +73,7 @@ impl RaftLog {
             last,
             cache: VecDeque::new(),
             cache_bytes: 0,
+            loaded: VecDeque::new(),
             cache_bytes_max,
             committed,
             persisted: last.index,
@@ -194,6 +198,7 @@ impl RaftLog {
             self.cache.clear();
             self.cache_bytes = 0;
         }
+        self.loaded.retain(|e| e.index < from);
         self.term_runs.retain(|&(start, _)| start < from);
         let term = self
             .term_at(from - 1)
@@ -221,7 +226,8 @@ impl RaftLog {
         true
     }
 
-    /// Entries from `from`, up to `bytes_max` (at least one), from the cache.
+    /// Entries from `from`, up to `bytes_max` (at least one), from the cache
+    /// or the last loaded chunk.
     pub(crate) fn entries(&self, from: u64, bytes_max: u64) -> Result<Vec<Entry>, Missing> {
         assert!(
             from > self.snapshot.index,
@@ -231,12 +237,21 @@ impl RaftLog {
             return Ok(Vec::new());
         }
         let cache_first = self.cache_first();
-        if from < cache_first {
-            return Err(Missing(from..cache_first));
-        }
+        let source = if from >= cache_first {
+            self.cache.range((from - cache_first) as usize..)
+        } else {
+            match self.loaded.front() {
+                Some(first)
+                    if first.index <= from && from < first.index + self.loaded.len() as u64 =>
+                {
+                    self.loaded.range((from - first.index) as usize..)
+                }
+                _ => return Err(Missing(from..cache_first)),
+            }
+        };
         let mut out = Vec::new();
         let mut bytes = 0;
-        for entry in self.cache.range((from - cache_first) as usize..) {
+        for entry in source {
             let size = entry.size_bytes();
             if !out.is_empty() && bytes + size > bytes_max {
                 break;
@@ -247,22 +262,24 @@ impl RaftLog {
         Ok(out)
     }
 
-    /// Puts entries loaded from storage back in front of the cache. Entries
-    /// that do not end right before the cache (the log moved on) are ignored.
+    /// Takes entries loaded from storage. A chunk that ends right before the
+    /// cache joins it; any other becomes the `loaded` chunk (replacing the
+    /// previous one), so a load always serves the request that asked for it.
+    /// A chunk that no longer matches the log (truncated and rewritten since
+    /// the load was asked for) is dropped.
     pub(crate) fn insert_loaded(&mut self, entries: Vec<Entry>) {
         let Some(last) = entries.last() else { return };
-        if last.index + 1 != self.cache_first() {
+        let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
+        if !contiguous || !entries.iter().all(|e| self.matches(e.log_id())) {
             return;
         }
-        for entry in entries.into_iter().rev() {
-            if !self.matches(entry.log_id()) {
-                // Truncated and rewritten since the load was asked for.
-                self.cache.clear();
-                self.cache_bytes = 0;
-                return;
+        if last.index + 1 == self.cache_first() {
+            for entry in entries.into_iter().rev() {
+                self.cache_bytes += entry.size_bytes();
+                self.cache.push_front(entry);
             }
-            self.cache_bytes += entry.size_bytes();
-            self.cache.push_front(entry);
+        } else if last.index < self.cache_first() {
+            self.loaded = entries.into();
         }
     }
 
@@ -361,6 +378,18 @@ impl RaftLog {
             bytes += entry.size_bytes();
         }
         assert_eq!(bytes, self.cache_bytes);
+        for (i, entry) in self.loaded.iter().enumerate() {
+            assert_eq!(
+                entry.index,
+                self.loaded[0].index + i as u64,
+                "loaded chunk not contiguous"
+            );
+            assert_eq!(
+                self.term_at(entry.index),
+                Some(entry.term),
+                "loaded term differs from runs"
+            );
+        }
         for pair in self.term_runs.windows(2) {
             assert!(
                 pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1,
@@ -459,8 +488,21 @@ mod tests {
         assert_eq!(log.take_committed(1 << 20).unwrap().len(), 3);
         log.evict();
         assert_eq!(log.entries(1, 100), Err(Missing(1..4)));
+        log.insert_loaded(vec![entry(1, 1), entry(1, 2)]);
+        assert_eq!(
+            log.entries(1, 1 << 20).unwrap().len(),
+            2,
+            "a chunk apart from the cache serves"
+        );
+        assert_eq!(log.entries(3, 100), Err(Missing(3..4)));
         log.insert_loaded(vec![entry(1, 2), entry(1, 3)]);
         assert_eq!(log.entries(2, 1 << 20).unwrap().len(), 3);
+        log.insert_loaded(vec![entry(7, 1)]);
+        assert_eq!(
+            log.entries(1, 1),
+            Ok(vec![entry(1, 1)]),
+            "a stale chunk is ignored"
+        );
         log.check_invariants();
     }
 }

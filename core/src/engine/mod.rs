@@ -1102,8 +1102,13 @@ impl Engine {
         };
         progress.recent_active = true;
         progress.read_seq_acked = progress.read_seq_acked.max(read_seq);
-        // A probe that got lost must not stall the follower forever.
+        // A lost probe, or lost acks of a full window, must not stall the
+        // follower forever: the follower is alive, so let one append through.
+        // If appends were lost it rejects it and the leader probes again.
         progress.probe_sent = false;
+        if progress.state == ProgressState::Replicate && progress.inflights.is_full() {
+            progress.inflights.free_first();
+        }
         // The last appends to a lagging follower in Replicate may have been
         // lost with nothing new to send after them, so nothing would resend
         // them. Ask about the end of what we sent: an empty append at

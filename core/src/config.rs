@@ -67,6 +67,10 @@ pub struct Config {
     /// that are nearly caught up and the apply task never wait for a storage
     /// read. Entries not yet durable or not yet applied are always kept.
     pub log_cache_bytes_max: u64,
+    /// A learner is promoted to voter only once its match index is within
+    /// this many entries of the leader's last index: promoting a far-behind
+    /// node would leave the cluster unable to commit until it catches up.
+    pub learner_catchup_lag_max: u64,
     /// Largest message or entry the node decodes from the network or disk.
     pub message_bytes_max: usize,
     /// Seed of the node's random number generator (election timeouts). Nodes
@@ -91,6 +95,7 @@ impl Default for Config {
             request_bytes_max: 1536 * 1024,
             propose_timeout: Duration::from_secs(7),
             log_cache_bytes_max: 64 << 20,
+            learner_catchup_lag_max: 1000,
             message_bytes_max: 64 << 20,
             rng_seed: 0x5eed,
         }

@@ -18,13 +18,14 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::apply::{ApplyJob, Responder, Waiter};
 use crate::config::Config;
+use crate::engine::config_change::MembershipChange;
 use crate::engine::{Actions, Engine};
-use crate::error::{Fatal, ReadError, TransferError};
+use crate::error::{Fatal, MembershipError, ReadError, TransferError};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::network::RaftNetwork;
 use crate::storage_task::{StorageDone, StorageJob};
-use crate::types::{EntryPayload, NodeId};
+use crate::types::{EntryPayload, LogId, NodeId};
 
 /// Messages taken from the inbox in one turn.
 const INBOX_TURN_MAX: usize = 4096;
@@ -41,6 +42,10 @@ pub(crate) enum Control {
     TransferLeader {
         to: NodeId,
         responder: oneshot::Sender<Result<(), TransferError>>,
+    },
+    ChangeMembership {
+        change: MembershipChange,
+        responder: oneshot::Sender<Result<LogId, MembershipError>>,
     },
     Shutdown,
 }
@@ -252,6 +257,9 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             Input::Control(Control::TransferLeader { to, responder }) => {
                 let _ = responder.send(engine.transfer_leader(to));
             }
+            Input::Control(Control::ChangeMembership { change, responder }) => {
+                let _ = responder.send(engine.change_membership(change));
+            }
             Input::Control(Control::Shutdown) => return Ok(false),
         }
         Ok(true)
@@ -356,6 +364,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 persisted_index: engine.persisted_index(),
                 snapshot_index: engine.snapshot_index(),
                 membership: engine.membership().clone(),
+                membership_index: engine.membership_index(),
                 replication: engine.replication(),
                 fatal: None,
                 stopped: false,

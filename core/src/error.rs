@@ -116,6 +116,56 @@ pub enum TransferError {
     Stopped,
 }
 
+/// Why a membership change was refused or did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MembershipError {
+    /// Only the leader changes the membership.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node last heard from.
+        leader_hint: Option<NodeId>,
+    },
+    /// Another change is not committed yet (or the configuration is still
+    /// joint): one change at a time. Retry once it completes.
+    #[error("a membership change is already in progress")]
+    ChangeInProgress,
+    /// The change would leave no voters.
+    #[error("the change would leave no voters")]
+    NoVoters,
+    /// The node is not a member (add it as a learner first).
+    #[error("node {0} is not a member")]
+    UnknownNode(NodeId),
+    /// The node is a member already.
+    #[error("node {0} is already a member")]
+    AlreadyMember(NodeId),
+    /// A learner to promote did not catch up within
+    /// `Config::learner_catchup_lag_max` entries in time.
+    #[error("learner {id} is {lag} entries behind; not promoted")]
+    NotCaughtUp {
+        /// The learner.
+        id: NodeId,
+        /// How far behind the leader's log it was at the deadline.
+        lag: u64,
+    },
+    /// The leader refused new entries (leadership transfer in progress, or
+    /// it is not in the configuration).
+    #[error("membership change dropped: {reason}")]
+    ProposalDropped {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The change is malformed.
+    #[error("invalid membership change: {0}")]
+    Invalid(String),
+    /// The change was appended but did not commit in time; it may still.
+    #[error("membership change not committed after {0:?}")]
+    Timeout(Duration),
+    /// The node is shut down or stopped on a fatal error.
+    #[error("raft node is stopped")]
+    Stopped,
+}
+
 /// Why an inbound message was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

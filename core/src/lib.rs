@@ -27,7 +27,9 @@ pub mod testing;
 mod types;
 
 pub use config::{Config, ConfigError};
-pub use error::{Fatal, ProposeError, ReadError, ReceiveError, StartError, TransferError};
+pub use error::{
+    Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,
+};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use metrics::{Metrics, Role};
 pub use network::RaftNetwork;

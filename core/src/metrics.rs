@@ -45,6 +45,9 @@ pub struct Metrics {
     pub snapshot_index: u64,
     /// The configuration in force (the latest appended).
     pub membership: Membership,
+    /// The index of the entry holding `membership`; it is committed once
+    /// `commit_index` reaches it.
+    pub membership_index: u64,
     /// On the leader: each peer's match index.
     pub replication: BTreeMap<NodeId, u64>,
     /// Set when the node stopped on an error.

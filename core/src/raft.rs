@@ -1,6 +1,7 @@
 //! Boundary: `Raft`, the cloneable handle through which applications and
 //! transports talk to a running node.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,13 @@ use crate::apply::ApplyTask;
 use crate::codec;
 use crate::config::Config;
 use crate::driver::{Control, Driver, DriverParts, Proposal};
+use crate::engine::config_change::MembershipChange;
 use crate::engine::{Engine, EngineConfig};
-use crate::error::{ProposeError, ReadError, ReceiveError, StartError, TransferError};
+use crate::error::{
+    MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,
+};
 use crate::message::Message;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Role};
 use crate::network::RaftNetwork;
 use crate::restore::restore;
 use crate::state_machine::StateMachine;
@@ -262,6 +266,104 @@ impl<SM: StateMachine> Raft<SM> {
             Ok(Ok(false)) => Ok(()),
             Ok(_) => Err(TransferError::Stopped),
             Err(_) => Err(TransferError::Timeout { to }),
+        }
+    }
+
+    /// Adds node `id`, reachable at `addr`, as a learner: it receives the log
+    /// but does not vote. Returns once the new configuration is committed.
+    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), MembershipError> {
+        let index = self
+            .change(MembershipChange::AddLearner { id, addr })
+            .await?;
+        self.wait_membership(|m| m.commit_index >= index && m.membership.learners.contains(&id))
+            .await
+    }
+
+    /// Makes `voters` the voting members, through joint consensus (Raft
+    /// dissertation §4.3): C_old,new, then C_new. Each new voter must be a
+    /// learner that is caught up within `Config::learner_catchup_lag_max`
+    /// entries; this waits up to `Config::propose_timeout` for that, then
+    /// fails with `NotCaughtUp`. Returns once C_new is committed. A leader
+    /// not in `voters` steps down then.
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<(), MembershipError> {
+        self.wait_caught_up(&voters).await?;
+        self.change(MembershipChange::SetVoters(voters.clone()))
+            .await?;
+        self.wait_membership(|m| {
+            !m.membership.is_joint()
+                && m.membership.voters == voters
+                && m.commit_index >= m.membership_index
+        })
+        .await
+    }
+
+    /// Removes voter or learner `id` (a voter through joint consensus).
+    /// Returns once the configuration without it is committed.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), MembershipError> {
+        self.change(MembershipChange::Remove(id)).await?;
+        self.wait_membership(|m| {
+            !m.membership.is_joint()
+                && !m.membership.members().contains(&id)
+                && m.commit_index >= m.membership_index
+        })
+        .await
+    }
+
+    async fn change(&self, change: MembershipChange) -> Result<u64, MembershipError> {
+        let (responder, answer) = oneshot::channel();
+        let control = Control::ChangeMembership { change, responder };
+        if self.shared.control.send(control).await.is_err() {
+            return Err(MembershipError::Stopped);
+        }
+        let log_id = answer.await.map_err(|_| MembershipError::Stopped)??;
+        Ok(log_id.index)
+    }
+
+    async fn wait_caught_up(&self, voters: &BTreeSet<NodeId>) -> Result<(), MembershipError> {
+        let lag_max = self.shared.config.learner_catchup_lag_max;
+        let lag_of = |m: &Metrics, id: NodeId| {
+            m.last_log_index
+                .saturating_sub(m.replication.get(&id).copied().unwrap_or(0))
+        };
+        let new: Vec<NodeId> = {
+            let m = self.shared.metrics.borrow();
+            if m.role != Role::Leader {
+                return Err(MembershipError::NotLeader {
+                    leader_hint: m.leader,
+                });
+            }
+            voters
+                .iter()
+                .copied()
+                .filter(|id| !m.membership.voters.contains(id) && *id != self.shared.id)
+                .collect()
+        };
+        let caught_up = |m: &Metrics| new.iter().all(|&id| lag_of(m, id) <= lag_max) || m.stopped;
+        if self
+            .wait_for(self.shared.config.propose_timeout, caught_up)
+            .await
+            .is_some()
+        {
+            return Ok(());
+        }
+        let m = self.status();
+        let (id, lag) = new
+            .iter()
+            .map(|&id| (id, lag_of(&m, id)))
+            .max_by_key(|&(_, lag)| lag)
+            .unwrap_or((0, 0));
+        Err(MembershipError::NotCaughtUp { id, lag })
+    }
+
+    async fn wait_membership(
+        &self,
+        done: impl Fn(&Metrics) -> bool,
+    ) -> Result<(), MembershipError> {
+        let timeout = self.shared.config.propose_timeout;
+        match self.wait_for(timeout, |m| done(m) || m.stopped).await {
+            Some(m) if !m.stopped => Ok(()),
+            Some(_) => Err(MembershipError::Stopped),
+            None => Err(MembershipError::Timeout(timeout)),
         }
     }
 

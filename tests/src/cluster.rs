@@ -19,6 +19,8 @@ pub struct Node {
     pub storage: MemStorage,
     /// Its state machine (rebuilt from the log on restart).
     pub state_machine: KvStateMachine,
+    /// A founding member bootstraps the cluster; others join it.
+    pub founding: bool,
 }
 
 /// A cluster of in-process nodes.
@@ -57,6 +59,7 @@ impl Cluster {
                     raft: None,
                     storage: MemStorage::new(),
                     state_machine: KvStateMachine::new(),
+                    founding: true,
                 },
             );
             cluster.restart(id).await;
@@ -81,6 +84,18 @@ impl Cluster {
             .collect()
     }
 
+    /// Starts a new, empty node `id` that waits to be added to the cluster.
+    pub async fn add_node(&mut self, id: NodeId) {
+        let node = Node {
+            raft: None,
+            storage: MemStorage::new(),
+            state_machine: KvStateMachine::new(),
+            founding: false,
+        };
+        assert!(self.nodes.insert(id, node).is_none(), "node {id} exists");
+        self.restart(id).await;
+    }
+
     /// Stops node `id` cleanly; its storage survives.
     pub async fn kill(&mut self, id: NodeId) {
         self.router.unregister(id);
@@ -95,10 +110,11 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("known node");
         assert!(node.raft.is_none(), "node {id} is running");
         node.state_machine = KvStateMachine::new();
+        let members = node.founding.then(|| self.members.clone());
         let raft = Raft::start(
             id,
             self.config.clone(),
-            Some(self.members.clone()),
+            members,
             node.storage.clone(),
             self.router.network(id),
             node.state_machine.clone(),

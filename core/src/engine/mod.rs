@@ -13,6 +13,7 @@
 //! dissertation ("Consensus: Bridging Theory and Practice").
 
 mod actions;
+pub(crate) mod config_change;
 mod inflights;
 mod log;
 mod progress;
@@ -31,7 +32,7 @@ use quorum::VoteResult;
 use read_index::ReadQueue;
 
 use crate::config::Config;
-use crate::error::{ProposeError, ReadError, TransferError};
+use crate::error::{MembershipError, ProposeError, ReadError, TransferError};
 use crate::message::{AppendOutcome, Message, MessageBody};
 use crate::metrics::Role;
 use crate::storage::WriteBatch;
@@ -227,6 +228,14 @@ impl Engine {
             .expect("memberships is never empty")
             .1
     }
+    /// The index of the entry that holds the configuration in force.
+    pub(crate) fn membership_index(&self) -> u64 {
+        self.memberships
+            .last()
+            .expect("memberships is never empty")
+            .0
+    }
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) fn term_at(&self, index: u64) -> Option<u64> {
         self.log.term_at(index)
     }
@@ -444,6 +453,45 @@ impl Engine {
         });
         self.append_own(entries);
         Ok(first)
+    }
+
+    /// Appends a configuration change (leader only). One at a time: the
+    /// previous change must be committed and the configuration not joint
+    /// (etcd's `pendingConfIndex`; dissertation §4.1). A voter change appends
+    /// C_old,new; the engine appends C_new by itself once that commits.
+    pub(crate) fn change_membership(
+        &mut self,
+        change: config_change::MembershipChange,
+    ) -> Result<LogId, MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(MembershipError::ProposalDropped {
+                reason: "leadership transfer in progress",
+            });
+        }
+        if self.membership_index() > self.log.committed() || self.membership().is_joint() {
+            return Err(MembershipError::ChangeInProgress);
+        }
+        let next = config_change::apply(self.membership(), &change)?;
+        debug_assert!(next.validate().is_ok(), "config_change produced {next:?}");
+        let log_id = LogId::new(self.term, self.log.last_index() + 1);
+        tracing::info!(
+            id = self.id,
+            ?change,
+            index = log_id.index,
+            "membership change appended"
+        );
+        let entry = Entry {
+            term: self.term,
+            index: log_id.index,
+            payload: EntryPayload::Membership(next),
+        };
+        self.append_own([entry]);
+        Ok(log_id)
     }
 
     /// Asks for a linearizable read point (dissertation §6.4). The answer
@@ -679,7 +727,9 @@ impl Engine {
 
     fn handle_vote_response(&mut self, from: NodeId, term: u64, pre_vote: bool, granted: bool) {
         let expected = match (pre_vote, self.role) {
-            (true, Role::PreCandidate) => term == self.term + 1,
+            // Grants come in the prospective term; refusals in the voter's
+            // own term, which may be ours.
+            (true, Role::PreCandidate) => term == self.term + 1 || (!granted && term == self.term),
             (false, Role::Candidate) => term == self.term,
             _ => false,
         };
@@ -1056,6 +1106,35 @@ impl Engine {
         let own_term = self.log.term_at(index) == Some(self.term);
         if index > self.log.committed() && (own_term || self.planted(PlantedBugKind::Figure8)) {
             self.log.commit_to(index);
+            self.after_membership_commit();
+        }
+    }
+
+    /// Leader: the configuration in force just committed. A joint one is
+    /// followed by C_new; a C_new without us means we step down (the
+    /// dissertation's §4.2.2: the leader manages the cluster until C_new is
+    /// committed, then steps down).
+    fn after_membership_commit(&mut self) {
+        if self.role != Role::Leader || self.membership_index() > self.log.committed() {
+            return;
+        }
+        if self.membership().is_joint() {
+            let next = config_change::leave_joint(self.membership());
+            let index = self.log.last_index() + 1;
+            tracing::info!(id = self.id, index, voters = ?next.voters, "leaving joint configuration");
+            let entry = Entry {
+                term: self.term,
+                index,
+                payload: EntryPayload::Membership(next),
+            };
+            self.append_own([entry]);
+        } else if !self.membership().is_voter(self.id) {
+            tracing::info!(
+                id = self.id,
+                term = self.term,
+                "removed from the configuration; stepping down"
+            );
+            self.become_follower(self.term, None);
         }
     }
 

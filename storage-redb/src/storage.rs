@@ -46,7 +46,19 @@ impl RedbStorage {
 
     /// Opens the store in `dir` with `options`; see [`RedbStorage::open`].
     pub fn open_with(dir: impl AsRef<Path>, options: RedbOptions) -> Result<Self, StorageError> {
-        let store = LogStore::open(dir.as_ref(), options)?;
+        let dir = dir.as_ref();
+        // redb documents that a damaged file may make it panic rather than
+        // report corruption when the integrity check on open is off
+        // (`RedbOptions::open_check_file`), and its debug builds assert on
+        // damaged pages. Opening is the gateway for bytes from disk, so a
+        // panic in it is reported as corruption instead of taking the
+        // process down. Later calls run on the blocking pool, where a panic
+        // becomes an `Io` error and stops the store.
+        let opened = std::panic::catch_unwind(|| LogStore::open(dir, options));
+        let store = opened.map_err(|panic| StorageError::Corrupt {
+            location: format!("{}", dir.display()),
+            message: format!("redb panicked while opening it: {}", panic_message(&*panic)),
+        })??;
         Ok(Self { store: Some(store) })
     }
 
@@ -88,6 +100,16 @@ impl RedbStorage {
                 message: format!("the blocking storage task failed: {e}"),
             }),
         }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(no message)"
     }
 }
 

@@ -16,7 +16,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::codec;
 use crate::error::{Fatal, ProposeError};
 use crate::state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
-use crate::types::{Entry, EntryPayload};
+use bytes::Bytes;
+
+use crate::engine::{SnapshotRead, SnapshotReceive};
+use crate::types::{Entry, EntryPayload, LogId, NodeId, SnapshotMeta};
 
 /// Where a proposer waits for its response.
 pub(crate) type Responder<R> = oneshot::Sender<Result<R, ProposeError>>;
@@ -34,6 +37,35 @@ pub(crate) enum ApplyJob<R> {
     Wait(Vec<Waiter<R>>),
     /// Committed entries, consecutive across jobs.
     Apply(Vec<Entry>),
+    /// Build a snapshot of the applied state.
+    BuildSnapshot,
+    /// Read a chunk of a snapshot to send.
+    ReadSnapshot {
+        read: SnapshotRead,
+        bytes_max: usize,
+    },
+    /// Store a received chunk.
+    ReceiveSnapshot(SnapshotReceive),
+    /// Install the fully received snapshot (its metadata is saved).
+    InstallSnapshot(SnapshotMeta),
+}
+
+/// What the apply task reports to the driver.
+pub(crate) enum ApplyEvent {
+    SnapshotBuilt(Result<LogId, StateMachineError>),
+    SnapshotChunk {
+        read: SnapshotRead,
+        chunk: Result<Option<Bytes>, StateMachineError>,
+    },
+    SnapshotChunkStored {
+        from: NodeId,
+        meta: SnapshotMeta,
+        next_offset: u64,
+        done: bool,
+    },
+    SnapshotInstalled(SnapshotMeta),
+    /// The state machine failed: the node must stop.
+    Fatal(Fatal),
 }
 
 /// Waiters above this count trigger a sweep of the ones whose caller gave up
@@ -48,8 +80,8 @@ pub(crate) struct ApplyTask<SM: StateMachine> {
     pub(crate) applied: Arc<AtomicU64>,
     pub(crate) applied_watch: watch::Sender<u64>,
     pub(crate) command_bytes_max: usize,
-    /// Where a state machine failure is reported (the driver stops).
-    pub(crate) fatal: mpsc::UnboundedSender<Fatal>,
+    /// Where results and failures are reported to the driver.
+    pub(crate) events: mpsc::UnboundedSender<ApplyEvent>,
 }
 
 impl<SM: StateMachine> ApplyTask<SM> {
@@ -58,34 +90,110 @@ impl<SM: StateMachine> ApplyTask<SM> {
         let mut applied = self.applied.load(Ordering::Acquire);
         let mut batch = Vec::new();
         while let Some(job) = self.jobs.recv().await {
-            // Take everything queued: one state machine call per wake-up.
+            // Take everything queued: one state machine call per run of
+            // entries; other jobs run in their place in the order.
             let mut next = Some(job);
             while let Some(job) = next.take().or_else(|| self.jobs.try_recv().ok()) {
-                match job {
-                    ApplyJob::Wait(new) => waiters.extend(new),
-                    ApplyJob::Apply(entries) => batch.extend(entries),
+                let result = match job {
+                    ApplyJob::Wait(new) => {
+                        waiters.extend(new);
+                        Ok(())
+                    }
+                    ApplyJob::Apply(entries) => {
+                        batch.extend(entries);
+                        Ok(())
+                    }
+                    other => match self.flush(&mut applied, &mut batch, &mut waiters).await {
+                        Ok(()) => self.snapshot_job(other, &mut applied).await,
+                        Err(error) => Err(error),
+                    },
+                };
+                if let Err(error) = result {
+                    return self.fail(error);
                 }
             }
             if waiters.len() > WAITERS_SWEEP_THRESHOLD {
                 waiters.retain(|w| !w.responder.is_closed());
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let entries = std::mem::take(&mut batch);
-            match self.apply(applied, entries, &mut waiters).await {
-                Ok(last) => {
-                    applied = last;
-                    self.applied.store(applied, Ordering::Release);
-                    self.applied_watch.send_replace(applied);
-                }
-                Err(error) => {
-                    tracing::error!(%error, "state machine failed; stopping the node");
-                    let _ = self.fatal.send(Fatal::StateMachine(error));
-                    return;
-                }
+            if let Err(error) = self.flush(&mut applied, &mut batch, &mut waiters).await {
+                return self.fail(error);
             }
         }
+    }
+
+    fn fail(&self, error: StateMachineError) {
+        tracing::error!(%error, "state machine failed; stopping the node");
+        let _ = self
+            .events
+            .send(ApplyEvent::Fatal(Fatal::StateMachine(error)));
+    }
+
+    fn publish(&self, applied: u64) {
+        self.applied.store(applied, Ordering::Release);
+        self.applied_watch.send_replace(applied);
+    }
+
+    /// Applies the entries gathered so far.
+    async fn flush(
+        &mut self,
+        applied: &mut u64,
+        batch: &mut Vec<Entry>,
+        waiters: &mut VecDeque<Waiter<SM::Response>>,
+    ) -> Result<(), StateMachineError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(batch);
+        *applied = self.apply(*applied, entries, waiters).await?;
+        self.publish(*applied);
+        Ok(())
+    }
+
+    async fn snapshot_job(
+        &mut self,
+        job: ApplyJob<SM::Response>,
+        applied: &mut u64,
+    ) -> Result<(), StateMachineError> {
+        let sm = &mut self.state_machine;
+        let event = match job {
+            ApplyJob::Wait(_) | ApplyJob::Apply(_) => unreachable!("handled by run"),
+            ApplyJob::BuildSnapshot => match sm.build_snapshot().await {
+                Err(e) if !matches!(e, StateMachineError::SnapshotUnsupported) => return Err(e),
+                result => ApplyEvent::SnapshotBuilt(result),
+            },
+            ApplyJob::ReadSnapshot { read, bytes_max } => {
+                let chunk = match sm
+                    .read_snapshot(read.snapshot, read.offset, bytes_max)
+                    .await
+                {
+                    Err(e) if !matches!(e, StateMachineError::SnapshotUnavailable(_)) => {
+                        return Err(e)
+                    }
+                    result => result,
+                };
+                ApplyEvent::SnapshotChunk { read, chunk }
+            }
+            ApplyJob::ReceiveSnapshot(receive) => {
+                let snapshot = receive.meta.last_log_id;
+                let next_offset = receive.offset + receive.data.len() as u64;
+                sm.receive_snapshot(snapshot, receive.offset, receive.data)
+                    .await?;
+                ApplyEvent::SnapshotChunkStored {
+                    from: receive.from,
+                    meta: receive.meta,
+                    next_offset,
+                    done: receive.done,
+                }
+            }
+            ApplyJob::InstallSnapshot(meta) => {
+                sm.install_snapshot(meta.last_log_id).await?;
+                *applied = (*applied).max(meta.last_log_id.index);
+                self.publish(*applied);
+                ApplyEvent::SnapshotInstalled(meta)
+            }
+        };
+        let _ = self.events.send(event);
+        Ok(())
     }
 
     /// Applies consecutive `entries` after `applied`; returns the new

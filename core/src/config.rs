@@ -71,6 +71,14 @@ pub struct Config {
     /// this many entries of the leader's last index: promoting a far-behind
     /// node would leave the cluster unable to commit until it catches up.
     pub learner_catchup_lag_max: u64,
+    /// The state machine builds a snapshot after this many entries applied
+    /// since the last one, and the log before it is purged: the log's length
+    /// stays around this (plus `snapshot_trailing_entries`). Smaller means
+    /// less disk and faster restarts but more snapshot work; 0 never builds.
+    pub snapshot_interval_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a follower lagging by
+    /// less than this catches up from the log instead of a whole snapshot.
+    pub snapshot_trailing_entries: u64,
     /// Largest message or entry the node decodes from the network or disk.
     pub message_bytes_max: usize,
     /// Seed of the node's random number generator (election timeouts). Nodes
@@ -96,6 +104,8 @@ impl Default for Config {
             propose_timeout: Duration::from_secs(7),
             log_cache_bytes_max: 64 << 20,
             learner_catchup_lag_max: 1000,
+            snapshot_interval_entries: 100_000,
+            snapshot_trailing_entries: 5_000,
             message_bytes_max: 64 << 20,
             rng_seed: 0x5eed,
         }

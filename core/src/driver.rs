@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::apply::{ApplyJob, Responder, Waiter};
+use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
 use crate::config::Config;
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Actions, Engine};
@@ -56,7 +56,7 @@ enum Input<R> {
     Message(Message),
     Control(Control),
     Storage(StorageDone),
-    Fatal(Fatal),
+    Apply(ApplyEvent),
     Tick,
 }
 
@@ -71,7 +71,7 @@ pub(crate) struct DriverParts<N, R> {
     pub(crate) storage_jobs: mpsc::UnboundedSender<StorageJob>,
     pub(crate) storage_done: mpsc::UnboundedReceiver<StorageDone>,
     pub(crate) apply_jobs: mpsc::UnboundedSender<ApplyJob<R>>,
-    pub(crate) fatal: mpsc::UnboundedReceiver<Fatal>,
+    pub(crate) apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
     pub(crate) metrics: watch::Sender<Metrics>,
     pub(crate) commit_index: Arc<AtomicU64>,
     pub(crate) applied: Arc<AtomicU64>,
@@ -166,6 +166,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 return Ok(());
             }
             self.flush_proposals();
+            let applied = self.parts.applied.load(Ordering::Acquire);
+            self.parts.engine.on_applied(applied);
             let actions = self.parts.engine.take_actions();
             #[cfg(debug_assertions)]
             self.parts.engine.check_invariants();
@@ -179,7 +181,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let parts = &mut self.parts;
         tokio::select! {
             biased;
-            Some(fatal) = parts.fatal.recv() => Input::Fatal(fatal),
+            Some(event) = parts.apply_events.recv() => Input::Apply(event),
             Some(done) = parts.storage_done.recv() => Input::Storage(done),
             Some(control) = parts.control.recv() => Input::Control(control),
             Some(message) = parts.inbox.recv() => Input::Message(message),
@@ -192,8 +194,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
 
     fn try_next_input(&mut self) -> Option<Input<R>> {
         let parts = &mut self.parts;
-        if let Ok(fatal) = parts.fatal.try_recv() {
-            return Some(Input::Fatal(fatal));
+        if let Ok(event) = parts.apply_events.try_recv() {
+            return Some(Input::Apply(event));
         }
         if let Ok(done) = parts.storage_done.try_recv() {
             return Some(Input::Storage(done));
@@ -247,7 +249,22 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             }
             Input::Storage(StorageDone::Loaded(entries)) => engine.on_loaded(entries),
             Input::Storage(StorageDone::Failed(error)) => return Err(Fatal::Storage(error)),
-            Input::Fatal(fatal) => return Err(fatal),
+            Input::Storage(StorageDone::SnapshotMetaSaved(meta)) => {
+                let _ = self.parts.apply_jobs.send(ApplyJob::InstallSnapshot(meta));
+            }
+            Input::Storage(StorageDone::Nothing) => {}
+            Input::Apply(ApplyEvent::Fatal(fatal)) => return Err(fatal),
+            Input::Apply(ApplyEvent::SnapshotBuilt(result)) => engine.on_snapshot_built(result),
+            Input::Apply(ApplyEvent::SnapshotChunk { read, chunk }) => {
+                engine.on_snapshot_chunk(read.to, read.snapshot, read.offset, chunk)
+            }
+            Input::Apply(ApplyEvent::SnapshotChunkStored {
+                from,
+                meta,
+                next_offset,
+                done,
+            }) => engine.on_snapshot_chunk_stored(from, meta, next_offset, done),
+            Input::Apply(ApplyEvent::SnapshotInstalled(meta)) => engine.on_snapshot_installed(meta),
             Input::Control(Control::ReadIndex(responder)) => {
                 let id = self.read_next_id;
                 self.read_next_id += 1;
@@ -304,12 +321,47 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             load,
             reads,
             members,
+            build_snapshot,
+            snapshot_meta,
+            purge,
+            snapshot_reads,
+            snapshot_receives,
+            install,
         } = actions;
+        let storage = &self.parts.storage_jobs;
+        let apply_jobs = &self.parts.apply_jobs;
         if let Some(write) = write {
-            let _ = self.parts.storage_jobs.send(StorageJob::Write {
+            let _ = storage.send(StorageJob::Write {
                 id: write.id,
                 batch: write.batch,
             });
+        }
+        if let Some(meta) = snapshot_meta {
+            let _ = storage.send(StorageJob::SaveSnapshotMeta {
+                meta,
+                install: false,
+            });
+        }
+        if let Some(up_to) = purge {
+            let _ = storage.send(StorageJob::Purge(up_to));
+        }
+        if let Some(meta) = install {
+            // Metadata first, so a crash after the install knows what the
+            // state machine holds (see restore).
+            let _ = storage.send(StorageJob::SaveSnapshotMeta {
+                meta,
+                install: true,
+            });
+        }
+        if build_snapshot {
+            let _ = apply_jobs.send(ApplyJob::BuildSnapshot);
+        }
+        let bytes_max = self.parts.config.append_bytes_max as usize;
+        for read in snapshot_reads {
+            let _ = apply_jobs.send(ApplyJob::ReadSnapshot { read, bytes_max });
+        }
+        for receive in snapshot_receives {
+            let _ = apply_jobs.send(ApplyJob::ReceiveSnapshot(receive));
         }
         if let Some(nodes) = members {
             self.parts.network.set_members(&nodes).await;

@@ -30,7 +30,7 @@ pub use config::{Config, ConfigError};
 pub use error::{
     Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,
 };
-pub use message::{AppendOutcome, Message, MessageBody};
+pub use message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
 pub use metrics::{Metrics, Role};
 pub use network::RaftNetwork;
 pub use raft::Raft;

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, LogId, NodeId};
+use bytes::Bytes;
+
+use crate::types::{Entry, LogId, NodeId, SnapshotMeta};
 
 /// One Raft message from one node to another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +73,41 @@ pub enum MessageBody {
     /// Tells a caught-up follower to start an election at once (leadership
     /// transfer, dissertation §3.10).
     TimeoutNow,
+    /// One chunk of a snapshot, sent when the follower needs entries the
+    /// leader has purged (Raft §7). Chunks go one at a time, each after the
+    /// previous one is acknowledged; `offset` 0 starts a transfer over.
+    InstallSnapshot {
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+        /// Byte offset of `data` in the snapshot.
+        offset: u64,
+        /// The chunk (empty in the final message).
+        data: Bytes,
+        /// Set on the last message: install it.
+        done: bool,
+    },
+    /// The answer to an `InstallSnapshot`.
+    InstallSnapshotResponse {
+        /// The snapshot it is about.
+        snapshot: LogId,
+        /// What the follower did with it.
+        outcome: SnapshotOutcome,
+    },
+}
+
+/// The result of an `InstallSnapshot` at the follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotOutcome {
+    /// The chunk is stored; send the one at `next_offset`.
+    Received {
+        /// Bytes received so far.
+        next_offset: u64,
+    },
+    /// The snapshot is installed (or the follower already had its entries
+    /// committed): its log matches the leader's up to the snapshot.
+    Installed,
+    /// The chunk did not follow the previous one: start over.
+    Restart,
 }
 
 /// The result of an `Append` at the follower.
@@ -112,6 +149,8 @@ impl Message {
             MessageBody::Heartbeat { .. } => "heartbeat",
             MessageBody::HeartbeatResponse { .. } => "heartbeat_response",
             MessageBody::TimeoutNow => "timeout_now",
+            MessageBody::InstallSnapshot { .. } => "install_snapshot",
+            MessageBody::InstallSnapshotResponse { .. } => "install_snapshot_response",
         }
     }
 }

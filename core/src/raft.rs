@@ -93,7 +93,7 @@ impl<SM: StateMachine> Raft<SM> {
         // Unbounded, but bounded in practice: waiters by the proposal queue
         // and the propose deadline, entries by the commit/apply gap.
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-        let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (metrics_tx, metrics_rx) = watch::channel(Metrics {
             id,
             ..Metrics::default()
@@ -110,7 +110,7 @@ impl<SM: StateMachine> Raft<SM> {
             applied: applied.clone(),
             applied_watch: applied_watch_tx,
             command_bytes_max: config.request_bytes_max,
-            fatal: fatal_tx,
+            events: events_tx,
         };
         let apply_task = tokio::spawn(apply_task.run());
         let parts = DriverParts {
@@ -123,7 +123,7 @@ impl<SM: StateMachine> Raft<SM> {
             storage_jobs: storage_jobs_tx,
             storage_done: storage_done_rx,
             apply_jobs: apply_tx,
-            fatal: fatal_rx,
+            apply_events: events_rx,
             metrics: metrics_tx,
             commit_index: commit.clone(),
             applied: applied.clone(),

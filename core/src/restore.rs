@@ -59,25 +59,80 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
         }
     }
 
-    let snapshot = initial
+    let mut applied = state_machine.applied().await?;
+
+    // The state machine is behind the purge point (an in-memory state
+    // machine restarted): restore it from its own latest snapshot.
+    if applied.index < initial.purged.index {
+        applied = restore_from_own_snapshot(state_machine, initial.purged).await?;
+    }
+    // A follower crashed after installing a received snapshot but before
+    // purging its log: finish the job (the snapshot's metadata was saved
+    // before the install, so it names what the state machine holds).
+    let installed = initial
         .snapshot
         .as_ref()
-        .map_or(initial.purged, |s| s.last_log_id.max(initial.purged));
+        .is_some_and(|meta| meta.last_log_id == applied);
+    if installed && applied.index > initial.purged.index {
+        let held = if applied.index <= initial.last_log_id.index {
+            storage
+                .entries(applied.index..applied.index + 1, 0)
+                .await?
+                .first()
+                .map(Entry::log_id)
+        } else {
+            None
+        };
+        if held != Some(applied) {
+            if held.is_some() {
+                let batch = WriteBatch {
+                    truncate_from: Some(applied.index),
+                    ..WriteBatch::default()
+                };
+                storage
+                    .write(WriteBatch {
+                        must_sync: true,
+                        ..batch
+                    })
+                    .await?;
+            }
+            storage.purge(applied).await?;
+            initial = storage.initial_state().await?;
+            tracing::info!(
+                id,
+                ?applied,
+                "finished installing a snapshot interrupted by a crash"
+            );
+        }
+    }
+
+    let purged = initial.purged;
     let last = initial.last_log_id;
-    if last < snapshot {
+    if last < purged {
         return Err(StorageError::Corrupt {
             location: "log state".into(),
-            message: format!("last log id {last:?} is before the purge point {snapshot:?}"),
+            message: format!("last log id {last:?} is before the purge point {purged:?}"),
         }
         .into());
     }
+    if applied.index > last.index {
+        return Err(StateMachineError::Corrupt {
+            index: applied.index,
+            message: format!(
+                "state machine applied {applied:?} beyond the log's last entry {last:?}"
+            ),
+        }
+        .into());
+    }
+    // The snapshot's membership is the base; membership entries the
+    // snapshot covers are superseded by it.
     let mut memberships = Vec::new();
     if let Some(meta) = &initial.snapshot {
         memberships.push((meta.last_log_id.index, meta.membership.clone()));
     }
 
     // Scan the log once: term runs, membership entries, continuity.
-    let mut scan = LogScan::new(snapshot, memberships);
+    let mut scan = LogScan::new(purged, memberships);
     while scan.last.index < last.index {
         let from = scan.last.index + 1;
         let entries = storage
@@ -106,30 +161,64 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
         // A node waiting to join: it knows no configuration and cannot vote.
         memberships.push((0, Membership::default()));
     }
-
-    let applied = state_machine.applied().await?;
-    if applied.index > last.index {
-        return Err(StateMachineError::Corrupt {
-            index: applied.index,
-            message: format!(
-                "state machine applied {applied:?} beyond the log's last entry {last:?}"
-            ),
-        }
-        .into());
-    }
     let mut hard_state = initial.hard_state;
     // An applied entry was committed, whatever the saved commit index says
     // (the commit index is saved lazily).
-    hard_state.commit = hard_state.commit.max(applied.index).max(snapshot.index);
+    hard_state.commit = hard_state.commit.max(applied.index).max(purged.index);
+    let snapshot = initial
+        .snapshot
+        .map(|meta| meta.last_log_id)
+        .unwrap_or_default();
     Ok(Restored {
         hard_state,
+        purged,
         snapshot,
         last,
         term_runs,
         memberships,
-        applied: applied.index.max(snapshot.index),
+        applied: applied.index,
     })
 }
+
+/// Loads the state machine's own latest snapshot into it, through the same
+/// receive and install calls a follower uses.
+async fn restore_from_own_snapshot<SM: StateMachine>(
+    state_machine: &mut SM,
+    purged: LogId,
+) -> Result<LogId, StartError> {
+    let behind = |message: String| StateMachineError::Corrupt {
+        index: purged.index,
+        message,
+    };
+    let snapshot = state_machine.latest_snapshot().await?.ok_or_else(|| {
+        behind(format!(
+            "state machine is behind the log's purge point {purged:?} and has no snapshot"
+        ))
+    })?;
+    if snapshot.index < purged.index {
+        return Err(behind(format!(
+            "latest snapshot {snapshot:?} is behind the purge point {purged:?}"
+        ))
+        .into());
+    }
+    let mut offset = 0;
+    while let Some(chunk) = state_machine
+        .read_snapshot(snapshot, offset, SNAPSHOT_CHUNK_BYTES)
+        .await?
+    {
+        let len = chunk.len() as u64;
+        state_machine
+            .receive_snapshot(snapshot, offset, chunk)
+            .await?;
+        offset += len;
+    }
+    state_machine.install_snapshot(snapshot).await?;
+    tracing::info!(?snapshot, "state machine restored from its snapshot");
+    Ok(snapshot)
+}
+
+/// Chunk size for restoring a state machine from its own snapshot.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// What one pass over the log rebuilds: term runs and membership entries,
 /// checking continuity on the way.
@@ -167,7 +256,14 @@ impl LogScan {
         }
         self.last = entry.log_id();
         if let EntryPayload::Membership(m) = entry.payload {
-            self.memberships.push((entry.index, m));
+            // Entries at or below a snapshot's membership are superseded.
+            if self
+                .memberships
+                .last()
+                .is_none_or(|(base, _)| entry.index > *base)
+            {
+                self.memberships.push((entry.index, m));
+            }
         }
         Ok(())
     }

@@ -33,6 +33,14 @@ pub enum StateMachineError {
     /// The state machine's own storage failed.
     #[error("state machine IO failed: {0}")]
     Io(String),
+    /// This state machine does not implement snapshots (the default). The
+    /// node then never compacts its log.
+    #[error("snapshots are not supported by this state machine")]
+    SnapshotUnsupported,
+    /// The snapshot asked for is not there (a newer one replaced it); the
+    /// transfer starts over with the latest.
+    #[error("snapshot {0:?} is not available")]
+    SnapshotUnavailable(LogId),
     /// A command could not be decoded or broke the state machine's rules.
     #[error("state machine cannot apply entry {index}: {message}")]
     Corrupt {
@@ -64,4 +72,65 @@ pub trait StateMachine: Send + 'static {
         &mut self,
         entries: Vec<Committed<Self::Command>>,
     ) -> impl Future<Output = Result<Vec<Self::Response>, StateMachineError>> + Send;
+
+    // ----- snapshots (Raft §7) -----
+    //
+    // A snapshot is the state machine's own durable copy of its applied
+    // state, named by the last entry it covers. Rafter asks for one every
+    // `Config::snapshot_interval_entries` applied entries, then purges the
+    // log before it; it streams the latest one to followers that need
+    // purged entries, in chunks read by offset, and installs received ones.
+    // The defaults say `SnapshotUnsupported`: such a node never purges its
+    // log, and cannot receive a snapshot.
+
+    /// Makes a durable snapshot of everything applied so far and returns
+    /// the last entry it covers. The previous snapshot stays readable until
+    /// this one is complete (a crash mid-build leaves the old one).
+    fn build_snapshot(&mut self) -> impl Future<Output = Result<LogId, StateMachineError>> + Send {
+        async { Err(StateMachineError::SnapshotUnsupported) }
+    }
+
+    /// The latest durable snapshot, if any.
+    fn latest_snapshot(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<LogId>, StateMachineError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Up to `bytes_max` bytes of snapshot `snapshot` from `offset`; `None`
+    /// past the end. `SnapshotUnavailable` if it is no longer the latest.
+    fn read_snapshot(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        bytes_max: usize,
+    ) -> impl Future<Output = Result<Option<bytes::Bytes>, StateMachineError>> + Send {
+        let _ = (offset, bytes_max);
+        async move { Err(StateMachineError::SnapshotUnavailable(snapshot)) }
+    }
+
+    /// Stores a chunk of a snapshot being received, at `offset` (0 starts
+    /// over, dropping any partial one). Nothing changes the applied state
+    /// until [`StateMachine::install_snapshot`].
+    fn receive_snapshot(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        data: bytes::Bytes,
+    ) -> impl Future<Output = Result<(), StateMachineError>> + Send {
+        let _ = (snapshot, offset, data);
+        async { Err(StateMachineError::SnapshotUnsupported) }
+    }
+
+    /// Atomically replaces the applied state with the fully received
+    /// snapshot `snapshot`, which also becomes the latest snapshot; after it,
+    /// `applied()` is `snapshot`. A crash before it returns leaves the old
+    /// state intact.
+    fn install_snapshot(
+        &mut self,
+        snapshot: LogId,
+    ) -> impl Future<Output = Result<(), StateMachineError>> + Send {
+        let _ = snapshot;
+        async { Err(StateMachineError::SnapshotUnsupported) }
+    }
 }

@@ -9,7 +9,7 @@ use std::ops::Range;
 use tokio::sync::mpsc;
 
 use crate::storage::{RaftStorage, StorageError, WriteBatch};
-use crate::types::Entry;
+use crate::types::{Entry, LogId, SnapshotMeta};
 
 /// Work for the storage task.
 #[derive(Debug)]
@@ -18,6 +18,11 @@ pub(crate) enum StorageJob {
     Write { id: u64, batch: WriteBatch },
     /// Read entries of `range` up to `bytes_max`; answer `Loaded`.
     Load { range: Range<u64>, bytes_max: u64 },
+    /// Save snapshot metadata; answer `SnapshotMetaSaved` when `install`
+    /// (a received snapshot waits for it before it is installed).
+    SaveSnapshotMeta { meta: SnapshotMeta, install: bool },
+    /// Remove the log up to this entry; no answer.
+    Purge(LogId),
 }
 
 /// What the storage task reports.
@@ -25,6 +30,9 @@ pub(crate) enum StorageJob {
 pub(crate) enum StorageDone {
     Written(u64),
     Loaded(Vec<Entry>),
+    SnapshotMetaSaved(SnapshotMeta),
+    /// Nothing to report.
+    Nothing,
     /// The storage failed; the node must stop (fail-stop, no retry).
     Failed(StorageError),
 }
@@ -48,6 +56,17 @@ pub(crate) async fn run<S: RaftStorage>(
                     Err(e) => Err(e),
                 }
             }
+            StorageJob::SaveSnapshotMeta { meta, install } => {
+                let saved = install.then(|| meta.clone());
+                storage
+                    .save_snapshot_meta(meta)
+                    .await
+                    .map(|()| match saved {
+                        Some(meta) => StorageDone::SnapshotMetaSaved(meta),
+                        None => StorageDone::Nothing,
+                    })
+            }
+            StorageJob::Purge(up_to) => storage.purge(up_to).await.map(|()| StorageDone::Nothing),
         };
         let failed = result.is_err();
         let report = result.unwrap_or_else(StorageDone::Failed);

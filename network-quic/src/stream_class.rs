@@ -14,7 +14,7 @@ pub enum StreamClass {
     /// sensitive, pipelined back to back.
     Raft,
     /// Snapshot transfer: bulky, and must not block [`StreamClass::Raft`].
-    /// No message uses it yet; `MessageBody::InstallSnapshot` will.
+    /// `MessageBody::InstallSnapshot` chunks travel here.
     Snapshot,
 }
 
@@ -38,6 +38,8 @@ pub fn stream_class(message: &Message) -> StreamClass {
         | MessageBody::AppendResponse { .. }
         | MessageBody::Heartbeat { .. }
         | MessageBody::HeartbeatResponse { .. }
-        | MessageBody::TimeoutNow => StreamClass::Raft,
+        | MessageBody::TimeoutNow
+        | MessageBody::InstallSnapshotResponse { .. } => StreamClass::Raft,
+        MessageBody::InstallSnapshot { .. } => StreamClass::Snapshot,
     }
 }

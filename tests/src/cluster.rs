@@ -104,12 +104,12 @@ impl Cluster {
         }
     }
 
-    /// (Re)starts node `id` on its storage, with a fresh in-memory state
-    /// machine that replays the log.
+    /// (Re)starts node `id` on its storage, with an empty in-memory state
+    /// machine that loads its own latest snapshot and replays the log.
     pub async fn restart(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("known node");
         assert!(node.raft.is_none(), "node {id} is running");
-        node.state_machine = KvStateMachine::new();
+        node.state_machine = node.state_machine.restarted();
         let members = node.founding.then(|| self.members.clone());
         let raft = Raft::start(
             id,

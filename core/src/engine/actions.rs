@@ -6,7 +6,9 @@ use std::ops::Range;
 use crate::error::ReadError;
 use crate::message::Message;
 use crate::storage::WriteBatch;
-use crate::types::{Entry, NodeId};
+use bytes::Bytes;
+
+use crate::types::{Entry, LogId, NodeId, SnapshotMeta};
 
 /// A storage write, numbered so that messages can wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,13 @@ pub(crate) struct Write {
 /// 6. `reads`: answers to `read_index` requests: the index a linearizable
 ///    read must wait to be applied, or why none can be given.
 /// 7. `members`: the membership changed; tell the network.
+/// 8. Snapshots: `build_snapshot` asks the apply task for a new snapshot
+///    (`Engine::on_snapshot_built`); `snapshot_meta` and then `purge` go to
+///    storage, after the write; `snapshot_reads` read chunks to send
+///    (`Engine::on_snapshot_chunk`); `snapshot_receives` store received
+///    chunks in the state machine (`Engine::on_snapshot_chunk_stored`);
+///    `install` saves the metadata, then installs the received snapshot in
+///    the state machine (`Engine::on_snapshot_installed`).
 #[derive(Debug, Default)]
 pub(crate) struct Actions {
     pub(crate) write: Option<Write>,
@@ -43,4 +52,28 @@ pub(crate) struct Actions {
     pub(crate) load: Option<Range<u64>>,
     pub(crate) reads: Vec<(u64, Result<u64, ReadError>)>,
     pub(crate) members: Option<BTreeMap<NodeId, String>>,
+    pub(crate) build_snapshot: bool,
+    pub(crate) snapshot_meta: Option<SnapshotMeta>,
+    pub(crate) purge: Option<LogId>,
+    pub(crate) snapshot_reads: Vec<SnapshotRead>,
+    pub(crate) snapshot_receives: Vec<SnapshotReceive>,
+    pub(crate) install: Option<SnapshotMeta>,
+}
+
+/// Read the chunk of `snapshot` at `offset`, to send to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SnapshotRead {
+    pub(crate) to: NodeId,
+    pub(crate) snapshot: LogId,
+    pub(crate) offset: u64,
+}
+
+/// Store a received chunk in the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SnapshotReceive {
+    pub(crate) from: NodeId,
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) offset: u64,
+    pub(crate) data: Bytes,
+    pub(crate) done: bool,
 }

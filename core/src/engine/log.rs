@@ -17,16 +17,17 @@ use crate::types::{Entry, LogId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Missing(pub(crate) Range<u64>);
 
-/// Invariant: `snapshot.index <= applied_handed <= committed`;
+/// Invariant: `purged.index <= applied_handed <= committed`;
 /// `persisted <= handed <= last.index`; committed and applied_handed never
 /// decrease; the cache is contiguous, ends at `last.index` and holds every
 /// entry above `handed` (eviction also keeps those above `applied_handed`).
 #[derive(Debug, Clone)]
 pub(crate) struct RaftLog {
-    /// The last entry covered by the snapshot (purged from the log).
-    snapshot: LogId,
+    /// The last entry removed from the log (covered by a snapshot); the log
+    /// holds `purged.index + 1 ..= last.index`.
+    purged: LogId,
     /// `(first index, term)` of each run of equal terms in
-    /// `snapshot.index + 1 ..= last.index`, in increasing order of both.
+    /// `purged.index + 1 ..= last.index`, in increasing order of both.
     term_runs: Vec<(u64, u64)>,
     last: LogId,
     cache: VecDeque<Entry>,
@@ -50,7 +51,7 @@ pub(crate) struct RaftLog {
 impl RaftLog {
     /// A log restored from storage: everything in it is durable.
     pub(crate) fn new(
-        snapshot: LogId,
+        purged: LogId,
         last: LogId,
         term_runs: Vec<(u64, u64)>,
         committed: u64,
@@ -58,17 +59,17 @@ impl RaftLog {
         cache_bytes_max: u64,
     ) -> Self {
         assert!(
-            snapshot.index <= last.index,
-            "snapshot {snapshot:?} after last {last:?}"
+            purged.index <= last.index,
+            "purge point {purged:?} after last {last:?}"
         );
-        let committed = committed.clamp(snapshot.index, last.index);
-        let applied = applied.max(snapshot.index);
+        let committed = committed.clamp(purged.index, last.index);
+        let applied = applied.max(purged.index);
         assert!(
             applied <= committed,
             "applied {applied} beyond commit {committed}"
         );
         let log = Self {
-            snapshot,
+            purged,
             term_runs,
             last,
             cache: VecDeque::new(),
@@ -93,8 +94,8 @@ impl RaftLog {
         self.last.index
     }
 
-    pub(crate) fn snapshot(&self) -> LogId {
-        self.snapshot
+    pub(crate) fn purged(&self) -> LogId {
+        self.purged
     }
 
     pub(crate) fn committed(&self) -> u64 {
@@ -113,13 +114,13 @@ impl RaftLog {
         self.last.index + 1 - self.cache.len() as u64
     }
 
-    /// The term of the entry at `index`, if the log covers it (the snapshot's
+    /// The term of the entry at `index`, if the log covers it (the purge
     /// last entry included).
     pub(crate) fn term_at(&self, index: u64) -> Option<u64> {
-        if index == self.snapshot.index {
-            return Some(self.snapshot.term);
+        if index == self.purged.index {
+            return Some(self.purged.term);
         }
-        if index < self.snapshot.index || index > self.last.index {
+        if index < self.purged.index || index > self.last.index {
             return None;
         }
         let run = self.term_runs.partition_point(|&(start, _)| start <= index);
@@ -133,7 +134,7 @@ impl RaftLog {
     }
 
     /// The largest index at or below `index` whose term is at most `term`
-    /// (or the snapshot's index): the last entry that can match a log whose
+    /// (or the purge point): the last entry that can match a log whose
     /// entry at `index` has `term`.
     pub(crate) fn last_index_with_term_at_most(&self, index: u64, term: u64) -> u64 {
         let mut index = index.min(self.last.index);
@@ -147,7 +148,7 @@ impl RaftLog {
             }
             index = start - 1;
         }
-        index.min(self.snapshot.index)
+        index.min(self.purged.index)
     }
 
     /// Appends entries right after the last one (the leader's path).
@@ -229,10 +230,7 @@ impl RaftLog {
     /// Entries from `from`, up to `bytes_max` (at least one), from the cache
     /// or the last loaded chunk.
     pub(crate) fn entries(&self, from: u64, bytes_max: u64) -> Result<Vec<Entry>, Missing> {
-        assert!(
-            from > self.snapshot.index,
-            "entry {from} is in the snapshot"
-        );
+        assert!(from > self.purged.index, "entry {from} is purged");
         if from > self.last.index {
             return Ok(Vec::new());
         }
@@ -281,6 +279,86 @@ impl RaftLog {
         } else if last.index < self.cache_first() {
             self.loaded = entries.into();
         }
+    }
+
+    /// Forgets entries up to `up_to`: storage is purging them, a snapshot
+    /// covers them. Only durable, applied entries are purged.
+    pub(crate) fn purge_to(&mut self, up_to: LogId) {
+        assert!(
+            up_to.index <= self.persisted,
+            "purge {up_to:?} beyond durable {}",
+            self.persisted
+        );
+        assert!(
+            up_to.index <= self.applied_handed,
+            "purge {up_to:?} beyond applied {}",
+            self.applied_handed
+        );
+        assert!(
+            self.matches(up_to),
+            "purge point {up_to:?} is not in the log"
+        );
+        self.drop_prefix(up_to);
+        self.check_invariants_cheap();
+    }
+
+    /// A follower installed a snapshot ending at `snapshot`. If the log
+    /// holds that entry, the suffix after it stays (Raft §7: "retain log
+    /// entries following it"); otherwise the whole log is replaced.
+    pub(crate) fn install_snapshot(&mut self, snapshot: LogId) {
+        if snapshot.index <= self.purged.index {
+            return;
+        }
+        if self.matches(snapshot) {
+            self.committed = self.committed.max(snapshot.index);
+            self.handed = self.handed.max(snapshot.index);
+            self.persisted = self.persisted.max(snapshot.index);
+            self.applied_handed = self.applied_handed.max(snapshot.index);
+            // A truncation not yet written would land inside the purged
+            // prefix: move it after the snapshot.
+            if let Some(from) = self.truncate_pending {
+                self.truncate_pending = Some(from.max(snapshot.index + 1));
+            }
+            self.drop_prefix(snapshot);
+        } else {
+            assert!(
+                self.committed <= snapshot.index,
+                "snapshot {snapshot:?} conflicts with commit {}",
+                self.committed
+            );
+            // Storage may still hold entries after the snapshot that the
+            // snapshot's history replaced: the next write removes them.
+            // (Truncating past the end is harmless.)
+            self.truncate_pending = Some(snapshot.index + 1);
+            self.term_runs.clear();
+            self.cache.clear();
+            self.cache_bytes = 0;
+            self.loaded.clear();
+            self.purged = snapshot;
+            self.last = snapshot;
+            self.committed = snapshot.index;
+            self.persisted = snapshot.index;
+            self.handed = snapshot.index;
+            self.applied_handed = snapshot.index;
+        }
+        self.check_invariants_cheap();
+    }
+
+    fn drop_prefix(&mut self, up_to: LogId) {
+        if up_to.index <= self.purged.index {
+            return;
+        }
+        let next_term = self.term_at(up_to.index + 1);
+        self.term_runs.retain(|&(start, _)| start > up_to.index + 1);
+        if let Some(term) = next_term {
+            self.term_runs.insert(0, (up_to.index + 1, term));
+        }
+        while self.cache.front().is_some_and(|e| e.index <= up_to.index) {
+            let entry = self.cache.pop_front().expect("front exists");
+            self.cache_bytes -= entry.size_bytes();
+        }
+        self.loaded.retain(|e| e.index > up_to.index);
+        self.purged = up_to;
     }
 
     /// What the next storage write must do: the pending truncation and the
@@ -352,7 +430,7 @@ impl RaftLog {
     }
 
     fn check_invariants_cheap(&self) {
-        assert!(self.snapshot.index <= self.applied_handed, "{self:?}");
+        assert!(self.purged.index <= self.applied_handed, "{self:?}");
         assert!(self.applied_handed <= self.committed, "{self:?}");
         assert!(self.committed <= self.last.index, "{self:?}");
         assert!(self.persisted <= self.handed, "{self:?}");
@@ -397,7 +475,7 @@ impl RaftLog {
             );
         }
         if let Some(&(start, term)) = self.term_runs.first() {
-            assert!(start > self.snapshot.index && term >= self.snapshot.term);
+            assert!(start > self.purged.index && term >= self.purged.term);
         }
         assert_eq!(self.term_at(self.last.index), Some(self.last.term));
     }

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-pub(crate) use actions::{Actions, Write};
+pub(crate) use actions::{Actions, SnapshotRead, SnapshotReceive, Write};
 use log::{Missing, RaftLog};
 use progress::{Progress, ProgressState};
 use quorum::VoteResult;
@@ -33,10 +33,13 @@ use read_index::ReadQueue;
 
 use crate::config::Config;
 use crate::error::{MembershipError, ProposeError, ReadError, TransferError};
-use crate::message::{AppendOutcome, Message, MessageBody};
+use crate::message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
 use crate::metrics::Role;
+use crate::state_machine::StateMachineError;
 use crate::storage::WriteBatch;
-use crate::types::{Entry, EntryPayload, HardState, LogId, Membership, NodeId};
+use crate::types::{Entry, EntryPayload, HardState, LogId, Membership, NodeId, SnapshotMeta};
+
+use bytes::Bytes;
 
 /// The limits the engine needs, in ticks and bytes.
 #[derive(Debug, Clone)]
@@ -50,6 +53,11 @@ pub(crate) struct EngineConfig {
     /// Bytes of committed entries handed to the apply task per turn.
     pub(crate) apply_bytes_max: u64,
     pub(crate) rng_seed: u64,
+    /// Build a snapshot after this many entries applied since the last (0:
+    /// never).
+    pub(crate) snapshot_interval_entries: u64,
+    /// Entries kept in the log behind a snapshot.
+    pub(crate) snapshot_trailing_entries: u64,
     /// A deliberately broken rule, so the simulator can prove it catches it.
     /// Only exists with the `testing` feature: normal builds pay nothing.
     #[cfg(feature = "testing")]
@@ -67,6 +75,8 @@ impl EngineConfig {
             log_cache_bytes_max: config.log_cache_bytes_max,
             apply_bytes_max: config.append_bytes_max.max(1 << 20),
             rng_seed: config.rng_seed,
+            snapshot_interval_entries: config.snapshot_interval_entries,
+            snapshot_trailing_entries: config.snapshot_trailing_entries,
             #[cfg(feature = "testing")]
             planted_bug: None,
         }
@@ -77,10 +87,12 @@ impl EngineConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct Restored {
     pub(crate) hard_state: HardState,
-    /// The last entry covered by the snapshot or purged.
+    /// The last entry purged from the log (covered by a snapshot).
+    pub(crate) purged: LogId,
+    /// The latest snapshot the state machine holds (zero if none).
     pub(crate) snapshot: LogId,
     pub(crate) last: LogId,
-    /// `(first index, term)` runs over `snapshot.index + 1 ..= last.index`.
+    /// `(first index, term)` runs over `purged.index + 1 ..= last.index`.
     pub(crate) term_runs: Vec<(u64, u64)>,
     /// Membership entries in the log (and the snapshot's, at its index),
     /// oldest first; the last one is in force. Never empty.
@@ -122,6 +134,18 @@ pub(crate) struct Engine {
     /// Invariant: at most one write in flight.
     write_in_flight: Option<WriteInFlight>,
     load_in_flight: bool,
+    /// The latest snapshot the state machine holds.
+    snapshot: LogId,
+    /// The apply task's applied index, as last reported.
+    applied: u64,
+    /// A snapshot build is under way.
+    snapshot_building: bool,
+    /// The state machine cannot build snapshots: never purge.
+    snapshots_unsupported: bool,
+    /// Follower: the snapshot being received and the next offset expected.
+    receiving: Option<(LogId, u64)>,
+    /// Follower: a received snapshot is being installed.
+    installing: bool,
     out: Actions,
 }
 
@@ -140,7 +164,7 @@ impl Engine {
             "a node needs a membership"
         );
         let log = RaftLog::new(
-            restored.snapshot,
+            restored.purged,
             restored.last,
             restored.term_runs,
             restored.hard_state.commit,
@@ -175,6 +199,12 @@ impl Engine {
             write_next_id: 1,
             write_in_flight: None,
             load_in_flight: false,
+            snapshot: restored.snapshot,
+            applied: restored.applied,
+            snapshot_building: false,
+            snapshots_unsupported: false,
+            receiving: None,
+            installing: false,
             out: Actions::default(),
         };
         engine.hard_state_handed.commit = engine.log.committed();
@@ -219,7 +249,7 @@ impl Engine {
         self.log.last_log_id()
     }
     pub(crate) fn snapshot_index(&self) -> u64 {
-        self.log.snapshot().index
+        self.snapshot.index
     }
     pub(crate) fn membership(&self) -> &Membership {
         &self
@@ -293,6 +323,21 @@ impl Engine {
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
+        // A snapshot transfer whose follower went quiet starts over.
+        let patience = 2 * self.config.election_ticks_max;
+        for (peer, progress) in self.progress.iter_mut() {
+            if let Some(transfer) = progress.transfer.as_mut() {
+                transfer.idle_ticks += 1;
+                if transfer.idle_ticks > patience {
+                    tracing::info!(
+                        id = self.id,
+                        peer,
+                        "snapshot transfer timed out; starting over"
+                    );
+                    progress.become_probe();
+                }
+            }
+        }
         if self.lead_transferee.is_some() {
             self.transfer_elapsed += 1;
             if self.transfer_elapsed >= self.config.election_ticks_min {
@@ -370,6 +415,7 @@ impl Engine {
                 } => {}
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
                 | MessageBody::TimeoutNow => {
                     self.become_follower(msg.term, Some(msg.from));
                 }
@@ -381,7 +427,9 @@ impl Engine {
                 // term so it steps down. Without this, with Pre-Vote and
                 // CheckQuorum, a partitioned-and-healed old leader could keep
                 // a follower from ever winning (etcd's "stuck" case).
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
                     self.send(msg.from, MessageBody::HeartbeatResponse { read_seq: 0 });
                 }
                 MessageBody::VoteRequest { pre_vote: true, .. } => {
@@ -422,6 +470,15 @@ impl Engine {
                 self.handle_heartbeat_response(msg.from, read_seq)
             }
             MessageBody::TimeoutNow => self.handle_timeout_now(msg.from),
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.handle_install_snapshot(msg.from, meta, offset, data, done),
+            MessageBody::InstallSnapshotResponse { snapshot, outcome } => {
+                self.handle_install_snapshot_response(msg.from, snapshot, outcome)
+            }
         }
     }
 
@@ -576,6 +633,7 @@ impl Engine {
             }
         }
         self.maybe_issue_write();
+        self.maybe_build_snapshot();
         match self.log.take_committed(self.config.apply_bytes_max) {
             Ok(entries) => self.out.apply = entries,
             Err(Missing(range)) => self.request_load(range),
@@ -889,15 +947,9 @@ impl Engine {
                 return;
             }
             let Some(prev_term) = self.log.term_at(next - 1) else {
-                // TODO(snapshots issue): the entry is compacted away; the
-                // follower needs a snapshot. Without compaction this cannot
-                // happen, because next - 1 >= match >= snapshot index.
-                tracing::warn!(
-                    id = self.id,
-                    peer,
-                    next,
-                    "entries compacted; snapshot needed"
-                );
+                // The entries this follower needs are purged: send the
+                // latest snapshot instead (Raft §7).
+                self.start_snapshot_transfer(peer);
                 return;
             };
             let entries = if has_entries {
@@ -1135,6 +1187,319 @@ impl Engine {
                 "removed from the configuration; stepping down"
             );
             self.become_follower(self.term, None);
+        }
+    }
+
+    // ----- snapshots (Raft §7) -----
+
+    /// The apply task has applied up to `applied`.
+    pub(crate) fn on_applied(&mut self, applied: u64) {
+        self.applied = self.applied.max(applied);
+    }
+
+    fn maybe_build_snapshot(&mut self) {
+        let interval = self.config.snapshot_interval_entries;
+        if interval == 0 || self.snapshot_building || self.snapshots_unsupported || self.installing
+        {
+            return;
+        }
+        if self.applied >= self.snapshot.index + interval {
+            self.snapshot_building = true;
+            self.out.build_snapshot = true;
+        }
+    }
+
+    /// The state machine finished a snapshot (or cannot make one). Saves its
+    /// metadata and purges the log behind it, keeping
+    /// `snapshot_trailing_entries` so slightly lagging followers still
+    /// catch up from the log.
+    pub(crate) fn on_snapshot_built(&mut self, result: Result<LogId, StateMachineError>) {
+        self.snapshot_building = false;
+        let snapshot = match result {
+            Ok(snapshot) => snapshot,
+            Err(StateMachineError::SnapshotUnsupported) => {
+                tracing::warn!(
+                    id = self.id,
+                    "state machine has no snapshots; the log will not be compacted"
+                );
+                self.snapshots_unsupported = true;
+                return;
+            }
+            Err(error) => unreachable!("the driver stops the node on {error}"),
+        };
+        if snapshot.index <= self.snapshot.index {
+            return;
+        }
+        assert!(
+            snapshot.index <= self.log.committed(),
+            "snapshot {snapshot:?} beyond commit"
+        );
+        assert_eq!(
+            self.log.term_at(snapshot.index).unwrap_or(snapshot.term),
+            snapshot.term
+        );
+        self.snapshot = snapshot;
+        let membership = self.membership_at(snapshot.index);
+        self.out.snapshot_meta = Some(SnapshotMeta {
+            last_log_id: snapshot,
+            membership,
+        });
+        let purge = snapshot
+            .index
+            .saturating_sub(self.config.snapshot_trailing_entries)
+            .min(self.log.persisted())
+            .min(self.log.applied_handed());
+        if purge > self.log.purged().index {
+            let up_to = LogId::new(
+                self.log.term_at(purge).expect("purge point is in the log"),
+                purge,
+            );
+            self.log.purge_to(up_to);
+            self.forget_memberships_before(purge);
+            self.out.purge = Some(up_to);
+            tracing::debug!(
+                id = self.id,
+                ?snapshot,
+                ?up_to,
+                "snapshot built; log purged"
+            );
+        }
+    }
+
+    /// The configuration in force at `index`.
+    fn membership_at(&self, index: u64) -> Membership {
+        self.memberships
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Drops membership entries superseded before `index`, keeping the one
+    /// in force there.
+    fn forget_memberships_before(&mut self, index: u64) {
+        let keep_from = self
+            .memberships
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
+        self.memberships.drain(..keep_from);
+    }
+
+    /// Leader: `peer` needs purged entries; stream the latest snapshot.
+    fn start_snapshot_transfer(&mut self, peer: NodeId) {
+        let snapshot = self.snapshot;
+        let progress = self.progress.get_mut(&peer).expect("peer has progress");
+        if progress.state == ProgressState::Snapshot {
+            return;
+        }
+        assert!(
+            snapshot.index >= self.log.purged().index,
+            "purged {:?} beyond snapshot {snapshot:?}",
+            self.log.purged()
+        );
+        tracing::info!(
+            id = self.id,
+            peer,
+            ?snapshot,
+            "follower needs purged entries; sending a snapshot"
+        );
+        progress.become_snapshot(snapshot);
+        progress.transfer.as_mut().expect("just set").chunk_len = Some(0);
+        self.out.snapshot_reads.push(SnapshotRead {
+            to: peer,
+            snapshot,
+            offset: 0,
+        });
+    }
+
+    /// A chunk read for `to` (None: past the end). Sends it.
+    pub(crate) fn on_snapshot_chunk(
+        &mut self,
+        to: NodeId,
+        snapshot: LogId,
+        offset: u64,
+        chunk: Result<Option<Bytes>, StateMachineError>,
+    ) {
+        let term = self.term;
+        let membership = self.membership_at(snapshot.index);
+        let Some(progress) = self.progress.get_mut(&to) else {
+            return;
+        };
+        let Some(transfer) = progress.transfer.as_mut() else {
+            return;
+        };
+        if transfer.snapshot != snapshot || transfer.offset != offset || self.role != Role::Leader {
+            return;
+        }
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                tracing::info!(id = self.id, to, %error, "snapshot unreadable; starting over");
+                progress.become_probe();
+                return;
+            }
+        };
+        let done = chunk.is_none();
+        let data = chunk.unwrap_or_default();
+        transfer.chunk_len = Some(data.len() as u64);
+        let meta = SnapshotMeta {
+            last_log_id: snapshot,
+            membership,
+        };
+        self.out.messages.push(Message {
+            from: self.id,
+            to,
+            term,
+            body: MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            },
+        });
+    }
+
+    fn handle_install_snapshot_response(
+        &mut self,
+        from: NodeId,
+        snapshot: LogId,
+        outcome: SnapshotOutcome,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        let Some(transfer) = progress.transfer.as_mut() else {
+            return;
+        };
+        if transfer.snapshot != snapshot {
+            return;
+        }
+        transfer.idle_ticks = 0;
+        match outcome {
+            SnapshotOutcome::Received { next_offset } => {
+                let expected = transfer.chunk_len.map(|len| transfer.offset + len);
+                if expected == Some(next_offset) {
+                    transfer.offset = next_offset;
+                    transfer.chunk_len = Some(0);
+                    self.out.snapshot_reads.push(SnapshotRead {
+                        to: from,
+                        snapshot,
+                        offset: next_offset,
+                    });
+                } else {
+                    progress.become_probe();
+                }
+            }
+            SnapshotOutcome::Installed => {
+                tracing::info!(
+                    id = self.id,
+                    peer = from,
+                    ?snapshot,
+                    "follower installed the snapshot"
+                );
+                progress.on_snapshot_installed(snapshot);
+                self.maybe_commit();
+            }
+            SnapshotOutcome::Restart => progress.become_probe(),
+        }
+    }
+
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        let snapshot = meta.last_log_id;
+        let reply = |outcome| MessageBody::InstallSnapshotResponse { snapshot, outcome };
+        if snapshot.index <= self.log.committed() {
+            // Everything it covers is committed here already.
+            self.send(from, reply(SnapshotOutcome::Installed));
+            return;
+        }
+        if self.installing {
+            return; // the leader retries after a quiet spell
+        }
+        let next = match self.receiving {
+            _ if offset == 0 => 0,
+            Some((receiving, next)) if receiving == snapshot && next == offset => next,
+            _ => {
+                self.send(from, reply(SnapshotOutcome::Restart));
+                return;
+            }
+        };
+        self.receiving = Some((snapshot, next + data.len() as u64));
+        self.out.snapshot_receives.push(SnapshotReceive {
+            from,
+            meta,
+            offset,
+            data,
+            done,
+        });
+    }
+
+    /// A received chunk is stored in the state machine.
+    pub(crate) fn on_snapshot_chunk_stored(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        next_offset: u64,
+        done: bool,
+    ) {
+        let snapshot = meta.last_log_id;
+        if self.receiving != Some((snapshot, next_offset)) || self.role != Role::Follower {
+            return; // superseded by a restart or a newer snapshot
+        }
+        if done {
+            self.installing = true;
+            self.out.install = Some(meta);
+        } else {
+            let outcome = SnapshotOutcome::Received { next_offset };
+            self.send(
+                from,
+                MessageBody::InstallSnapshotResponse { snapshot, outcome },
+            );
+        }
+    }
+
+    /// The received snapshot is installed in the state machine (and its
+    /// metadata saved): drop the log it covers and tell the leader.
+    pub(crate) fn on_snapshot_installed(&mut self, meta: SnapshotMeta) {
+        let snapshot = meta.last_log_id;
+        self.installing = false;
+        self.receiving = None;
+        self.applied = self.applied.max(snapshot.index);
+        self.snapshot = self.snapshot.max(snapshot);
+        tracing::info!(id = self.id, ?snapshot, "snapshot installed");
+        let before = self.membership().clone();
+        self.log.install_snapshot(snapshot);
+        self.memberships
+            .retain(|(index, _)| *index > snapshot.index && *index <= self.log.last_index());
+        self.memberships
+            .insert(0, (snapshot.index, meta.membership));
+        if *self.membership() != before {
+            self.on_membership_changed();
+        }
+        self.out.purge = Some(snapshot);
+        if let Some(leader) = self.leader {
+            let body = MessageBody::InstallSnapshotResponse {
+                snapshot,
+                outcome: SnapshotOutcome::Installed,
+            };
+            self.send(leader, body);
         }
     }
 

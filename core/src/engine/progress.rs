@@ -1,8 +1,10 @@
 //! What the leader knows about one follower's log, and how it replicates to
 //! it: Probe (one append at a time until the match point is found) or
-//! Replicate (pipelined appends, optimistic next index, bounded window).
+//! Replicate (pipelined appends, optimistic next index, bounded window) or
+//! Snapshot (the entries it needs are purged: a snapshot streams to it).
 
 use super::inflights::Inflights;
+use crate::types::LogId;
 
 /// How the leader sends to a follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +13,22 @@ pub(crate) enum ProgressState {
     Probe,
     /// The follower is in sync: stream appends up to the inflight window.
     Replicate,
+    /// The follower needs purged entries: a snapshot is streaming to it, one
+    /// chunk at a time; no appends until it is installed.
+    Snapshot,
+}
+
+/// A snapshot transfer to one follower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SnapshotTransfer {
+    pub(crate) snapshot: LogId,
+    /// Bytes the follower has acknowledged.
+    pub(crate) offset: u64,
+    /// Bytes of the chunk in flight (read, or sent and not acknowledged).
+    pub(crate) chunk_len: Option<u64>,
+    /// Ticks since the follower last answered; the transfer starts over
+    /// when it grows past the limit.
+    pub(crate) idle_ticks: u64,
 }
 
 /// One follower's replication progress.
@@ -34,6 +52,8 @@ pub(crate) struct Progress {
     /// The commit index carried by the last append sent, so an idle leader
     /// sends one empty append when its commit index moves.
     pub(crate) commit_sent: u64,
+    /// In Snapshot: the transfer.
+    pub(crate) transfer: Option<SnapshotTransfer>,
 }
 
 impl Progress {
@@ -48,6 +68,7 @@ impl Progress {
             recent_active: false,
             read_seq_acked: 0,
             commit_sent: 0,
+            transfer: None,
         }
     }
 
@@ -56,11 +77,13 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot => true,
         }
     }
 
     pub(crate) fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
+        self.transfer = None;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflights.reset();
@@ -68,15 +91,36 @@ impl Progress {
 
     pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
+        self.transfer = None;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflights.reset();
+    }
+
+    /// Starts streaming `snapshot`.
+    pub(crate) fn become_snapshot(&mut self, snapshot: LogId) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.transfer = Some(SnapshotTransfer {
+            snapshot,
+            offset: 0,
+            chunk_len: None,
+            idle_ticks: 0,
+        });
+    }
+
+    /// The follower installed (or already had) `snapshot`: resume from there.
+    pub(crate) fn on_snapshot_installed(&mut self, snapshot: LogId) {
+        self.match_index = self.match_index.max(snapshot.index);
+        self.become_probe();
     }
 
     /// Records an append sent with entries up to `last_index` (or none).
     pub(crate) fn on_append_sent(&mut self, last_index: Option<u64>, bytes: u64) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => unreachable!("no appends while a snapshot streams"),
             ProgressState::Replicate => {
                 if let Some(last) = last_index {
                     // Optimistic: assume it will be accepted and go on.
@@ -105,6 +149,8 @@ impl Progress {
     /// the follower's hint. Returns false for a stale rejection.
     pub(crate) fn on_reject(&mut self, rejected: u64, probe_index: u64) -> bool {
         match self.state {
+            // A rejection of an append sent before the snapshot started.
+            ProgressState::Snapshot => return false,
             ProgressState::Replicate => {
                 // Acknowledged already, or a rejection of an append we
                 // superseded: stale.

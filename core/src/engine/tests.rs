@@ -30,6 +30,8 @@ fn config() -> EngineConfig {
         log_cache_bytes_max: 1 << 30,
         apply_bytes_max: 1 << 20,
         rng_seed: 7,
+        snapshot_interval_entries: 0,
+        snapshot_trailing_entries: 0,
         #[cfg(feature = "testing")]
         planted_bug: None,
     }
@@ -84,6 +86,7 @@ fn restored(voters: &[NodeId], log: &[Entry], hard_state: HardState) -> Restored
     }
     Restored {
         hard_state,
+        purged: LogId::default(),
         snapshot: LogId::default(),
         last: log.last().map_or(LogId::default(), Entry::log_id),
         term_runs,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
@@ -50,9 +51,34 @@ pub struct KvResponse {
 
 /// An in-memory key-value state machine. Clones share the same state, so a
 /// test keeps one clone to read what the node applied.
+///
+/// Its snapshots live in a store that survives a simulated restart
+/// ([`KvStateMachine::restarted`]), like files on a disk would: a restarted
+/// node loads its latest snapshot, then replays the log after it.
 #[derive(Debug, Clone, Default)]
 pub struct KvStateMachine {
     inner: Arc<Mutex<KvInner>>,
+    snapshots: Arc<Mutex<SnapshotStore>>,
+}
+
+/// The "disk" of a [`KvStateMachine`]'s snapshots.
+#[derive(Debug, Default)]
+struct SnapshotStore {
+    /// The latest complete snapshot and its encoding.
+    latest: Option<(LogId, Bytes)>,
+    /// A snapshot being received.
+    receiving: Option<(LogId, Vec<u8>)>,
+    builds: u64,
+    installs: u64,
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct KvSnapshot {
+    data: BTreeMap<String, Vec<u8>>,
+    applied: LogId,
+    fingerprint: u64,
+    commands_applied: u64,
 }
 
 #[derive(Debug, Default)]
@@ -96,11 +122,40 @@ impl KvStateMachine {
         self.lock().commands_applied
     }
 
+    /// The same node after a crash: empty state, same snapshot store.
+    pub fn restarted(&self) -> Self {
+        Self {
+            inner: Arc::default(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    /// Whether a snapshot is being received (some chunks stored).
+    pub fn receiving_snapshot(&self) -> bool {
+        self.store()
+            .receiving
+            .as_ref()
+            .is_some_and(|(_, buffer)| !buffer.is_empty())
+    }
+
+    /// (snapshots built, snapshots installed) so far.
+    pub fn snapshot_counts(&self) -> (u64, u64) {
+        let store = self.store();
+        (store.builds, store.installs)
+    }
+
     fn lock(&self) -> MutexGuard<'_, KvInner> {
         // Never held across an await; consistent even if poisoned.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn store(&self) -> MutexGuard<'_, SnapshotStore> {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
+
+/// Largest snapshot a `KvStateMachine` decodes.
+const KV_SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 
 fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
     if hash == 0 {
@@ -176,6 +231,100 @@ impl StateMachine for KvStateMachine {
             inner.fingerprint = hash;
         }
         Ok(responses)
+    }
+
+    async fn build_snapshot(&mut self) -> Result<LogId, StateMachineError> {
+        let encoded = {
+            let inner = self.lock();
+            let snapshot = KvSnapshot {
+                data: inner.data.clone(),
+                applied: inner.applied,
+                fingerprint: inner.fingerprint,
+                commands_applied: inner.commands_applied,
+            };
+            (inner.applied, Bytes::from(crate::codec::encode(&snapshot)))
+        };
+        let mut store = self.store();
+        store.builds += 1;
+        let applied = encoded.0;
+        store.latest = Some(encoded);
+        Ok(applied)
+    }
+
+    async fn latest_snapshot(&mut self) -> Result<Option<LogId>, StateMachineError> {
+        Ok(self.store().latest.as_ref().map(|(id, _)| *id))
+    }
+
+    async fn read_snapshot(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        bytes_max: usize,
+    ) -> Result<Option<Bytes>, StateMachineError> {
+        let store = self.store();
+        let Some((id, bytes)) = store.latest.as_ref().filter(|(id, _)| *id == snapshot) else {
+            return Err(StateMachineError::SnapshotUnavailable(snapshot));
+        };
+        debug_assert_eq!(*id, snapshot);
+        let start = (offset as usize).min(bytes.len());
+        if start == bytes.len() {
+            return Ok(None);
+        }
+        let end = bytes.len().min(start + bytes_max.max(1));
+        Ok(Some(bytes.slice(start..end)))
+    }
+
+    async fn receive_snapshot(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), StateMachineError> {
+        let mut store = self.store();
+        if offset == 0 {
+            store.receiving = Some((snapshot, Vec::new()));
+        }
+        match store.receiving.as_mut() {
+            Some((id, buffer)) if *id == snapshot && buffer.len() as u64 == offset => {
+                buffer.extend_from_slice(&data);
+                Ok(())
+            }
+            _ => Err(StateMachineError::Corrupt {
+                index: snapshot.index,
+                message: format!(
+                    "snapshot chunk at offset {offset} does not follow the received ones"
+                ),
+            }),
+        }
+    }
+
+    async fn install_snapshot(&mut self, snapshot: LogId) -> Result<(), StateMachineError> {
+        let mut store = self.store();
+        let bytes = match store.receiving.take() {
+            Some((id, buffer)) if id == snapshot => Bytes::from(buffer),
+            _ => return Err(StateMachineError::SnapshotUnavailable(snapshot)),
+        };
+        let decoded: KvSnapshot =
+            crate::codec::decode(&bytes, KV_SNAPSHOT_BYTES_MAX).map_err(|e| {
+                StateMachineError::Corrupt {
+                    index: snapshot.index,
+                    message: e.to_string(),
+                }
+            })?;
+        if decoded.applied != snapshot {
+            return Err(StateMachineError::Corrupt {
+                index: snapshot.index,
+                message: format!("snapshot holds {:?}", decoded.applied),
+            });
+        }
+        let mut inner = self.lock();
+        inner.data = decoded.data;
+        inner.applied = decoded.applied;
+        inner.fingerprint = decoded.fingerprint;
+        inner.commands_applied = decoded.commands_applied;
+        store.latest = Some((snapshot, bytes));
+        store.installs += 1;
+        Ok(())
     }
 }
 

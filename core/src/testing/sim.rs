@@ -113,6 +113,7 @@ impl SimCore {
                 commit: hard_state.commit.max(durable.applied),
                 ..hard_state
             },
+            purged: LogId::default(),
             snapshot: LogId::default(),
             last,
             term_runs,

@@ -405,24 +405,34 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             .store(engine.commit_index(), Ordering::Release);
         let applied = self.parts.applied.load(Ordering::Acquire);
         self.parts.metrics.send_if_modified(|m| {
-            let next = Metrics {
-                id: engine.id(),
-                role: engine.role(),
-                term: engine.term(),
-                leader: engine.leader(),
-                commit_index: engine.commit_index(),
-                applied_index: applied,
-                last_log_index: engine.last_log_id().index,
-                persisted_index: engine.persisted_index(),
-                snapshot_index: engine.snapshot_index(),
-                membership: engine.membership().clone(),
-                membership_index: engine.membership_index(),
-                replication: engine.replication(),
-                fatal: None,
-                stopped: false,
-            };
-            let changed = *m != next;
-            *m = next;
+            // Compare the cheap fields first; rebuild the maps only when the
+            // membership or the replication picture changed.
+            let mut changed = m.role != engine.role()
+                || m.term != engine.term()
+                || m.leader != engine.leader()
+                || m.commit_index != engine.commit_index()
+                || m.applied_index != applied
+                || m.last_log_index != engine.last_log_id().index
+                || m.persisted_index != engine.persisted_index()
+                || m.snapshot_index != engine.snapshot_index()
+                || m.membership_index != engine.membership_index();
+            m.role = engine.role();
+            m.term = engine.term();
+            m.leader = engine.leader();
+            m.commit_index = engine.commit_index();
+            m.applied_index = applied;
+            m.last_log_index = engine.last_log_id().index;
+            m.persisted_index = engine.persisted_index();
+            m.snapshot_index = engine.snapshot_index();
+            m.membership_index = engine.membership_index();
+            if m.membership != *engine.membership() {
+                m.membership = engine.membership().clone();
+                changed = true;
+            }
+            if !engine.replication_equals(&m.replication) {
+                m.replication = engine.replication();
+                changed = true;
+            }
             changed
         });
     }

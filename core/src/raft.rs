@@ -187,15 +187,18 @@ impl<SM: StateMachine> Raft<SM> {
             payload: Bytes::from(payload),
             responder,
         };
-        match timeout_at(deadline, shared.proposals.send(proposal)).await {
-            Err(_) => return Err(ProposeError::Timeout(timeout)),
-            Ok(Err(_)) => return Err(ProposeError::Stopped),
-            Ok(Ok(())) => {}
-        }
-        match timeout_at(deadline, response).await {
+        // One timer for both waits: queueing (backpressure) and the answer.
+        let wait = async {
+            shared
+                .proposals
+                .send(proposal)
+                .await
+                .map_err(|_| ProposeError::Stopped)?;
+            response.await.map_err(|_| ProposeError::Stopped)?
+        };
+        match timeout_at(deadline, wait).await {
             Err(_) => Err(ProposeError::Timeout(timeout)),
-            Ok(Err(_)) => Err(ProposeError::Stopped),
-            Ok(Ok(result)) => result,
+            Ok(result) => result,
         }
     }
 

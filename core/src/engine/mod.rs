@@ -269,6 +269,15 @@ impl Engine {
     pub(crate) fn term_at(&self, index: u64) -> Option<u64> {
         self.log.term_at(index)
     }
+    /// Whether `replication` (as published) still matches the progress.
+    pub(crate) fn replication_equals(&self, replication: &BTreeMap<NodeId, u64>) -> bool {
+        replication.len() == self.progress.len()
+            && self
+                .progress
+                .iter()
+                .zip(replication)
+                .all(|((a, p), (b, m))| a == b && p.match_index == *m)
+    }
     /// On the leader, each peer's match index.
     pub(crate) fn replication(&self) -> BTreeMap<NodeId, u64> {
         self.progress

@@ -1,6 +1,9 @@
 //! Append throughput of `RedbStorage` against raw redb.
 //!
-//! `cargo run --release -p rafter-redb --example append_bench -- [DIR] [SECONDS_PER_CASE]`
+//! `cargo run --release -p rafter-redb --example append_bench -- [DIR] [SECONDS_PER_CASE] [nosync]`
+//!
+//! `nosync` commits without fsync on both sides, to see the store's CPU
+//! overhead over raw redb without the disk's noise.
 //!
 //! DIR defaults to a fresh directory under the system temp dir (put it on
 //! the disk you care about: the numbers are fsync-bound).
@@ -20,8 +23,10 @@ fn main() {
     let seconds: f64 = args
         .next()
         .map_or(3.0, |s| s.parse().expect("SECONDS_PER_CASE is a number"));
+    let durable = args.next().as_deref() != Some("nosync");
     let config = AppendBenchConfig {
         case_duration: Duration::from_secs_f64(seconds),
+        durable,
         ..AppendBenchConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -31,7 +36,7 @@ fn main() {
     let results = runtime
         .block_on(run_append_bench(&dir, &config))
         .expect("the bench's stores work");
-    println!("dir: {}", dir.display());
+    println!("dir: {}, fsync per commit: {durable}", dir.display());
     print!("{}", format_results(&results));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use rafter::{Entry, EntryPayload, RaftStorage, StorageError, WriteBatch};
 use redb::{Database, Durability, TableDefinition};
 
+use crate::options::RedbOptions;
 use crate::storage::RedbStorage;
 
 /// What to measure.
@@ -28,6 +29,13 @@ pub struct AppendBenchConfig {
     pub case_duration: Duration,
     /// The most commits of one case, whatever the duration.
     pub case_commits_max: u64,
+    /// How many alternating rounds of each store a case is split into.
+    pub rounds: u32,
+    /// Whether each commit fsyncs (`must_sync`, `Durability::Immediate`).
+    /// Off (`Durability::None` on both sides) measures the CPU cost of the
+    /// store without the disk's noise: its overhead over raw redb shows
+    /// best there.
+    pub durable: bool,
 }
 
 impl Default for AppendBenchConfig {
@@ -37,6 +45,8 @@ impl Default for AppendBenchConfig {
             payload_bytes: 256,
             case_duration: Duration::from_secs(3),
             case_commits_max: 100_000,
+            rounds: 6,
+            durable: true,
         }
     }
 }
@@ -66,22 +76,63 @@ impl AppendBenchResult {
     }
 }
 
-/// Runs every case of `config` in fresh subdirectories of `dir`, the raw
-/// baseline first, and returns two results per batch size. Needs a tokio
+/// Runs every case of `config` in fresh subdirectories of `dir` and returns
+/// two results per batch size, raw redb first. The two stores of a case run
+/// in alternating rounds (`config.rounds`), so that a disk whose speed
+/// drifts (other work on the machine) slows both alike. Needs a tokio
 /// runtime (`RedbStorage` uses its blocking pool, as in a node); the raw
 /// baseline blocks the calling task.
 pub async fn run_append_bench(
     dir: &Path,
     config: &AppendBenchConfig,
 ) -> Result<Vec<AppendBenchResult>, StorageError> {
+    assert!(config.rounds > 0, "at least one round");
     let payload = Bytes::from(vec![0xAB; config.payload_bytes]);
+    let round_duration = config.case_duration / config.rounds;
+    let round_commits_max = config.case_commits_max.div_ceil(u64::from(config.rounds));
     let mut results = Vec::new();
     for &batch_entries in &config.batch_entries {
         assert!(batch_entries > 0, "a batch holds at least one entry");
-        let raw_dir = dir.join(format!("raw-{batch_entries}"));
-        results.push(raw_case(&raw_dir, batch_entries, &payload, config)?);
-        let store_dir = dir.join(format!("rafter-redb-{batch_entries}"));
-        results.push(store_case(&store_dir, batch_entries, &payload, config).await?);
+        let mut raw = RawCase::open(&dir.join(format!("raw-{batch_entries}")))?;
+        let mut store = RedbStorage::open(dir.join(format!("rafter-redb-{batch_entries}")))?;
+        let mut raw_result = AppendBenchResult {
+            store: "raw redb",
+            batch_entries,
+            commits: 0,
+            elapsed: Duration::ZERO,
+        };
+        let mut store_result = AppendBenchResult {
+            store: "rafter-redb",
+            ..raw_result.clone()
+        };
+        let mut store_next_index = 1;
+        for _ in 0..config.rounds {
+            let start = Instant::now();
+            let mut commits = 0;
+            while start.elapsed() < round_duration && commits < round_commits_max {
+                raw.commit(batch_entries, &payload, config.durable)?;
+                commits += 1;
+            }
+            raw_result.commits += commits;
+            raw_result.elapsed += start.elapsed();
+            let start = Instant::now();
+            let mut commits = 0;
+            while start.elapsed() < round_duration && commits < round_commits_max {
+                store_commit(
+                    &mut store,
+                    &mut store_next_index,
+                    batch_entries,
+                    &payload,
+                    config.durable,
+                )
+                .await?;
+                commits += 1;
+            }
+            store_result.commits += commits;
+            store_result.elapsed += start.elapsed();
+        }
+        results.push(raw_result);
+        results.push(store_result);
     }
     Ok(results)
 }
@@ -117,83 +168,90 @@ pub fn format_results(results: &[AppendBenchResult]) -> String {
     out
 }
 
-async fn store_case(
-    dir: &Path,
+/// One `RedbStorage` commit of `batch_entries` entries.
+async fn store_commit(
+    store: &mut RedbStorage,
+    next_index: &mut u64,
     batch_entries: usize,
     payload: &Bytes,
-    config: &AppendBenchConfig,
-) -> Result<AppendBenchResult, StorageError> {
-    let mut store = RedbStorage::open(dir)?;
-    let mut next_index = 1;
-    let mut commits = 0;
-    let start = Instant::now();
-    while start.elapsed() < config.case_duration && commits < config.case_commits_max {
-        let entries = (0..batch_entries as u64)
-            .map(|i| Entry {
-                term: 1,
-                index: next_index + i,
-                payload: EntryPayload::Command(payload.clone()),
-            })
-            .collect();
-        store
-            .write(WriteBatch {
-                entries,
-                must_sync: true,
-                ..WriteBatch::default()
-            })
-            .await?;
-        next_index += batch_entries as u64;
-        commits += 1;
-    }
-    Ok(AppendBenchResult {
-        store: "rafter-redb",
-        batch_entries,
-        commits,
-        elapsed: start.elapsed(),
-    })
+    durable: bool,
+) -> Result<(), StorageError> {
+    let entries = (0..batch_entries as u64)
+        .map(|i| Entry {
+            term: 1,
+            index: *next_index + i,
+            payload: EntryPayload::Command(payload.clone()),
+        })
+        .collect();
+    store
+        .write(WriteBatch {
+            entries,
+            must_sync: durable,
+            ..WriteBatch::default()
+        })
+        .await?;
+    *next_index += batch_entries as u64;
+    Ok(())
 }
 
-fn raw_case(
-    dir: &Path,
-    batch_entries: usize,
-    payload: &Bytes,
-    config: &AppendBenchConfig,
-) -> Result<AppendBenchResult, StorageError> {
-    const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-    let raw = |operation: &'static str| {
-        move |e: redb::Error| StorageError::Io {
-            operation,
-            message: e.to_string(),
-        }
-    };
-    std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
-        operation: "create bench directory",
+/// The baseline: a bare redb table, the same transactions.
+struct RawCase {
+    db: Database,
+    next_index: u64,
+}
+
+const RAW_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+
+fn raw_error(operation: &'static str) -> impl Fn(redb::Error) -> StorageError {
+    move |e| StorageError::Io {
+        operation,
         message: e.to_string(),
-    })?;
-    let db = Database::create(dir.join("raw.redb")).map_err(|e| raw("open")(e.into()))?;
-    let mut next_index = 1u64;
-    let mut commits = 0;
-    let start = Instant::now();
-    while start.elapsed() < config.case_duration && commits < config.case_commits_max {
-        let mut txn = db.begin_write().map_err(|e| raw("begin")(e.into()))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| raw("durability")(e.into()))?;
+    }
+}
+
+impl RawCase {
+    fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
+            operation: "create bench directory",
+            message: e.to_string(),
+        })?;
+        // The same page cache as the store, so both do the same IO.
+        let db = Database::builder()
+            .set_cache_size(RedbOptions::default().cache_bytes)
+            .create(dir.join("raw.redb"))
+            .map_err(|e| raw_error("open")(e.into()))?;
+        Ok(Self { db, next_index: 1 })
+    }
+
+    fn commit(
+        &mut self,
+        batch_entries: usize,
+        payload: &Bytes,
+        durable: bool,
+    ) -> Result<(), StorageError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| raw_error("begin")(e.into()))?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
+            .map_err(|e| raw_error("durability")(e.into()))?;
         {
-            let mut table = txn.open_table(TABLE).map_err(|e| raw("table")(e.into()))?;
+            let mut table = txn
+                .open_table(RAW_TABLE)
+                .map_err(|e| raw_error("table")(e.into()))?;
             for i in 0..batch_entries as u64 {
                 table
-                    .insert(next_index + i, payload.as_ref())
-                    .map_err(|e| raw("insert")(e.into()))?;
+                    .insert(self.next_index + i, payload.as_ref())
+                    .map_err(|e| raw_error("insert")(e.into()))?;
             }
         }
-        txn.commit().map_err(|e| raw("commit")(e.into()))?;
-        next_index += batch_entries as u64;
-        commits += 1;
+        txn.commit().map_err(|e| raw_error("commit")(e.into()))?;
+        self.next_index += batch_entries as u64;
+        Ok(())
     }
-    Ok(AppendBenchResult {
-        store: "raw redb",
-        batch_entries,
-        commits,
-        elapsed: start.elapsed(),
-    })
 }

@@ -78,6 +78,16 @@ pub enum StorageError {
     /// Another process holds the data directory.
     #[error("storage is locked by another process: {0}")]
     Locked(String),
+    /// A write batch broke the trait's contract (a gap in indexes, a term
+    /// going back): a bug in the caller, reported instead of stored.
+    #[error("invalid write batch: {0}")]
+    InvalidBatch(String),
+    /// The stored format is one this build cannot read.
+    #[error("unsupported storage format version {found}")]
+    UnsupportedFormat {
+        /// The version found on disk.
+        found: u64,
+    },
 }
 
 /// The durable log, hard state and snapshot metadata of one node.
@@ -86,6 +96,11 @@ pub enum StorageError {
 /// time, so implementations need no locking of their own. Every method
 /// returns only after its effect is durable (except `write` with
 /// `must_sync == false`, which may be lost in a crash).
+///
+/// That task is an ordinary tokio task: an implementation that blocks (a
+/// file write and fsync) must move the blocking part off the runtime's
+/// workers (`spawn_blocking`, or a thread of its own), or it stalls every
+/// other task on that worker for the length of an fsync.
 pub trait RaftStorage: Send + 'static {
     /// Reads what is on disk; called once, before anything else.
     fn initial_state(&mut self) -> impl Future<Output = Result<InitialState, StorageError>> + Send;
@@ -108,6 +123,12 @@ pub trait RaftStorage: Send + 'static {
     /// snapshot) and remembers `up_to` as the purge point, so that an empty
     /// log still knows its last log id. Purging at or below the current purge
     /// point does nothing.
+    ///
+    /// `up_to` may lie beyond the last entry, or name a term the log does not
+    /// hold there: a follower installing a snapshot that replaces its log.
+    /// The whole prefix goes; entries after `up_to` that belong to the
+    /// replaced history are removed by the next `write`'s `truncate_from`
+    /// (so the order is: save the snapshot's metadata, purge, truncate).
     fn purge(&mut self, up_to: LogId) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Saves the metadata of a snapshot the state machine has made durable.

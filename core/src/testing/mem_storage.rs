@@ -82,10 +82,10 @@ impl Inner {
         for entry in batch.entries {
             let expected = self.last_log_id().index + 1;
             if entry.index != expected {
-                return Err(StorageError::Corrupt {
-                    location: format!("append at {}", entry.index),
-                    message: format!("entries must be consecutive; expected index {expected}"),
-                });
+                return Err(StorageError::InvalidBatch(format!(
+                    "append at {}: entries must be consecutive; expected index {expected}",
+                    entry.index
+                )));
             }
             self.entries.push_back(entry);
         }

@@ -2,6 +2,7 @@
 //! cluster if asked, and rebuild what the engine keeps in memory (the term
 //! runs and the membership history) by scanning the log once.
 
+use crate::engine::log::extend_term_runs;
 use crate::engine::Restored;
 use crate::error::StartError;
 use crate::state_machine::{StateMachine, StateMachineError};
@@ -247,13 +248,7 @@ impl LogScan {
                 message: format!("found {:?} after {:?}", entry.log_id(), self.last),
             });
         }
-        if self
-            .term_runs
-            .last()
-            .is_none_or(|&(_, term)| term != entry.term)
-        {
-            self.term_runs.push((entry.index, entry.term));
-        }
+        extend_term_runs(&mut self.term_runs, entry.log_id());
         self.last = entry.log_id();
         if let EntryPayload::Membership(m) = entry.payload {
             // Entries at or below a snapshot's membership are superseded.

@@ -96,6 +96,14 @@ impl Cluster {
         self.restart(id).await;
     }
 
+    /// A running node other than `leader`.
+    pub fn follower_of(&self, leader: NodeId) -> NodeId {
+        let others = self.running().into_iter().filter(|&id| id != leader);
+        others
+            .min()
+            .unwrap_or_else(|| panic!("no running node besides {leader}"))
+    }
+
     /// Stops node `id` cleanly; its storage survives.
     pub async fn kill(&mut self, id: NodeId) {
         self.router.unregister(id);

@@ -131,7 +131,7 @@ async fn minority_partition_commits_nothing_and_heals() {
     let old = cluster.leader().await;
     let base = cluster.set(old, "k", "before").await.unwrap().index;
     // The old leader and one follower on one side, three nodes on the other.
-    let follower = cluster.running().into_iter().find(|&id| id != old).unwrap();
+    let follower = cluster.follower_of(old);
     let majority: Vec<_> = cluster
         .running()
         .into_iter()
@@ -182,7 +182,7 @@ async fn leadership_transfer_hands_over_and_the_new_leader_serves() {
     let mut cluster = Cluster::start(3, test_config()).await;
     let old = cluster.leader().await;
     cluster.set(old, "x", "1").await.unwrap();
-    let target = cluster.running().into_iter().find(|&id| id != old).unwrap();
+    let target = cluster.follower_of(old);
     cluster.raft(old).transfer_leader(target).await.unwrap();
     assert_eq!(cluster.leader().await, target);
     let response = cluster.set(target, "x", "2").await.unwrap();
@@ -240,11 +240,7 @@ async fn a_read_on_an_isolated_old_leader_fails_instead_of_returning_stale_data(
 async fn a_follower_refuses_proposals_with_a_leader_hint() {
     let mut cluster = Cluster::start(3, test_config()).await;
     let leader = cluster.leader().await;
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     let result = cluster.set(follower, "k", "v").await;
     assert_eq!(
         result,
@@ -299,11 +295,7 @@ async fn a_proposal_without_a_quorum_times_out() {
 async fn proposals_are_dropped_while_a_leadership_transfer_is_under_way() {
     let mut cluster = Cluster::start(3, test_config()).await;
     let leader = cluster.leader().await;
-    let target = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let target = cluster.follower_of(leader);
     // The target cannot hear the leader, so the transfer cannot finish.
     cluster.router.block(leader, target);
     let raft = cluster.raft(leader).clone();
@@ -496,11 +488,7 @@ async fn a_follower_behind_the_entry_cache_catches_up_from_storage() {
     config.append_bytes_max = 1024;
     let mut cluster = Cluster::start(3, config).await;
     let leader = cluster.leader().await;
-    let lagging = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let lagging = cluster.follower_of(leader);
     cluster.kill(lagging).await;
     let mut last = 0;
     for i in 0..500 {

@@ -30,11 +30,7 @@ async fn write(cluster: &Cluster, via: u64, count: u64) -> u64 {
 async fn a_follower_kept_down_while_the_leader_compacts_catches_up_through_a_snapshot() {
     let mut cluster = Cluster::start(3, compacting_config()).await;
     let leader = cluster.leader().await;
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     cluster.kill(follower).await;
     let last = write(&cluster, leader, 500).await;
     let leader_log = cluster.nodes[&leader].storage.all_entries();
@@ -73,11 +69,7 @@ async fn a_crash_during_snapshot_install_leaves_the_old_state_and_the_transfer_r
     config.append_bytes_max = 64; // many small chunks
     let mut cluster = Cluster::start(3, config).await;
     let leader = cluster.leader().await;
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     let first = write(&cluster, leader, 30).await;
     cluster.check_same_state(&cluster.running(), first).await;
     cluster.kill(follower).await;

@@ -12,6 +12,14 @@ use std::ops::Range;
 
 use crate::types::{Entry, LogId};
 
+/// Records `entry` (the next entry of a log) in `runs`, the `(first index,
+/// term)` of each run of equal terms.
+pub(crate) fn extend_term_runs(runs: &mut Vec<(u64, u64)>, entry: LogId) {
+    if runs.last().is_none_or(|&(_, term)| term != entry.term) {
+        runs.push((entry.index, entry.term));
+    }
+}
+
 /// Entries the log does not hold in memory; the driver must load this range
 /// from storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,13 +173,7 @@ impl RaftLog {
                 entry.term,
                 self.last
             );
-            if self
-                .term_runs
-                .last()
-                .is_none_or(|&(_, term)| term != entry.term)
-            {
-                self.term_runs.push((entry.index, entry.term));
-            }
+            extend_term_runs(&mut self.term_runs, entry.log_id());
             self.last = entry.log_id();
             self.cache_bytes += entry.size_bytes();
             self.cache.push_back(entry);

@@ -15,7 +15,7 @@
 mod actions;
 pub(crate) mod config_change;
 mod inflights;
-mod log;
+pub(crate) mod log;
 mod progress;
 mod quorum;
 mod read_index;

@@ -22,9 +22,51 @@ use crate::engine::{SnapshotRead, SnapshotReceive};
 use crate::types::{Entry, EntryPayload, LogId, NodeId, SnapshotMeta};
 
 /// Where a proposer waits for its response.
-pub(crate) type Responder<R> = oneshot::Sender<Result<R, ProposeError>>;
+pub(crate) enum Responder<R> {
+    /// `propose`: one command, one response.
+    One(oneshot::Sender<Result<R, ProposeError>>),
+    /// `propose_many`: consecutive commands, answered together once the
+    /// last one applies. `responses` holds those applied so far.
+    Many {
+        sender: oneshot::Sender<Result<Vec<R>, ProposeError>>,
+        responses: Vec<R>,
+        count: usize,
+    },
+}
 
-/// A proposer waiting for the entry at `index` of `term`.
+impl<R> Responder<R> {
+    /// How many consecutive entries this responder waits for.
+    pub(crate) fn entries(&self) -> u64 {
+        match self {
+            Responder::One(_) => 1,
+            Responder::Many { count, .. } => *count as u64,
+        }
+    }
+
+    /// Whether the caller gave up (timed out or dropped its future).
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Responder::One(sender) => sender.is_closed(),
+            Responder::Many { sender, .. } => sender.is_closed(),
+        }
+    }
+
+    /// Answers with `error`.
+    pub(crate) fn fail(self, error: ProposeError) {
+        // The caller may have timed out and gone: nothing to do then.
+        match self {
+            Responder::One(sender) => {
+                let _ = sender.send(Err(error));
+            }
+            Responder::Many { sender, .. } => {
+                let _ = sender.send(Err(error));
+            }
+        }
+    }
+}
+
+/// A proposer waiting for the entry at `index` of `term` (for
+/// `propose_many`, `index` is the next of its entries to apply).
 pub(crate) struct Waiter<R> {
     pub(crate) index: u64,
     pub(crate) term: u64,
@@ -257,22 +299,49 @@ impl<SM: StateMachine> ApplyTask<SM> {
                 // rather than leak.
                 let waiter = waiters.pop_front().expect("front exists");
                 debug_assert!(false, "waiter for {} left behind at {index}", waiter.index);
-                let _ = waiter.responder.send(Err(ProposeError::Overwritten {
+                waiter.responder.fail(ProposeError::Overwritten {
                     index: waiter.index,
-                }));
+                });
             }
             let response = match responses.peek() {
                 Some(((i, _), _)) if *i == index => responses.next().map(|(_, r)| r),
                 _ => None,
             };
-            if waiters.front().is_some_and(|w| w.index == index) {
-                let waiter = waiters.pop_front().expect("front exists");
-                let result = match response {
-                    Some(response) if waiter.term == term => Ok(response),
-                    _ => Err(ProposeError::Overwritten { index }),
-                };
-                // The caller may have timed out and gone: nothing to do then.
-                let _ = waiter.responder.send(result);
+            let Some(waiter) = waiters.front_mut().filter(|w| w.index == index) else {
+                continue;
+            };
+            let response = match response {
+                Some(response) if waiter.term == term => response,
+                _ => {
+                    let waiter = waiters.pop_front().expect("front exists");
+                    waiter.responder.fail(ProposeError::Overwritten { index });
+                    continue;
+                }
+            };
+            match &mut waiter.responder {
+                Responder::Many {
+                    responses, count, ..
+                } if responses.len() + 1 < *count => {
+                    responses.push(response);
+                    waiter.index += 1;
+                }
+                _ => {
+                    let waiter = waiters.pop_front().expect("front exists");
+                    // The caller may have timed out and gone: nothing to do.
+                    match waiter.responder {
+                        Responder::One(sender) => {
+                            let _ = sender.send(Ok(response));
+                        }
+                        Responder::Many {
+                            sender,
+                            mut responses,
+                            ..
+                        } => {
+                            responses.push(response);
+                            let _ = sender.send(Ok(responses));
+                        }
+                    }
+                }
             }
         }
         Ok(last)

@@ -30,10 +30,17 @@ use crate::types::{EntryPayload, LogId, NodeId};
 /// Messages taken from the inbox in one turn.
 const INBOX_TURN_MAX: usize = 4096;
 
-/// A command waiting to be appended.
+/// Commands waiting to be appended: one (`propose`) or several that are
+/// appended together as consecutive entries (`propose_many`).
 pub(crate) struct Proposal<R> {
-    pub(crate) payload: Bytes,
+    pub(crate) payloads: Payloads,
     pub(crate) responder: Responder<R>,
+}
+
+/// The encoded commands of a proposal.
+pub(crate) enum Payloads {
+    One(Bytes),
+    Many(Vec<Bytes>),
 }
 
 /// Requests from the handle other than proposals and messages.
@@ -233,8 +240,14 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let engine = &mut self.parts.engine;
         match input {
             Input::Proposal(proposal) => {
-                self.batch_payloads
-                    .push(EntryPayload::Command(proposal.payload));
+                match proposal.payloads {
+                    Payloads::One(payload) => {
+                        self.batch_payloads.push(EntryPayload::Command(payload))
+                    }
+                    Payloads::Many(payloads) => self
+                        .batch_payloads
+                        .extend(payloads.into_iter().map(EntryPayload::Command)),
+                }
                 self.batch_responders.push(proposal.responder);
             }
             Input::Message(message) => engine.step(message),
@@ -292,13 +305,17 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let responders = std::mem::take(&mut self.batch_responders);
         match self.parts.engine.propose(payloads) {
             Ok(first) => {
+                let mut index = first.index;
                 let waiters = responders
                     .into_iter()
-                    .enumerate()
-                    .map(|(i, responder)| Waiter {
-                        index: first.index + i as u64,
-                        term: first.term,
-                        responder,
+                    .map(|responder| {
+                        let waiter = Waiter {
+                            index,
+                            term: first.term,
+                            responder,
+                        };
+                        index += waiter.responder.entries();
+                        waiter
                     })
                     .collect();
                 // The apply task only ends after the driver drops its sender.
@@ -306,7 +323,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             }
             Err(error) => {
                 for responder in responders {
-                    let _ = responder.send(Err(error.clone()));
+                    responder.fail(error.clone());
                 }
             }
         }

@@ -47,6 +47,15 @@ pub enum ProposeError {
         /// The limit.
         max: usize,
     },
+    /// `propose_many` with more commands than `Config::proposal_batch_max`.
+    /// Nothing was appended.
+    #[error("{count} commands in one call is over the limit of {max}")]
+    TooManyCommands {
+        /// Commands in the call.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// No answer within `Config::propose_timeout`. The outcome is unknown:
     /// the entry may yet be committed and applied.
     #[error("proposal timed out after {0:?}; it may still be applied")]

@@ -4,5 +4,9 @@
 //! in one process on `MemStorage` and `MemRouter`, usually on a tokio
 //! runtime with paused time, so elections and timeouts take no wall-clock
 //! time and no test sleeps.
+//!
+//! [`sim`] runs whole clusters of the pure engine deterministically under
+//! seeded faults, and checks them (see its module docs).
 
 pub mod cluster;
+pub mod sim;

@@ -1,0 +1,94 @@
+//! The clients' history: every operation's invocation and how it ended.
+//!
+//! Times are simulated time units. An operation that ended `Unknown` (its
+//! node crashed, or the client gave up waiting) may take effect at any
+//! later time or never; the checker gives it no upper time bound. An
+//! operation that `Failed` certainly had no effect (it was never appended,
+//! or another entry was applied at its index) and is left out of the check;
+//! so are reads with no answer, which have no effect either.
+
+use super::kv::{KvInput, KvOutput};
+
+/// How an operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still waiting.
+    Pending,
+    /// Completed at `at` with `output`.
+    Ok { at: u64, output: KvOutput },
+    /// Certainly had no effect.
+    Failed,
+    /// May have taken effect, at any time after the invocation.
+    Unknown,
+}
+
+/// One client operation.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// The client that issued it.
+    pub client: usize,
+    pub input: KvInput,
+    /// Invocation time.
+    pub call: u64,
+    pub outcome: Outcome,
+}
+
+/// Every operation, indexed by its id (the position).
+#[derive(Debug, Default)]
+pub struct History {
+    ops: Vec<Operation>,
+}
+
+impl History {
+    /// Records an invocation; returns the operation's id.
+    pub fn invoke(&mut self, client: usize, input: KvInput, call: u64) -> usize {
+        self.ops.push(Operation {
+            client,
+            input,
+            call,
+            outcome: Outcome::Pending,
+        });
+        self.ops.len() - 1
+    }
+
+    /// Ends operation `id`. Invariant: an operation ends once.
+    pub fn end(&mut self, id: usize, outcome: Outcome) {
+        let op = &mut self.ops[id];
+        assert_eq!(op.outcome, Outcome::Pending, "op {id} ended twice: {op:?}");
+        assert_ne!(outcome, Outcome::Pending);
+        if let Outcome::Ok { at, .. } = outcome {
+            assert!(at >= op.call, "op {id} returned before its call");
+        }
+        op.outcome = outcome;
+    }
+
+    pub fn get(&self, id: usize) -> &Operation {
+        &self.ops[id]
+    }
+
+    /// Ends every pending operation: writes as unknown (they may yet
+    /// apply), reads as failed (a read without an answer has no effect).
+    pub fn close(&mut self) {
+        for op in &mut self.ops {
+            if op.outcome == Outcome::Pending {
+                op.outcome = if op.input.is_write() {
+                    Outcome::Unknown
+                } else {
+                    Outcome::Failed
+                };
+            }
+        }
+    }
+
+    pub fn ops(&self) -> &[Operation] {
+        &self.ops
+    }
+
+    /// Operations completed with an answer.
+    pub fn completed(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|op| matches!(op.outcome, Outcome::Ok { .. }))
+            .count()
+    }
+}

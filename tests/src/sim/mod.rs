@@ -1,0 +1,381 @@
+//! A deterministic simulator of whole Rafter clusters under faults.
+//!
+//! # What runs
+//!
+//! N nodes (3 or 5) of the real pure engine, [`rafter::testing::SimCore`],
+//! in one thread. The simulator is their driver: it honours the
+//! `SimActions` contract (one write in flight; a message tagged with a write
+//! leaves only once that write is durable; applies in order; loads served
+//! from the disk; read indexes answered once applied) and it is everything
+//! around them — network, disks, state machines, clients and faults.
+//!
+//! # Determinism
+//!
+//! Time is simulated: an event queue ordered by (time, insertion number),
+//! in units of 1/[`TICK`] of a tick; each node ticks on its own period (a
+//! small random skew, and skew faults), so clocks drift apart. Every random
+//! choice draws from one ChaCha8 stream seeded by the seed, in event order;
+//! nothing iterates a hash map, reads the wall clock or spawns a thread.
+//! The engine itself is seeded from the same seed. So one seed is one run:
+//! the trace hash (every event and every touched node's state after it)
+//! is the same every time, and a test checks it.
+//!
+//! # The world
+//!
+//! - **Network** ([`network`]): per-seed drop, duplicate, delay and delay
+//!   spikes (so messages reorder); symmetric, one-way and flapping
+//!   partitions, and isolation of the leader.
+//! - **Disk** ([`disk`]): a write is durable only when its completion
+//!   event, after a random latency, is delivered; a crash loses the write
+//!   in flight, every message held for it, and unsynced commit-index-only
+//!   writes. A restart rebuilds the `SimCore` from the synced hard state
+//!   and the durable log.
+//! - **State machine** ([`kv`]): a KV map with put, get and CAS, kept in the
+//!   node and **durable at apply time**: a crash keeps the map and its
+//!   applied index, and the restarted core resumes applying after it.
+//! - **Faults** ([`faults`]): a schedule drawn from the seed — crashes of a
+//!   given node, of the leader, or of a node in the middle of a write, with
+//!   short or long downtime; partitions of each kind; leader isolation;
+//!   tick skew; leadership transfers. After `Options::steps` steps
+//!   everything heals, every node restarts, and a new write must complete
+//!   (a liveness check).
+//! - **Clients** ([`workload`]): a few clients on a few keys, one operation
+//!   at a time, retrying at the hinted leader after a definite failure and
+//!   recording a [`history`] of invocations and outcomes. A write completes
+//!   when its (index, term) is applied on the node that proposed it, fails
+//!   if another term is applied at that index, and is *unknown* if its node
+//!   crashes or the client stops waiting. A get asks the node for a read
+//!   index and answers from the state machine once applied reaches it.
+//!
+//! # Checks
+//!
+//! After every step, [`invariants`] (one leader per term, log matching,
+//! committed entries never lost or changed and held durably by a majority,
+//! applied sequences prefixes of one sequence, commit index monotonic) and
+//! `SimCore::check_invariants` on each node the step touched (the others
+//! did not change). Any panic in the engine fails the seed too. At the end,
+//! the history must be linearizable per key ([`linearizability`]).
+//!
+//! A failure prints the seed, the configuration, the fault schedule up to
+//! the failure and the last events; `SIM_SEED=<seed> cargo test -p
+//! rafter-tests --test sim` replays it.
+//!
+//! # Not simulated (yet)
+//!
+//! Membership changes and snapshots: `SimCore` does not expose them (the
+//! engine's snapshot actions need an apply side that builds, streams and
+//! installs snapshots). Torn writes and disk corruption. Client request
+//! latency (requests reach their node at once; answers are recorded when
+//! the node produces them).
+//!
+//! # Speed
+//!
+//! `cargo test --release -p rafter-tests --test sim sim_speed -- --ignored
+//! --nocapture` prints client operations and steps per wall-clock second.
+
+pub mod disk;
+pub mod faults;
+pub mod history;
+pub mod invariants;
+pub mod kv;
+pub mod linearizability;
+pub mod network;
+pub mod node;
+pub mod rng;
+mod simulator;
+pub mod trace;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rafter::testing::PlantedBug;
+use rafter::Config;
+
+use faults::FaultWeights;
+use history::Outcome;
+use linearizability::{CheckError, KeyOp};
+use network::NetworkConfig;
+use rng::SimRng;
+use simulator::Simulator;
+use workload::WorkloadConfig;
+
+/// Time units per tick: delays and tick periods are in these.
+pub const TICK: u64 = 100;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    /// Steps (events) of the faulty phase; the healing phase comes after.
+    pub steps: u64,
+    pub planted_bug: Option<PlantedBug>,
+    /// Force the cluster size (otherwise 3 or 5, from the seed).
+    pub nodes: Option<usize>,
+}
+
+impl Options {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            steps: 3000,
+            planted_bug: None,
+            nodes: None,
+        }
+    }
+}
+
+/// Everything drawn from the seed before the run starts.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub nodes: usize,
+    pub raft: Config,
+    pub network: NetworkConfig,
+    pub faults: FaultWeights,
+    pub workload: WorkloadConfig,
+    /// Write and load latency range, in time units.
+    pub disk_latency: (u64, u64),
+    /// Faults are drawn up to this time (the run usually stops earlier).
+    pub fault_horizon: u64,
+    /// Ticks allowed after the final heal for a write to complete.
+    pub heal_ticks_max: u64,
+}
+
+impl RunConfig {
+    fn random(rng: &mut SimRng, options: &Options) -> Self {
+        let nodes = options
+            .nodes
+            .unwrap_or_else(|| if rng.chance(500) { 3 } else { 5 });
+        let election_ticks_min = rng.between(6, 12);
+        let raft = Config {
+            heartbeat_ticks: rng.between(1, 3),
+            election_ticks_min,
+            election_ticks_max: election_ticks_min + rng.between(3, 12),
+            inflight_msgs_max: rng.pick(&[1, 4, 256]),
+            // 1 byte: one entry per append, so a probe ends one entry at a
+            // time (Figure 8 needs an old-term entry acked alone).
+            append_bytes_max: rng.pick(&[1, 200, 1 << 20]),
+            // Small caches make the core load entries from the disk.
+            log_cache_bytes_max: rng.pick(&[256, 4096, 64 << 20]),
+            snapshot_interval_entries: 0,
+            rng_seed: options.seed,
+            ..Config::default()
+        };
+        raft.validate().expect("the simulator draws valid configs");
+        let delay_max = rng.between(10, 150);
+        let network = NetworkConfig {
+            drop_per_mille: rng.pick(&[0, 10, 50, 150]),
+            duplicate_per_mille: rng.pick(&[0, 10, 50]),
+            delay_min: rng.between(1, 10),
+            delay_max,
+            spike_per_mille: rng.pick(&[0, 10, 50]),
+            spike_delay_max: delay_max + rng.between(100, 3000),
+        };
+        let faults = FaultWeights::random(rng);
+        let workload = WorkloadConfig {
+            clients: rng.between(2, 5) as usize,
+            keys: rng.between(1, 4) as u8,
+            think_max: rng.between(0, 3 * TICK),
+            attempt_timeout: TICK * rng.between(10, 60),
+            backoff_max: rng.between(TICK / 2, 3 * TICK),
+        };
+        let disk_low = rng.between(1, 20);
+        Self {
+            nodes,
+            raft,
+            network,
+            faults,
+            workload,
+            disk_latency: (disk_low, disk_low + rng.between(5, 200)),
+            fault_horizon: 100_000 * TICK,
+            heal_ticks_max: 300,
+        }
+    }
+}
+
+/// A passing run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub nodes: usize,
+    pub steps: u64,
+    /// Simulated time, in ticks.
+    pub ticks: u64,
+    pub trace_hash: u64,
+    pub ops_invoked: usize,
+    pub ops_completed: usize,
+}
+
+/// A failing run, with what is needed to understand and replay it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seed: u64,
+    pub reason: String,
+    pub step: u64,
+    pub details: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "simulation seed {} failed at step {}:",
+            self.seed, self.step
+        )?;
+        writeln!(f, "  {}", self.reason)?;
+        writeln!(f, "{}", self.details)?;
+        write!(
+            f,
+            "replay: SIM_SEED={} cargo test -p rafter-tests --test sim",
+            self.seed
+        )
+    }
+}
+
+/// Runs one seed.
+pub fn run(options: &Options) -> Result<Report, Failure> {
+    let mut rng = SimRng::new(options.seed);
+    let config = RunConfig::random(&mut rng, options);
+    let mut sim = Simulator::new(options.clone(), config, rng);
+    let outcome = catch_unwind(AssertUnwindSafe(|| sim.run()));
+    let reason = match outcome {
+        Ok(Ok(())) => check_history(&sim.history).err(),
+        Ok(Err(violation)) => Some(violation),
+        Err(panic) => Some(format!("panic: {}", panic_message(&panic))),
+    };
+    match reason {
+        None => Ok(Report {
+            seed: options.seed,
+            nodes: sim.config.nodes,
+            steps: sim.step,
+            ticks: sim.now / TICK,
+            trace_hash: sim.trace.hash(),
+            ops_invoked: sim.history.ops().len(),
+            ops_completed: sim.history.completed(),
+        }),
+        Some(reason) => Err(Failure {
+            seed: options.seed,
+            step: sim.step,
+            details: describe_failure(&sim),
+            reason,
+        }),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic)".to_string()
+    }
+}
+
+fn describe_failure(sim: &Simulator) -> String {
+    let mut out = String::new();
+    let c = &sim.config;
+    out += &format!(
+        "config: {} nodes, {:?}, election {}..={} ticks, heartbeat {}, append_bytes_max {}, \
+         cache {}, inflight {}, planted {:?}\n",
+        c.nodes,
+        c.network,
+        c.raft.election_ticks_min,
+        c.raft.election_ticks_max,
+        c.raft.heartbeat_ticks,
+        c.raft.append_bytes_max,
+        c.raft.log_cache_bytes_max,
+        c.raft.inflight_msgs_max,
+        sim.options.planted_bug
+    );
+    out += &format!(
+        "disk latency {:?}, workload {:?}\n",
+        c.disk_latency, c.workload
+    );
+    out += &format!("fault schedule (ticks) up to t={}:\n", sim.now);
+    for (time, fault) in sim
+        .schedule
+        .faults
+        .iter()
+        .take_while(|(t, _)| *t <= sim.now)
+    {
+        out += &format!("  @{:>6.1}  {fault}\n", *time as f64 / TICK as f64);
+    }
+    out += "nodes at the end:\n";
+    for node in &sim.nodes {
+        match &node.core {
+            Some(core) => {
+                out += &format!(
+                    "  node {}: {:?} term {} commit {} last {:?} applied {} disk last {}\n",
+                    node.id,
+                    core.role(),
+                    core.term(),
+                    core.commit_index(),
+                    core.last_log_id(),
+                    node.applied,
+                    node.disk.log().len()
+                )
+            }
+            None => out += &format!("  node {}: down\n", node.id),
+        }
+    }
+    out += "last events:\n";
+    for event in sim.trace.tail() {
+        out += &format!("  {event}\n");
+    }
+    out
+}
+
+/// Checks the whole history, key by key.
+pub fn check_history(history: &history::History) -> Result<(), String> {
+    let mut by_key: BTreeMap<kv::Key, Vec<(usize, KeyOp)>> = BTreeMap::new();
+    for (id, op) in history.ops().iter().enumerate() {
+        let ret = match op.outcome {
+            Outcome::Ok { at, output } => Some((at, output)),
+            Outcome::Unknown => None,
+            Outcome::Failed => continue,
+            Outcome::Pending => panic!("history not closed: op {id} pending"),
+        };
+        by_key.entry(op.input.key()).or_default().push((
+            id,
+            KeyOp {
+                input: op.input,
+                call: op.call,
+                ret,
+            },
+        ));
+    }
+    for (key, ops) in by_key {
+        let key_ops: Vec<KeyOp> = ops.iter().map(|(_, op)| *op).collect();
+        match linearizability::check(&key_ops, None) {
+            Ok(()) => {}
+            Err(CheckError::NotLinearizable { longest }) => {
+                let mut text = format!(
+                    "history of key {key} is not linearizable ({} ops); \
+                     longest linearizable prefix: {:?}\n",
+                    key_ops.len(),
+                    longest.iter().map(|&i| ops[i].0).collect::<Vec<_>>()
+                );
+                for (id, op) in &ops {
+                    let ret = op.ret.map_or("unknown".to_string(), |(at, out)| {
+                        format!("{at} -> {out:?}")
+                    });
+                    text += &format!(
+                        "    op {id} client {}: [{} .. {ret}] {:?}\n",
+                        history.get(*id).client,
+                        op.call,
+                        op.input
+                    );
+                }
+                return Err(text);
+            }
+            Err(CheckError::GaveUp(states)) => {
+                return Err(format!(
+                    "linearizability check of key {key} gave up after {states} states"
+                ))
+            }
+        }
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,10 +48,11 @@ pub struct LoadOutcome {
     pub errors: BTreeMap<String, u64>,
 }
 
+/// A client reports its progress every this many calls.
+const PROGRESS_EVERY: u64 = 32;
+
 struct Shared {
-    /// Calls left to claim in the measured phase.
-    calls_left: AtomicI64,
-    /// Operations done, for the progress bar.
+    /// Operations done, for the progress bar (updated every few calls).
     ops_done: AtomicU64,
     /// Set when warm-up ends.
     warm_done: AtomicBool,
@@ -62,7 +63,6 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
     let ops_per_call = spec.ops_per_call.max(1);
     let calls = spec.ops.div_ceil(ops_per_call);
     let shared = Arc::new(Shared {
-        calls_left: AtomicI64::new(calls as i64),
         ops_done: AtomicU64::new(0),
         warm_done: AtomicBool::new(false),
     });
@@ -82,8 +82,14 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
 
     let bar = progress_bar(&spec.label, calls * ops_per_call);
     let started = Instant::now();
-    let clients: Vec<_> = (0..spec.clients)
-        .map(|_| tokio::spawn(measure(shared.clone(), call.clone(), ops_per_call)))
+    // Each client has its share of the calls: no shared counter to contend
+    // on per call.
+    let clients = spec.clients.max(1) as u64;
+    let clients: Vec<_> = (0..clients)
+        .map(|i| {
+            let share = calls / clients + u64::from(i < calls % clients);
+            tokio::spawn(measure(shared.clone(), call.clone(), ops_per_call, share))
+        })
         .collect();
     let ticker = {
         let bar = bar.clone();
@@ -95,11 +101,11 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
             }
         })
     };
-    let mut latency = latency_histogram();
+    let mut samples = Vec::with_capacity(spec.clients);
     let mut errors = BTreeMap::new();
     for client in clients {
-        let (client_latency, client_errors) = client.await.expect("client task");
-        latency.add(client_latency).expect("same histogram bounds");
+        let (client_samples, client_errors) = client.await.expect("client task");
+        samples.push(client_samples);
         for (kind, count) in client_errors {
             *errors.entry(kind).or_insert(0) += count;
         }
@@ -107,6 +113,10 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
     let elapsed = started.elapsed();
     ticker.abort();
     bar.finish_and_clear();
+    let mut latency = latency_histogram();
+    for ns in samples.into_iter().flatten() {
+        latency.record(ns).expect("value within bounds");
+    }
     LoadOutcome {
         ops: shared.ops_done.load(Ordering::Relaxed),
         elapsed,
@@ -129,20 +139,29 @@ async fn measure<C: Call>(
     shared: Arc<Shared>,
     call: C,
     ops_per_call: u64,
-) -> (Histogram<u64>, BTreeMap<String, u64>) {
-    let mut latency = latency_histogram();
+    calls: u64,
+) -> (Vec<u64>, BTreeMap<String, u64>) {
+    // Raw samples, folded into one histogram once the clock has stopped: a
+    // histogram per client costs hundreds of KiB, which thousands of
+    // clients turn into cache misses and page faults measured as Raft's.
+    let mut samples: Vec<u64> = Vec::with_capacity(calls as usize);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    while shared.calls_left.fetch_sub(1, Ordering::Relaxed) > 0 {
+    for done in 1..=calls {
         let started = Instant::now();
         let result = call.call().await;
         let ns = (started.elapsed().as_nanos() as u64).clamp(1, LATENCY_NS_MAX);
-        latency.record(ns).expect("value within bounds");
+        samples.push(ns);
         if let Err(kind) = result {
             *errors.entry(kind).or_insert(0) += ops_per_call;
         }
-        shared.ops_done.fetch_add(ops_per_call, Ordering::Relaxed);
+        if done % PROGRESS_EVERY == 0 || done == calls {
+            let unreported = (done - 1) % PROGRESS_EVERY + 1;
+            shared
+                .ops_done
+                .fetch_add(unreported * ops_per_call, Ordering::Relaxed);
+        }
     }
-    (latency, errors)
+    (samples, errors)
 }
 
 fn progress_bar(label: &str, total: u64) -> ProgressBar {

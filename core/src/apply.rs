@@ -11,7 +11,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::codec;
 use crate::error::{Fatal, ProposeError};
@@ -70,6 +73,8 @@ impl<R> Responder<R> {
 pub(crate) struct Waiter<R> {
     pub(crate) index: u64,
     pub(crate) term: u64,
+    /// When the caller gets `Timeout` if its entry has not applied.
+    pub(crate) deadline: Instant,
     pub(crate) responder: Responder<R>,
 }
 
@@ -77,6 +82,10 @@ pub(crate) struct Waiter<R> {
 pub(crate) enum ApplyJob<R> {
     /// Proposers of entries just appended (indexes increase across jobs).
     Wait(Vec<Waiter<R>>),
+    /// Answer `Timeout` to the waiters whose deadline is at or before this
+    /// instant (sent by the driver on its ticks: one timer for all
+    /// proposals instead of one each).
+    Expire(Instant),
     /// Committed entries, consecutive across jobs.
     Apply(Vec<Entry>),
     /// Build a snapshot of the applied state.
@@ -122,6 +131,8 @@ pub(crate) struct ApplyTask<SM: StateMachine> {
     pub(crate) applied: Arc<AtomicU64>,
     pub(crate) applied_watch: watch::Sender<u64>,
     pub(crate) command_bytes_max: usize,
+    /// `Config::propose_timeout`, reported in `Timeout` errors.
+    pub(crate) propose_timeout: Duration,
     /// Where results and failures are reported to the driver.
     pub(crate) events: mpsc::UnboundedSender<ApplyEvent>,
 }
@@ -145,6 +156,13 @@ impl<SM: StateMachine> ApplyTask<SM> {
                         batch.extend(entries);
                         Ok(())
                     }
+                    ApplyJob::Expire(now) => {
+                        // Apply what came before first: an entry committed
+                        // in time is answered, not timed out.
+                        let result = self.flush(&mut applied, &mut batch, &mut waiters).await;
+                        self.expire(&mut waiters, now);
+                        result
+                    }
                     other => match self.flush(&mut applied, &mut batch, &mut waiters).await {
                         Ok(()) => self.snapshot_job(other, &mut applied).await,
                         Err(error) => Err(error),
@@ -161,6 +179,25 @@ impl<SM: StateMachine> ApplyTask<SM> {
                 return self.fail(error);
             }
         }
+    }
+
+    /// Answers `Timeout` to every waiter past its deadline. The caller's
+    /// entry may still apply later: its outcome is unknown.
+    fn expire(&self, waiters: &mut VecDeque<Waiter<SM::Response>>, now: Instant) {
+        if !waiters.iter().any(|w| w.deadline <= now) {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(waiters.len());
+        for waiter in waiters.drain(..) {
+            if waiter.deadline <= now {
+                waiter
+                    .responder
+                    .fail(ProposeError::Timeout(self.propose_timeout));
+            } else {
+                kept.push_back(waiter);
+            }
+        }
+        *waiters = kept;
     }
 
     fn fail(&self, error: StateMachineError) {
@@ -198,7 +235,9 @@ impl<SM: StateMachine> ApplyTask<SM> {
     ) -> Result<(), StateMachineError> {
         let sm = &mut self.state_machine;
         let event = match job {
-            ApplyJob::Wait(_) | ApplyJob::Apply(_) => unreachable!("handled by run"),
+            ApplyJob::Wait(_) | ApplyJob::Apply(_) | ApplyJob::Expire(_) => {
+                unreachable!("handled by run")
+            }
             ApplyJob::BuildSnapshot => match sm.build_snapshot().await {
                 Err(e) if !matches!(e, StateMachineError::SnapshotUnsupported) => return Err(e),
                 result => ApplyEvent::SnapshotBuilt(result),

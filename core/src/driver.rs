@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
 use crate::config::Config;
@@ -35,6 +35,9 @@ const INBOX_TURN_MAX: usize = 4096;
 pub(crate) struct Proposal<R> {
     pub(crate) payloads: Payloads,
     pub(crate) responder: Responder<R>,
+    /// Set when the caller waited for room in the queue; otherwise the
+    /// deadline is `Config::propose_timeout` from the turn that takes it.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// The encoded commands of a proposal.
@@ -90,7 +93,7 @@ pub(crate) struct Driver<N, R> {
     ticker: Interval,
     /// Proposals of this turn, appended together.
     batch_payloads: Vec<EntryPayload>,
-    batch_responders: Vec<Responder<R>>,
+    batch_responders: Vec<(Responder<R>, Option<Instant>)>,
     /// Messages waiting for the write with the given id to be durable.
     /// Invariant: write ids are non-decreasing front to back.
     gated: VecDeque<(u64, Message)>,
@@ -248,10 +251,14 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                         .batch_payloads
                         .extend(payloads.into_iter().map(EntryPayload::Command)),
                 }
-                self.batch_responders.push(proposal.responder);
+                self.batch_responders
+                    .push((proposal.responder, proposal.deadline));
             }
             Input::Message(message) => engine.step(message),
-            Input::Tick => engine.tick(),
+            Input::Tick => {
+                engine.tick();
+                let _ = self.parts.apply_jobs.send(ApplyJob::Expire(Instant::now()));
+            }
             Input::Storage(StorageDone::Written(id)) => {
                 engine.on_write_done(id);
                 self.written = id;
@@ -306,12 +313,14 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         match self.parts.engine.propose(payloads) {
             Ok(first) => {
                 let mut index = first.index;
+                let deadline = Instant::now() + self.parts.config.propose_timeout;
                 let waiters = responders
                     .into_iter()
-                    .map(|responder| {
+                    .map(|(responder, own_deadline)| {
                         let waiter = Waiter {
                             index,
                             term: first.term,
+                            deadline: own_deadline.unwrap_or(deadline),
                             responder,
                         };
                         index += waiter.responder.entries();
@@ -322,7 +331,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 let _ = self.parts.apply_jobs.send(ApplyJob::Wait(waiters));
             }
             Err(error) => {
-                for responder in responders {
+                for (responder, _) in responders {
                     responder.fail(error.clone());
                 }
             }

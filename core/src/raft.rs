@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
@@ -111,6 +112,7 @@ impl<SM: StateMachine> Raft<SM> {
             applied: applied.clone(),
             applied_watch: applied_watch_tx,
             command_bytes_max: config.request_bytes_max,
+            propose_timeout: config.propose_timeout,
             events: events_tx,
         };
         let apply_task = tokio::spawn(apply_task.run());
@@ -170,6 +172,7 @@ impl<SM: StateMachine> Raft<SM> {
         let proposal = Proposal {
             payloads: Payloads::One(payload),
             responder: Responder::One(sender),
+            deadline: None,
         };
         self.submit(proposal, response).await
     }
@@ -211,6 +214,7 @@ impl<SM: StateMachine> Raft<SM> {
                 count: payloads.len(),
             },
             payloads: Payloads::Many(payloads),
+            deadline: None,
         };
         self.submit(proposal, response).await
     }
@@ -241,27 +245,31 @@ impl<SM: StateMachine> Raft<SM> {
         Ok(())
     }
 
-    /// Queues `proposal` and waits for its answer, under one timer for both
-    /// waits (queueing, which is backpressure, and the answer).
+    /// Queues `proposal` and waits for its answer. The deadline covers
+    /// both waits: for room in the queue (backpressure), under a timer of
+    /// its own, and for the answer, which the apply task enforces on the
+    /// driver's ticks (so a proposal costs no timer of its own).
     async fn submit<T>(
         &self,
-        proposal: Proposal<SM::Response>,
+        mut proposal: Proposal<SM::Response>,
         response: oneshot::Receiver<Result<T, ProposeError>>,
     ) -> Result<T, ProposeError> {
         let timeout = self.shared.config.propose_timeout;
-        let deadline = Instant::now() + timeout;
-        let wait = async {
-            self.shared
-                .proposals
-                .send(proposal)
-                .await
-                .map_err(|_| ProposeError::Stopped)?;
-            response.await.map_err(|_| ProposeError::Stopped)?
-        };
-        match timeout_at(deadline, wait).await {
-            Err(_) => Err(ProposeError::Timeout(timeout)),
-            Ok(result) => result,
+        match self.shared.proposals.try_send(proposal) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Err(ProposeError::Stopped),
+            Err(TrySendError::Full(full)) => {
+                proposal = full;
+                let deadline = Instant::now() + timeout;
+                proposal.deadline = Some(deadline);
+                match timeout_at(deadline, self.shared.proposals.send(proposal)).await {
+                    Err(_) => return Err(ProposeError::Timeout(timeout)),
+                    Ok(Err(_)) => return Err(ProposeError::Stopped),
+                    Ok(Ok(())) => {}
+                }
+            }
         }
+        response.await.map_err(|_| ProposeError::Stopped)?
     }
 
     /// Returns a read index (dissertation §6.4): once this node has applied

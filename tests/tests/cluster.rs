@@ -545,3 +545,64 @@ async fn replication_recovers_from_a_lossy_network() {
     cluster.check_same_state(&cluster.running(), last).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn propose_many_appends_consecutive_entries_and_answers_each_in_order() {
+    let mut config = test_config();
+    config.proposal_batch_max = 64;
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.leader().await;
+    let raft = cluster.raft(leader).clone();
+    let commands: Vec<KvCommand> = (0..50)
+        .map(|i| KvCommand::Set {
+            key: "k".into(),
+            value: vec![i],
+        })
+        .collect();
+    // Two concurrent batches and single proposals interleave without
+    // mixing up anyone's responses.
+    let (first, second, single) = tokio::join!(
+        raft.propose_many(commands.clone()),
+        raft.propose_many(commands[..10].to_vec()),
+        raft.propose(KvCommand::Set {
+            key: "other".into(),
+            value: b"x".to_vec(),
+        }),
+    );
+    let first = first.expect("first batch applies");
+    let second = second.expect("second batch applies");
+    single.expect("single proposal applies");
+    assert_eq!(first.len(), 50);
+    assert_eq!(second.len(), 10);
+    for batch in [&first, &second] {
+        for pair in batch.windows(2) {
+            assert_eq!(pair[1].index, pair[0].index + 1, "consecutive entries");
+            // Each response is that command's own: the previous value of
+            // "k" is the command right before it in the batch.
+            let expected = pair[0].index;
+            assert!(pair[1].previous.is_some(), "entry {expected} set k before");
+        }
+    }
+    for (i, response) in first.iter().enumerate().skip(1) {
+        assert_eq!(response.previous, Some(vec![i as u8 - 1]));
+    }
+
+    // The limit is checked before anything is appended; an empty call is
+    // answered at once.
+    let too_many: Vec<KvCommand> = (0..65).map(|_| commands[0].clone()).collect();
+    let last_before = cluster.raft(leader).status().last_log_index;
+    assert_eq!(
+        raft.propose_many(too_many).await,
+        Err(ProposeError::TooManyCommands { count: 65, max: 64 })
+    );
+    assert_eq!(raft.propose_many(Vec::new()).await, Ok(Vec::new()));
+    assert_eq!(cluster.raft(leader).status().last_log_index, last_before);
+    let last = second
+        .last()
+        .unwrap()
+        .index
+        .max(first.last().unwrap().index);
+    let ids = cluster.running();
+    cluster.check_same_state(&ids, last).await;
+    cluster.shutdown().await;
+}

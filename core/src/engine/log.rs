@@ -12,6 +12,10 @@ use std::ops::Range;
 
 use crate::types::{Entry, LogId};
 
+/// `entries` reserves room for at most this many entries up front (the
+/// byte budget usually stops it well before the end of the cache).
+const ENTRIES_PREALLOCATE_MAX: usize = 4096;
+
 /// Records `entry` (the next entry of a log) in `runs`, the `(first index,
 /// term)` of each run of equal terms.
 pub(crate) fn extend_term_runs(runs: &mut Vec<(u64, u64)>, entry: LogId) {
@@ -249,7 +253,7 @@ impl RaftLog {
                 _ => return Err(Missing(from..cache_first)),
             }
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(source.len().min(ENTRIES_PREALLOCATE_MAX));
         let mut bytes = 0;
         for entry in source {
             let size = entry.size_bytes();

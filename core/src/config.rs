@@ -54,7 +54,10 @@ pub struct Config {
     pub inbox_msgs_max: usize,
     /// When `commit − applied` exceeds this, `propose` fails fast with
     /// `TooManyRequests` instead of queueing behind a slow state machine
-    /// (etcd's `maxGapBetweenApplyAndCommitIndex`, also 5000).
+    /// (etcd's `maxGapBetweenApplyAndCommitIndex`, 5000 there). A healthy
+    /// node's gap reaches what commits in one go, up to a few driver batches
+    /// of `proposal_batch_max` entries while the apply task catches up, so
+    /// the default is four batches: past that the state machine is slow.
     pub commit_apply_gap_max: u64,
     /// Largest encoded command `propose` accepts (`RequestTooLarge`
     /// otherwise). Default 1.5 MiB, as etcd.
@@ -99,7 +102,7 @@ impl Default for Config {
             proposal_batch_max: 4096,
             proposal_queue_max: 65536,
             inbox_msgs_max: 65536,
-            commit_apply_gap_max: 5000,
+            commit_apply_gap_max: 4 * 4096,
             request_bytes_max: 1536 * 1024,
             propose_timeout: Duration::from_secs(7),
             log_cache_bytes_max: 64 << 20,

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use crate::types::{Entry, LogId};
+use crate::types::{Entry, EntryPayload, LogId, Membership};
 
 /// `entries` reserves room for at most this many entries up front (the
 /// byte budget usually stops it well before the end of the cache).
@@ -264,6 +264,22 @@ impl RaftLog {
             out.push(entry.clone());
         }
         Ok(out)
+    }
+
+    /// The membership entries from `from` on, which must be cached (entries
+    /// just appended always are), scanned in place: no entry is cloned.
+    pub(crate) fn memberships_from(&self, from: u64) -> Vec<(u64, Membership)> {
+        let cache_first = self.cache_first();
+        debug_assert!(from >= cache_first, "entries from {from} are not cached");
+        let skip = from.saturating_sub(cache_first) as usize;
+        self.cache
+            .iter()
+            .skip(skip)
+            .filter_map(|entry| match &entry.payload {
+                EntryPayload::Membership(m) => Some((entry.index, m.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Takes entries loaded from storage. A chunk that ends right before the

@@ -913,17 +913,10 @@ impl Engine {
 
     /// Records membership entries appended from `from` on.
     fn note_memberships(&mut self, from: u64) {
-        let Ok(entries) = self.log.entries(from, u64::MAX) else {
-            unreachable!("entries just appended are cached")
-        };
-        let mut changed = false;
-        for entry in entries {
-            if let EntryPayload::Membership(m) = entry.payload {
-                // A configuration takes effect when appended (dissertation §4.1).
-                self.memberships.push((entry.index, m));
-                changed = true;
-            }
-        }
+        let appended = self.log.memberships_from(from);
+        let changed = !appended.is_empty();
+        // A configuration takes effect when appended (dissertation §4.1).
+        self.memberships.extend(appended);
         if changed {
             self.on_membership_changed();
         }

@@ -236,8 +236,19 @@ impl RaftLog {
     /// Entries from `from`, up to `bytes_max` (at least one), from the cache
     /// or the last loaded chunk.
     pub(crate) fn entries(&self, from: u64, bytes_max: u64) -> Result<Vec<Entry>, Missing> {
+        self.entries_through(from, self.last.index, bytes_max)
+    }
+
+    /// Like `entries`, but none past `last`.
+    pub(crate) fn entries_through(
+        &self,
+        from: u64,
+        last: u64,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, Missing> {
         assert!(from > self.purged.index, "entry {from} is purged");
-        if from > self.last.index {
+        let last = last.min(self.last.index);
+        if from > last {
             return Ok(Vec::new());
         }
         let cache_first = self.cache_first();
@@ -253,9 +264,10 @@ impl RaftLog {
                 _ => return Err(Missing(from..cache_first)),
             }
         };
-        let mut out = Vec::with_capacity(source.len().min(ENTRIES_PREALLOCATE_MAX));
+        let count = (last - from + 1) as usize;
+        let mut out = Vec::with_capacity(count.min(ENTRIES_PREALLOCATE_MAX));
         let mut bytes = 0;
-        for entry in source {
+        for entry in source.take(count) {
             let size = entry.size_bytes();
             if !out.is_empty() && bytes + size > bytes_max {
                 break;
@@ -428,8 +440,7 @@ impl RaftLog {
         if self.applied_handed >= end {
             return Ok(Vec::new());
         }
-        let mut entries = self.entries(self.applied_handed + 1, bytes_max)?;
-        entries.retain(|e| e.index <= end);
+        let entries = self.entries_through(self.applied_handed + 1, end, bytes_max)?;
         if let Some(last) = entries.last() {
             self.applied_handed = last.index;
         }

@@ -2,9 +2,13 @@
 //! then a measured phase, and prints a result table; `--json FILE` appends
 //! the same figures as one JSON object per line.
 
+mod cluster_mode;
 mod core_mode;
 mod load;
+mod progress;
 mod report;
+mod storage_mode;
+mod transport_mode;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +36,13 @@ enum Mode {
     /// A cluster in one process: in-memory log, in-process network, a state
     /// machine that stores nothing.
     Core(core_mode::CoreArgs),
+    /// 3 nodes in one process on rafter-redb (real fsync) and rafter-quic
+    /// on 127.0.0.1, one case per `--clients` value.
+    Cluster(cluster_mode::ClusterArgs),
+    /// Append throughput of rafter-redb next to raw redb, per batch size.
+    Storage(storage_mode::StorageArgs),
+    /// rafter-quic alone on loopback: one message at a time and pipelined.
+    Transport(transport_mode::TransportArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +69,9 @@ fn main() -> ExitCode {
     let result: Result<Vec<Report>, String> = runtime.block_on(async {
         match &cli.mode {
             Mode::Core(args) => core_mode::run(args).await.map(|r| vec![r]),
+            Mode::Cluster(args) => cluster_mode::run(args).await,
+            Mode::Storage(args) => storage_mode::run(args).await,
+            Mode::Transport(args) => transport_mode::run(args).await,
         }
     });
     let reports = match result {

@@ -82,11 +82,20 @@ impl Report {
         object.insert("ops".into(), json!(self.ops));
         object.insert("elapsed_s".into(), json!(self.elapsed.as_secs_f64()));
         object.insert("ops_per_sec".into(), json!(round2(self.ops_per_sec())));
-        object.insert("p50_us".into(), json!(round2(self.quantile_us(0.5))));
-        object.insert("p90_us".into(), json!(round2(self.quantile_us(0.9))));
-        object.insert("p99_us".into(), json!(round2(self.quantile_us(0.99))));
-        object.insert("p999_us".into(), json!(round2(self.quantile_us(0.999))));
-        object.insert("max_us".into(), json!(round2(self.max_us())));
+        // A mode that times no single call (storage, transport) has no
+        // latencies: null, not a made-up zero.
+        let latency = |value: f64| {
+            if self.latency.is_empty() {
+                Value::Null
+            } else {
+                json!(round2(value))
+            }
+        };
+        object.insert("p50_us".into(), latency(self.quantile_us(0.5)));
+        object.insert("p90_us".into(), latency(self.quantile_us(0.9)));
+        object.insert("p99_us".into(), latency(self.quantile_us(0.99)));
+        object.insert("p999_us".into(), latency(self.quantile_us(0.999)));
+        object.insert("max_us".into(), latency(self.max_us()));
         object.insert("errors".into(), json!(self.error_count()));
         object.insert("errors_by_kind".into(), json!(self.errors));
         for (name, value) in &self.extra {
@@ -137,13 +146,21 @@ pub fn print_table(reports: &[Report]) {
             report.clients.to_string(),
             report.ops.to_string(),
             format!("{:.0}", report.ops_per_sec()),
-            format!("{:.1}", report.quantile_us(0.5)),
-            format!("{:.1}", report.quantile_us(0.9)),
-            format!("{:.1}", report.quantile_us(0.99)),
-            format!("{:.1}", report.quantile_us(0.999)),
-            format!("{:.1}", report.max_us()),
-            report.error_count().to_string(),
         ];
+        for value in [
+            report.quantile_us(0.5),
+            report.quantile_us(0.9),
+            report.quantile_us(0.99),
+            report.quantile_us(0.999),
+            report.max_us(),
+        ] {
+            row.push(if report.latency.is_empty() {
+                "-".into()
+            } else {
+                format!("{value:.1}")
+            });
+        }
+        row.push(report.error_count().to_string());
         for name in &extra_names {
             let value = report.extra.iter().find(|(n, _)| n == name);
             row.push(value.map_or_else(|| "-".into(), |(_, v)| format!("{v:.1}")));
@@ -228,5 +245,26 @@ mod tests {
         assert_eq!(json["fsyncs_per_sec"], 10.0);
         let p50 = json["p50_us"].as_f64().unwrap();
         assert!((499.0..=501.0).contains(&p50), "p50 {p50}");
+    }
+
+    #[test]
+    fn json_latencies_are_null_when_nothing_was_timed() {
+        let report = Report {
+            mode: "storage",
+            case: Some("raw redb batch=10".into()),
+            nodes: 0,
+            clients: 1,
+            ops: 100,
+            elapsed: Duration::from_secs(1),
+            latency: latency_histogram(),
+            errors: BTreeMap::new(),
+            extra: vec![("entries_per_sec", 100.0)],
+        };
+        let json = report.to_json();
+        for field in ["p50_us", "p99_us", "p999_us", "max_us"] {
+            assert!(json[field].is_null(), "{field} is {}", json[field]);
+        }
+        assert_eq!(json["ops_per_sec"], 100.0);
+        assert_eq!(json["entries_per_sec"], 100.0);
     }
 }

@@ -1,0 +1,30 @@
+//! Progress display for the modes that run a list of cases (`storage`,
+//! `transport`, `cluster`). indicatif draws on stderr only when it is a
+//! terminal, so piped output stays clean.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A spinner with a label, ticking on its own (for a phase of unknown
+/// length, like a warm-up).
+pub fn spinner(label: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// A bar over `cases` cases; the message names the case running.
+pub fn cases(label: &str, cases: u64) -> ProgressBar {
+    let bar = ProgressBar::new(cases);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} cases {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}

@@ -232,8 +232,12 @@ async fn run_case(
     let nodes = start_cluster(ca, dir).await?;
     let result = measure(args, clients, &nodes).await;
     bar.finish_and_clear();
+    // Every node stops before any endpoint closes, so no node spends its
+    // last moments reconnecting to a closed peer (and warning about it).
     for node in &nodes {
         node.raft.shutdown().await;
+    }
+    for node in &nodes {
         node.network.close().await;
     }
     result

@@ -77,8 +77,8 @@ impl Disk {
     }
 
     /// The write `id` is durable (or, if unsynced, written). Returns the
-    /// index it truncated from, if any.
-    pub fn complete(&mut self, id: u64) -> Option<u64> {
+    /// index it truncated from, if any, and the hard state it saved.
+    pub fn complete(&mut self, id: u64) -> (Option<u64>, Option<HardState>) {
         let (in_flight, batch) = self.in_flight.take().expect("a write is in flight");
         assert_eq!(in_flight, id, "completion of a write not in flight");
         self.completed = id;
@@ -92,7 +92,7 @@ impl Disk {
         if batch.must_sync {
             self.hard_state_synced = self.hard_state;
         }
-        batch.truncate_from
+        (batch.truncate_from, batch.hard_state)
     }
 
     /// The id of the write in flight.

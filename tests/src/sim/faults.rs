@@ -11,6 +11,21 @@ use rafter::NodeId;
 use super::rng::SimRng;
 use super::TICK;
 
+/// A fault that waits for a moment in the protocol rather than a time:
+/// the schedule arms it, and the simulator springs it when the moment comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Trap {
+    /// Crash a node in the step it grants a vote, before its next write
+    /// completes (the vote must not have left: Raft Figure 2).
+    CrashOnVote,
+    /// Cut off a node in the step it becomes leader: its blank entry stays
+    /// on its own log only (the divergent tails of Raft Figure 8).
+    CutNewLeader,
+    /// Cut off a leader in the step its commit index moves: the followers
+    /// may not learn it, and the next leader is chosen without it.
+    CutLeaderOnCommit,
+}
+
 /// Which node a crash hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CrashTarget {
@@ -35,8 +50,17 @@ pub enum Fault {
         both_ways: bool,
         heal_after: u64,
     },
-    /// Cut the leader off from everyone, both ways, for `heal_after`.
-    IsolateLeader { heal_after: u64 },
+    /// Cut the leader off from everyone, both ways, for `heal_after`; with
+    /// `slow_clock`, its clock also runs 4 to 10 times slower meanwhile (a
+    /// stalled process: it is the last to notice it lost its quorum).
+    IsolateLeader { heal_after: u64, slow_clock: bool },
+    /// Arm a trap that springs `times` times (see [`Trap`]); each time the
+    /// victim is crashed or cut off for `for_time`.
+    Arm {
+        trap: Trap,
+        times: u64,
+        for_time: u64,
+    },
     /// Make `node` tick every `period` time units for `for_time`.
     Skew {
         node: NodeId,
@@ -45,6 +69,13 @@ pub enum Fault {
     },
     /// Ask the leader to hand leadership to another voter.
     TransferLeader,
+    /// Leader churn, the shape of Raft Figure 8: cut off the leader, then
+    /// the next two new leaders as soon as they are elected (each leaves a
+    /// blank entry of its term on its own log only), then the next leader
+    /// whose commit index moves; each cut heals the previous one and lasts
+    /// `for_time`. Old-term entries end up counted, and overwritten, here if
+    /// anywhere.
+    Churn { for_time: u64 },
 }
 
 impl fmt::Display for Fault {
@@ -64,9 +95,24 @@ impl fmt::Display for Fault {
                 if *both_ways { "<-x->" } else { "-x->" },
                 heal_after / TICK
             ),
-            Fault::IsolateLeader { heal_after } => {
-                write!(f, "isolate the leader for {} ticks", heal_after / TICK)
-            }
+            Fault::IsolateLeader {
+                heal_after,
+                slow_clock,
+            } => write!(
+                f,
+                "isolate the leader for {} ticks{}",
+                heal_after / TICK,
+                if *slow_clock {
+                    ", with a slow clock"
+                } else {
+                    ""
+                }
+            ),
+            Fault::Arm {
+                trap,
+                times,
+                for_time,
+            } => write!(f, "arm {trap:?} x{times} for {} ticks", for_time / TICK),
             Fault::Skew {
                 node,
                 period,
@@ -77,6 +123,9 @@ impl fmt::Display for Fault {
                 for_time / TICK
             ),
             Fault::TransferLeader => write!(f, "transfer leadership"),
+            Fault::Churn { for_time } => {
+                write!(f, "leader churn, each cut for {} ticks", for_time / TICK)
+            }
         }
     }
 }
@@ -94,6 +143,8 @@ pub struct FaultWeights {
     pub flap: u64,
     pub skew: u64,
     pub transfer: u64,
+    pub trap: u64,
+    pub churn: u64,
     /// Ticks between faults.
     pub gap_ticks_min: u64,
     pub gap_ticks_max: u64,
@@ -113,6 +164,9 @@ impl FaultWeights {
             flap: w(),
             skew: w(),
             transfer: w(),
+            trap: w(),
+            // Figure 8 needs its shape often enough to be found.
+            churn: 5 + w(),
             gap_ticks_min: 3,
             gap_ticks_max: 3 + rng.between(5, 60),
         }
@@ -144,6 +198,8 @@ impl Schedule {
             weights.flap,
             weights.skew,
             weights.transfer,
+            weights.trap,
+            weights.churn,
         ];
         let total: u64 = kinds.iter().sum::<u64>().max(1);
         let mut faults = Vec::new();
@@ -196,8 +252,21 @@ impl Schedule {
                     ));
                 }
                 5 => {
-                    let heal_after = short_or_long(rng);
-                    faults.push((time, Fault::IsolateLeader { heal_after }));
+                    let slow_clock = rng.chance(500);
+                    // A stalled leader stays cut off long enough for the
+                    // others to elect, commit and serve clients meanwhile.
+                    let heal_after = if slow_clock {
+                        TICK * rng.between(30, 150)
+                    } else {
+                        short_or_long(rng)
+                    };
+                    faults.push((
+                        time,
+                        Fault::IsolateLeader {
+                            heal_after,
+                            slow_clock,
+                        },
+                    ));
                 }
                 6 => {
                     // Flapping: the same cut, on and off.
@@ -233,7 +302,33 @@ impl Schedule {
                         },
                     ));
                 }
-                _ => faults.push((time, Fault::TransferLeader)),
+                8 => faults.push((time, Fault::TransferLeader)),
+                10 => {
+                    let for_time = TICK * rng.between(15, 60);
+                    faults.push((time, Fault::Churn { for_time }));
+                }
+                _ => {
+                    let trap = rng.pick(&[
+                        Trap::CrashOnVote,
+                        Trap::CutNewLeader,
+                        Trap::CutLeaderOnCommit,
+                    ]);
+                    // A quick restart after a crash on vote comes back in
+                    // the same election: its lost vote can be cast again.
+                    let for_time = if trap == Trap::CrashOnVote && rng.chance(500) {
+                        rng.between(1, 2 * TICK)
+                    } else {
+                        TICK * rng.between(1, 40)
+                    };
+                    faults.push((
+                        time,
+                        Fault::Arm {
+                            trap,
+                            times: rng.between(1, 6),
+                            for_time,
+                        },
+                    ));
+                }
             }
         }
         faults.sort_by_key(|(time, _)| *time);

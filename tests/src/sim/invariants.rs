@@ -1,7 +1,11 @@
 //! The checks run after every step, across nodes. Each returns the
 //! violation as text; the simulator stops the seed on the first one.
 //!
-//! - **Election Safety** (Raft §5.2): at most one leader per term.
+//! - **Election Safety** (Raft §5.2): at most one leader per term, and each
+//!   node votes for at most one candidate per term — counting the votes
+//!   that left the node (granted vote responses, as sent) and its durable
+//!   votes for itself. A vote lost in a crash before anyone saw it may be
+//!   cast again; one that was seen may not.
 //! - **Log Matching** (§5.3): every entry any node writes is recorded under
 //!   its (index, term) with its payload and the term of the entry before
 //!   it; another node writing the same (index, term) must agree on both, so
@@ -31,6 +35,8 @@ use super::disk::Disk;
 pub struct Checker {
     /// term → the leader elected in it.
     leaders: BTreeMap<u64, NodeId>,
+    /// (voter, term) → the candidate it voted for, as seen outside it.
+    votes: BTreeMap<(NodeId, u64), NodeId>,
     /// (index, term) → (payload, term of index − 1).
     entries: BTreeMap<(u64, u64), (EntryPayload, u64)>,
     /// committed[i - 1] = the term committed at index i.
@@ -57,6 +63,26 @@ impl Checker {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// `voter`'s vote for `candidate` in `term` became visible.
+    pub fn on_vote(
+        &mut self,
+        voter: NodeId,
+        term: u64,
+        candidate: NodeId,
+    ) -> Result<(), Violation> {
+        match self.votes.insert((voter, term), candidate) {
+            Some(other) if other != candidate => Err(format!(
+                "node {voter} voted twice in term {term}: for {other} and for {candidate}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `node` is recorded as the leader of `term`.
+    pub fn is_known_leader(&self, node: NodeId, term: u64) -> bool {
+        self.leaders.get(&term) == Some(&node)
     }
 
     /// Log Matching, and no committed entry truncated: `node` starts

@@ -41,8 +41,15 @@ pub enum CheckError {
 }
 
 /// Configurations the search may visit before giving up; a key's history
-/// in a default simulation run needs a few thousand.
-pub const SEARCH_STATES_MAX: usize = 2_000_000;
+/// in a default simulation run usually needs a few thousand.
+///
+/// TODO: unknown writes never return, so each stays a candidate to the end
+/// and the search space grows as 2^(unknown writes) when a key collects
+/// dozens of them. A history the search gives up on is reported as
+/// inconclusive, not as a failure. Pruning unknown puts whose value nobody
+/// observed would fix most of these, but is sound only where no failed CAS
+/// could need them, and is not done yet.
+pub const SEARCH_STATES_MAX: usize = 500_000;
 
 const HEAD: usize = 0;
 const TAIL: usize = 1;

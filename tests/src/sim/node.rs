@@ -50,6 +50,8 @@ pub struct SimNode {
     /// Set by a (re)start until the next check: the commit index may start
     /// below the last one seen.
     pub restarted: bool,
+    /// The commit index at the last check.
+    pub commit_last: u64,
 }
 
 impl SimNode {
@@ -68,6 +70,7 @@ impl SimNode {
             tick_period,
             tick_period_base: tick_period,
             restarted: false,
+            commit_last: 0,
         }
     }
 

@@ -6,14 +6,15 @@ use std::ops::Range;
 
 use rafter::testing::SimCore;
 use rafter::{
-    Entry, EntryPayload, HardState, Membership, Message, NodeId, ProposeError, ReadError, Role,
+    Entry, EntryPayload, HardState, Membership, Message, MessageBody, NodeId, ProposeError,
+    ReadError, Role,
 };
 
 use super::disk::Disk;
-use super::faults::{CrashTarget, Fault, Schedule};
+use super::faults::{CrashTarget, Fault, Schedule, Trap};
 use super::history::{History, Outcome};
 use super::invariants::{Checker, Violation};
-use super::kv::{self, KvOutput};
+use super::kv::{self, KvInput, KvOutput};
 use super::network::Network;
 use super::node::{ProposalWaiter, SimNode};
 use super::rng::SimRng;
@@ -75,6 +76,11 @@ pub(super) struct Simulator {
     pub(super) schedule: Schedule,
     /// False once the final heal starts: remaining faults are skipped.
     faults_on: bool,
+    /// Set by the final heal: clients start no new operations.
+    quiescing: bool,
+    /// (until, blocks traps): a scenario's cut that other faults must not
+    /// replace before `until`.
+    partition_lock: Option<(u64, bool)>,
     pub(super) clients: Vec<Client>,
     generator: OpGenerator,
     pub(super) history: History,
@@ -82,6 +88,12 @@ pub(super) struct Simulator {
     pub(super) checker: Checker,
     pub(super) trace: Trace,
     touched: BTreeSet<NodeId>,
+    /// Armed traps: how many more times each springs, and for how long.
+    traps: BTreeMap<Trap, (u64, u64)>,
+    /// Traps that sprang this step: (victim, trap), sprung after the checks.
+    sprung: Vec<(NodeId, Trap)>,
+    /// The first violation found outside a `Result` path (in `send`).
+    violation: Option<Violation>,
 }
 
 impl Simulator {
@@ -125,6 +137,7 @@ impl Simulator {
                 op: None,
                 attempt: 0,
                 waiting: Waiting::Nothing,
+                read_per_mille: rng.pick(&[200, 400, 800, 950]),
             })
             .collect();
         let network = Network::new(config.network.clone());
@@ -143,6 +156,8 @@ impl Simulator {
             skew_generation: BTreeMap::new(),
             schedule,
             faults_on: true,
+            quiescing: false,
+            partition_lock: None,
             clients,
             generator: OpGenerator::default(),
             history: History::default(),
@@ -150,6 +165,9 @@ impl Simulator {
             checker: Checker::default(),
             trace: Trace::default(),
             touched: BTreeSet::new(),
+            traps: BTreeMap::new(),
+            sprung: Vec::new(),
+            violation: None,
         };
         for id in ids {
             sim.start_node(id).expect("a fresh node passes the checks");
@@ -193,25 +211,23 @@ impl Simulator {
         while self.step < self.options.steps {
             self.run_one()?;
         }
-        self.heal_all()?;
-        let heal_started = self.now;
+        let probe = self.heal_all()?;
         let deadline = self.now + self.config.heal_ticks_max * TICK;
-        loop {
-            let done = self.history.ops().iter().any(|op| {
-                op.input.is_write()
-                    && op.call >= heal_started
-                    && matches!(op.outcome, Outcome::Ok { .. })
-            });
-            if done {
-                break;
-            }
+        while self.history.get(probe).outcome == Outcome::Pending {
             if self.now > deadline {
                 return Err(format!(
-                    "liveness: no write completed within {} ticks after healing every fault",
+                    "liveness: the probe write did not complete within {} ticks after \
+                     every fault healed",
                     self.config.heal_ticks_max
                 ));
             }
             self.run_one()?;
+        }
+        if !matches!(self.history.get(probe).outcome, Outcome::Ok { .. }) {
+            return Err(format!(
+                "liveness: the probe write ended {:?} after every fault healed",
+                self.history.get(probe).outcome
+            ));
         }
         self.history.close();
         Ok(())
@@ -223,7 +239,15 @@ impl Simulator {
         self.now = time;
         self.step += 1;
         self.handle(event)?;
-        self.check_touched()
+        self.check_touched()?;
+        for (victim, trap) in std::mem::take(&mut self.sprung) {
+            self.spring(victim, trap)?;
+        }
+        self.check_touched()?;
+        match self.violation.take() {
+            Some(violation) => Err(violation),
+            None => Ok(()),
+        }
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
@@ -255,8 +279,12 @@ impl Simulator {
                 write_id,
             } => {
                 if self.node(node).incarnation == incarnation && self.node(node).is_up() {
-                    let truncated = self.node(node).disk.complete(write_id);
+                    let (truncated, hard_state) = self.node(node).disk.complete(write_id);
                     self.note(format!("node {node} write {write_id} durable"));
+                    if let Some(hs) = hard_state.filter(|hs| hs.vote == Some(node)) {
+                        // A durable vote for itself counts (Figure 2).
+                        self.checker.on_vote(node, hs.term, node)?;
+                    }
                     self.core(node).expect("up").on_write_done(write_id);
                     for message in self.node(node).release_held() {
                         self.send(message);
@@ -328,6 +356,22 @@ impl Simulator {
     fn turn(&mut self, id: NodeId) -> Result<(), Violation> {
         self.touched.insert(id);
         let actions = self.core(id).expect("turn on an up node").take_actions();
+        let grants_vote = actions
+            .messages
+            .iter()
+            .chain(actions.messages_after_write.iter().map(|(_, m)| m))
+            .any(|m| {
+                matches!(
+                    m.body,
+                    MessageBody::VoteResponse {
+                        pre_vote: false,
+                        granted: true
+                    }
+                )
+            });
+        if grants_vote && self.traps.contains_key(&Trap::CrashOnVote) {
+            self.sprung.push((id, Trap::CrashOnVote));
+        }
         if let Some((write_id, batch)) = actions.write {
             let node = &self.nodes[id as usize - 1];
             self.checker.on_write(id, &node.disk, &batch)?;
@@ -393,6 +437,15 @@ impl Simulator {
     }
 
     fn send(&mut self, message: Message) {
+        if let MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        } = message.body
+        {
+            if let Err(violation) = self.checker.on_vote(message.from, message.term, message.to) {
+                self.violation.get_or_insert(violation);
+            }
+        }
         for time in self.network.send(self.now, &message, &mut self.rng) {
             self.schedule_at(time, Event::Deliver(message.clone()));
         }
@@ -523,8 +576,20 @@ impl Simulator {
                 core.last_log_id(),
             );
             if role == Role::Leader {
+                if !self.checker.is_known_leader(id, term)
+                    && self.traps.contains_key(&Trap::CutNewLeader)
+                {
+                    self.sprung.push((id, Trap::CutNewLeader));
+                }
+                if commit > node.commit_last
+                    && !restarted
+                    && self.traps.contains_key(&Trap::CutLeaderOnCommit)
+                {
+                    self.sprung.push((id, Trap::CutLeaderOnCommit));
+                }
                 self.checker.on_leader(id, term)?;
             }
+            node.commit_last = commit;
             self.checker
                 .on_commit(id, commit, restarted, |i| core.term_at(i))?;
             if node.applied > commit {
@@ -535,8 +600,33 @@ impl Simulator {
             }
             self.trace
                 .mix(&[id, term, role as u64, commit, last.index, last.term]);
+            self.fail_overwritten(id);
         }
         Ok(())
+    }
+
+    /// Proposals whose entry is no longer in their node's log: a leader
+    /// overwrote it, so by Leader Completeness it was never committed
+    /// (the handle's `ProposeError::Overwritten`). They are retried.
+    fn fail_overwritten(&mut self, id: NodeId) {
+        let node = &mut self.nodes[id as usize - 1];
+        let Some(core) = node.core.as_ref() else {
+            return;
+        };
+        let gone: Vec<u64> = node
+            .proposals
+            .iter()
+            .filter(|(&index, w)| core.term_at(index) != Some(w.log_id.term))
+            .map(|(&index, _)| index)
+            .collect();
+        for index in gone {
+            let waiter = self.node(id).proposals.remove(&index).expect("listed");
+            self.note(format!(
+                "client {} proposal {:?} overwritten on node {id}",
+                waiter.client, waiter.log_id
+            ));
+            self.client_retry(waiter.client, None);
+        }
     }
 
     fn check_durable_quorum(&self) -> Result<(), Violation> {
@@ -592,17 +682,27 @@ impl Simulator {
                 b,
                 both_ways,
                 heal_after,
-            } => self.partition(&a, &b, both_ways, heal_after),
-            Fault::IsolateLeader { heal_after } => {
-                if let Some(leader) = self.leader() {
-                    let a = BTreeSet::from([leader]);
-                    let b = self
-                        .nodes
-                        .iter()
-                        .map(|n| n.id)
-                        .filter(|&n| n != leader)
-                        .collect();
-                    self.partition(&a, &b, true, heal_after);
+            } => {
+                if self.partition_allowed(false) {
+                    self.partition(&a, &b, both_ways, heal_after);
+                }
+            }
+            Fault::IsolateLeader {
+                heal_after,
+                slow_clock,
+            } => {
+                if !self.partition_allowed(false) {
+                    // A scenario that needs its cut is running.
+                } else if let Some(leader) = self.leader() {
+                    self.isolate(leader, heal_after);
+                    if slow_clock {
+                        // Nothing else may cut or heal links meanwhile: the
+                        // stalled leader must stay alone while the others
+                        // elect, commit and serve.
+                        self.partition_lock = Some((self.now + heal_after, true));
+                        let period = self.node(leader).tick_period_base * self.rng.between(4, 10);
+                        self.skew(leader, period, heal_after);
+                    }
                 } else {
                     self.note("no leader to isolate".to_string());
                 }
@@ -611,12 +711,24 @@ impl Simulator {
                 node,
                 period,
                 for_time,
+            } => self.skew(node, period, for_time),
+            Fault::Arm {
+                trap,
+                times,
+                for_time,
             } => {
-                self.node(node).tick_period = period;
-                let generation = self.skew_generation.entry(node).or_default();
-                *generation += 1;
-                let generation = *generation;
-                self.schedule_at(self.now + for_time, Event::Unskew { node, generation });
+                self.traps.insert(trap, (times, for_time));
+            }
+            Fault::Churn { for_time } => {
+                if self.partition_allowed(false) {
+                    self.traps.insert(Trap::CutNewLeader, (2, for_time));
+                    self.traps.insert(Trap::CutLeaderOnCommit, (1, for_time));
+                    // Only the churn's own cuts for its likely length.
+                    self.partition_lock = Some((self.now + 3 * for_time, false));
+                    if let Some(leader) = self.leader() {
+                        self.isolate(leader, for_time);
+                    }
+                }
             }
             Fault::TransferLeader => {
                 if let Some(leader) = self.leader() {
@@ -634,6 +746,73 @@ impl Simulator {
             }
         }
         Ok(())
+    }
+
+    fn skew(&mut self, node: NodeId, period: u64, for_time: u64) {
+        self.node(node).tick_period = period;
+        let generation = self.skew_generation.entry(node).or_default();
+        *generation += 1;
+        let generation = *generation;
+        self.schedule_at(self.now + for_time, Event::Unskew { node, generation });
+    }
+
+    /// Cuts `node` off from every other node, both ways.
+    fn isolate(&mut self, node: NodeId, heal_after: u64) {
+        let a = BTreeSet::from([node]);
+        let b = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&n| n != node)
+            .collect();
+        self.partition(&a, &b, true, heal_after);
+    }
+
+    /// An armed trap's moment came: crash or cut off `victim`.
+    fn spring(&mut self, victim: NodeId, trap: Trap) -> Result<(), Violation> {
+        let Some((times, for_time)) = self.traps.get(&trap).copied() else {
+            return Ok(()); // sprang already this step
+        };
+        if times <= 1 {
+            self.traps.remove(&trap);
+        } else {
+            self.traps.insert(trap, (times - 1, for_time));
+        }
+        self.note(format!("TRAP {trap:?} springs on node {victim}"));
+        match trap {
+            Trap::CrashOnVote => {
+                if self.node(victim).is_up() {
+                    self.crash(victim)?;
+                    let incarnation = self.node(victim).incarnation;
+                    self.schedule_at(
+                        self.now + for_time,
+                        Event::Restart {
+                            node: victim,
+                            incarnation,
+                        },
+                    );
+                }
+            }
+            Trap::CutNewLeader | Trap::CutLeaderOnCommit => {
+                if self.partition_allowed(true) {
+                    self.isolate(victim, for_time);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a new cut may replace the one in force: not while a
+    /// scenario holds the lock (traps may cut unless `blocks_traps`).
+    fn partition_allowed(&mut self, trap: bool) -> bool {
+        match self.partition_lock {
+            Some((until, _)) if until <= self.now => {
+                self.partition_lock = None;
+                true
+            }
+            Some((_, blocks_traps)) => trap && !blocks_traps,
+            None => true,
+        }
     }
 
     fn partition(
@@ -663,10 +842,19 @@ impl Simulator {
         self.check_durable_quorum()
     }
 
-    /// The final phase: heal the network, end skews, restart every node.
-    fn heal_all(&mut self) -> Result<(), Violation> {
+    /// The final phase: heal the network (and make it reliable), end
+    /// skews, restart every node, stop the clients from starting new
+    /// operations, and start one probe write with a patient client. Returns
+    /// the probe's operation id.
+    fn heal_all(&mut self) -> Result<usize, Violation> {
         self.faults_on = false;
+        self.quiescing = true;
+        self.traps.clear();
+        self.partition_lock = None;
         self.network.heal();
+        self.network.config.drop_per_mille = 0;
+        self.network.config.duplicate_per_mille = 0;
+        self.network.config.spike_per_mille = 0;
         self.partition_generation += 1;
         self.note("FINAL HEAL".to_string());
         for i in 0..self.nodes.len() {
@@ -678,16 +866,36 @@ impl Simulator {
             }
         }
         self.skew_generation.clear();
-        Ok(())
+        let nodes = self.nodes.len() as u64;
+        let c = self.clients.len();
+        self.clients.push(Client {
+            id: c,
+            guess: self.rng.between(1, nodes),
+            op: None,
+            attempt: 0,
+            waiting: Waiting::Nothing,
+            read_per_mille: 0,
+        });
+        let input = KvInput::Put { key: 0, value: 0 };
+        let probe = self.history.invoke(c, input, self.now);
+        self.clients[c].op = Some(probe);
+        self.note(format!("client {c} invokes the liveness probe op {probe}"));
+        self.client_attempt(c)?;
+        Ok(probe)
     }
 
     // ----- clients -----
 
     fn client_attempt(&mut self, c: usize) -> Result<(), Violation> {
+        if self.quiescing && self.clients[c].op.is_none() {
+            return Ok(());
+        }
         if self.clients[c].op.is_none() {
-            let input = self
-                .generator
-                .next(&mut self.rng, self.config.workload.keys);
+            let input = self.generator.next(
+                &mut self.rng,
+                self.config.workload.keys,
+                self.clients[c].read_per_mille,
+            );
             let op = self.history.invoke(c, input, self.now);
             self.clients[c].op = Some(op);
             self.note(format!("client {c} invokes op {op}: {input:?}"));
@@ -698,7 +906,12 @@ impl Simulator {
         client.attempt += 1;
         let attempt = client.attempt;
         let node = client.guess;
-        let timeout = self.config.workload.attempt_timeout;
+        let timeout = if self.quiescing {
+            // Patient: the probe and the last operations wait out the heal.
+            self.config.heal_ticks_max * TICK
+        } else {
+            self.config.workload.attempt_timeout
+        };
         self.schedule_at(
             self.now + timeout,
             Event::ClientTimeout { client: c, attempt },
@@ -769,6 +982,10 @@ impl Simulator {
     }
 
     fn client_timeout(&mut self, c: usize) {
+        // The node may be cut off while it still believes it leads: ask
+        // another one next time.
+        let nodes = self.nodes.len() as u64;
+        self.clients[c].guess = self.rng.between(1, nodes);
         match self.clients[c].waiting {
             Waiting::Nothing => {}
             Waiting::Proposal { node } => {

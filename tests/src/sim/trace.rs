@@ -32,6 +32,8 @@ impl fmt::Display for TraceEvent {
 pub struct Trace {
     hash: u64,
     tail: VecDeque<TraceEvent>,
+    /// `SIM_TRACE=1`: print every event to stderr as it happens.
+    print: bool,
 }
 
 impl Default for Trace {
@@ -39,6 +41,7 @@ impl Default for Trace {
         Self {
             hash: FNV_OFFSET,
             tail: VecDeque::with_capacity(TRACE_TAIL_EVENTS + 1),
+            print: std::env::var_os("SIM_TRACE").is_some(),
         }
     }
 }
@@ -63,6 +66,9 @@ impl Trace {
         for byte in text.bytes() {
             self.hash ^= u64::from(byte);
             self.hash = self.hash.wrapping_mul(FNV_PRIME);
+        }
+        if self.print {
+            eprintln!("#{step:<6} t={time:<8} {text}");
         }
         if self.tail.len() == TRACE_TAIL_EVENTS {
             self.tail.pop_front();

@@ -4,8 +4,9 @@
 //! hint) or when the node is down.
 //!
 //! The retry rule keeps the history honest: a client retries the *same*
-//! operation only after a definite failure (nothing was appended, or
-//! another entry was applied at its index). After an unknown outcome (its
+//! operation only after a definite failure (nothing was appended, another
+//! entry was applied at its index, or its entry left the log it was
+//! appended to — a leader overwrote it, so it was never committed). After an unknown outcome (its
 //! node crashed, or it stopped waiting) the operation stays in the history
 //! as unknown and the client starts a new one, with a fresh value, so one
 //! operation can never take effect twice.
@@ -53,6 +54,9 @@ pub struct Client {
     /// ignored.
     pub attempt: u64,
     pub waiting: Waiting,
+    /// How often it reads: some clients mostly read (and stay with the
+    /// node that answers them), others mostly write.
+    pub read_per_mille: u64,
 }
 
 /// Draws operations: unique put values (so every observed value names one
@@ -64,16 +68,18 @@ pub struct OpGenerator {
 }
 
 impl OpGenerator {
-    pub fn next(&mut self, rng: &mut SimRng, keys: u8) -> KvInput {
+    /// The next operation of a client that reads `read_per_mille` of the
+    /// time.
+    pub fn next(&mut self, rng: &mut SimRng, keys: u8, read_per_mille: u64) -> KvInput {
         let key = rng.below(u64::from(keys)) as Key;
-        let kind = rng.below(10);
-        if kind < 4 {
+        if rng.chance(read_per_mille) {
             return KvInput::Get { key };
         }
+        let kind = rng.below(10);
         self.next_value += 1;
         let value = self.next_value;
         let recent = self.recent.entry(key).or_default();
-        let input = if kind < 7 || recent.is_empty() {
+        let input = if kind < 5 || recent.is_empty() {
             KvInput::Put { key, value }
         } else {
             let expected = if rng.chance(100) {

@@ -145,7 +145,7 @@ impl Trio {
         let bootstrap = Entry {
             term: 1,
             index: 1,
-            payload: EntryPayload::Membership(members.clone()),
+            payload: EntryPayload::Membership(Box::new(members.clone())),
         };
         let disks = (0..3)
             .map(|_| Disk::new(std::slice::from_ref(&bootstrap)))

@@ -297,7 +297,7 @@ impl<SM: StateMachine> ApplyTask<SM> {
             let log_id = entry.log_id();
             let payload = match entry.payload {
                 EntryPayload::Blank => CommittedPayload::Blank,
-                EntryPayload::Membership(m) => CommittedPayload::Membership(m),
+                EntryPayload::Membership(m) => CommittedPayload::Membership(*m),
                 EntryPayload::Command(bytes) => {
                     let command = codec::decode(&bytes, self.command_bytes_max).map_err(|e| {
                         StateMachineError::Corrupt {

@@ -41,7 +41,7 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
             let entry = Entry {
                 term: 1,
                 index: 1,
-                payload: EntryPayload::Membership(members),
+                payload: EntryPayload::Membership(Box::new(members)),
             };
             let hard_state = HardState {
                 term: 1,
@@ -257,7 +257,7 @@ impl LogScan {
                 .last()
                 .is_none_or(|(base, _)| entry.index > *base)
             {
-                self.memberships.push((entry.index, m));
+                self.memberships.push((entry.index, *m));
             }
         }
         Ok(())

@@ -70,8 +70,10 @@ pub enum EntryPayload {
     /// entry can go to every peer and to the apply task without a copy.
     Command(Bytes),
     /// A configuration change: the new membership (joint while
-    /// `voters_outgoing` is not empty).
-    Membership(Membership),
+    /// `voters_outgoing` is not empty). Boxed: configuration changes are
+    /// rare, and inline they would more than double the size of every entry
+    /// the log, the messages and the apply path move around.
+    Membership(Box<Membership>),
 }
 
 /// What must be durable before a node answers any vote or append (Raft

@@ -288,7 +288,7 @@ impl RaftLog {
             .iter()
             .skip(skip)
             .filter_map(|entry| match &entry.payload {
-                EntryPayload::Membership(m) => Some((entry.index, m.clone())),
+                EntryPayload::Membership(m) => Some((entry.index, Membership::clone(m))),
                 _ => None,
             })
             .collect()

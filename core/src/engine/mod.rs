@@ -554,7 +554,7 @@ impl Engine {
         let entry = Entry {
             term: self.term,
             index: log_id.index,
-            payload: EntryPayload::Membership(next),
+            payload: EntryPayload::Membership(Box::new(next)),
         };
         self.append_own([entry]);
         Ok(log_id)
@@ -1179,7 +1179,7 @@ impl Engine {
             let entry = Entry {
                 term: self.term,
                 index,
-                payload: EntryPayload::Membership(next),
+                payload: EntryPayload::Membership(Box::new(next)),
             };
             self.append_own([entry]);
         } else if !self.membership().is_voter(self.id) {

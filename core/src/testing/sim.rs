@@ -91,7 +91,7 @@ impl SimCore {
             log.push(Entry {
                 term: 1,
                 index: 1,
-                payload: EntryPayload::Membership(members.clone()),
+                payload: EntryPayload::Membership(Box::new(members.clone())),
             });
             hard_state = HardState {
                 term: 1,

@@ -61,7 +61,7 @@ fn entry(term: u64, index: u64) -> Entry {
     let payload = match index % 3 {
         0 => EntryPayload::Blank,
         1 => EntryPayload::Command(Bytes::from(format!("command {term}/{index}"))),
-        _ => EntryPayload::Membership(membership(index)),
+        _ => EntryPayload::Membership(Box::new(membership(index))),
     };
     Entry {
         term,

@@ -112,7 +112,7 @@ impl Simulator {
         let bootstrap = Entry {
             term: 1,
             index: 1,
-            payload: EntryPayload::Membership(members.clone()),
+            payload: EntryPayload::Membership(Box::new(members.clone())),
         };
         let hard_state = HardState {
             term: 1,

@@ -245,29 +245,38 @@ impl<SM: StateMachine> Raft<SM> {
         Ok(())
     }
 
+    /// Waits for room in the full proposal queue (backpressure), within the
+    /// propose deadline, which then also bounds the wait for the answer.
+    async fn queue_when_room(
+        &self,
+        mut proposal: Proposal<SM::Response>,
+    ) -> Result<(), ProposeError> {
+        let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        proposal.deadline = Some(deadline);
+        match timeout_at(deadline, self.shared.proposals.send(proposal)).await {
+            Err(_) => Err(ProposeError::Timeout(timeout)),
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
     /// Queues `proposal` and waits for its answer. The deadline covers
     /// both waits: for room in the queue (backpressure), under a timer of
     /// its own, and for the answer, which the apply task enforces on the
     /// driver's ticks (so a proposal costs no timer of its own).
     async fn submit<T>(
         &self,
-        mut proposal: Proposal<SM::Response>,
+        proposal: Proposal<SM::Response>,
         response: oneshot::Receiver<Result<T, ProposeError>>,
     ) -> Result<T, ProposeError> {
-        let timeout = self.shared.config.propose_timeout;
         match self.shared.proposals.try_send(proposal) {
             Ok(()) => {}
             Err(TrySendError::Closed(_)) => return Err(ProposeError::Stopped),
-            Err(TrySendError::Full(full)) => {
-                proposal = full;
-                let deadline = Instant::now() + timeout;
-                proposal.deadline = Some(deadline);
-                match timeout_at(deadline, self.shared.proposals.send(proposal)).await {
-                    Err(_) => return Err(ProposeError::Timeout(timeout)),
-                    Ok(Err(_)) => return Err(ProposeError::Stopped),
-                    Ok(Ok(())) => {}
-                }
-            }
+            // Boxed: the rare slow path's timer and queue futures would
+            // otherwise make every proposal's future several times larger,
+            // which thousands of concurrent callers pay in cache misses.
+            Err(TrySendError::Full(proposal)) => Box::pin(self.queue_when_room(proposal)).await?,
         }
         response.await.map_err(|_| ProposeError::Stopped)?
     }

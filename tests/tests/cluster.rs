@@ -292,6 +292,43 @@ async fn a_proposal_without_a_quorum_times_out() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn callers_beyond_a_full_proposal_queue_wait_for_room_within_the_deadline() {
+    let mut config = test_config();
+    config.proposal_queue_max = 2;
+    config.propose_timeout = std::time::Duration::from_millis(500);
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.leader().await;
+    let raft = cluster.raft(leader).clone();
+    let set = |i: usize| KvCommand::Set {
+        key: format!("k{i}"),
+        value: b"v".to_vec(),
+    };
+    // Forty callers at once: all but two find the queue full and wait for
+    // room; every one is answered.
+    let results = futures::future::join_all((0..40).map(|i| raft.propose(set(i)))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    // Without a quorum nothing commits: the callers queued behind the
+    // full queue and those answered by the apply task all time out.
+    for id in cluster.running() {
+        if id != leader {
+            cluster.router.block(leader, id);
+        }
+    }
+    let started = tokio::time::Instant::now();
+    let results = futures::future::join_all((0..40).map(|i| raft.propose(set(i)))).await;
+    for result in &results {
+        assert_eq!(
+            result,
+            &Err(ProposeError::Timeout(std::time::Duration::from_millis(500)))
+        );
+    }
+    // Expired on the driver's ticks: late by at most a tick or two.
+    assert!(started.elapsed() < std::time::Duration::from_millis(700));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn proposals_are_dropped_while_a_leadership_transfer_is_under_way() {
     let mut cluster = Cluster::start(3, test_config()).await;
     let leader = cluster.leader().await;

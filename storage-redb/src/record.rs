@@ -54,11 +54,42 @@ impl std::fmt::Display for RecordError {
 
 /// Wraps `body` in a record for `key`.
 pub(crate) fn seal(key: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(CHECKSUM_BYTES + body.len());
-    out.extend_from_slice(&checksum(key, body).to_le_bytes());
-    out.extend_from_slice(body);
-    debug_assert_eq!(open(key, &out, usize::MAX), Ok(body));
-    out
+    let mut buffer = Vec::with_capacity(key.len() + body.len());
+    seal_into(key, &mut buffer, |out| out.extend_from_slice(body)).to_vec()
+}
+
+/// Builds in `buffer` (cleared first) the record for `key` whose body
+/// `write_body` appends, and returns the record, a slice of `buffer`.
+///
+/// The body is written once, straight into place, and hashed in one pass:
+/// `buffer` holds `key || body`, the CRC-32 is computed over all of it, and
+/// the last [`CHECKSUM_BYTES`] of the key are then overwritten with it, so
+/// the record `crc32 || body` ends the buffer. `buffer` keeps its capacity:
+/// reused across records it allocates only for a record longer than any
+/// before it.
+///
+/// Panics if `key` is shorter than [`CHECKSUM_BYTES`] (every key of the
+/// store's format is longer: a broken invariant, not bad input).
+pub(crate) fn seal_into<'a>(
+    key: &[u8],
+    buffer: &'a mut Vec<u8>,
+    write_body: impl FnOnce(&mut Vec<u8>),
+) -> &'a [u8] {
+    assert!(
+        key.len() >= CHECKSUM_BYTES,
+        "a record key of {} bytes has no room for the checksum",
+        key.len()
+    );
+    buffer.clear();
+    buffer.extend_from_slice(key);
+    write_body(buffer);
+    let computed = crc32fast::hash(buffer);
+    let record_start = key.len() - CHECKSUM_BYTES;
+    let record = &mut buffer[record_start..];
+    record[..CHECKSUM_BYTES].copy_from_slice(&computed.to_le_bytes());
+    debug_assert_eq!(checksum(key, &record[CHECKSUM_BYTES..]), computed);
+    debug_assert!(open(key, record, usize::MAX).is_ok());
+    record
 }
 
 /// Checks a record stored under `key` and returns its body.
@@ -114,14 +145,26 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_buffer_seals_the_same_record_as_a_fresh_one() {
+        let mut buffer = Vec::new();
+        for (index, body) in [(7u64, &b"a longer body first"[..]), (8, b"short"), (9, b"")] {
+            let record = seal_into(&log_key(index), &mut buffer, |out| {
+                out.extend_from_slice(body)
+            });
+            assert_eq!(record, seal(&log_key(index), body));
+            assert_eq!(open(&log_key(index), record, 1024), Ok(body));
+        }
+    }
+
+    #[test]
     fn short_and_oversized_records_are_rejected_before_hashing() {
         assert_eq!(
             open(b"k", &[1, 2, 3], 1024),
             Err(RecordError::Truncated { len: 3 })
         );
-        let record = seal(b"k", &[0; 100]);
+        let record = seal(b"meta", &[0; 100]);
         assert_eq!(
-            open(b"k", &record, 50),
+            open(b"meta", &record, 50),
             Err(RecordError::TooLarge {
                 len: 104,
                 limit: 50

@@ -5,8 +5,8 @@
 //! bytes, one `write` with `must_sync` (one fsync) per batch, for about
 //! `case_duration`. The baseline does the same transactions on a bare redb
 //! table (`u64` → payload bytes, `Durability::Immediate`): no codec, no
-//! checksum, no validation, no hop to the blocking pool. The difference is
-//! what `RedbStorage` costs over redb itself.
+//! checksum, no validation, no care for the async runtime. The difference
+//! is what `RedbStorage` costs over redb itself.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,7 +29,10 @@ pub struct AppendBenchConfig {
     pub case_duration: Duration,
     /// The most commits of one case, whatever the duration.
     pub case_commits_max: u64,
-    /// How many alternating rounds of each store a case is split into.
+    /// How many alternating rounds of each store a case is split into. The
+    /// store that goes first alternates too, so that neither always runs
+    /// right after the other (the disk's writeback and the page cache are
+    /// shared).
     pub rounds: u32,
     /// Whether each commit fsyncs (`must_sync`, `Durability::Immediate`).
     /// Off (`Durability::None` on both sides) measures the CPU cost of the
@@ -45,7 +48,7 @@ impl Default for AppendBenchConfig {
             payload_bytes: 256,
             case_duration: Duration::from_secs(3),
             case_commits_max: 100_000,
-            rounds: 6,
+            rounds: 10,
             durable: true,
         }
     }
@@ -62,6 +65,9 @@ pub struct AppendBenchResult {
     pub commits: u64,
     /// Time taken by all of them.
     pub elapsed: Duration,
+    /// Entries per second of each round, in the order they ran; round `i`
+    /// of the two stores of a case ran back to back.
+    pub round_entries_per_sec: Vec<f64>,
 }
 
 impl AppendBenchResult {
@@ -79,9 +85,10 @@ impl AppendBenchResult {
 /// Runs every case of `config` in fresh subdirectories of `dir` and returns
 /// two results per batch size, raw redb first. The two stores of a case run
 /// in alternating rounds (`config.rounds`), so that a disk whose speed
-/// drifts (other work on the machine) slows both alike. Needs a tokio
-/// runtime (`RedbStorage` uses its blocking pool, as in a node); the raw
-/// baseline blocks the calling task.
+/// drifts (other work on the machine) slows both alike. Run it on a tokio
+/// multi-thread runtime, in a spawned task, to measure `RedbStorage` as a
+/// node's storage task uses it (`block_in_place` on a worker); the raw
+/// baseline simply blocks the calling task.
 pub async fn run_append_bench(
     dir: &Path,
     config: &AppendBenchConfig,
@@ -100,36 +107,44 @@ pub async fn run_append_bench(
             batch_entries,
             commits: 0,
             elapsed: Duration::ZERO,
+            round_entries_per_sec: Vec::new(),
         };
         let mut store_result = AppendBenchResult {
             store: "rafter-redb",
             ..raw_result.clone()
         };
         let mut store_next_index = 1;
-        for _ in 0..config.rounds {
-            let start = Instant::now();
-            let mut commits = 0;
-            while start.elapsed() < round_duration && commits < round_commits_max {
-                raw.commit(batch_entries, &payload, config.durable)?;
-                commits += 1;
+        for round in 0..config.rounds {
+            for store_turn in [round % 2 == 1, round % 2 == 0] {
+                let start = Instant::now();
+                let mut commits = 0;
+                while start.elapsed() < round_duration && commits < round_commits_max {
+                    if store_turn {
+                        store_commit(
+                            &mut store,
+                            &mut store_next_index,
+                            batch_entries,
+                            &payload,
+                            config.durable,
+                        )
+                        .await?;
+                    } else {
+                        raw.commit(batch_entries, &payload, config.durable)?;
+                    }
+                    commits += 1;
+                }
+                let elapsed = start.elapsed();
+                let result = if store_turn {
+                    &mut store_result
+                } else {
+                    &mut raw_result
+                };
+                result.commits += commits;
+                result.elapsed += elapsed;
+                result
+                    .round_entries_per_sec
+                    .push((commits * batch_entries as u64) as f64 / elapsed.as_secs_f64());
             }
-            raw_result.commits += commits;
-            raw_result.elapsed += start.elapsed();
-            let start = Instant::now();
-            let mut commits = 0;
-            while start.elapsed() < round_duration && commits < round_commits_max {
-                store_commit(
-                    &mut store,
-                    &mut store_next_index,
-                    batch_entries,
-                    &payload,
-                    config.durable,
-                )
-                .await?;
-                commits += 1;
-            }
-            store_result.commits += commits;
-            store_result.elapsed += start.elapsed();
         }
         results.push(raw_result);
         results.push(store_result);
@@ -138,34 +153,63 @@ pub async fn run_append_bench(
 }
 
 /// Formats results as a table with the overhead of each store case over the
-/// raw case of the same batch size.
+/// raw case of the same batch size: over the whole case (total entries over
+/// total time), and the median over rounds of each round's overhead, which
+/// a few rounds hit by other work on the machine move less.
 pub fn format_results(results: &[AppendBenchResult]) -> String {
     let mut out = String::from(
-        "store        batch  commits   elapsed_s  commits/s   entries/s  overhead_vs_raw\n",
+        "store        batch  commits   elapsed_s  commits/s   entries/s  overhead_total  overhead_median_of_rounds\n",
     );
     for result in results {
         let raw = results
             .iter()
             .find(|r| r.store == "raw redb" && r.batch_entries == result.batch_entries);
-        let overhead = match raw {
-            Some(raw) if result.store != "raw redb" => format!(
-                "{:+.1}%",
-                (raw.entries_per_sec() / result.entries_per_sec() - 1.0) * 100.0
+        let (total, median) = match raw {
+            Some(raw) if result.store != "raw redb" => (
+                format!(
+                    "{:+.1}%",
+                    (raw.entries_per_sec() / result.entries_per_sec() - 1.0) * 100.0
+                ),
+                overhead_median(raw, result)
+                    .map_or(String::new(), |m| format!("{:+.1}%", m * 100.0)),
             ),
-            _ => String::new(),
+            _ => (String::new(), String::new()),
         };
         out.push_str(&format!(
-            "{:<12} {:>5} {:>8} {:>11.2} {:>10.0} {:>11.0}  {}\n",
+            "{:<12} {:>5} {:>8} {:>11.2} {:>10.0} {:>11.0}  {:>14}  {:>25}\n",
             result.store,
             result.batch_entries,
             result.commits,
             result.elapsed.as_secs_f64(),
             result.commits_per_sec(),
             result.entries_per_sec(),
-            overhead
+            total,
+            median
         ));
     }
     out
+}
+
+/// The median over rounds of `raw / store - 1` (entries per second), where
+/// round `i` of both ran back to back; `None` without rounds to pair.
+pub fn overhead_median(raw: &AppendBenchResult, store: &AppendBenchResult) -> Option<f64> {
+    let mut overheads: Vec<f64> = raw
+        .round_entries_per_sec
+        .iter()
+        .zip(&store.round_entries_per_sec)
+        .filter(|(_, s)| **s > 0.0)
+        .map(|(r, s)| r / s - 1.0)
+        .collect();
+    if overheads.is_empty() {
+        return None;
+    }
+    overheads.sort_by(f64::total_cmp);
+    let middle = overheads.len() / 2;
+    Some(if overheads.len() % 2 == 1 {
+        overheads[middle]
+    } else {
+        (overheads[middle - 1] + overheads[middle]) / 2.0
+    })
 }
 
 /// One `RedbStorage` commit of `batch_entries` entries.

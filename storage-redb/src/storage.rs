@@ -1,15 +1,30 @@
 //! `RedbStorage`: the async `RaftStorage` shell around the blocking
 //! `LogStore`.
 //!
-//! redb blocks (an fsync takes milliseconds), so each call moves the store
-//! onto tokio's blocking pool with `spawn_blocking` and takes it back when
-//! the call ends; the async worker that awaits it is free meanwhile. Outside
-//! a tokio runtime the call runs inline.
+//! redb blocks (an fsync takes milliseconds), so no call may run on a tokio
+//! worker as if it were async. How a call leaves the worker depends on the
+//! runtime:
+//!
+//! - multi-thread runtime: `tokio::task::block_in_place`. The call runs on
+//!   the calling thread, and tokio hands that worker's other tasks to
+//!   another thread for the duration. Nothing waits for a thread to wake,
+//!   so a call costs what the store costs: on the 2-core development VM a
+//!   hop to another thread (the blocking pool, or a thread of the store's
+//!   own fed through a channel with a oneshot reply) added 13-25 µs per call
+//!   against 0-2 µs for `block_in_place`, next to 20-30 µs for a one-entry
+//!   commit without fsync (`examples/append_bench.rs`, and the README). Only
+//!   the calling task waits, and the storage task of a node runs its calls
+//!   one at a time anyway.
+//! - current-thread runtime (where `block_in_place` is not allowed): the
+//!   store moves onto tokio's blocking pool with `spawn_blocking` and comes
+//!   back when the call ends.
+//! - outside a tokio runtime: the call runs inline.
 
 use std::ops::Range;
 use std::path::Path;
 
 use rafter::{Entry, InitialState, LogId, RaftStorage, SnapshotMeta, StorageError, WriteBatch};
+use tokio::runtime::RuntimeFlavor;
 
 use crate::log_store::LogStore;
 use crate::options::RedbOptions;
@@ -28,7 +43,7 @@ use crate::options::RedbOptions;
 #[derive(Debug)]
 pub struct RedbStorage {
     /// `None` only while a call runs on the blocking pool, or for good if
-    /// that call was cancelled or panicked.
+    /// that call was cancelled (current-thread runtime only) or panicked.
     store: Option<LogStore>,
 }
 
@@ -52,8 +67,8 @@ impl RedbStorage {
         // (`RedbOptions::open_check_file`), and its debug builds assert on
         // damaged pages. Opening is the gateway for bytes from disk, so a
         // panic in it is reported as corruption instead of taking the
-        // process down. Later calls run on the blocking pool, where a panic
-        // becomes an `Io` error and stops the store.
+        // process down. A panic in a later call becomes an `Io` error and
+        // stops the store (see `run`).
         let opened = std::panic::catch_unwind(|| LogStore::open(dir, options));
         let store = opened.map_err(|panic| StorageError::Corrupt {
             location: format!("{}", dir.display()),
@@ -73,31 +88,56 @@ impl RedbStorage {
         self.run(LogStore::compact).await
     }
 
-    /// Runs `f` on the store, on the blocking pool when inside tokio.
+    /// Runs `f` on the store, off the runtime's workers (see the module
+    /// doc). A panic in `f` (a broken invariant) drops the store, so nothing
+    /// observes the state it left, and is reported as an `Io` error; every
+    /// later call fails.
     async fn run<R: Send + 'static>(
         &mut self,
         f: impl FnOnce(&mut LogStore) -> Result<R, StorageError> + Send + 'static,
     ) -> Result<R, StorageError> {
         let mut store = self.store.take().ok_or_else(lost)?;
-        if tokio::runtime::Handle::try_current().is_err() {
-            let result = f(&mut store);
-            self.store = Some(store);
-            return result;
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if flavor
+            .as_ref()
+            .is_ok_and(|f| *f == RuntimeFlavor::CurrentThread)
+        {
+            let joined = tokio::task::spawn_blocking(move || {
+                let result = f(&mut store);
+                (store, result)
+            })
+            .await;
+            return match joined {
+                Ok((store, result)) => {
+                    self.store = Some(store);
+                    result
+                }
+                // The store panicked and is gone.
+                Err(e) => Err(StorageError::Io {
+                    operation: "storage call",
+                    message: format!("the blocking storage task failed: {e}"),
+                }),
+            };
         }
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = f(&mut store);
-            (store, result)
-        })
-        .await;
-        match joined {
-            Ok((store, result)) => {
+        // Outside tokio there is no worker to keep free; inside a
+        // multi-thread runtime `block_in_place` frees this one.
+        let call = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut store)));
+        let caught = if flavor.is_ok() {
+            tokio::task::block_in_place(call)
+        } else {
+            call()
+        };
+        match caught {
+            Ok(result) => {
                 self.store = Some(store);
                 result
             }
-            // The store panicked (a broken invariant) and is gone.
-            Err(e) => Err(StorageError::Io {
+            Err(panic) => Err(StorageError::Io {
                 operation: "storage call",
-                message: format!("the blocking storage task failed: {e}"),
+                message: format!(
+                    "the store panicked (a broken invariant): {}",
+                    panic_message(&*panic)
+                ),
             }),
         }
     }

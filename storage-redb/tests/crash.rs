@@ -22,6 +22,8 @@ use rafter_redb::RedbStorage;
 
 const CHILD_DIR_ENV: &str = "RAFTER_REDB_CHILD_DIR";
 const KILLS: u32 = 80;
+/// How long an odd kill waits for the child's first new acknowledgement.
+const PROGRESS_PATIENCE: Duration = Duration::from_secs(60);
 /// The child purges down to this many entries, bounding the file.
 const LOG_ENTRIES_KEPT: u64 = 2000;
 
@@ -227,10 +229,24 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_entry() {
                 }
             }
         });
-        // Some kills land while the child starts or opens the store, most
-        // in the middle of its appends.
-        let delay = Duration::from_millis(10 + rng.below(150));
-        std::thread::sleep(delay);
+        // Even kills land at a blind moment: some while the child starts or
+        // opens the store, most in the middle of its appends. Odd kills
+        // first wait for this child to acknowledge something new, so at
+        // least half the kills interrupt a store that made progress however
+        // slow the machine (or its fsync) is at the moment.
+        if kill % 2 == 1 {
+            let patience = Instant::now() + PROGRESS_PATIENCE;
+            while acked.load(Ordering::SeqCst) <= acked_max {
+                assert!(
+                    Instant::now() < patience,
+                    "kill {kill}: the child acknowledged nothing in {PROGRESS_PATIENCE:?} (seed {seed})"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(30)));
+        } else {
+            std::thread::sleep(Duration::from_millis(10 + rng.below(150)));
+        }
         process.kill().expect("SIGKILL the child");
         let status = process.wait().expect("reap the child");
         reader.join().expect("reader thread");

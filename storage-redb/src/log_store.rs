@@ -649,7 +649,7 @@ fn write_transaction(
         }
         for entry in &batch.entries {
             let record = record::seal_into(&log_key(entry.index), record_buffer, |out| {
-                encode_entry_into(entry, out);
+                codec::encode_entry_into(entry, out);
             });
             if record.len() > ENTRY_RECORD_BYTES_MAX {
                 return Err(WriteError::Refused(too_large(
@@ -672,27 +672,6 @@ fn write_transaction(
     }
     txn.commit().map_err(failed("commit"))?;
     Ok(new_last)
-}
-
-/// Appends `codec::encode_entry(entry)` to `out`, without the codec's own
-/// `Vec`: the same bytes (the codec's version byte, then postcard through
-/// the same `to_io`), written straight into the record.
-///
-/// TODO: this copies two lines of `rafter::codec::encode`, the one place
-/// bytes are meant to be made, because the codec only returns a new `Vec`,
-/// and that allocation, its growth and the copy into the record were about
-/// 1,100 of the store's 1,750 extra instructions per 256-byte entry
-/// (callgrind, `append_bench` nosync, batch 100). The fix belongs in the
-/// core: an `encode_entry_into(&Entry, &mut Vec<u8>)` there, then this goes.
-/// Until then `encode_entry_into_matches_the_codec` pins the bytes to the
-/// codec's, and every read decodes through the codec.
-fn encode_entry_into(entry: &Entry, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.push(codec::FORMAT_VERSION);
-    // Serializing into a Vec only fails if the value's Serialize impl fails,
-    // which the derived impl of `Entry` never does (as in the codec).
-    postcard::to_io(entry, &mut *out).expect("postcard encoding into a Vec cannot fail");
-    debug_assert_eq!(out[start..], codec::encode_entry(entry)[..]);
 }
 
 /// Reads and checks one entry that must exist.
@@ -752,43 +731,5 @@ fn too_large(what: &str, len: usize, limit: usize) -> StorageError {
     StorageError::Io {
         operation: "write",
         message: format!("{what} record of {len} bytes is over the limit of {limit}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use proptest::prelude::*;
-    use rafter::Membership;
-
-    fn payload() -> impl Strategy<Value = EntryPayload> {
-        prop_oneof![
-            Just(EntryPayload::Blank),
-            proptest::collection::vec(any::<u8>(), 0..600)
-                .prop_map(|bytes| EntryPayload::Command(Bytes::from(bytes))),
-            proptest::collection::btree_map(any::<u64>(), ".{0,20}", 0..5).prop_map(|nodes| {
-                EntryPayload::Membership(Box::new(Membership::new_voters(nodes)))
-            }),
-        ]
-    }
-
-    proptest! {
-        /// The store's copy of the codec must make the codec's bytes (see
-        /// `encode_entry_into`), whatever the entry and whatever is already
-        /// in the buffer.
-        #[test]
-        fn encode_entry_into_matches_the_codec(
-            term in any::<u64>(),
-            index in any::<u64>(),
-            payload in payload(),
-            prefix in proptest::collection::vec(any::<u8>(), 0..16),
-        ) {
-            let entry = Entry { term, index, payload };
-            let mut out = prefix.clone();
-            encode_entry_into(&entry, &mut out);
-            prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
-            prop_assert_eq!(&out[prefix.len()..], &codec::encode_entry(&entry)[..]);
-        }
     }
 }

@@ -42,6 +42,7 @@ fn many_seeds_stay_safe_and_linearizable() {
     let progress_every = if seeds > 10_000 { 1000 } else { 100 };
     let started = Instant::now();
     let (mut steps, mut ops, mut sizes, mut inconclusive) = (0, 0, [0; 2], 0);
+    let (mut appended, mut configurations) = (0, 0);
     for seed in 0..seeds {
         match sim::run(&options(seed)) {
             Ok(report) => {
@@ -49,6 +50,8 @@ fn many_seeds_stay_safe_and_linearizable() {
                 ops += report.ops_completed;
                 sizes[usize::from(report.nodes == 5)] += 1;
                 inconclusive += report.inconclusive_keys;
+                appended += report.membership_changes_appended;
+                configurations += report.configurations_committed;
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -66,11 +69,19 @@ fn many_seeds_stay_safe_and_linearizable() {
     );
     eprintln!(
         "sim: {seeds} seeds ({} of 3 nodes, {} of 5), {steps} steps, {ops} client ops, \
-         {inconclusive} inconclusive key histories, in {:.1?}",
+         {inconclusive} inconclusive key histories, {appended} membership changes \
+         accepted, {configurations} configurations committed, in {:.1?}",
         sizes[0],
         sizes[1],
         started.elapsed()
     );
+    // The features must stay exercised, not silently stop happening.
+    if seeds >= 100 {
+        assert!(
+            configurations * 4 >= seeds,
+            "only {configurations} configurations committed in {seeds} seeds"
+        );
+    }
     assert!(
         inconclusive as u64 * 50 <= seeds,
         "{inconclusive} inconclusive key histories in {seeds} seeds: the checker needs pruning"

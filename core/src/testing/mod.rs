@@ -11,5 +11,5 @@ mod storage_suite;
 pub use kv::{KvCommand, KvResponse, KvStateMachine, NoopStateMachine};
 pub use mem_network::{MemNetwork, MemRouter};
 pub use mem_storage::MemStorage;
-pub use sim::{PlantedBug, SimActions, SimCore, SimDurable};
+pub use sim::{PlantedBug, SimActions, SimCore, SimDurable, SnapshotRead, SnapshotReceive};
 pub use storage_suite::run_storage_suite;

@@ -6,16 +6,28 @@
 //! change) completes without an fsync: it survives a crash only if a later
 //! synced write completes before the crash, since an fsync flushes
 //! everything written before it. Batches are atomic (no torn writes).
+//!
+//! Snapshot metadata saves are durable at once. A purge drops the log up to
+//! an entry (entries after it stay, as `MemStorage` does); it runs after the
+//! write in flight, as the storage task runs its jobs in order, so a crash
+//! before that write completes loses the purge too.
 
-use rafter::{Entry, HardState, WriteBatch};
+use rafter::{Entry, HardState, LogId, SnapshotMeta, WriteBatch};
 
 /// Invariant: at most one write in flight; `log` is consecutive from
-/// index 1; the synced hard state was written no later than `hard_state`.
+/// `purged.index + 1`; `purged.index` ≤ the saved snapshot's index; the
+/// synced hard state was written no later than `hard_state`.
 #[derive(Debug, Default)]
 pub struct Disk {
     /// The durable log: only synced batches carry entries, so every entry
     /// here survives a crash.
     log: Vec<Entry>,
+    /// The last purged entry.
+    purged: LogId,
+    /// The saved snapshot metadata.
+    snapshot: Option<SnapshotMeta>,
+    /// A purge waiting for the write in flight.
+    purge_pending: Option<LogId>,
     /// The hard state as last written (possibly not yet synced).
     hard_state: HardState,
     /// The hard state as of the last fsync: what a crash leaves.
@@ -37,8 +49,7 @@ impl Disk {
             log,
             hard_state,
             hard_state_synced: hard_state,
-            in_flight: None,
-            completed: 0,
+            ..Self::default()
         }
     }
 
@@ -64,9 +75,13 @@ impl Disk {
                 );
             }
         }
-        let mut next = self.log.len() as u64 + 1;
+        let mut next = self.last_index() + 1;
         if let Some(from) = batch.truncate_from {
-            assert!(from >= 1, "truncate from 0");
+            assert!(
+                from > self.purged.index,
+                "truncate from {from}, purged {:?}",
+                self.purged
+            );
             next = next.min(from);
         }
         for entry in &batch.entries {
@@ -83,9 +98,12 @@ impl Disk {
         assert_eq!(in_flight, id, "completion of a write not in flight");
         self.completed = id;
         if let Some(from) = batch.truncate_from {
-            self.log.truncate((from - 1) as usize);
+            self.log.truncate((from - self.purged.index - 1) as usize);
         }
         self.log.extend(batch.entries);
+        if let Some(up_to) = self.purge_pending.take() {
+            self.purge_now(up_to);
+        }
         if let Some(hs) = batch.hard_state {
             self.hard_state = hs;
         }
@@ -109,18 +127,110 @@ impl Disk {
     /// lost. Write ids start over with the next incarnation.
     pub fn crash(&mut self) {
         self.in_flight = None;
+        self.purge_pending = None;
         self.hard_state = self.hard_state_synced;
         self.completed = 0;
     }
 
-    /// The durable log.
+    /// The durable log, from `purged().index + 1`.
     pub fn log(&self) -> &[Entry] {
         &self.log
     }
 
-    /// The entry at `index`, if durable.
+    /// The entry at `index`, if durable and not purged.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
-        index.checked_sub(1).and_then(|i| self.log.get(i as usize))
+        index
+            .checked_sub(self.purged.index + 1)
+            .and_then(|i| self.log.get(i as usize))
+    }
+
+    /// The term at `index`: an entry's, or the purge point's.
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.purged.index {
+            return Some(self.purged.term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    /// The index of the last durable entry (the purge point if none).
+    pub fn last_index(&self) -> u64 {
+        self.purged.index + self.log.len() as u64
+    }
+
+    /// The last purged entry.
+    pub fn purged(&self) -> LogId {
+        self.purged
+    }
+
+    /// The saved snapshot metadata.
+    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref()
+    }
+
+    /// Whether committed entry `index` of `term` survives here: in the log
+    /// with that term, or covered by the saved snapshot (which holds the
+    /// committed prefix; checked when it is built and installed).
+    pub fn holds(&self, index: u64, term: u64) -> bool {
+        self.snapshot
+            .as_ref()
+            .is_some_and(|m| index <= m.last_log_id.index)
+            || self.entry(index).is_some_and(|e| e.term == term)
+    }
+
+    /// Saves snapshot metadata (durable at once).
+    pub fn save_snapshot_meta(&mut self, meta: SnapshotMeta) {
+        assert!(
+            meta.last_log_id.index >= self.purged.index,
+            "snapshot {:?} behind the purge point {:?}",
+            meta.last_log_id,
+            self.purged
+        );
+        self.snapshot = Some(meta);
+    }
+
+    /// Drops the log up to `up_to` inclusive, after the write in flight.
+    pub fn purge(&mut self, up_to: LogId) {
+        if self.in_flight.is_some() {
+            let pending = self.purge_pending.get_or_insert(up_to);
+            *pending = (*pending).max(up_to);
+        } else {
+            self.purge_now(up_to);
+        }
+    }
+
+    fn purge_now(&mut self, up_to: LogId) {
+        if up_to.index <= self.purged.index {
+            return;
+        }
+        assert!(
+            self.snapshot
+                .as_ref()
+                .is_some_and(|m| m.last_log_id.index >= up_to.index),
+            "purge to {up_to:?} beyond the saved snapshot {:?}",
+            self.snapshot
+        );
+        let drop = (up_to.index.min(self.last_index()) - self.purged.index) as usize;
+        self.log.drain(..drop);
+        self.purged = up_to;
+    }
+
+    /// A restart found the state machine holding the saved snapshot beyond
+    /// the purge point: the install was interrupted before its purge.
+    /// Finishes it as `restore` does: unless the log holds the snapshot's
+    /// last entry, drop the log from there, then purge.
+    pub fn finish_install(&mut self, snapshot: LogId) {
+        assert!(self.in_flight.is_none(), "finishing an install at startup");
+        if snapshot.index <= self.purged.index {
+            return;
+        }
+        let held = self.entry(snapshot.index).map(Entry::log_id);
+        if held != Some(snapshot) {
+            if held.is_some() {
+                self.log
+                    .truncate((snapshot.index - self.purged.index - 1) as usize);
+            }
+            self.purge_now(snapshot);
+        }
     }
 
     /// The hard state a restart finds (the synced one).

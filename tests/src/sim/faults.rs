@@ -76,6 +76,13 @@ pub enum Fault {
     /// `for_time`. Old-term entries end up counted, and overwritten, here if
     /// anywhere.
     Churn { for_time: u64 },
+    /// Ask the leader for a membership change, chosen when it fires from
+    /// the configuration in force: add a non-member (a spare node joins
+    /// empty) as a learner, promote a learner (alone or replacing a voter,
+    /// possibly the leader), remove a voter (possibly the leader) or a
+    /// learner. The engine's typed refusals (`ChangeInProgress`, …) are
+    /// normal outcomes.
+    ChangeMembership,
 }
 
 impl fmt::Display for Fault {
@@ -126,6 +133,7 @@ impl fmt::Display for Fault {
             Fault::Churn { for_time } => {
                 write!(f, "leader churn, each cut for {} ticks", for_time / TICK)
             }
+            Fault::ChangeMembership => write!(f, "change the membership"),
         }
     }
 }
@@ -145,6 +153,7 @@ pub struct FaultWeights {
     pub transfer: u64,
     pub trap: u64,
     pub churn: u64,
+    pub membership: u64,
     /// Ticks between faults.
     pub gap_ticks_min: u64,
     pub gap_ticks_max: u64,
@@ -167,6 +176,7 @@ impl FaultWeights {
             trap: w(),
             // Figure 8 needs its shape often enough to be found.
             churn: 5 + w(),
+            membership: 12 + w(),
             gap_ticks_min: 3,
             gap_ticks_max: 3 + rng.between(5, 60),
         }
@@ -200,6 +210,7 @@ impl Schedule {
             weights.transfer,
             weights.trap,
             weights.churn,
+            weights.membership,
         ];
         let total: u64 = kinds.iter().sum::<u64>().max(1);
         let mut faults = Vec::new();
@@ -303,6 +314,7 @@ impl Schedule {
                     ));
                 }
                 8 => faults.push((time, Fault::TransferLeader)),
+                11 => faults.push((time, Fault::ChangeMembership)),
                 10 => {
                     let for_time = TICK * rng.between(15, 60);
                     faults.push((time, Fault::Churn { for_time }));

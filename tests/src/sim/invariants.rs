@@ -15,7 +15,22 @@
 //!   moves up, the terms it now counts committed must agree with the record
 //!   (or extend it); a write that truncates a recorded committed entry is a
 //!   violation; and every committed entry stays on the disks of a majority
-//!   (checked when disks lose data: crashes and truncations).
+//!   of the configuration it was committed under (checked when disks lose
+//!   data: crashes and truncations).
+//! - **Membership**: the configuration an entry is committed under is the
+//!   committing leader's configuration in force (the last in its log,
+//!   committed or not: it takes effect when appended, dissertation §4.1),
+//!   recorded the first time any node's commit index passes the entry —
+//!   the leader's, since followers learn commits from it. "A majority"
+//!   means a majority of its voters and, while joint, also of its outgoing
+//!   voters. It is the right set: the leader counted exactly those acks,
+//!   each sent after the entry was durable, and disks never drop a
+//!   committed entry (truncating one is a violation, and the purge keeps a
+//!   snapshot that covers it). Later configurations need not hold it on a
+//!   majority until their own entries commit, so judging against the
+//!   newest one would raise false alarms; judging against the old one
+//!   never misses a loss, since every later majority overlaps it through
+//!   the joint step.
 //! - **Applied prefixes**: applied entries on every node are prefixes of one
 //!   sequence (same index ⇒ same term and payload).
 //! - **Commit never moves back** within one incarnation of a node. Across a
@@ -26,7 +41,7 @@
 
 use std::collections::BTreeMap;
 
-use rafter::{Entry, EntryPayload, NodeId, WriteBatch};
+use rafter::{Entry, EntryPayload, Membership, NodeId, WriteBatch};
 
 use super::disk::Disk;
 
@@ -41,10 +56,17 @@ pub struct Checker {
     entries: BTreeMap<(u64, u64), (EntryPayload, u64)>,
     /// committed[i - 1] = the term committed at index i.
     committed: Vec<u64>,
+    /// (first index, configuration): indexes from `first index` up to the
+    /// next run's were committed under that configuration.
+    committed_under: Vec<(u64, Membership)>,
+    /// How many times the committed configuration changed (joint and
+    /// final steps count apart).
+    pub configurations_committed: u64,
     /// applied[i - 1] = (term, payload) applied at index i by some node.
     applied: Vec<(u64, EntryPayload)>,
     /// Per node: the commit index last seen in this incarnation.
     commit_seen: BTreeMap<NodeId, u64>,
+    last_committed_config: Option<Membership>,
 }
 
 pub type Violation = String;
@@ -93,8 +115,14 @@ impl Checker {
         disk: &Disk,
         batch: &WriteBatch,
     ) -> Result<(), Violation> {
-        let mut last_index = disk.log().len() as u64;
+        let mut last_index = disk.last_index();
         if let Some(from) = batch.truncate_from {
+            if from <= disk.purged().index {
+                return Err(format!(
+                    "node {node} truncates from {from}, inside its purged prefix {:?}",
+                    disk.purged()
+                ));
+            }
             for index in from..=last_index.min(self.committed_index()) {
                 let term = disk.entry(index).expect("in the log").term;
                 if self.committed[index as usize - 1] == term {
@@ -105,7 +133,7 @@ impl Checker {
             }
             last_index = last_index.min(from - 1);
         }
-        let mut prev_term = disk.entry(last_index).map_or(0, |e| e.term);
+        let mut prev_term = disk.term_at(last_index).unwrap_or(0);
         for entry in &batch.entries {
             self.record_entry(node, entry, prev_term)?;
             prev_term = entry.term;
@@ -143,11 +171,17 @@ impl Checker {
     /// State Machine Safety: `node`'s commit index is now `commit` and
     /// `term_at` gives the terms of its log. `restarted` marks the first
     /// check of a new incarnation (the commit index may start lower).
+    ///
+    /// `covered` is the node's snapshot index: entries up to it may be gone
+    /// from its log (their effect is in the snapshot, checked on install).
+    /// `config` is the node's configuration in force (see the module docs).
     pub fn on_commit(
         &mut self,
         node: NodeId,
         commit: u64,
         restarted: bool,
+        covered: u64,
+        config: &Membership,
         term_at: impl Fn(u64) -> Option<u64>,
     ) -> Result<(), Violation> {
         let seen = if restarted {
@@ -162,6 +196,14 @@ impl Checker {
         }
         for index in seen + 1..=commit {
             let Some(term) = term_at(index) else {
+                if index <= covered {
+                    if index as usize > self.committed.len() {
+                        return Err(format!(
+                            "node {node} has a snapshot covering {index}, not known committed"
+                        ));
+                    }
+                    continue;
+                }
                 return Err(format!(
                     "node {node} committed {index} but does not hold it"
                 ));
@@ -177,6 +219,9 @@ impl Checker {
                 None => {
                     assert_eq!(self.committed.len() as u64, index - 1);
                     self.committed.push(term);
+                    if self.committed_under.last().is_none_or(|(_, m)| m != config) {
+                        self.committed_under.push((index, config.clone()));
+                    }
                 }
             }
         }
@@ -201,24 +246,46 @@ impl Checker {
         }
     }
 
-    /// Every committed entry is on the disks of a majority of `disks`.
+    /// Counts a newly committed configuration: `config` is in force on a
+    /// leader whose commit index covers the entry that holds it.
+    pub fn on_configuration_committed(&mut self, config: &Membership) {
+        if self.last_committed_config.as_ref() != Some(config) {
+            if self.last_committed_config.is_some() {
+                self.configurations_committed += 1;
+            }
+            self.last_committed_config = Some(config.clone());
+        }
+    }
+
+    /// Every committed entry is on the disks of a majority of the
+    /// configuration it was committed under (of each half, while joint).
+    /// A disk holds an entry if its log has it with that term or a durable
+    /// snapshot covers it.
     pub fn check_durable_quorum(&self, disks: &[(NodeId, &Disk)]) -> Result<(), Violation> {
-        let majority = disks.len() / 2 + 1;
-        for (i, &term) in self.committed.iter().enumerate() {
-            let index = i as u64 + 1;
-            let holders = disks
-                .iter()
-                .filter(|(_, disk)| disk.entry(index).is_some_and(|e| e.term == term))
-                .count();
-            if holders < majority {
-                let who: Vec<NodeId> = disks
-                    .iter()
-                    .filter(|(_, disk)| disk.entry(index).is_some_and(|e| e.term == term))
-                    .map(|(id, _)| *id)
-                    .collect();
-                return Err(format!(
-                    "committed entry {term}/{index} is durable only on {who:?}, not a majority"
-                ));
+        for (run, (first, config)) in self.committed_under.iter().enumerate() {
+            let end = self
+                .committed_under
+                .get(run + 1)
+                .map_or(self.committed.len() as u64, |(next, _)| next - 1);
+            for index in *first..=end {
+                let term = self.committed[index as usize - 1];
+                let holds = |id: &NodeId| {
+                    disks
+                        .iter()
+                        .any(|(d, disk)| d == id && disk.holds(index, term))
+                };
+                for voters in [&config.voters, &config.voters_outgoing] {
+                    if voters.is_empty() {
+                        continue;
+                    }
+                    let who: Vec<NodeId> = voters.iter().copied().filter(holds).collect();
+                    if who.len() < voters.len() / 2 + 1 {
+                        return Err(format!(
+                            "committed entry {term}/{index} is durable only on {who:?}, not a \
+                             majority of the voters {voters:?} it was committed under ({config:?})"
+                        ));
+                    }
+                }
             }
         }
         Ok(())

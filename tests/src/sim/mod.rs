@@ -39,7 +39,7 @@
 //!   tick skew; leadership transfers; and traps that spring at a protocol
 //!   moment rather than a time (crash a node as it grants a vote, cut off a
 //!   new leader, cut off a leader as it commits — the shapes of Raft
-//!   Figures 2 and 8). After `Options::steps` steps everything heals (the
+//!   Figures 2 and 8); and membership changes (see below). After `Options::steps` steps everything heals (the
 //!   network also stops dropping), every node restarts, clients stop
 //!   starting operations, and one probe write must complete within
 //!   `RunConfig::heal_ticks_max` ticks (a liveness check).
@@ -51,10 +51,25 @@
 //!   crashes or the client stops waiting. A get asks the node for a read
 //!   index and answers from the state machine once applied reaches it.
 //!
+//! - **Membership** ([`faults::Fault::ChangeMembership`]): each run has
+//!   two spare node ids beyond the founding 3 or 5. The leader is asked to
+//!   add a non-member as a learner (a spare starts with an empty disk and
+//!   joins: `SimCore::restore` without a bootstrap), to promote a learner
+//!   through a joint configuration (alone, or replacing a voter — sometimes
+//!   the leader itself), or to remove a voter (sometimes the leader; at
+//!   least two voters stay) or a learner. A promotion waits for the learner
+//!   to be within `learner_catchup_lag_max` entries (drawn per seed), else
+//!   it is refused with `NotCaughtUp`, as the handle does; the engine's
+//!   typed refusals (`ChangeInProgress`, …) are normal outcomes. A removed
+//!   node keeps running on its disk and may be added back. Clients send to
+//!   members of the leader's configuration (any started node if there is no
+//!   leader), and retry on `NotLeader`.
+//!
 //! # Checks
 //!
 //! After every step, [`invariants`] (one leader per term, log matching,
-//! committed entries never lost or changed and held durably by a majority,
+//! committed entries never lost or changed and held durably by a majority
+//! of the configuration they were committed under,
 //! applied sequences prefixes of one sequence, commit index monotonic) and
 //! `SimCore::check_invariants` on each node the step touched (the others
 //! did not change). Any panic in the engine fails the seed too. At the end,
@@ -66,9 +81,10 @@
 //!
 //! # Not simulated (yet)
 //!
-//! Membership changes and snapshots: `SimCore` does not expose them (the
-//! engine's snapshot actions need an apply side that builds, streams and
-//! installs snapshots). Torn writes and disk corruption. Client request
+//! Snapshots: `snapshot_interval_entries` is 0 (the engine's snapshot
+//! actions need an apply side that builds, streams and installs them).
+//! Reusing a removed node's id with a wiped disk (a real operator error:
+//! its old votes would be forgotten). Torn writes and disk corruption. Client request
 //! latency (requests reach their node at once; answers are recorded when
 //! the node produces them).
 //!
@@ -142,7 +158,10 @@ impl Options {
 /// Everything drawn from the seed before the run starts.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// Founding voters.
     pub nodes: usize,
+    /// Node ids beyond the founding ones that membership changes may add.
+    pub spares: usize,
     pub raft: Config,
     pub network: NetworkConfig,
     pub faults: FaultWeights,
@@ -172,6 +191,8 @@ impl RunConfig {
             // Small caches make the core load entries from the disk.
             log_cache_bytes_max: rng.pick(&[256, 4096, 64 << 20]),
             snapshot_interval_entries: 0,
+            // 0: a learner is promoted only when fully caught up.
+            learner_catchup_lag_max: rng.pick(&[0, 5, 1000]),
             rng_seed: options.seed,
             ..Config::default()
         };
@@ -196,6 +217,7 @@ impl RunConfig {
         let disk_low = rng.between(1, 20);
         Self {
             nodes,
+            spares: 2,
             raft,
             network,
             faults,
@@ -221,6 +243,11 @@ pub struct Report {
     /// Keys whose linearizability search gave up (see
     /// `linearizability::SEARCH_STATES_MAX`).
     pub inconclusive_keys: usize,
+    /// Membership changes a leader accepted.
+    pub membership_changes_appended: u64,
+    /// Times the committed configuration changed (a voter change counts
+    /// twice: the joint step and the final one).
+    pub configurations_committed: u64,
 }
 
 /// A failing run, with what is needed to understand and replay it.
@@ -277,6 +304,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             ops_invoked: sim.history.ops().len(),
             ops_completed: sim.history.completed(),
             inconclusive_keys,
+            membership_changes_appended: sim.membership_changes_appended,
+            configurations_committed: sim.checker.configurations_committed,
         }),
         Some(reason) => Err(Failure {
             seed: options.seed,
@@ -331,16 +360,20 @@ fn describe_failure(sim: &Simulator) -> String {
         match &node.core {
             Some(core) => {
                 out += &format!(
-                    "  node {}: {:?} term {} commit {} last {:?} applied {} disk last {}\n",
+                    "  node {}: {:?} term {} commit {} last {:?} applied {} disk last {} \
+                     snapshot {} config {:?}\n",
                     node.id,
                     core.role(),
                     core.term(),
                     core.commit_index(),
                     core.last_log_id(),
                     node.applied,
-                    node.disk.log().len()
+                    node.disk.last_index(),
+                    core.snapshot_index(),
+                    core.membership()
                 )
             }
+            None if !node.started => out += &format!("  node {}: never started\n", node.id),
             None => out += &format!("  node {}: down\n", node.id),
         }
     }

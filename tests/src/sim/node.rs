@@ -52,6 +52,8 @@ pub struct SimNode {
     pub restarted: bool,
     /// The commit index at the last check.
     pub commit_last: u64,
+    /// Whether the node ever started (a spare joins only when added).
+    pub started: bool,
 }
 
 impl SimNode {
@@ -71,6 +73,7 @@ impl SimNode {
             tick_period_base: tick_period,
             restarted: false,
             commit_last: 0,
+            started: false,
         }
     }
 
@@ -84,6 +87,8 @@ impl SimNode {
         SimDurable {
             hard_state: self.disk.hard_state_synced(),
             log: self.disk.log().to_vec(),
+            purged: self.disk.purged(),
+            snapshot: self.disk.snapshot().cloned(),
             applied: self.applied,
         }
     }

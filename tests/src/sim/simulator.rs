@@ -6,8 +6,8 @@ use std::ops::Range;
 
 use rafter::testing::SimCore;
 use rafter::{
-    Entry, EntryPayload, HardState, Membership, Message, MessageBody, NodeId, ProposeError,
-    ReadError, Role,
+    Entry, EntryPayload, HardState, Membership, MembershipError, Message, MessageBody, NodeId,
+    ProposeError, ReadError, Role,
 };
 
 use super::disk::Disk;
@@ -68,8 +68,8 @@ pub(super) struct Simulator {
     pub(super) step: u64,
     queue: BTreeMap<(u64, u64), Event>,
     queue_seq: u64,
+    /// Founding nodes first, then the spares (ids in order from 1).
     pub(super) nodes: Vec<SimNode>,
-    members: Membership,
     pub(super) network: Network,
     partition_generation: u64,
     skew_generation: BTreeMap<NodeId, u64>,
@@ -94,11 +94,14 @@ pub(super) struct Simulator {
     sprung: Vec<(NodeId, Trap)>,
     /// The first violation found outside a `Result` path (in `send`).
     violation: Option<Violation>,
+    /// Membership changes the leader accepted.
+    pub(super) membership_changes_appended: u64,
 }
 
 impl Simulator {
     pub(super) fn new(options: Options, config: RunConfig, mut rng: SimRng) -> Self {
         let ids: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let all_ids: Vec<NodeId> = (1..=(config.nodes + config.spares) as NodeId).collect();
         let members = Membership::new_voters(ids.iter().map(|&id| (id, format!("node-{id}"))));
         let schedule = Schedule::random(
             &mut rng,
@@ -119,15 +122,17 @@ impl Simulator {
             vote: None,
             commit: 1,
         };
-        let nodes = ids
+        let nodes = all_ids
             .iter()
             .map(|&id| {
                 let period = rng.between(TICK * 9 / 10, TICK * 11 / 10);
-                SimNode::new(
-                    id,
-                    Disk::bootstrapped(vec![bootstrap.clone()], hard_state),
-                    period,
-                )
+                // A spare's disk is empty: it joins when added.
+                let disk = if ids.contains(&id) {
+                    Disk::bootstrapped(vec![bootstrap.clone()], hard_state)
+                } else {
+                    Disk::default()
+                };
+                SimNode::new(id, disk, period)
             })
             .collect();
         let clients = (0..config.workload.clients)
@@ -150,7 +155,6 @@ impl Simulator {
             queue: BTreeMap::new(),
             queue_seq: 0,
             nodes,
-            members,
             network,
             partition_generation: 0,
             skew_generation: BTreeMap::new(),
@@ -168,11 +172,10 @@ impl Simulator {
             traps: BTreeMap::new(),
             sprung: Vec::new(),
             violation: None,
+            membership_changes_appended: 0,
         };
         for id in ids {
             sim.start_node(id).expect("a fresh node passes the checks");
-            let phase = sim.rng.below(TICK);
-            sim.schedule_at(phase, Event::Tick(id));
         }
         for i in 0..sim.schedule.faults.len() {
             let time = sim.schedule.faults[i].0;
@@ -528,15 +531,17 @@ impl Simulator {
 
     /// Builds the node's core from its disk (first start or restart).
     fn start_node(&mut self, id: NodeId) -> Result<(), Violation> {
+        if !self.node(id).started {
+            // Its clock starts with it, at a random phase.
+            self.node(id).started = true;
+            let phase = self.rng.below(TICK);
+            self.schedule_at(self.now + phase, Event::Tick(id));
+        }
         let durable = self.node(id).durable();
-        let core = SimCore::new(
-            id,
-            &self.config.raft,
-            durable,
-            &self.members,
-            self.options.planted_bug,
-        )
-        .map_err(|e| format!("node {id} cannot restart from its disk: {e}"))?;
+        // Founding disks hold the bootstrap entry already; an empty disk is
+        // a spare joining an existing cluster.
+        let core = SimCore::restore(id, &self.config.raft, durable, self.options.planted_bug)
+            .map_err(|e| format!("node {id} cannot restart from its disk: {e}"))?;
         let commit = core.commit_index();
         let node = self.node(id);
         // The restart rule (see invariants.rs): commit = max(synced commit,
@@ -546,7 +551,8 @@ impl Simulator {
             .hard_state_synced()
             .commit
             .max(node.applied)
-            .min(node.disk.log().len() as u64);
+            .max(node.disk.purged().index)
+            .min(node.disk.last_index());
         if commit != expected {
             return Err(format!(
                 "node {id} restarted with commit {commit}, expected {expected}"
@@ -590,8 +596,17 @@ impl Simulator {
                 self.checker.on_leader(id, term)?;
             }
             node.commit_last = commit;
-            self.checker
-                .on_commit(id, commit, restarted, |i| core.term_at(i))?;
+            self.checker.on_commit(
+                id,
+                commit,
+                restarted,
+                core.snapshot_index(),
+                core.membership(),
+                |i| core.term_at(i),
+            )?;
+            if role == Role::Leader && core.membership_index() <= commit {
+                self.checker.on_configuration_committed(core.membership());
+            }
             if node.applied > commit {
                 return Err(format!(
                     "node {id}: applied {} beyond commit {commit}",
@@ -730,14 +745,16 @@ impl Simulator {
                     }
                 }
             }
+            Fault::ChangeMembership => self.change_membership()?,
             Fault::TransferLeader => {
                 if let Some(leader) = self.leader() {
-                    let others: Vec<NodeId> = self
-                        .nodes
-                        .iter()
-                        .map(|n| n.id)
-                        .filter(|&n| n != leader)
-                        .collect();
+                    let voters = &self.core(leader).expect("up").membership().voters;
+                    let others: Vec<NodeId> =
+                        voters.iter().copied().filter(|&n| n != leader).collect();
+                    if others.is_empty() {
+                        self.note("no voter to transfer to".to_string());
+                        return Ok(());
+                    }
                     let to = self.rng.pick(&others);
                     let result = self.core(leader).expect("up").transfer_leader(to);
                     self.note(format!("transfer {leader} -> {to}: {result:?}"));
@@ -746,6 +763,120 @@ impl Simulator {
             }
         }
         Ok(())
+    }
+
+    /// A member to send a client request to: one of the configuration in
+    /// force on the leader of the highest term, or of any started node if
+    /// there is no leader.
+    fn pick_member(&mut self) -> NodeId {
+        let members: Vec<NodeId> = match self.leader() {
+            Some(leader) => {
+                let core = self.nodes[leader as usize - 1].core.as_ref().expect("up");
+                core.membership().members().into_iter().collect()
+            }
+            None => Vec::new(),
+        };
+        if members.is_empty() {
+            let started: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|n| n.started)
+                .map(|n| n.id)
+                .collect();
+            return self.rng.pick(&started);
+        }
+        self.rng.pick(&members)
+    }
+
+    /// The `ChangeMembership` fault: picks a change that makes sense for
+    /// the leader's configuration and asks for it. Refusals are normal.
+    fn change_membership(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader() else {
+            self.note("no leader to change the membership".to_string());
+            return Ok(());
+        };
+        let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let core = self.nodes[leader as usize - 1].core.as_ref().expect("up");
+        let config = core.membership().clone();
+        let last = core.last_log_id().index;
+        let replication = core.replication();
+        let outsiders: Vec<NodeId> = all
+            .iter()
+            .copied()
+            .filter(|id| !config.members().contains(id))
+            .collect();
+        let learners: Vec<NodeId> = config.learners.iter().copied().collect();
+        let voters: Vec<NodeId> = config.voters.iter().copied().collect();
+        // Keep at least two voters, so a single fault does not stop the
+        // cluster for the rest of the run.
+        let can_remove_voter = voters.len() > 2;
+        let mut kinds = Vec::new();
+        if !outsiders.is_empty() {
+            kinds.extend([0, 0]);
+        }
+        if !learners.is_empty() {
+            kinds.extend([1, 1, 2, 4]);
+        }
+        if can_remove_voter {
+            kinds.push(3);
+        }
+        if kinds.is_empty() {
+            self.note("no membership change to make".to_string());
+            return Ok(());
+        }
+        let kind = self.rng.pick(&kinds);
+        // A voter to drop: sometimes the leader itself.
+        let victim = if self.rng.chance(300) {
+            leader
+        } else {
+            self.rng.pick(&voters)
+        };
+        let (what, result) = match kind {
+            0 => {
+                let id = self.rng.pick(&outsiders);
+                if !self.node(id).started {
+                    self.note(format!("node {id} joins empty"));
+                    self.start_node(id)?;
+                }
+                let core = self.core(leader).expect("up");
+                (
+                    format!("add learner {id}"),
+                    core.add_learner(id, format!("node-{id}")),
+                )
+            }
+            1 | 2 => {
+                let learner = self.rng.pick(&learners);
+                let mut next = config.voters.clone();
+                next.insert(learner);
+                if kind == 2 {
+                    next.remove(&victim);
+                }
+                // The handle's rule: promote only a caught-up learner.
+                let lag = last.saturating_sub(replication.get(&learner).copied().unwrap_or(0));
+                let what = format!("set voters {next:?}");
+                if lag > self.config.raft.learner_catchup_lag_max {
+                    (what, Err(MembershipError::NotCaughtUp { id: learner, lag }))
+                } else {
+                    (what, self.core(leader).expect("up").set_voters(next))
+                }
+            }
+            3 => (
+                format!("remove voter {victim}"),
+                self.core(leader).expect("up").remove(victim),
+            ),
+            _ => {
+                let learner = self.rng.pick(&learners);
+                (
+                    format!("remove learner {learner}"),
+                    self.core(leader).expect("up").remove(learner),
+                )
+            }
+        };
+        self.note(format!("membership on leader {leader}: {what}: {result:?}"));
+        if result.is_ok() {
+            self.membership_changes_appended += 1;
+        }
+        self.turn(leader)
     }
 
     fn skew(&mut self, node: NodeId, period: u64, for_time: u64) {
@@ -860,17 +991,17 @@ impl Simulator {
         for i in 0..self.nodes.len() {
             let node = &mut self.nodes[i];
             node.tick_period = node.tick_period_base;
-            if !node.is_up() {
+            if !node.is_up() && node.started {
                 let id = node.id;
                 self.start_node(id)?;
             }
         }
         self.skew_generation.clear();
-        let nodes = self.nodes.len() as u64;
         let c = self.clients.len();
+        let guess = self.pick_member();
         self.clients.push(Client {
             id: c,
-            guess: self.rng.between(1, nodes),
+            guess,
             op: None,
             attempt: 0,
             waiting: Waiting::Nothing,
@@ -954,8 +1085,7 @@ impl Simulator {
     /// A definite failure: try the same operation again, at `hint` or at
     /// another node, after a pause.
     fn client_retry(&mut self, c: usize, hint: Option<NodeId>) {
-        let nodes = self.nodes.len() as u64;
-        let guess = hint.unwrap_or_else(|| self.rng.between(1, nodes));
+        let guess = hint.unwrap_or_else(|| self.pick_member());
         let backoff = self.rng.between(1, self.config.workload.backoff_max);
         let client = &mut self.clients[c];
         client.guess = guess;
@@ -984,8 +1114,7 @@ impl Simulator {
     fn client_timeout(&mut self, c: usize) {
         // The node may be cut off while it still believes it leads: ask
         // another one next time.
-        let nodes = self.nodes.len() as u64;
-        self.clients[c].guess = self.rng.between(1, nodes);
+        self.clients[c].guess = self.pick_member();
         match self.clients[c].waiting {
             Waiting::Nothing => {}
             Waiting::Proposal { node } => {

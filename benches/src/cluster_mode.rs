@@ -25,8 +25,8 @@ use rafter_quic::{ClusterCa, QuicHandle, QuicNetwork, TlsMode, TransportConfig};
 use rafter_redb::RedbStorage;
 use serde_bytes::ByteBuf;
 
-use crate::core_mode::{bench_config, error_kind};
-use crate::load::{self, Call, LoadSpec};
+use crate::core_mode::{bench_config, Propose};
+use crate::load::{self, LoadSpec};
 use crate::progress;
 use crate::report::Report;
 use crate::storage_mode::parse_warmup;
@@ -181,25 +181,6 @@ struct Node {
     raft: Raft<NoopStateMachine>,
     network: QuicHandle,
     counters: Arc<StorageCounters>,
-}
-
-#[derive(Clone)]
-struct Propose {
-    raft: Raft<NoopStateMachine>,
-    value: ByteBuf,
-    batch: u64,
-}
-
-impl Call for Propose {
-    async fn call(&self) -> Result<(), String> {
-        let result = if self.batch == 1 {
-            self.raft.propose(self.value.clone()).await.map(|_| ())
-        } else {
-            let commands = (0..self.batch).map(|_| self.value.clone()).collect();
-            self.raft.propose_many(commands).await.map(|_| ())
-        };
-        result.map_err(|error| error_kind(&error).to_string())
-    }
 }
 
 /// Runs `cluster`: one report per `--clients` value.

@@ -41,11 +41,16 @@ fn parse_nodes(value: &str) -> Result<u64, String> {
     }
 }
 
+/// One client call: `batch` commands of `value` to `raft` (`propose`, or
+/// `propose_many` above one). Shared with `cluster`.
 #[derive(Clone)]
-struct Propose {
-    raft: Raft<NoopStateMachine>,
-    value: ByteBuf,
-    batch: u64,
+pub struct Propose {
+    /// The node the clients propose to (the leader).
+    pub raft: Raft<NoopStateMachine>,
+    /// Each command's value.
+    pub value: ByteBuf,
+    /// Commands per call.
+    pub batch: u64,
 }
 
 impl Call for Propose {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::progress;
 use crate::report::{latency_histogram, LATENCY_NS_MAX};
 
 /// One call a client makes: `ops_per_call` operations (a batch), which all
@@ -68,7 +68,7 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
     });
 
     if !spec.warmup.is_zero() {
-        let bar = spinner(&format!("{} warm-up", spec.label));
+        let bar = progress::spinner(&format!("{} warm-up", spec.label));
         let clients: Vec<_> = (0..spec.clients)
             .map(|_| tokio::spawn(warm_up(shared.clone(), call.clone())))
             .collect();
@@ -80,7 +80,7 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
         bar.finish_and_clear();
     }
 
-    let bar = progress_bar(&spec.label, calls * ops_per_call);
+    let bar = progress::ops(&spec.label, calls * ops_per_call);
     let started = Instant::now();
     // Each client has its share of the calls: no shared counter to contend
     // on per call.
@@ -162,25 +162,6 @@ async fn measure<C: Call>(
         }
     }
     (samples, errors)
-}
-
-fn progress_bar(label: &str, total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ops ({per_sec}, eta {eta})",
-        )
-        .expect("valid template"),
-    );
-    bar.set_prefix(label.to_string());
-    bar
-}
-
-fn spinner(label: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_message(label.to_string());
-    bar.enable_steady_tick(Duration::from_millis(100));
-    bar
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Progress display for the modes that run a list of cases (`storage`,
-//! `transport`, `cluster`). indicatif draws on stderr only when it is a
+//! Progress display: operations of a load run, and the cases of the modes
+//! that run a list of them (`storage`, `transport`, `cluster`). indicatif draws on stderr only when it is a
 //! terminal, so piped output stays clean.
 
 use std::time::Duration;
@@ -26,5 +26,19 @@ pub fn cases(label: &str, cases: u64) -> ProgressBar {
     );
     bar.set_prefix(label.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// A bar over `total` operations, with their rate and an estimate of the
+/// time left.
+pub fn ops(label: &str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ops ({per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix(label.to_string());
     bar
 }

@@ -10,6 +10,7 @@ use serde_bytes::ByteBuf;
 
 use crate::load::{self, Call, LoadSpec};
 use crate::report::Report;
+use crate::storage_mode::parse_warmup;
 
 /// What `core` runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,21 +18,29 @@ pub struct CoreArgs {
     /// Raft nodes (1, 3 or 5).
     #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
     pub nodes: u64,
-    /// Concurrent closed-loop clients.
-    #[arg(long, default_value_t = 256)]
+    /// Concurrent closed-loop clients (1 to 1,000,000).
+    #[arg(long, default_value_t = 256, value_parser = parse_clients)]
     pub clients: usize,
     /// Commands in the measured phase.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub ops: u64,
     /// Bytes of each command's value.
     #[arg(long, default_value_t = 0)]
     pub value_size: usize,
-    /// Commands per propose call (1 = `propose`, more = `propose_many`).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    /// Commands per propose call (1 = `propose`, more = `propose_many`), at
+    /// most the default `Config::proposal_batch_max` (4096).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub batch: u64,
-    /// Unmeasured warm-up, in seconds.
-    #[arg(long, default_value_t = 1.0)]
+    /// Unmeasured warm-up, in seconds (0 to 3600).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_warmup)]
     pub warmup: f64,
+}
+
+fn parse_clients(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!("--clients must be 1 to 1000000, not {value:?}")),
+    }
 }
 
 fn parse_nodes(value: &str) -> Result<u64, String> {

@@ -144,7 +144,10 @@ pub(crate) struct Engine {
     snapshots_unsupported: bool,
     /// Follower: the snapshot being received and the next offset expected.
     receiving: Option<(LogId, u64)>,
-    /// Follower: a received snapshot is being installed.
+    /// Follower: a received snapshot is being installed. Invariant: while
+    /// set, no committed entry is handed to apply (the install would
+    /// overwrite what they did), and none handed before reaches past the
+    /// snapshot (`on_snapshot_chunk_stored` checks).
     installing: bool,
     out: Actions,
 }
@@ -643,9 +646,11 @@ impl Engine {
         }
         self.maybe_issue_write();
         self.maybe_build_snapshot();
-        match self.log.take_committed(self.config.apply_bytes_max) {
-            Ok(entries) => self.out.apply = entries,
-            Err(Missing(range)) => self.request_load(range),
+        if !self.installing {
+            match self.log.take_committed(self.config.apply_bytes_max) {
+                Ok(entries) => self.out.apply = entries,
+                Err(Missing(range)) => self.request_load(range),
+            }
         }
         self.log.evict();
         std::mem::take(&mut self.out)
@@ -657,6 +662,7 @@ impl Engine {
     pub(crate) fn has_ready_apply(&self) -> bool {
         self.log.applied_handed() < self.log.committed().min(self.log.persisted())
             && !self.load_in_flight
+            && !self.installing
     }
 
     // ----- elections -----
@@ -1465,7 +1471,18 @@ impl Engine {
         if self.receiving != Some((snapshot, next_offset)) || self.role != Role::Follower {
             return; // superseded by a restart or a newer snapshot
         }
-        if done {
+        if done && snapshot.index <= self.log.committed() {
+            // Entries committed meanwhile cover it: they are (or will be)
+            // applied from the log; installing would take the state machine
+            // back over those already applied.
+            self.receiving = None;
+            let outcome = SnapshotOutcome::Installed;
+            self.send(
+                from,
+                MessageBody::InstallSnapshotResponse { snapshot, outcome },
+            );
+        } else if done {
+            debug_assert!(self.log.applied_handed() < snapshot.index);
             self.installing = true;
             self.out.install = Some(meta);
         } else {

@@ -1570,3 +1570,93 @@ fn follower_refuses_proposals_with_the_leader_hint() {
     );
     assert_eq!(turn(net.node(2)), Turn::default(), "nothing was appended");
 }
+
+// ----- snapshot install (dissertation §5.3) -----
+
+fn snapshot_chunk(meta: &SnapshotMeta, done: bool) -> MessageBody {
+    MessageBody::InstallSnapshot {
+        meta: meta.clone(),
+        offset: 0,
+        data: Bytes::from_static(b"state"),
+        done,
+    }
+}
+
+/// A follower holding entries 1..=6, none committed, that receives a snapshot
+/// ending at (1, 4) in one chunk, stored by its state machine.
+fn follower_receiving_a_snapshot(done: bool) -> (Engine, SnapshotMeta) {
+    let mut f = with_log(2, &[1, 2, 3], &[1; 6], hard_state(1, None, 0));
+    let meta = SnapshotMeta {
+        last_log_id: LogId::new(1, 4),
+        membership: membership(&[1, 2, 3]),
+    };
+    step(&mut f, msg(1, 2, 1, snapshot_chunk(&meta, done)));
+    let actions = f.take_actions();
+    assert!(actions.apply.is_empty());
+    assert_eq!(actions.snapshot_receives.len(), 1);
+    (f, meta)
+}
+
+/// The entries one turn hands to apply, serving a load from `disk`.
+fn applied_in_turn(f: &mut Engine, disk: &[Entry]) -> Vec<Entry> {
+    let t = turn(f);
+    let Some(range) = t.load else {
+        return t.apply;
+    };
+    assert!(t.apply.is_empty());
+    f.on_loaded(disk[(range.start - 1) as usize..(range.end - 1) as usize].to_vec());
+    turn(f).apply
+}
+
+/// Regression (found by the simulator, seed 186): entries committed while a
+/// received snapshot is installed were handed to apply before the install,
+/// which then took the state machine back. They wait for the install.
+#[test]
+fn follower_applies_nothing_while_a_snapshot_is_installed() {
+    let (mut f, meta) = follower_receiving_a_snapshot(true);
+    f.on_snapshot_chunk_stored(1, meta.clone(), 5, true);
+    let actions = f.take_actions();
+    assert_eq!(actions.install, Some(meta.clone()));
+    assert!(actions.apply.is_empty());
+
+    // The leader commits through 6 while the install runs.
+    step(&mut f, msg(1, 2, 1, append(LogId::new(1, 6), vec![], 6)));
+    assert_eq!(f.commit_index(), 6);
+    assert!(!f.has_ready_apply());
+    let t = turn(&mut f);
+    assert_eq!((t.apply, t.load), (vec![], None), "held during the install");
+
+    f.on_snapshot_installed(meta);
+    f.check_invariants();
+    assert_eq!(
+        applied_in_turn(&mut f, &log_of(&[1; 6])),
+        vec![blank(1, 5), blank(1, 6)],
+        "only entries past the snapshot"
+    );
+}
+
+/// A snapshot whose last entry committed here while it was received is not
+/// installed (the log has it all; installing would take back what was
+/// applied); the leader is told it is in place.
+#[test]
+fn follower_skips_a_snapshot_its_log_committed_meanwhile() {
+    let (mut f, meta) = follower_receiving_a_snapshot(false);
+    step(&mut f, msg(1, 2, 1, append(LogId::new(1, 6), vec![], 5)));
+    let disk = log_of(&[1; 6]);
+    assert_eq!(applied_in_turn(&mut f, &disk), disk[..5].to_vec());
+
+    f.on_snapshot_chunk_stored(1, meta.clone(), 5, true);
+    let actions = f.take_actions();
+    assert_eq!(actions.install, None);
+    let installed = MessageBody::InstallSnapshotResponse {
+        snapshot: meta.last_log_id,
+        outcome: SnapshotOutcome::Installed,
+    };
+    assert_eq!(actions.messages, vec![msg(2, 1, 1, installed)]);
+    step(&mut f, msg(1, 2, 1, append(LogId::new(1, 6), vec![], 6)));
+    assert_eq!(
+        applied_in_turn(&mut f, &disk),
+        vec![blank(1, 6)],
+        "the log goes on"
+    );
+}

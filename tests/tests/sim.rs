@@ -42,7 +42,7 @@ fn many_seeds_stay_safe_and_linearizable() {
     let progress_every = if seeds > 10_000 { 1000 } else { 100 };
     let started = Instant::now();
     let (mut steps, mut ops, mut sizes, mut inconclusive) = (0, 0, [0; 2], 0);
-    let (mut appended, mut configurations) = (0, 0);
+    let (mut appended, mut configurations, mut built, mut installed) = (0, 0, 0, 0);
     for seed in 0..seeds {
         match sim::run(&options(seed)) {
             Ok(report) => {
@@ -52,6 +52,8 @@ fn many_seeds_stay_safe_and_linearizable() {
                 inconclusive += report.inconclusive_keys;
                 appended += report.membership_changes_appended;
                 configurations += report.configurations_committed;
+                built += report.snapshots_built;
+                installed += report.snapshots_installed;
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -70,7 +72,8 @@ fn many_seeds_stay_safe_and_linearizable() {
     eprintln!(
         "sim: {seeds} seeds ({} of 3 nodes, {} of 5), {steps} steps, {ops} client ops, \
          {inconclusive} inconclusive key histories, {appended} membership changes \
-         accepted, {configurations} configurations committed, in {:.1?}",
+         accepted, {configurations} configurations committed, {built} snapshots built, \
+         {installed} installed by followers, in {:.1?}",
         sizes[0],
         sizes[1],
         started.elapsed()
@@ -80,6 +83,10 @@ fn many_seeds_stay_safe_and_linearizable() {
         assert!(
             configurations * 4 >= seeds,
             "only {configurations} configurations committed in {seeds} seeds"
+        );
+        assert!(
+            installed * 4 >= seeds,
+            "only {installed} snapshots installed by followers in {seeds} seeds"
         );
     }
     assert!(

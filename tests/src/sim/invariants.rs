@@ -33,6 +33,12 @@
 //!   the joint step.
 //! - **Applied prefixes**: applied entries on every node are prefixes of one
 //!   sequence (same index ⇒ same term and payload).
+//! - **Snapshots**: an installed snapshot's state equals the applied
+//!   sequence up to its last entry, replayed, and that entry's term is the
+//!   one applied there. Entries a snapshot covers may be gone from a log:
+//!   the commit check skips those a node's snapshot covers, a disk holds a
+//!   committed entry if its saved snapshot covers it, and a truncation
+//!   inside the purged prefix is a violation.
 //! - **Commit never moves back** within one incarnation of a node. Across a
 //!   crash it is recomputed from the disk: the restarted commit index is
 //!   max(synced hard state's commit, state machine's applied index), capped
@@ -41,9 +47,10 @@
 
 use std::collections::BTreeMap;
 
-use rafter::{Entry, EntryPayload, Membership, NodeId, WriteBatch};
+use rafter::{Entry, EntryPayload, LogId, Membership, NodeId, WriteBatch};
 
 use super::disk::Disk;
+use super::kv::{self, KvStore};
 
 /// What the checker remembers across steps.
 #[derive(Debug, Default)]
@@ -255,6 +262,40 @@ impl Checker {
             }
             self.last_committed_config = Some(config.clone());
         }
+    }
+
+    /// `node` installs a snapshot ending at `snapshot` that holds `state`.
+    pub fn check_snapshot(
+        &self,
+        node: NodeId,
+        snapshot: LogId,
+        state: &KvStore,
+    ) -> Result<(), Violation> {
+        let Some(prefix) = self.applied.get(..snapshot.index as usize) else {
+            return Err(format!(
+                "node {node} installs snapshot {snapshot:?}, beyond anything applied ({})",
+                self.applied.len()
+            ));
+        };
+        if prefix.last().map_or(0, |(term, _)| *term) != snapshot.term {
+            return Err(format!(
+                "node {node} installs snapshot {snapshot:?}, but term {:?} was applied there",
+                prefix.last().map(|(term, _)| term)
+            ));
+        }
+        let mut replayed = KvStore::default();
+        for (_, payload) in prefix {
+            if let EntryPayload::Command(data) = payload {
+                replayed.apply(&kv::decode(data).1);
+            }
+        }
+        if replayed != *state {
+            return Err(format!(
+                "node {node} installs snapshot {snapshot:?} holding {state:?}, but the applied \
+                 sequence gives {replayed:?}"
+            ));
+        }
+        Ok(())
     }
 
     /// Every committed entry is on the disks of a majority of the

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use rafter::LogId;
 
 /// A key: the workload uses a handful.
 pub type Key = u8;
@@ -123,7 +124,7 @@ pub fn decode(data: &[u8]) -> (u64, KvInput) {
 }
 
 /// The state machine a simulated node applies committed commands to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
     map: BTreeMap<Key, u64>,
 }
@@ -143,6 +144,45 @@ impl KvStore {
     /// The value of `key`.
     pub fn get(&self, key: Key) -> Option<u64> {
         self.map.get(&key).copied()
+    }
+
+    /// A snapshot of the map after applying up to `applied`:
+    /// `[applied term (8), applied index (8), then (key, value (8)) per key]`.
+    /// (The membership travels in the snapshot metadata.)
+    pub fn snapshot(&self, applied: LogId) -> Bytes {
+        let mut out = Vec::with_capacity(16 + 9 * self.map.len());
+        out.extend_from_slice(&applied.term.to_le_bytes());
+        out.extend_from_slice(&applied.index.to_le_bytes());
+        for (&key, &value) in &self.map {
+            out.push(key);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        Bytes::from(out)
+    }
+
+    /// The map and applied log id of a [`KvStore::snapshot`]. The
+    /// simulator only installs snapshots it made, so bad bytes are a bug.
+    pub fn from_snapshot(data: &[u8]) -> (Self, LogId) {
+        assert!(
+            data.len() >= 16 && (data.len() - 16) % 9 == 0,
+            "not a snapshot: {} bytes",
+            data.len()
+        );
+        let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let applied = LogId {
+            term: word(0),
+            index: word(8),
+        };
+        let map = data[16..]
+            .chunks(9)
+            .map(|pair| {
+                (
+                    pair[0],
+                    u64::from_le_bytes(pair[1..].try_into().expect("8")),
+                )
+            })
+            .collect();
+        (Self { map }, applied)
     }
 }
 
@@ -168,6 +208,19 @@ mod tests {
         for (id, input) in inputs.iter().enumerate() {
             assert_eq!(decode(&encode(id as u64, input)), (id as u64, *input));
         }
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let mut kv = KvStore::default();
+        kv.apply(&KvInput::Put { key: 3, value: 7 });
+        kv.apply(&KvInput::Put {
+            key: 0,
+            value: u64::MAX,
+        });
+        let applied = LogId { term: 4, index: 9 };
+        let (back, at) = KvStore::from_snapshot(&kv.snapshot(applied));
+        assert_eq!((back, at), (kv, applied));
     }
 
     #[test]

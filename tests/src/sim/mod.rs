@@ -190,7 +190,10 @@ impl RunConfig {
             append_bytes_max: rng.pick(&[1, 1, 200, 1 << 20]),
             // Small caches make the core load entries from the disk.
             log_cache_bytes_max: rng.pick(&[256, 4096, 64 << 20]),
-            snapshot_interval_entries: 0,
+            // Small intervals and windows, so logs are compacted and
+            // lagging or restarted followers catch up from snapshots.
+            snapshot_interval_entries: rng.pick(&[0, 4, 10, 40]),
+            snapshot_trailing_entries: rng.pick(&[0, 3, 20]),
             // 0: a learner is promoted only when fully caught up.
             learner_catchup_lag_max: rng.pick(&[0, 5, 1000]),
             rng_seed: options.seed,
@@ -248,6 +251,10 @@ pub struct Report {
     /// Times the committed configuration changed (a voter change counts
     /// twice: the joint step and the final one).
     pub configurations_committed: u64,
+    /// Snapshots built by state machines.
+    pub snapshots_built: u64,
+    /// Snapshots received and installed.
+    pub snapshots_installed: u64,
 }
 
 /// A failing run, with what is needed to understand and replay it.
@@ -306,6 +313,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             inconclusive_keys,
             membership_changes_appended: sim.membership_changes_appended,
             configurations_committed: sim.checker.configurations_committed,
+            snapshots_built: sim.snapshots_built,
+            snapshots_installed: sim.snapshots_installed,
         }),
         Some(reason) => Err(Failure {
             seed: options.seed,
@@ -331,7 +340,7 @@ fn describe_failure(sim: &Simulator) -> String {
     let c = &sim.config;
     out += &format!(
         "config: {} nodes, {:?}, election {}..={} ticks, heartbeat {}, append_bytes_max {}, \
-         cache {}, inflight {}, planted {:?}\n",
+         cache {}, inflight {}, snapshot every {} keeping {}, catch-up lag {}, planted {:?}\n",
         c.nodes,
         c.network,
         c.raft.election_ticks_min,
@@ -340,6 +349,9 @@ fn describe_failure(sim: &Simulator) -> String {
         c.raft.append_bytes_max,
         c.raft.log_cache_bytes_max,
         c.raft.inflight_msgs_max,
+        c.raft.snapshot_interval_entries,
+        c.raft.snapshot_trailing_entries,
+        c.raft.learner_catchup_lag_max,
         sim.options.planted_bug
     );
     out += &format!(

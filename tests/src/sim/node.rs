@@ -5,10 +5,14 @@
 //! The state machine is durable at apply time: a crash keeps the KV map and
 //! its applied index, like a state machine that commits each apply to its
 //! own storage; the restarted core is told that applied index
-//! (`SimDurable::applied`) and resumes applying after it.
+//! (`SimDurable::applied`) and resumes applying after it. Its latest
+//! snapshot is durable too; chunks of a snapshot being received are not
+//! (a crash mid-transfer or mid-install leaves the old state, and the
+//! leader starts the transfer over).
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use rafter::testing::{SimCore, SimDurable};
 use rafter::{LogId, Message, NodeId};
 
@@ -32,6 +36,14 @@ pub struct SimNode {
     pub kv: KvStore,
     /// Invariant: `applied` never decreases, even across crashes.
     pub applied: u64,
+    /// The term of the entry at `applied`.
+    pub applied_term: u64,
+    /// The state machine's latest snapshot: (last log id, bytes).
+    pub snapshot: Option<(LogId, Bytes)>,
+    /// A snapshot being received: (its last log id, the bytes so far).
+    pub receiving: Option<(LogId, Vec<u8>)>,
+    /// Set from the core's `install` until the install completes.
+    pub installing: bool,
     /// Bumped by every crash; events of an older incarnation are dropped.
     pub incarnation: u64,
     /// Messages waiting for the write with that id to be durable.
@@ -64,6 +76,10 @@ impl SimNode {
             disk,
             kv: KvStore::default(),
             applied: 0,
+            applied_term: 0,
+            snapshot: None,
+            receiving: None,
+            installing: false,
             incarnation: 0,
             held: Vec::new(),
             proposals: BTreeMap::new(),
@@ -108,6 +124,8 @@ impl SimNode {
     pub fn crash(&mut self) -> (Vec<usize>, Vec<usize>) {
         self.core = None;
         self.disk.crash();
+        self.receiving = None;
+        self.installing = false;
         self.incarnation += 1;
         self.held.clear();
         let writers = std::mem::take(&mut self.proposals)

@@ -4,17 +4,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-use rafter::testing::SimCore;
+use bytes::Bytes;
+use rafter::testing::{SimCore, SnapshotRead, SnapshotReceive};
 use rafter::{
-    Entry, EntryPayload, HardState, Membership, MembershipError, Message, MessageBody, NodeId,
-    ProposeError, ReadError, Role,
+    Entry, EntryPayload, HardState, LogId, Membership, MembershipError, Message, MessageBody,
+    NodeId, ProposeError, ReadError, Role, SnapshotMeta, StateMachineError,
 };
 
 use super::disk::Disk;
 use super::faults::{CrashTarget, Fault, Schedule, Trap};
 use super::history::{History, Outcome};
 use super::invariants::{Checker, Violation};
-use super::kv::{self, KvInput, KvOutput};
+use super::kv::{self, KvInput, KvOutput, KvStore};
 use super::network::Network;
 use super::node::{ProposalWaiter, SimNode};
 use super::rng::SimRng;
@@ -52,6 +53,12 @@ enum Event {
     },
     Heal {
         generation: u64,
+    },
+    /// The state machine finished installing a received snapshot.
+    InstallDone {
+        node: NodeId,
+        incarnation: u64,
+        meta: SnapshotMeta,
     },
     Unskew {
         node: NodeId,
@@ -96,6 +103,10 @@ pub(super) struct Simulator {
     violation: Option<Violation>,
     /// Membership changes the leader accepted.
     pub(super) membership_changes_appended: u64,
+    /// Snapshots built by state machines.
+    pub(super) snapshots_built: u64,
+    /// Snapshots received and installed (by followers).
+    pub(super) snapshots_installed: u64,
 }
 
 impl Simulator {
@@ -173,6 +184,8 @@ impl Simulator {
             sprung: Vec::new(),
             violation: None,
             membership_changes_appended: 0,
+            snapshots_built: 0,
+            snapshots_installed: 0,
         };
         for id in ids {
             sim.start_node(id).expect("a fresh node passes the checks");
@@ -214,9 +227,16 @@ impl Simulator {
         while self.step < self.options.steps {
             self.run_one()?;
         }
-        let probe = self.heal_all()?;
+        let mut probe = self.heal_all()?;
         let deadline = self.now + self.config.heal_ticks_max * TICK;
-        while self.history.get(probe).outcome == Outcome::Pending {
+        loop {
+            match self.history.get(probe).outcome {
+                Outcome::Pending => {}
+                // Its node installed a snapshot covering the entry: whether
+                // it committed is unknown. Probe again.
+                Outcome::Unknown => probe = self.start_probe()?,
+                _ => break,
+            }
             if self.now > deadline {
                 return Err(format!(
                     "liveness: the probe write did not complete within {} ticks after \
@@ -304,10 +324,11 @@ impl Simulator {
                 range,
             } => {
                 if self.node(node).incarnation == incarnation && self.node(node).is_up() {
-                    let log = self.node(node).disk.log();
-                    let start = (range.start.max(1) - 1) as usize;
-                    let end = ((range.end - 1) as usize).min(log.len());
-                    let entries = log.get(start..end).unwrap_or(&[]).to_vec();
+                    let disk = &self.node(node).disk;
+                    let entries: Vec<Entry> = range
+                        .clone()
+                        .map_while(|index| disk.entry(index).cloned())
+                        .collect();
                     self.note(format!("node {node} loaded {range:?}"));
                     self.core(node).expect("up").on_loaded(entries);
                     self.turn(node)?;
@@ -335,6 +356,15 @@ impl Simulator {
                     self.start_node(node)?;
                 }
             }
+            Event::InstallDone {
+                node,
+                incarnation,
+                meta,
+            } => {
+                if self.node(node).incarnation == incarnation && self.node(node).is_up() {
+                    self.install(node, meta)?;
+                }
+            }
             Event::Heal { generation } => {
                 if generation == self.partition_generation {
                     self.network.heal();
@@ -358,7 +388,10 @@ impl Simulator {
     /// contract.
     fn turn(&mut self, id: NodeId) -> Result<(), Violation> {
         self.touched.insert(id);
-        let actions = self.core(id).expect("turn on an up node").take_actions();
+        let applied = self.node(id).applied;
+        let core = self.core(id).expect("turn on an up node");
+        core.on_applied(applied);
+        let actions = core.take_actions();
         let grants_vote = actions
             .messages
             .iter()
@@ -413,6 +446,13 @@ impl Simulator {
                 self.node(id).held.push((write_id, message));
             }
         }
+        if let Some(entry) = actions.apply.first().filter(|_| self.node(id).installing) {
+            // The install would overwrite what the entry did (or skip it).
+            return Err(format!(
+                "node {id} hands {:?} to apply while a snapshot is installed",
+                entry.log_id()
+            ));
+        }
         for entry in actions.apply {
             self.apply(id, entry)?;
         }
@@ -436,6 +476,145 @@ impl Simulator {
         for (request, answer) in actions.reads {
             self.read_answered(id, request, answer);
         }
+        // Snapshots, in the driver's order: metadata, purge (after the
+        // write in flight), install, build, chunk reads, chunk receives.
+        if let Some(meta) = actions.snapshot_meta {
+            self.note(format!(
+                "node {id} saves snapshot meta {:?}",
+                meta.last_log_id
+            ));
+            self.node(id).disk.save_snapshot_meta(meta);
+        }
+        if let Some(up_to) = actions.purge {
+            self.note(format!("node {id} purges the log up to {up_to:?}"));
+            self.node(id).disk.purge(up_to);
+        }
+        if let Some(meta) = actions.install {
+            self.node(id).installing = true;
+            let latency = self
+                .rng
+                .between(self.config.disk_latency.0, self.config.disk_latency.1);
+            let incarnation = self.node(id).incarnation;
+            self.schedule_at(
+                self.now + latency,
+                Event::InstallDone {
+                    node: id,
+                    incarnation,
+                    meta,
+                },
+            );
+        }
+        let mut again = false;
+        if actions.build_snapshot {
+            let node = self.node(id);
+            let at = LogId::new(node.applied_term, node.applied);
+            let bytes = node.kv.snapshot(at);
+            node.snapshot = Some((at, bytes));
+            self.snapshots_built += 1;
+            self.note(format!("node {id} built a snapshot at {at:?}"));
+            self.core(id).expect("up").on_snapshot_built(Ok(at));
+            again = true;
+        }
+        for read in actions.snapshot_reads {
+            self.read_snapshot_chunk(id, &read);
+            again = true;
+        }
+        for receive in actions.snapshot_receives {
+            self.receive_snapshot_chunk(id, &receive)?;
+            again = true;
+        }
+        if again {
+            self.turn(id)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes per snapshot chunk: the driver uses `append_bytes_max`; a
+    /// floor keeps transfers to a few chunks when that is 1.
+    fn snapshot_chunk_bytes(&self) -> usize {
+        (self.config.raft.append_bytes_max as usize).max(16)
+    }
+
+    fn read_snapshot_chunk(&mut self, id: NodeId, read: &SnapshotRead) {
+        let bytes_max = self.snapshot_chunk_bytes();
+        let chunk = match &self.node(id).snapshot {
+            Some((at, bytes)) if *at == read.snapshot => {
+                let offset = read.offset as usize;
+                Ok((offset < bytes.len())
+                    .then(|| bytes.slice(offset..(offset + bytes_max).min(bytes.len()))))
+            }
+            _ => Err(StateMachineError::SnapshotUnavailable(read.snapshot)),
+        };
+        self.core(id).expect("up").on_snapshot_chunk(read, chunk);
+    }
+
+    fn receive_snapshot_chunk(
+        &mut self,
+        id: NodeId,
+        receive: &SnapshotReceive,
+    ) -> Result<(), Violation> {
+        let snapshot = receive.meta.last_log_id;
+        let node = self.node(id);
+        if receive.offset == 0 {
+            node.receiving = Some((snapshot, Vec::new()));
+        }
+        match &mut node.receiving {
+            Some((at, buffer)) if *at == snapshot && buffer.len() as u64 == receive.offset => {
+                buffer.extend_from_slice(&receive.data);
+            }
+            other => {
+                return Err(format!(
+                    "node {id} is given chunk {}..+{} of snapshot {snapshot:?} while it holds \
+                     {:?}",
+                    receive.offset,
+                    receive.data.len(),
+                    other.as_ref().map(|(at, b)| (*at, b.len()))
+                ))
+            }
+        }
+        let next_offset = receive.offset + receive.data.len() as u64;
+        self.core(id)
+            .expect("up")
+            .on_snapshot_chunk_stored(receive, next_offset);
+        Ok(())
+    }
+
+    /// Installs the received snapshot atomically: metadata saved, state
+    /// machine replaced, then the core is told (and purges its log).
+    fn install(&mut self, id: NodeId, meta: SnapshotMeta) -> Result<(), Violation> {
+        let snapshot = meta.last_log_id;
+        let node = self.node(id);
+        node.installing = false;
+        let Some((at, buffer)) = node.receiving.take() else {
+            return Err(format!(
+                "node {id} installs {snapshot:?} without its chunks"
+            ));
+        };
+        if at != snapshot {
+            return Err(format!(
+                "node {id} installs {snapshot:?} but received {at:?}"
+            ));
+        }
+        let (kv, named) = KvStore::from_snapshot(&buffer);
+        assert_eq!(named, snapshot, "a snapshot names its own last entry");
+        if node.applied > snapshot.index {
+            return Err(format!(
+                "node {id} installs snapshot {snapshot:?} behind its applied index {}",
+                node.applied
+            ));
+        }
+        self.checker.check_snapshot(id, snapshot, &kv)?;
+        let node = self.node(id);
+        node.disk.save_snapshot_meta(meta.clone());
+        node.kv = kv;
+        node.applied = snapshot.index;
+        node.applied_term = snapshot.term;
+        node.snapshot = Some((snapshot, Bytes::from(buffer)));
+        self.snapshots_installed += 1;
+        self.note(format!("node {id} installed snapshot {snapshot:?}"));
+        self.core(id).expect("up").on_snapshot_installed(meta);
+        self.turn(id)?;
+        self.answer_ready_reads(id);
         Ok(())
     }
 
@@ -464,6 +643,7 @@ impl Simulator {
             ));
         }
         node.applied = entry.index;
+        node.applied_term = entry.term;
         let output = match &entry.payload {
             EntryPayload::Command(data) => {
                 let (_, input) = kv::decode(data);
@@ -536,6 +716,15 @@ impl Simulator {
             self.node(id).started = true;
             let phase = self.rng.below(TICK);
             self.schedule_at(self.now + phase, Event::Tick(id));
+        }
+        let node = self.node(id);
+        if let Some(meta) = node.disk.snapshot() {
+            let snapshot = meta.last_log_id;
+            let applied = LogId::new(node.applied_term, node.applied);
+            if snapshot == applied && applied.index > node.disk.purged().index {
+                // As `restore`: an install interrupted before its purge.
+                node.disk.finish_install(snapshot);
+            }
         }
         let durable = self.node(id).durable();
         // Founding disks hold the bootstrap entry already; an empty disk is
@@ -634,8 +823,14 @@ impl Simulator {
             .filter(|(&index, w)| core.term_at(index) != Some(w.log_id.term))
             .map(|(&index, _)| index)
             .collect();
+        let snapshot = core.snapshot_index();
         for index in gone {
             let waiter = self.node(id).proposals.remove(&index).expect("listed");
+            if index <= snapshot {
+                // Covered by an installed snapshot: it may have committed.
+                self.client_done(waiter.client, Outcome::Unknown);
+                continue;
+            }
             self.note(format!(
                 "client {} proposal {:?} overwritten on node {id}",
                 waiter.client, waiter.log_id
@@ -997,6 +1192,12 @@ impl Simulator {
             }
         }
         self.skew_generation.clear();
+        self.start_probe()
+    }
+
+    /// Starts one probe write with a new patient client; returns its
+    /// operation id.
+    fn start_probe(&mut self) -> Result<usize, Violation> {
         let c = self.clients.len();
         let guess = self.pick_member();
         self.clients.push(Client {

@@ -33,14 +33,21 @@
 //! - **State machine** ([`kv`]): a KV map with put, get and CAS, kept in the
 //!   node and **durable at apply time**: a crash keeps the map and its
 //!   applied index, and the restarted core resumes applying after it.
+//! - **Snapshots**: most seeds compact the log every 4, 10 or 40 applied
+//!   entries, keeping 0, 3 or 20 trailing ones, so lagging, restarted and
+//!   newly added nodes catch up from a snapshot streamed in chunks of
+//!   `append_bytes_max` bytes (at least 16). The state machine's latest
+//!   snapshot is durable; a crash mid-transfer or mid-install keeps the old
+//!   state, and a restart finishes an install interrupted before its purge.
 //! - **Faults** ([`faults`]): a schedule drawn from the seed — crashes of a
 //!   given node, of the leader, or of a node in the middle of a write, with
 //!   short or long downtime; partitions of each kind; leader isolation;
 //!   tick skew; leadership transfers; and traps that spring at a protocol
 //!   moment rather than a time (crash a node as it grants a vote, cut off a
 //!   new leader, cut off a leader as it commits — the shapes of Raft
-//!   Figures 2 and 8); and membership changes (see below). After `Options::steps` steps everything heals (the
-//!   network also stops dropping), every node restarts, clients stop
+//!   Figures 2 and 8); and membership changes (see below). After
+//!   `Options::steps` steps everything heals (the network also stops
+//!   dropping), every node restarts, clients stop
 //!   starting operations, and one probe write must complete within
 //!   `RunConfig::heal_ticks_max` ticks (a liveness check).
 //! - **Clients** ([`workload`]): a few clients on a few keys, one operation
@@ -70,7 +77,9 @@
 //! After every step, [`invariants`] (one leader per term, log matching,
 //! committed entries never lost or changed and held durably by a majority
 //! of the configuration they were committed under,
-//! applied sequences prefixes of one sequence, commit index monotonic) and
+//! applied sequences prefixes of one sequence, installed snapshots equal to
+//! the applied sequence replayed, nothing applied during an install, commit
+//! index monotonic) and
 //! `SimCore::check_invariants` on each node the step touched (the others
 //! did not change). Any panic in the engine fails the seed too. At the end,
 //! the history must be linearizable per key ([`linearizability`]).

@@ -155,6 +155,18 @@ fn planted_read_without_quorum_is_caught() {
     seeds_to_catch(PlantedBug::ReadWithoutQuorum, 200);
 }
 
+/// Seeds that once found an engine bug, kept whatever the default range
+/// becomes: 186 (entries applied during a snapshot install), 354 (a
+/// promoted node that did not know it yet refused votes: no leader).
+#[test]
+fn seeds_that_found_bugs_pass() {
+    for seed in [186, 354] {
+        if let Err(failure) = sim::run(&Options::new(seed)) {
+            panic!("{failure}");
+        }
+    }
+}
+
 /// Throughput, for the docs: run in release.
 #[test]
 #[ignore = "a measurement; run with --release --ignored --nocapture"]

@@ -766,7 +766,11 @@ impl Engine {
         // A pre-vote for a later term is granted on the log alone: we have
         // not moved to that term and promise nothing.
         let can_vote = free || (pre_vote && term > self.term);
-        let granted = can_vote && up_to_date && self.membership().is_voter(self.id);
+        // Whether we are a voter is not asked (dissertation §4.1): a node
+        // promoted before the configuration reached it (a learner far
+        // behind, a new node with an empty log) must vote, or a quorum that
+        // needs it is stuck. The candidate counts only its voters' grants.
+        let granted = can_vote && up_to_date;
         tracing::debug!(id = self.id, from, term, pre_vote, granted, "vote request");
         let body = MessageBody::VoteResponse { pre_vote, granted };
         if pre_vote {

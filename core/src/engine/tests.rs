@@ -653,6 +653,34 @@ fn vote_response_waits_for_the_write_that_records_the_vote() {
     assert_eq!(turn(&mut e), Turn::default());
 }
 
+/// Dissertation §4.1: a node grants votes without asking whether it is a
+/// voter. A learner promoted before the new configuration reached it (or a
+/// new node with an empty log) must vote, or a quorum that counts it can
+/// never form. Regression (simulator, seed 354): such a node refused and
+/// the cluster stayed leaderless.
+#[test]
+fn node_that_does_not_know_it_is_a_voter_still_votes() {
+    let mut e = fresh(4, &[1, 2, 3]);
+    assert_eq!(
+        e.role(),
+        Role::Learner,
+        "4 is not in the configuration it knows"
+    );
+    let last = LogId::new(1, 5);
+    step(&mut e, msg(1, 4, 2, vote_request(true, last)));
+    assert_eq!(
+        turn(&mut e).messages,
+        vec![msg(4, 1, 2, vote_response(true, true))]
+    );
+    step(&mut e, msg(1, 4, 2, vote_request(false, last)));
+    let t = turn(&mut e);
+    assert_eq!(
+        t.after_write,
+        vec![(1, msg(4, 1, 2, vote_response(false, true)))]
+    );
+    assert_eq!(e.vote(), Some(1));
+}
+
 /// §5.2 and Figure 2: a candidate's vote for itself counts only once it is
 /// durable, so a single-node cluster becomes leader only after the write of
 /// its vote is done, and commits its blank entry only after that entry's

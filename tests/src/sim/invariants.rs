@@ -202,18 +202,30 @@ impl Checker {
             ));
         }
         for index in seen + 1..=commit {
-            let Some(term) = term_at(index) else {
-                if index <= covered {
-                    if index as usize > self.committed.len() {
-                        return Err(format!(
-                            "node {node} has a snapshot covering {index}, not known committed"
-                        ));
+            let term = match term_at(index) {
+                Some(term) => term,
+                None if index <= covered => {
+                    if index as usize <= self.committed.len() {
+                        continue;
                     }
-                    continue;
+                    // Committed, applied, snapshotted and purged within one
+                    // step: the applied sequence (committed entries only)
+                    // has its term.
+                    match self.applied.get(index as usize - 1) {
+                        Some(&(term, _)) => term,
+                        None => {
+                            return Err(format!(
+                                "node {node} has a snapshot covering {index}, neither known \
+                                 committed nor applied"
+                            ))
+                        }
+                    }
                 }
-                return Err(format!(
-                    "node {node} committed {index} but does not hold it"
-                ));
+                None => {
+                    return Err(format!(
+                        "node {node} committed {index} but does not hold it"
+                    ))
+                }
             };
             match self.committed.get(index as usize - 1) {
                 Some(&recorded) if recorded != term => {

@@ -158,10 +158,12 @@ fn planted_read_without_quorum_is_caught() {
 /// Seeds that once found a bug, kept whatever the default range becomes:
 /// 186 (engine: entries applied during a snapshot install), 354 (engine: a
 /// promoted node that did not know it yet refused votes: no leader), 597
-/// (checker: entries committed and purged behind a snapshot in one step).
+/// (checker: entries committed and purged behind a snapshot in one step),
+/// 1018 (engine: copies of snapshot-chunk answers restarted transfers
+/// forever).
 #[test]
 fn seeds_that_found_bugs_pass() {
-    for seed in [186, 354, 597] {
+    for seed in [186, 354, 597, 1018] {
         if let Err(failure) = sim::run(&Options::new(seed)) {
             panic!("{failure}");
         }

@@ -335,11 +335,28 @@ impl Engine {
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
-        // A snapshot transfer whose follower went quiet starts over.
-        let patience = 2 * self.config.election_ticks_max;
+        // A snapshot chunk not acknowledged within an election timeout is
+        // sent again (the chunk or its answer was lost); a transfer whose
+        // follower stays quiet much longer starts over.
+        let resend_every = self.config.election_ticks_min;
+        let patience = 4 * self.config.election_ticks_max;
         for (peer, progress) in self.progress.iter_mut() {
             if let Some(transfer) = progress.transfer.as_mut() {
                 transfer.idle_ticks += 1;
+                if transfer.idle_ticks % resend_every == 0 && transfer.chunk_len.is_some() {
+                    tracing::debug!(
+                        id = self.id,
+                        peer,
+                        offset = transfer.offset,
+                        "snapshot chunk unanswered; sending it again"
+                    );
+                    transfer.chunk_len = None;
+                    self.out.snapshot_reads.push(SnapshotRead {
+                        to: *peer,
+                        snapshot: transfer.snapshot,
+                        offset: transfer.offset,
+                    });
+                }
                 if transfer.idle_ticks > patience {
                     tracing::info!(
                         id = self.id,
@@ -1318,7 +1335,6 @@ impl Engine {
             "follower needs purged entries; sending a snapshot"
         );
         progress.become_snapshot(snapshot);
-        progress.transfer.as_mut().expect("just set").chunk_len = Some(0);
         self.out.snapshot_reads.push(SnapshotRead {
             to: peer,
             snapshot,
@@ -1395,17 +1411,19 @@ impl Engine {
         transfer.idle_ticks = 0;
         match outcome {
             SnapshotOutcome::Received { next_offset } => {
+                // Only the answer to the chunk in flight moves the transfer
+                // on; a duplicated or late answer to an earlier chunk (or one
+                // arriving while a chunk is read) is ignored, so copies never
+                // multiply the chunks in flight.
                 let expected = transfer.chunk_len.map(|len| transfer.offset + len);
                 if expected == Some(next_offset) {
                     transfer.offset = next_offset;
-                    transfer.chunk_len = Some(0);
+                    transfer.chunk_len = None;
                     self.out.snapshot_reads.push(SnapshotRead {
                         to: from,
                         snapshot,
                         offset: next_offset,
                     });
-                } else {
-                    progress.become_probe();
                 }
             }
             SnapshotOutcome::Installed => {
@@ -1448,6 +1466,13 @@ impl Engine {
         let next = match self.receiving {
             _ if offset == 0 => 0,
             Some((receiving, next)) if receiving == snapshot && next == offset => next,
+            Some((receiving, next)) if receiving == snapshot && offset < next => {
+                // A copy of a chunk taken already (duplicated, or sent again
+                // because our answer was lost): say where we are.
+                let outcome = SnapshotOutcome::Received { next_offset: next };
+                self.send(from, reply(outcome));
+                return;
+            }
             _ => {
                 self.send(from, reply(SnapshotOutcome::Restart));
                 return;

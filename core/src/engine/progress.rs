@@ -24,10 +24,10 @@ pub(crate) struct SnapshotTransfer {
     pub(crate) snapshot: LogId,
     /// Bytes the follower has acknowledged.
     pub(crate) offset: u64,
-    /// Bytes of the chunk in flight (read, or sent and not acknowledged).
+    /// Bytes of the chunk sent and not acknowledged; None while it is read.
     pub(crate) chunk_len: Option<u64>,
-    /// Ticks since the follower last answered; the transfer starts over
-    /// when it grows past the limit.
+    /// Ticks since the follower last answered: the chunk is sent again
+    /// every election timeout, and the transfer starts over past a limit.
     pub(crate) idle_ticks: u64,
 }
 

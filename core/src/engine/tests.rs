@@ -221,18 +221,25 @@ fn tick_until_campaign(engine: &mut Engine) -> u64 {
 /// has been sent to every peer, which are all still in Probe; nobody has
 /// acknowledged it, so nothing is committed.
 fn elected_by_hand(config: EngineConfig, voters: &[NodeId]) -> Engine {
-    let mut e = Engine::new(1, config, restored(voters, &[], HardState::default()));
+    elected_by_hand_from(config, voters, restored(voters, &[], HardState::default()))
+}
+
+/// As [`elected_by_hand`], from `restored` (whose term is below 1 + its
+/// hard state's, elected in the next term).
+fn elected_by_hand_from(config: EngineConfig, voters: &[NodeId], restored: Restored) -> Engine {
+    let term = restored.hard_state.term + 1;
+    let mut e = Engine::new(1, config, restored);
     turn(&mut e);
     tick_until_campaign(&mut e);
     turn(&mut e);
     let granters = &voters[1..voters.len() / 2 + 1];
     for &from in granters {
-        step(&mut e, msg(from, 1, 1, vote_response(true, true)));
+        step(&mut e, msg(from, 1, term, vote_response(true, true)));
     }
     let t = turn(&mut e);
     e.on_write_done(t.write.expect("the vote is written").id);
     for &from in granters {
-        step(&mut e, msg(from, 1, 1, vote_response(false, true)));
+        step(&mut e, msg(from, 1, term, vote_response(false, true)));
     }
     assert!(e.is_leader());
     let t = turn(&mut e);
@@ -1686,5 +1693,146 @@ fn follower_skips_a_snapshot_its_log_committed_meanwhile() {
         applied_in_turn(&mut f, &disk),
         vec![blank(1, 6)],
         "the log goes on"
+    );
+}
+
+/// Node 1 leading term 2 of {1, 2, 3} over a log purged through its
+/// snapshot at (1, 5). Node 2 answers that it holds nothing, so a transfer
+/// of the snapshot starts; its first chunk (16 bytes) is read and sent.
+fn leader_streaming_a_snapshot() -> (Engine, LogId) {
+    let snapshot = LogId::new(1, 5);
+    let restored = Restored {
+        hard_state: hard_state(1, None, 5),
+        purged: snapshot,
+        snapshot,
+        last: snapshot,
+        term_runs: Vec::new(),
+        memberships: vec![(5, membership(&[1, 2, 3]))],
+        applied: 5,
+    };
+    let mut e = elected_by_hand_from(config(), &[1, 2, 3], restored);
+    let nothing_here = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Reject {
+            rejected_index: 5,
+            hint: LogId::default(),
+        },
+    };
+    step(&mut e, msg(2, 1, 2, nothing_here));
+    let actions = e.take_actions();
+    let first = SnapshotRead {
+        to: 2,
+        snapshot,
+        offset: 0,
+    };
+    assert_eq!(actions.snapshot_reads, vec![first]);
+    e.on_snapshot_chunk(2, snapshot, 0, Ok(Some(Bytes::from(vec![7; 16]))));
+    let sent = e.take_actions().messages;
+    assert!(
+        matches!(
+            &sent[..],
+            [Message {
+                to: 2,
+                body: MessageBody::InstallSnapshot {
+                    offset: 0,
+                    done: false,
+                    ..
+                },
+                ..
+            }]
+        ),
+        "{sent:?}"
+    );
+    (e, snapshot)
+}
+
+fn snapshot_received(snapshot: LogId, next_offset: u64) -> MessageBody {
+    MessageBody::InstallSnapshotResponse {
+        snapshot,
+        outcome: SnapshotOutcome::Received { next_offset },
+    }
+}
+
+/// Regression (simulator, seed 1018: a duplicating, lossy network): a
+/// copy of an answer to an earlier chunk made the leader abandon the
+/// transfer, and transfers restarted forever. Only the answer to the chunk
+/// in flight moves the transfer; copies are ignored.
+#[test]
+fn leader_ignores_copies_of_answers_to_earlier_snapshot_chunks() {
+    let (mut e, snapshot) = leader_streaming_a_snapshot();
+    step(&mut e, msg(2, 1, 2, snapshot_received(snapshot, 16)));
+    let next = SnapshotRead {
+        to: 2,
+        snapshot,
+        offset: 16,
+    };
+    assert_eq!(e.take_actions().snapshot_reads, vec![next]);
+
+    // The same answer again, while chunk 16 is read, then once it is sent.
+    step(&mut e, msg(2, 1, 2, snapshot_received(snapshot, 16)));
+    let actions = e.take_actions();
+    assert_eq!((actions.snapshot_reads, actions.messages), (vec![], vec![]));
+    e.on_snapshot_chunk(2, snapshot, 16, Ok(Some(Bytes::from(vec![8; 16]))));
+    assert_eq!(e.take_actions().messages.len(), 1, "chunk 16 is sent");
+    step(&mut e, msg(2, 1, 2, snapshot_received(snapshot, 16)));
+    let actions = e.take_actions();
+    assert_eq!((actions.snapshot_reads, actions.messages), (vec![], vec![]));
+    e.check_invariants();
+
+    step(&mut e, msg(2, 1, 2, snapshot_received(snapshot, 32)));
+    let last = SnapshotRead {
+        to: 2,
+        snapshot,
+        offset: 32,
+    };
+    assert_eq!(e.take_actions().snapshot_reads, vec![last]);
+}
+
+/// A chunk left unanswered for an election timeout (it or its answer was
+/// lost) is read and sent again, from where the follower last answered.
+#[test]
+fn leader_sends_an_unanswered_snapshot_chunk_again() {
+    let (mut e, snapshot) = leader_streaming_a_snapshot();
+    let mut reads = Vec::new();
+    for _ in 0..ELECTION_TICKS_MIN {
+        e.tick();
+        e.check_invariants();
+        reads.extend(e.take_actions().snapshot_reads);
+    }
+    let again = SnapshotRead {
+        to: 2,
+        snapshot,
+        offset: 0,
+    };
+    assert_eq!(reads, vec![again]);
+}
+
+/// A follower given a copy of a chunk it took already (duplicated, or sent
+/// again because its answer was lost) says how far it is instead of asking
+/// for a restart.
+#[test]
+fn follower_answers_a_copy_of_a_snapshot_chunk_with_its_offset() {
+    let (mut f, meta) = follower_receiving_a_snapshot(false);
+    f.on_snapshot_chunk_stored(1, meta.clone(), 5, false);
+    assert_eq!(
+        f.take_actions().messages,
+        vec![msg(2, 1, 1, snapshot_received(meta.last_log_id, 5))]
+    );
+    let second = MessageBody::InstallSnapshot {
+        meta: meta.clone(),
+        offset: 5,
+        data: Bytes::from_static(b"more"),
+        done: false,
+    };
+    step(&mut f, msg(1, 2, 1, second.clone()));
+    assert_eq!(f.take_actions().snapshot_receives.len(), 1);
+    f.on_snapshot_chunk_stored(1, meta.clone(), 9, false);
+    f.take_actions();
+
+    step(&mut f, msg(1, 2, 1, second));
+    let actions = f.take_actions();
+    assert!(actions.snapshot_receives.is_empty(), "not stored twice");
+    assert_eq!(
+        actions.messages,
+        vec![msg(2, 1, 1, snapshot_received(meta.last_log_id, 9))]
     );
 }

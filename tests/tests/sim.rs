@@ -160,10 +160,11 @@ fn planted_read_without_quorum_is_caught() {
 /// promoted node that did not know it yet refused votes: no leader), 597
 /// (checker: entries committed and purged behind a snapshot in one step),
 /// 1018 (engine: copies of snapshot-chunk answers restarted transfers
-/// forever).
+/// forever), 11791 (simulator: the liveness probe waited forever on a
+/// removed node).
 #[test]
 fn seeds_that_found_bugs_pass() {
-    for seed in [186, 354, 597, 1018] {
+    for seed in [186, 354, 597, 1018, 11791] {
         if let Err(failure) = sim::run(&Options::new(seed)) {
             panic!("{failure}");
         }

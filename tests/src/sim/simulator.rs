@@ -232,8 +232,8 @@ impl Simulator {
         loop {
             match self.history.get(probe).outcome {
                 Outcome::Pending => {}
-                // Its node installed a snapshot covering the entry: whether
-                // it committed is unknown. Probe again.
+                // It timed out, or its node installed a snapshot covering
+                // the entry: whether it committed is unknown. Probe again.
                 Outcome::Unknown => probe = self.start_probe()?,
                 _ => break,
             }
@@ -1170,7 +1170,7 @@ impl Simulator {
 
     /// The final phase: heal the network (and make it reliable), end
     /// skews, restart every node, stop the clients from starting new
-    /// operations, and start one probe write with a patient client. Returns
+    /// operations, and start one probe write with a new client. Returns
     /// the probe's operation id.
     fn heal_all(&mut self) -> Result<usize, Violation> {
         self.faults_on = false;
@@ -1195,8 +1195,7 @@ impl Simulator {
         self.start_probe()
     }
 
-    /// Starts one probe write with a new patient client; returns its
-    /// operation id.
+    /// Starts one probe write with a new client; returns its operation id.
     fn start_probe(&mut self) -> Result<usize, Violation> {
         let c = self.clients.len();
         let guess = self.pick_member();
@@ -1238,10 +1237,14 @@ impl Simulator {
         client.attempt += 1;
         let attempt = client.attempt;
         let node = client.guess;
-        let timeout = if self.quiescing {
-            // Patient: the probe and the last operations wait out the heal.
+        let probe = c >= self.config.workload.clients;
+        let timeout = if self.quiescing && !probe {
+            // Patient: the last operations wait out the heal.
             self.config.heal_ticks_max * TICK
         } else {
+            // A probe gives up on a node like any client (its node may have
+            // been removed and never learn the outcome); another probe
+            // follows at another node.
             self.config.workload.attempt_timeout
         };
         self.schedule_at(

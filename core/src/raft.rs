@@ -414,6 +414,15 @@ impl<SM: StateMachine> Raft<SM> {
                     leader_hint: m.leader,
                 });
             }
+            // Refusals that waiting cannot cure come first (the engine checks
+            // again when the change is proposed).
+            if voters.is_empty() {
+                return Err(MembershipError::NoVoters);
+            }
+            let members = m.membership.members();
+            if let Some(&unknown) = voters.iter().find(|id| !members.contains(id)) {
+                return Err(MembershipError::UnknownNode(unknown));
+            }
             voters
                 .iter()
                 .copied()

@@ -204,6 +204,12 @@ async fn invalid_membership_changes_are_refused_with_typed_errors() {
         matches!(result, Err(MembershipError::NotCaughtUp { id: 4, .. })),
         "{result:?}"
     );
+    // The log is longer than the catch-up lag now: an unknown node is still
+    // refused as unknown at once, not waited for as lagging.
+    assert_eq!(
+        raft.change_membership([1, 2, 3, 9].into()).await,
+        Err(MembershipError::UnknownNode(9))
+    );
     cluster.router.heal(4);
 
     // One change at a time: a change that cannot commit blocks the next.

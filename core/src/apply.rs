@@ -8,7 +8,7 @@
 //! overwrote it, and the caller learns it will never apply.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -130,6 +130,9 @@ pub(crate) struct ApplyTask<SM: StateMachine> {
     /// gap check and `linearizable_read` waits on it.
     pub(crate) applied: Arc<AtomicU64>,
     pub(crate) applied_watch: watch::Sender<u64>,
+    /// Callers waiting for their entry, published after every run of jobs
+    /// (`Metrics::proposals_waiting`).
+    pub(crate) waiting: Arc<AtomicUsize>,
     pub(crate) command_bytes_max: usize,
     /// `Config::propose_timeout`, reported in `Timeout` errors.
     pub(crate) propose_timeout: Duration,
@@ -178,6 +181,7 @@ impl<SM: StateMachine> ApplyTask<SM> {
             if let Err(error) = self.flush(&mut applied, &mut batch, &mut waiters).await {
                 return self.fail(error);
             }
+            self.waiting.store(waiters.len(), Ordering::Release);
         }
     }
 

@@ -8,7 +8,7 @@
 //! wait for completes), committed entries go to the apply task.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -85,6 +85,8 @@ pub(crate) struct DriverParts<N, R> {
     pub(crate) metrics: watch::Sender<Metrics>,
     pub(crate) commit_index: Arc<AtomicU64>,
     pub(crate) applied: Arc<AtomicU64>,
+    /// The apply task's count of waiting callers.
+    pub(crate) proposals_waiting: Arc<AtomicUsize>,
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
@@ -430,6 +432,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             .commit_index
             .store(engine.commit_index(), Ordering::Release);
         let applied = self.parts.applied.load(Ordering::Acquire);
+        let waiting = self.parts.proposals_waiting.load(Ordering::Acquire);
         self.parts.metrics.send_if_modified(|m| {
             // Compare the cheap fields first; rebuild the maps only when the
             // membership or the replication picture changed.
@@ -438,6 +441,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 || m.leader != engine.leader()
                 || m.commit_index != engine.commit_index()
                 || m.applied_index != applied
+                || m.proposals_waiting != waiting
                 || m.last_log_index != engine.last_log_id().index
                 || m.persisted_index != engine.persisted_index()
                 || m.snapshot_index != engine.snapshot_index()
@@ -447,6 +451,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             m.leader = engine.leader();
             m.commit_index = engine.commit_index();
             m.applied_index = applied;
+            m.proposals_waiting = waiting;
             m.last_log_index = engine.last_log_id().index;
             m.persisted_index = engine.persisted_index();
             m.snapshot_index = engine.snapshot_index();

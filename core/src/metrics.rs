@@ -37,6 +37,9 @@ pub struct Metrics {
     pub commit_index: u64,
     /// Highest index applied to the state machine.
     pub applied_index: u64,
+    /// Callers of `propose` waiting for their entry to be applied (a caller
+    /// that timed out is no longer counted).
+    pub proposals_waiting: usize,
     /// Last index in the log (durable or not).
     pub last_log_index: u64,
     /// Last index known durable.

@@ -2,7 +2,7 @@
 //! transports talk to a running node.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +103,7 @@ impl<SM: StateMachine> Raft<SM> {
         let (applied_watch_tx, applied_watch_rx) = watch::channel(applied_index);
         let commit = Arc::new(AtomicU64::new(commit_index));
         let applied = Arc::new(AtomicU64::new(applied_index));
+        let proposals_waiting = Arc::new(AtomicUsize::new(0));
 
         let storage_task =
             tokio::spawn(storage_task::run(storage, storage_jobs_rx, storage_done_tx));
@@ -111,6 +112,7 @@ impl<SM: StateMachine> Raft<SM> {
             jobs: apply_rx,
             applied: applied.clone(),
             applied_watch: applied_watch_tx,
+            waiting: proposals_waiting.clone(),
             command_bytes_max: config.request_bytes_max,
             propose_timeout: config.propose_timeout,
             events: events_tx,
@@ -130,6 +132,7 @@ impl<SM: StateMachine> Raft<SM> {
             metrics: metrics_tx,
             commit_index: commit.clone(),
             applied: applied.clone(),
+            proposals_waiting,
             tasks: vec![storage_task, apply_task],
         };
         let span = tracing::info_span!("raft", id);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use rafter::testing::{KvCommand, KvResponse, KvStateMachine, MemRouter, MemStorage};
 use rafter::{
-    Committed, LogId, Membership, ProposeError, Raft, ReadError, Role, StateMachine,
-    StateMachineError, TransferError,
+    Committed, ConfigError, LogId, Membership, ProposeError, Raft, ReadError, Role, StartError,
+    StateMachine, StateMachineError, TransferError,
 };
 use rafter_tests::cluster::{test_config, Cluster, PATIENCE};
 use tokio::sync::Semaphore;
@@ -283,11 +283,32 @@ async fn a_proposal_without_a_quorum_times_out() {
             cluster.router.block(leader, id);
         }
     }
-    let result = cluster.set(leader, "k", "v").await;
+    let raft = cluster.raft(leader).clone();
+    let pending = tokio::spawn(async move {
+        let command = KvCommand::Set {
+            key: "k".into(),
+            value: b"v".to_vec(),
+        };
+        raft.propose(command).await
+    });
+    let mut metrics = cluster.raft(leader).metrics();
+    metrics
+        .wait_for(|m| m.proposals_waiting == 1)
+        .await
+        .expect("the node runs");
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), pending)
+        .await
+        .expect("the caller is answered");
     assert_eq!(
-        result,
+        answer.unwrap(),
         Err(ProposeError::Timeout(std::time::Duration::from_millis(500)))
     );
+    // The timed-out caller's waiter is gone; none is left behind.
+    let gone = metrics.wait_for(|m| m.proposals_waiting == 0);
+    tokio::time::timeout(std::time::Duration::from_secs(5), gone)
+        .await
+        .expect("the waiter is dropped")
+        .expect("the node runs");
     cluster.shutdown().await;
 }
 
@@ -642,4 +663,37 @@ async fn propose_many_appends_consecutive_entries_and_answers_each_in_order() {
     let ids = cluster.running();
     cluster.check_same_state(&ids, last).await;
     cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_with_an_invalid_config_or_membership_does_not_start() {
+    let router = MemRouter::new(1);
+    let members = Membership::new_voters([(1, "n1".to_string())]);
+    let start = |config, id, members| {
+        Raft::start(
+            id,
+            config,
+            members,
+            MemStorage::new(),
+            router.network(id),
+            KvStateMachine::new(),
+        )
+    };
+    let mut config = test_config();
+    config.heartbeat_ticks = config.election_ticks_min;
+    let result = start(config, 1, Some(members.clone())).await;
+    assert!(
+        matches!(
+            &result,
+            Err(StartError::Config(ConfigError::Invalid { field, .. })) if *field == "election_ticks_min"
+        ),
+        "{:?}",
+        result.err()
+    );
+    let result = start(test_config(), 2, Some(members)).await;
+    assert!(
+        matches!(&result, Err(StartError::Membership(_))),
+        "a founding node outside the initial membership: {:?}",
+        result.err()
+    );
 }

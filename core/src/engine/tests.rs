@@ -1836,3 +1836,50 @@ fn follower_answers_a_copy_of_a_snapshot_chunk_with_its_offset() {
         vec![msg(2, 1, 1, snapshot_received(meta.last_log_id, 9))]
     );
 }
+
+// ----- membership (dissertation §4) -----
+
+/// Dissertation §4.2.2: a leader that appended a configuration without
+/// itself manages the cluster until that configuration commits, but takes
+/// no new proposals: they are dropped with a reason, and the leader steps
+/// down once the configuration commits.
+#[test]
+fn leader_outside_the_configuration_drops_proposals_until_it_steps_down() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    // Hold back the final configuration (C_new, without node 1) at the
+    // followers, so it is appended on the leader but not committed.
+    net.hold = Some(Box::new(|m: &Message, _: &Engine| {
+        matches!(&m.body, MessageBody::Append { entries, .. } if entries.iter().any(|e| {
+            matches!(&e.payload, EntryPayload::Membership(c) if !c.is_joint())
+        }))
+    }));
+    net.node(1)
+        .change_membership(config_change::MembershipChange::SetVoters([2, 3].into()))
+        .expect("the leader accepts the change");
+    net.turn(1);
+    net.deliver_all();
+    let leader = &net.nodes[&1];
+    assert!(leader.is_leader());
+    assert!(!leader.membership().is_joint(), "C_new is appended");
+    assert!(!leader.membership().members().contains(&1));
+
+    let dropped = net.node(1).propose(vec![command_payload(9)]);
+    assert_eq!(
+        dropped,
+        Err(ProposeError::ProposalDropped {
+            reason: "leader is not in the configuration"
+        })
+    );
+
+    // Let C_new through: it commits and the leader steps down.
+    net.hold = None;
+    for m in std::mem::take(&mut net.held) {
+        net.deliver(m);
+    }
+    net.deliver_all();
+    assert!(
+        !net.nodes[&1].is_leader(),
+        "the removed leader stepped down"
+    );
+}

@@ -1883,3 +1883,90 @@ fn leader_outside_the_configuration_drops_proposals_until_it_steps_down() {
         "the removed leader stepped down"
     );
 }
+
+/// One transfer per follower at a time, no appends to it meanwhile, and
+/// heartbeats keep flowing to it (and to everyone) while it streams.
+#[test]
+fn leader_streams_one_snapshot_per_follower_and_keeps_heartbeating() {
+    let (mut e, _) = leader_streaming_a_snapshot();
+    // A late rejection (from an earlier probe) starts no second transfer.
+    let nothing_here = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Reject {
+            rejected_index: 5,
+            hint: LogId::default(),
+        },
+    };
+    step(&mut e, msg(2, 1, 2, nothing_here));
+    assert!(e.take_actions().snapshot_reads.is_empty());
+
+    // New entries go to 3 (in sync), not to 2; heartbeats go to both.
+    step(&mut e, msg(3, 1, 2, ack(6)));
+    e.take_actions();
+    e.propose(vec![command_payload(7)]).expect("leader");
+    let mut sent = e.take_actions().messages;
+    for _ in 0..HEARTBEAT_TICKS {
+        e.tick();
+        sent.extend(e.take_actions().messages);
+    }
+    let kinds_to = |to: NodeId| -> Vec<&'static str> {
+        sent.iter()
+            .filter(|m| m.to == to)
+            .map(|m| match m.body {
+                MessageBody::Append { .. } => "append",
+                MessageBody::Heartbeat { .. } => "heartbeat",
+                _ => "other",
+            })
+            .collect()
+    };
+    assert!(!kinds_to(2).contains(&"append"), "{sent:?}");
+    assert!(kinds_to(2).contains(&"heartbeat"), "{sent:?}");
+    assert!(kinds_to(3).contains(&"append"), "{sent:?}");
+    assert!(kinds_to(3).contains(&"heartbeat"), "{sent:?}");
+}
+
+/// The trailing window: after a snapshot, the log keeps the last
+/// `snapshot_trailing_entries` entries, so a follower lagging by fewer
+/// catches up from the log, not from a snapshot.
+#[test]
+fn log_keeps_a_trailing_window_behind_a_snapshot() {
+    let mut config = config();
+    config.snapshot_interval_entries = 10;
+    config.snapshot_trailing_entries = 3;
+    let mut e = elected_by_hand(config, &[1, 2, 3]);
+    e.propose((2..=11).map(command_payload).collect())
+        .expect("leader");
+    let t = turn(&mut e);
+    e.on_write_done(t.write.expect("the entries are written").id);
+    // 2 has everything; 3 lags two entries behind.
+    step(&mut e, msg(2, 1, 1, ack(11)));
+    step(&mut e, msg(3, 1, 1, ack(9)));
+    let actions = e.take_actions();
+    assert_eq!(e.commit_index(), 11);
+    assert_eq!(actions.apply.len(), 11);
+    e.on_applied(11);
+    assert!(e.take_actions().build_snapshot);
+    e.on_snapshot_built(Ok(LogId::new(1, 11)));
+    let actions = e.take_actions();
+    assert_eq!(
+        actions.snapshot_meta.map(|m| m.last_log_id),
+        Some(LogId::new(1, 11))
+    );
+    assert_eq!(actions.purge, Some(LogId::new(1, 8)), "keeps 9..=11");
+
+    // 3 asks from 10 on: appends, no snapshot.
+    let reject = MessageBody::AppendResponse {
+        outcome: AppendOutcome::Reject {
+            rejected_index: 11,
+            hint: LogId::new(1, 9),
+        },
+    };
+    step(&mut e, msg(3, 1, 1, reject));
+    let actions = e.take_actions();
+    assert!(actions.snapshot_reads.is_empty());
+    assert!(
+        actions.messages.iter().any(|m| m.to == 3
+            && matches!(m.body, MessageBody::Append { prev_log_id, .. } if prev_log_id == LogId::new(1, 9))),
+        "{:?}",
+        actions.messages
+    );
+}

@@ -355,7 +355,8 @@ impl<SM: StateMachine> Raft<SM> {
     }
 
     /// Adds node `id`, reachable at `addr`, as a learner: it receives the log
-    /// but does not vote. Returns once the new configuration is committed.
+    /// and snapshots but never campaigns and counts in no quorum. Returns
+    /// once the new configuration is committed.
     pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), MembershipError> {
         let index = self
             .change(MembershipChange::AddLearner { id, addr })

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::{is_crashed, CrashPoint, CrashSwitch};
 use crate::state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
 use crate::types::LogId;
 
@@ -54,7 +55,13 @@ pub struct KvResponse {
 ///
 /// Its snapshots live in a store that survives a simulated restart
 /// ([`KvStateMachine::restarted`]), like files on a disk would: a restarted
-/// node loads its latest snapshot, then replays the log after it.
+/// node loads its latest snapshot, then replays the log after it. A
+/// [durable](KvStateMachine::make_durable) one also keeps its applied state,
+/// like a state machine that saves each apply with its applied index.
+///
+/// Installing a received snapshot is atomic: the state and the snapshot
+/// store change in one step, under both locks. A [`CrashSwitch`] crashes it
+/// just before or just after that step.
 #[derive(Debug, Clone, Default)]
 pub struct KvStateMachine {
     inner: Arc<Mutex<KvInner>>,
@@ -70,6 +77,10 @@ struct SnapshotStore {
     receiving: Option<(LogId, Vec<u8>)>,
     builds: u64,
     installs: u64,
+    /// The applied state survives a restart too.
+    durable: bool,
+    /// Once tripped, every call fails and changes nothing.
+    crash: Option<CrashSwitch>,
 }
 
 /// What a snapshot holds.
@@ -81,7 +92,7 @@ struct KvSnapshot {
     commands_applied: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct KvInner {
     data: BTreeMap<String, Vec<u8>>,
     applied: LogId,
@@ -122,12 +133,60 @@ impl KvStateMachine {
         self.lock().commands_applied
     }
 
-    /// The same node after a crash: empty state, same snapshot store.
+    /// The applied entry, the fingerprint, the command count and the map:
+    /// all of what it holds, to compare with another node or a snapshot.
+    pub fn state(&self) -> KvState {
+        let inner = self.lock();
+        KvState {
+            applied: inner.applied,
+            fingerprint: inner.fingerprint,
+            commands_applied: inner.commands_applied,
+            data: inner.data.clone(),
+        }
+    }
+
+    /// What its latest complete snapshot holds.
+    pub fn latest_snapshot_state(&self) -> Option<KvState> {
+        let store = self.store();
+        let (id, bytes) = store.latest.as_ref()?;
+        // Encoded by `build_snapshot` or checked by `install_snapshot`.
+        let snapshot: KvSnapshot = crate::codec::decode(bytes, KV_SNAPSHOT_BYTES_MAX)
+            .unwrap_or_else(|e| panic!("snapshot {id:?} does not decode: {e}"));
+        Some(KvState {
+            applied: snapshot.applied,
+            fingerprint: snapshot.fingerprint,
+            commands_applied: snapshot.commands_applied,
+            data: snapshot.data,
+        })
+    }
+
+    /// The same node after a crash: the same snapshot store, and the
+    /// applied state if it is durable, else an empty one.
     pub fn restarted(&self) -> Self {
+        let durable = self.store().durable;
+        let inner = if durable {
+            self.lock().clone()
+        } else {
+            KvInner::default()
+        };
         Self {
-            inner: Arc::default(),
+            inner: Arc::new(Mutex::new(inner)),
             snapshots: self.snapshots.clone(),
         }
+    }
+
+    /// Makes its applied state durable from now on: it survives
+    /// [`KvStateMachine::restarted`], so a restarted node applies from
+    /// where it was instead of from its latest snapshot.
+    pub fn make_durable(&self) {
+        self.store().durable = true;
+    }
+
+    /// Crashes the node at the switch's [`CrashPoint::SnapshotInstalling`]
+    /// and [`CrashPoint::SnapshotInstalled`], and fails every call while
+    /// the switch is tripped (see [`CrashSwitch`]).
+    pub fn attach_crash_switch(&self, switch: &CrashSwitch) {
+        self.store().crash = Some(switch.clone());
     }
 
     /// Whether a snapshot is being received (some chunks stored).
@@ -152,6 +211,35 @@ impl KvStateMachine {
     fn store(&self) -> MutexGuard<'_, SnapshotStore> {
         self.snapshots.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Fails if the node crashed: a dead process applies nothing.
+    fn check_powered(&self) -> Result<(), StateMachineError> {
+        if is_crashed(self.store().crash.as_ref()) {
+            return Err(crashed("the node crashed (crash switch tripped)"));
+        }
+        Ok(())
+    }
+}
+
+/// Everything a [`KvStateMachine`] holds (see [`KvStateMachine::state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvState {
+    /// The last applied entry.
+    pub applied: LogId,
+    /// The fingerprint of the applied sequence.
+    pub fingerprint: u64,
+    /// How many commands were applied.
+    pub commands_applied: u64,
+    /// The map.
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+fn crashed(message: &str) -> StateMachineError {
+    StateMachineError::Io(message.into())
+}
+
+fn trips(store: &SnapshotStore, point: CrashPoint) -> bool {
+    store.crash.as_ref().is_some_and(|s| s.trip_at(point))
 }
 
 /// Largest snapshot a `KvStateMachine` decodes.
@@ -173,6 +261,7 @@ impl StateMachine for KvStateMachine {
     type Response = KvResponse;
 
     async fn applied(&mut self) -> Result<LogId, StateMachineError> {
+        self.check_powered()?;
         Ok(self.lock().applied)
     }
 
@@ -180,6 +269,7 @@ impl StateMachine for KvStateMachine {
         &mut self,
         entries: Vec<Committed<KvCommand>>,
     ) -> Result<Vec<KvResponse>, StateMachineError> {
+        self.check_powered()?;
         let mut inner = self.lock();
         let mut responses = Vec::new();
         for entry in entries {
@@ -234,6 +324,7 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn build_snapshot(&mut self) -> Result<LogId, StateMachineError> {
+        self.check_powered()?;
         let encoded = {
             let inner = self.lock();
             let snapshot = KvSnapshot {
@@ -252,6 +343,7 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn latest_snapshot(&mut self) -> Result<Option<LogId>, StateMachineError> {
+        self.check_powered()?;
         Ok(self.store().latest.as_ref().map(|(id, _)| *id))
     }
 
@@ -261,6 +353,7 @@ impl StateMachine for KvStateMachine {
         offset: u64,
         bytes_max: usize,
     ) -> Result<Option<Bytes>, StateMachineError> {
+        self.check_powered()?;
         let store = self.store();
         let Some((id, bytes)) = store.latest.as_ref().filter(|(id, _)| *id == snapshot) else {
             return Err(StateMachineError::SnapshotUnavailable(snapshot));
@@ -280,6 +373,7 @@ impl StateMachine for KvStateMachine {
         offset: u64,
         data: Bytes,
     ) -> Result<(), StateMachineError> {
+        self.check_powered()?;
         let mut store = self.store();
         if offset == 0 {
             store.receiving = Some((snapshot, Vec::new()));
@@ -299,31 +393,49 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn install_snapshot(&mut self, snapshot: LogId) -> Result<(), StateMachineError> {
+        self.check_powered()?;
         let mut store = self.store();
-        let bytes = match store.receiving.take() {
-            Some((id, buffer)) if id == snapshot => Bytes::from(buffer),
+        let decoded: KvSnapshot = match store.receiving.as_ref() {
+            Some((id, buffer)) if *id == snapshot => {
+                crate::codec::decode(buffer, KV_SNAPSHOT_BYTES_MAX).map_err(|e| {
+                    StateMachineError::Corrupt {
+                        index: snapshot.index,
+                        message: e.to_string(),
+                    }
+                })?
+            }
             _ => return Err(StateMachineError::SnapshotUnavailable(snapshot)),
         };
-        let decoded: KvSnapshot =
-            crate::codec::decode(&bytes, KV_SNAPSHOT_BYTES_MAX).map_err(|e| {
-                StateMachineError::Corrupt {
-                    index: snapshot.index,
-                    message: e.to_string(),
-                }
-            })?;
         if decoded.applied != snapshot {
             return Err(StateMachineError::Corrupt {
                 index: snapshot.index,
                 message: format!("snapshot holds {:?}", decoded.applied),
             });
         }
+        if trips(&store, CrashPoint::SnapshotInstalling) {
+            return Err(crashed(
+                "the node crashed before the snapshot was installed",
+            ));
+        }
+        // The one step of the install: state and snapshot store together,
+        // under both locks, so a crash sees all of it or none.
+        let Some((_, buffer)) = store.receiving.take() else {
+            unreachable!("the received snapshot was decoded above, under the same lock");
+        };
         let mut inner = self.lock();
         inner.data = decoded.data;
         inner.applied = decoded.applied;
         inner.fingerprint = decoded.fingerprint;
         inner.commands_applied = decoded.commands_applied;
-        store.latest = Some((snapshot, bytes));
+        store.latest = Some((snapshot, Bytes::from(buffer)));
         store.installs += 1;
+        drop(inner);
+        if trips(&store, CrashPoint::SnapshotInstalled) {
+            // Installed and durable; the node dies before it hears so.
+            return Err(crashed(
+                "the node crashed right after installing the snapshot",
+            ));
+        }
         Ok(())
     }
 }

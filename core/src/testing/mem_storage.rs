@@ -1,14 +1,19 @@
 //! `MemStorage`: a `RaftStorage` in memory, for tests and benchmarks.
 //!
 //! Cloning gives another handle to the same log, so a test can look at what
-//! a node persisted, or "restart" a node on the same storage. A crash can be
-//! simulated by [`MemStorage::fail_writes_after`], which makes the Nth and
-//! later writes fail with an IO error.
+//! a node persisted, or "restart" a node on the same storage. Every call is
+//! durable when it returns, so what the store holds when a node stops is
+//! what a disk would hold after a crash. Two ways to crash a node:
+//! [`MemStorage::fail_writes_after`] makes the Nth and later writes fail
+//! with an IO error, and a [`CrashSwitch`] attached with
+//! [`MemStorage::attach_crash_switch`] crashes it at a chosen point of a
+//! snapshot install.
 
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::{is_crashed, CrashPoint, CrashSwitch};
 use crate::storage::{InitialState, RaftStorage, StorageError, WriteBatch};
 use crate::types::{Entry, HardState, LogId, SnapshotMeta};
 
@@ -27,6 +32,8 @@ struct Inner {
     snapshot: Option<SnapshotMeta>,
     writes: u64,
     writes_ok_max: Option<u64>,
+    /// Once tripped, every call fails and changes nothing.
+    crash: Option<CrashSwitch>,
 }
 
 impl MemStorage {
@@ -39,6 +46,28 @@ impl MemStorage {
     /// disk that died would.
     pub fn fail_writes_after(&self, n: u64) {
         self.lock().writes_ok_max = Some(n);
+    }
+
+    /// Crashes the node at the switch's [`CrashPoint::SnapshotMetaSaved`],
+    /// and fails every call while the switch is tripped (see
+    /// [`CrashSwitch`]).
+    pub fn attach_crash_switch(&self, switch: &CrashSwitch) {
+        self.lock().crash = Some(switch.clone());
+    }
+
+    /// The saved snapshot metadata.
+    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.lock().snapshot.clone()
+    }
+
+    /// The last purged entry (zero if none).
+    pub fn purged(&self) -> LogId {
+        self.lock().purged
+    }
+
+    /// The last entry of the log (the purge point if it is empty).
+    pub fn last_log_id(&self) -> LogId {
+        self.lock().last_log_id()
     }
 
     /// The saved hard state.
@@ -64,6 +93,17 @@ impl MemStorage {
 }
 
 impl Inner {
+    /// Fails if the node crashed: a dead disk neither reads nor writes.
+    fn check_powered(&self, operation: &'static str) -> Result<(), StorageError> {
+        if is_crashed(self.crash.as_ref()) {
+            return Err(StorageError::Io {
+                operation,
+                message: "the node crashed (crash switch tripped)".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn last_log_id(&self) -> LogId {
         self.entries
             .back()
@@ -99,6 +139,7 @@ impl Inner {
 impl RaftStorage for MemStorage {
     async fn initial_state(&mut self) -> Result<InitialState, StorageError> {
         let inner = self.lock();
+        inner.check_powered("initial_state")?;
         Ok(InitialState {
             hard_state: inner.hard_state,
             purged: inner.purged,
@@ -109,6 +150,7 @@ impl RaftStorage for MemStorage {
 
     async fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
         let mut inner = self.lock();
+        inner.check_powered("write")?;
         if inner.writes_ok_max.is_some_and(|max| inner.writes >= max) {
             return Err(StorageError::Io {
                 operation: "write",
@@ -126,6 +168,7 @@ impl RaftStorage for MemStorage {
         bytes_max: u64,
     ) -> Result<Vec<Entry>, StorageError> {
         let inner = self.lock();
+        inner.check_powered("entries")?;
         if range.is_empty() {
             return Ok(Vec::new());
         }
@@ -152,6 +195,7 @@ impl RaftStorage for MemStorage {
 
     async fn purge(&mut self, up_to: LogId) -> Result<(), StorageError> {
         let mut inner = self.lock();
+        inner.check_powered("purge")?;
         if up_to.index <= inner.purged.index {
             return Ok(());
         }
@@ -163,7 +207,20 @@ impl RaftStorage for MemStorage {
     }
 
     async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
-        self.lock().snapshot = Some(meta);
+        let mut inner = self.lock();
+        inner.check_powered("save_snapshot_meta")?;
+        inner.snapshot = Some(meta);
+        if inner
+            .crash
+            .as_ref()
+            .is_some_and(|s| s.trip_at(CrashPoint::SnapshotMetaSaved))
+        {
+            // The metadata is durable; the node dies before it hears so.
+            return Err(StorageError::Io {
+                operation: "save_snapshot_meta",
+                message: "the node crashed right after saving the snapshot metadata".into(),
+            });
+        }
         Ok(())
     }
 }

@@ -263,3 +263,198 @@ impl LogScan {
         Ok(())
     }
 }
+
+/// The decision to finish a snapshot install interrupted by a crash, on the
+/// durable states each crash point can leave (see `testing::CrashPoint`).
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::state_machine::{Committed, CommittedPayload};
+    use crate::testing::{KvStateMachine, MemStorage};
+    use crate::types::SnapshotMeta;
+
+    /// The snapshot every case installs: entry 10 of term 2.
+    const SNAPSHOT: LogId = LogId::new(2, 10);
+
+    /// A store holding `log` (as (term, index)), purged up to `purged`, with
+    /// `snapshot` saved as the latest snapshot's metadata.
+    async fn storage(log: &[(u64, u64)], purged: LogId, snapshot: Option<LogId>) -> MemStorage {
+        let mut storage = MemStorage::new();
+        let entries: Vec<Entry> = log
+            .iter()
+            .map(|&(term, index)| Entry {
+                term,
+                index,
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        let term = log.last().map_or(1, |&(term, _)| term);
+        let batch = WriteBatch {
+            truncate_from: None,
+            entries,
+            hard_state: Some(HardState {
+                term,
+                vote: None,
+                commit: 0,
+            }),
+            must_sync: true,
+        };
+        storage.write(batch).await.unwrap();
+        storage.purge(purged).await.unwrap();
+        if let Some(last_log_id) = snapshot {
+            let membership = Membership::new_voters([(1, "node-1".to_string())]);
+            let meta = SnapshotMeta {
+                last_log_id,
+                membership,
+            };
+            storage.save_snapshot_meta(meta).await.unwrap();
+        }
+        storage
+    }
+
+    /// A state machine that applied blank entries up to `applied` (the
+    /// last of term `applied.term`, the others of term 1).
+    async fn state_machine(applied: LogId) -> KvStateMachine {
+        let mut state_machine = KvStateMachine::new();
+        let entries = (1..=applied.index)
+            .map(|index| Committed {
+                log_id: if index == applied.index {
+                    applied
+                } else {
+                    LogId::new(1, index)
+                },
+                payload: CommittedPayload::Blank,
+            })
+            .collect();
+        state_machine.apply(entries).await.unwrap();
+        state_machine
+    }
+
+    fn log(terms: u64, from: u64, to: u64) -> Vec<(u64, u64)> {
+        (from..=to).map(|index| (terms, index)).collect()
+    }
+
+    #[tokio::test]
+    async fn an_install_interrupted_before_the_purge_is_finished_on_a_shorter_log() {
+        let mut storage = storage(&log(1, 1, 5), LogId::default(), Some(SNAPSHOT)).await;
+        let mut state_machine = state_machine(SNAPSHOT).await;
+        let restored = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap();
+        assert_eq!(
+            storage.purged(),
+            SNAPSHOT,
+            "the log is purged to the snapshot"
+        );
+        assert_eq!(storage.last_log_id(), SNAPSHOT);
+        assert!(storage.all_entries().is_empty());
+        assert_eq!(restored.purged, SNAPSHOT);
+        assert_eq!(restored.last, SNAPSHOT);
+        assert_eq!(restored.snapshot, SNAPSHOT);
+        assert_eq!(restored.applied, SNAPSHOT.index);
+        assert_eq!(restored.hard_state.commit, SNAPSHOT.index);
+    }
+
+    #[tokio::test]
+    async fn an_install_interrupted_before_the_purge_drops_a_log_that_disagrees_with_it() {
+        // A stale tail of term 1 runs past the snapshot's index.
+        let mut storage = storage(&log(1, 1, 12), LogId::default(), Some(SNAPSHOT)).await;
+        let mut state_machine = state_machine(SNAPSHOT).await;
+        let restored = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap();
+        assert_eq!(storage.purged(), SNAPSHOT);
+        assert!(
+            storage.all_entries().is_empty(),
+            "entries after a disagreeing one are dropped: {:?}",
+            storage.all_entries()
+        );
+        assert_eq!(restored.last, SNAPSHOT);
+        assert_eq!(restored.applied, SNAPSHOT.index);
+    }
+
+    #[tokio::test]
+    async fn an_installed_snapshot_the_log_holds_keeps_the_log() {
+        let mut entries = log(1, 1, 9);
+        entries.extend(log(2, 10, 12));
+        let mut storage = storage(&entries, LogId::default(), Some(SNAPSHOT)).await;
+        let mut state_machine = state_machine(SNAPSHOT).await;
+        let restored = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap();
+        assert_eq!(storage.purged(), LogId::default(), "nothing to purge");
+        assert_eq!(storage.all_entries().len(), 12);
+        assert_eq!(restored.last, LogId::new(2, 12));
+        assert_eq!(restored.applied, SNAPSHOT.index);
+        assert_eq!(
+            restored.term_runs,
+            vec![(1, 1), (10, 2)],
+            "(first index, term)"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_install_the_state_machine_never_made_leaves_the_log_alone() {
+        // Crashed after saving the metadata: the state machine holds 5.
+        let mut storage = storage(&log(1, 1, 5), LogId::default(), Some(SNAPSHOT)).await;
+        let mut state_machine = state_machine(LogId::new(1, 5)).await;
+        let restored = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap();
+        assert_eq!(storage.purged(), LogId::default());
+        assert_eq!(storage.all_entries().len(), 5);
+        assert_eq!(restored.purged, LogId::default());
+        assert_eq!(restored.last, LogId::new(1, 5));
+        assert_eq!(restored.applied, 5);
+        assert_eq!(state_machine.applied_log_id(), LogId::new(1, 5));
+    }
+
+    #[tokio::test]
+    async fn a_finished_install_is_left_as_it_is() {
+        let mut storage = storage(&log(1, 1, 5), LogId::default(), Some(SNAPSHOT)).await;
+        storage.purge(SNAPSHOT).await.unwrap();
+        let mut state_machine = state_machine(SNAPSHOT).await;
+        let writes = storage.write_count();
+        let restored = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap();
+        assert_eq!(storage.write_count(), writes, "no write at startup");
+        assert_eq!(restored.purged, SNAPSHOT);
+        assert_eq!(restored.applied, SNAPSHOT.index);
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_state_machine_reloads_the_installed_snapshot_then_the_install_is_finished(
+    ) {
+        // The node had compacted to 3; it installed the snapshot (now its
+        // latest) and crashed before purging; its applied state is gone.
+        let mut storage = storage(&log(1, 1, 5), LogId::new(1, 3), Some(SNAPSHOT)).await;
+        let mut before = state_machine(SNAPSHOT).await;
+        assert_eq!(before.build_snapshot().await.unwrap(), SNAPSHOT);
+        let mut state_machine = before.restarted();
+        assert_eq!(state_machine.applied_log_id(), LogId::default());
+        let restored = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap();
+        assert_eq!(state_machine.state(), before.state(), "the snapshot, whole");
+        assert_eq!(storage.purged(), SNAPSHOT);
+        assert_eq!(restored.last, SNAPSHOT);
+        assert_eq!(restored.applied, SNAPSHOT.index);
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_state_machine_with_an_older_snapshot_stays_behind_the_saved_metadata() {
+        // Crashed before the install: the latest snapshot is its own, at 4.
+        let mut storage = storage(&log(1, 1, 5), LogId::new(1, 3), Some(SNAPSHOT)).await;
+        let mut before = state_machine(LogId::new(1, 4)).await;
+        before.build_snapshot().await.unwrap();
+        let mut state_machine = before.restarted();
+        let restored = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap();
+        assert_eq!(state_machine.applied_log_id(), LogId::new(1, 4));
+        assert_eq!(storage.purged(), LogId::new(1, 3), "not purged");
+        assert_eq!(restored.last, LogId::new(1, 5));
+        assert_eq!(restored.applied, 4);
+    }
+}

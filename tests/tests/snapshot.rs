@@ -1,8 +1,6 @@
 //! Snapshots and log compaction on whole in-process clusters.
 
-use std::time::Duration;
-
-use rafter::testing::KvCommand;
+use rafter::testing::{CrashPoint, CrashSwitch, KvCommand};
 use rafter::Config;
 use rafter_tests::cluster::{test_config, Cluster, PATIENCE};
 
@@ -63,41 +61,173 @@ async fn a_restarted_node_loads_its_snapshot_then_replays_the_log() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_crash_during_snapshot_install_leaves_the_old_state_and_the_transfer_restarts() {
-    let mut config = compacting_config();
-    config.append_bytes_max = 64; // many small chunks
-    let mut cluster = Cluster::start(3, config).await;
+/// How a follower's state machine survives a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Its applied state is durable (saved with each apply).
+    Durable,
+    /// Only its snapshots survive: it reloads the latest, then replays the
+    /// log after it.
+    InMemory,
+}
+
+/// A follower crashes at `point` while it installs the leader's snapshot.
+/// Restarted alone on what survived, it holds either its state from before
+/// the transfer or the whole snapshot, never a mix, with a log and snapshot
+/// metadata that agree (`restore` finishes an install that was made but not
+/// followed by the purge); reconnected, it reaches exactly the others'
+/// state, and follows from the log after that.
+async fn crash_during_snapshot_install(point: CrashPoint, durability: Durability) {
+    let mut cluster = Cluster::start(3, compacting_config()).await;
     let leader = cluster.leader().await;
     let follower = cluster.follower_of(leader);
-    let first = write(&cluster, leader, 30).await;
+    let storage = cluster.nodes[&follower].storage.clone();
+    let switch = CrashSwitch::new();
+    storage.attach_crash_switch(&switch);
+    cluster.nodes[&follower]
+        .state_machine
+        .attach_crash_switch(&switch);
+    if durability == Durability::Durable {
+        cluster.nodes[&follower].state_machine.make_durable();
+    }
+
+    // The old state: past one compaction, so an in-memory state machine
+    // restarts from its own snapshot too.
+    let first = write(&cluster, leader, 150).await;
     cluster.check_same_state(&cluster.running(), first).await;
+    wait_until(&cluster, "the follower saves its commit index", || {
+        storage.hard_state().commit >= first
+    })
+    .await;
+    let old = cluster.nodes[&follower].state_machine.state();
+    assert_eq!(old.applied.index, first);
+    let old_purged = storage.purged();
+    assert!(old_purged.index > 0, "the follower compacted its log");
     cluster.kill(follower).await;
     let last = write(&cluster, leader, 400).await;
-    // Slow the network so the transfer spans many ticks, then crash the
-    // follower while chunks arrive.
-    cluster.router.set_delay(Some(Duration::from_millis(5)));
-    cluster.restart(follower).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !cluster.nodes[&follower].state_machine.receiving_snapshot() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no snapshot transfer started"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let applied_before = cluster.raft(follower).status().applied_index;
-    cluster.kill(follower).await;
-    assert!(applied_before < last, "the crash came before the install");
-    cluster.router.set_delay(None);
-    cluster.restart(follower).await;
-    let status = cluster.raft(follower).status();
     assert!(
-        status.applied_index <= applied_before.max(first),
-        "old state: {status:?}"
+        cluster.nodes[&leader].storage.purged().index > first,
+        "the leader purged what the follower lacks: it needs a snapshot"
     );
+
+    // Back alone on its old state; armed; reconnected: the leader streams
+    // its snapshot and the install crashes at `point`.
+    cluster.router.isolate(follower);
+    cluster.restart(follower).await;
+    cluster.wait_applied(&[follower], first).await;
+    switch.arm(point);
+    cluster.router.heal(follower);
+    let crashed = cluster
+        .raft(follower)
+        .wait_for(PATIENCE, |m| m.stopped)
+        .await
+        .expect("the follower crashes during the install");
+    assert!(crashed.fatal.is_some(), "stopped by the crash: {crashed:?}");
+    assert_eq!(switch.tripped(), Some(point));
+    let snapshot = cluster.nodes[&leader]
+        .state_machine
+        .latest_snapshot_state()
+        .expect("the leader has a snapshot");
+    let meta = storage.snapshot_meta().expect("metadata saved first");
+    assert_eq!(meta.last_log_id, snapshot.applied, "the leader's snapshot");
+
+    // Restarted alone on what survived.
+    cluster.kill(follower).await;
+    switch.reset();
+    cluster.router.isolate(follower);
+    cluster.restart(follower).await;
+    let status = cluster
+        .raft(follower)
+        .wait_for(PATIENCE, |m| {
+            m.term > 0 && m.applied_index == m.commit_index
+        })
+        .await
+        .expect("the restarted follower applies what it knows committed");
+    let held = cluster.nodes[&follower].state_machine.state();
+    let purged = storage.purged();
+    let last_log_id = storage.last_log_id();
+    assert_eq!(
+        storage.snapshot_meta().map(|m| m.last_log_id),
+        Some(snapshot.applied),
+        "the saved metadata survives"
+    );
+    assert!(
+        purged <= snapshot.applied,
+        "purged {purged:?} past the snapshot"
+    );
+    assert!(purged.index <= held.applied.index, "{purged:?} {held:?}");
+    assert!(
+        held.applied.index <= last_log_id.index,
+        "{held:?} {last_log_id:?}"
+    );
+    if point == CrashPoint::SnapshotInstalled {
+        assert_eq!(held, snapshot, "the whole snapshot, nothing else");
+        assert_eq!(purged, snapshot.applied, "restore finished the install");
+        assert_eq!(last_log_id, snapshot.applied);
+        assert_eq!(status.snapshot_index, snapshot.applied.index);
+        assert_eq!(status.last_log_index, snapshot.applied.index);
+    } else {
+        assert_eq!(held, old, "the old state, nothing of the snapshot");
+        assert_eq!(purged, old_purged, "the log is not purged");
+        assert!(
+            last_log_id.index >= first,
+            "the log is kept: {last_log_id:?}"
+        );
+    }
+    assert_eq!(status.applied_index, held.applied.index);
+    assert_eq!(status.commit_index, held.applied.index);
+
+    // Reconnected, it catches up to exactly the others' state.
+    cluster.router.heal(follower);
     cluster.check_same_state(&cluster.running(), last).await;
+    wait_until(
+        &cluster,
+        "the follower's log is purged behind the snapshot",
+        || storage.purged() >= snapshot.applied,
+    )
+    .await;
+    let more = write(&cluster, leader, 20).await;
+    cluster.check_same_state(&cluster.running(), more).await;
     cluster.shutdown().await;
+}
+
+/// Waits until `condition` holds, in steps of one tick.
+async fn wait_until(cluster: &Cluster, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(cluster.config.tick_interval).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_the_snapshot_metadata_is_saved_leaves_the_old_state() {
+    crash_during_snapshot_install(CrashPoint::SnapshotMetaSaved, Durability::Durable).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_the_snapshot_metadata_is_saved_leaves_the_old_state_in_memory() {
+    crash_during_snapshot_install(CrashPoint::SnapshotMetaSaved, Durability::InMemory).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_inside_the_state_machine_install_leaves_no_trace_of_the_snapshot() {
+    crash_during_snapshot_install(CrashPoint::SnapshotInstalling, Durability::Durable).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_inside_the_state_machine_install_leaves_no_trace_of_the_snapshot_in_memory() {
+    crash_during_snapshot_install(CrashPoint::SnapshotInstalling, Durability::InMemory).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_between_the_install_and_the_purge_is_finished_at_restart() {
+    crash_during_snapshot_install(CrashPoint::SnapshotInstalled, Durability::Durable).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_between_the_install_and_the_purge_is_finished_at_restart_in_memory() {
+    crash_during_snapshot_install(CrashPoint::SnapshotInstalled, Durability::InMemory).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -166,6 +166,15 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
     // An applied entry was committed, whatever the saved commit index says
     // (the commit index is saved lazily).
     hard_state.commit = hard_state.commit.max(applied.index).max(purged.index);
+    // TODO(snapshots): after a crash between saving a received snapshot's
+    // metadata and installing it, the metadata names a snapshot the state
+    // machine does not hold (it holds its older one, whose metadata was
+    // overwritten). Safe: the membership it carries is committed, and the
+    // chunks are sent again by the leader. But should this node lead before
+    // its state machine builds a newer snapshot, reads of this one fail
+    // (`SnapshotUnavailable`) and followers that need purged entries wait
+    // for that newer snapshot. The fix is storage keeping the installed
+    // snapshot's metadata apart from the one being installed.
     let snapshot = initial
         .snapshot
         .map(|meta| meta.last_log_id)

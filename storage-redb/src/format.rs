@@ -4,9 +4,11 @@
 
 use redb::TableDefinition;
 
-/// The version of this layout, stored once under [`META_FORMAT_VERSION`].
-/// A build refuses (with `StorageError::Corrupt`) a store whose version it
-/// does not know, rather than guess; a later build keeps reading this one.
+/// The version of this layout, stored as one raw byte under the key
+/// `format_version` of the `meta` table. A build refuses a store of a later
+/// version with `StorageError::UnsupportedFormat` rather than guess (and a
+/// version no build writes, such as 0, with `StorageError::Corrupt`); a
+/// later build keeps reading this one.
 pub const STORE_FORMAT_VERSION: u8 = 1;
 
 /// The database file inside the data directory.
@@ -26,6 +28,8 @@ pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new
 
 /// One raw byte: [`STORE_FORMAT_VERSION`]. Written by the transaction that
 /// creates the store, so a store without it but with other data is corrupt.
+/// The `meta` table's type and this key are the one part of the layout every
+/// version keeps, so that any build can tell a later format from damage.
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 /// Record of `rafter::codec::encode_hard_state`.
 pub(crate) const META_HARD_STATE: &str = "hard_state";
@@ -35,9 +39,10 @@ pub(crate) const META_PURGED: &str = "purged";
 pub(crate) const META_SNAPSHOT: &str = "snapshot";
 
 /// The largest log record read back: an entry whose record is longer is
-/// refused at write (`StorageError::Io`, nothing written) and reported
-/// corrupt at read, so every record that was written can be read. 64 MiB is
-/// the default `message_bytes_max`, above any entry a node can replicate.
+/// refused at write (`StorageError::InvalidBatch`, nothing written) and
+/// reported corrupt at read, so every record that was written can be read.
+/// 64 MiB is the default `message_bytes_max`, above any entry a node can
+/// replicate.
 pub const ENTRY_RECORD_BYTES_MAX: usize = 64 << 20;
 
 /// The largest meta record read back (hard state, purge point, snapshot

@@ -7,7 +7,7 @@
 //! - [`RedbStateMachineStore`]: writes a state machine's data and its applied
 //!   log id in one transaction, so a restart never applies an entry twice;
 //!   [`RedbKv`] is a small key-value state machine built on it.
-//! - [`bench`]: the append throughput measurement, against raw redb.
+//! - [`mod@bench`]: the append throughput measurement, against raw redb.
 //!
 //! Run the conformance suite of `rafter::testing` on any store with one
 //! call; this crate's `tests/storage_suite.rs` does it for `RedbStorage`.

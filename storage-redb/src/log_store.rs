@@ -5,7 +5,10 @@
 //! (format version, meta records, continuity of the log keys, the checksum
 //! and decoding of the first and last entries) before anything else runs,
 //! and every read checks each record again, so bad bytes become
-//! `StorageError::Corrupt` and are never served.
+//! `StorageError::Corrupt` and are never served. A format from a later
+//! build is `StorageError::UnsupportedFormat`; a batch that breaks the
+//! write contract is `StorageError::InvalidBatch` (nothing on disk is
+//! wrong, so neither is `Corrupt`).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -500,30 +503,46 @@ fn create_database(dir: &Path, path: &Path, builder: &redb::Builder) -> Result<(
 
 /// Creates the tables and stores the format version of a new store, or
 /// checks the version of an existing one.
+///
+/// The version is read before any other table is opened: a later format may
+/// change every table but `meta` and its `format_version` byte (FORMAT.md),
+/// so a store of a later format is `UnsupportedFormat`, never `Corrupt`
+/// because its log table has another type. Nothing is written unless the
+/// version is known or the store is new.
 fn init_format(db: &Database) -> Result<(), StorageError> {
     let txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
     {
         let mut meta = txn
             .open_table(META_TABLE)
             .map_err(|e| from_redb("open meta", e))?;
-        let log = txn
-            .open_table(LOG_TABLE)
-            .map_err(|e| from_redb("open log", e))?;
         let version = meta
             .get(META_FORMAT_VERSION)
             .map_err(|e| from_redb("read format version", e))?
             .map(|v| v.value().to_vec());
         match version.as_deref() {
             Some([STORE_FORMAT_VERSION]) => {}
+            // Written by a later build: not damage, a format this one does
+            // not know. Refused rather than guessed at; the transaction is
+            // dropped unwritten.
+            Some(&[later]) if later > STORE_FORMAT_VERSION => {
+                return Err(StorageError::UnsupportedFormat {
+                    found: u64::from(later),
+                })
+            }
+            // No build writes anything else (version 0, or not one byte).
             Some(other) => {
                 return Err(corrupt(
                     format!("meta/{META_FORMAT_VERSION}"),
                     format!(
-                        "unknown store format {other:?}; this build reads [{STORE_FORMAT_VERSION}]"
+                        "invalid store format {other:?}; versions are one byte from 1, \
+                         this build reads [{STORE_FORMAT_VERSION}]"
                     ),
                 ))
             }
             None => {
+                let log = txn
+                    .open_table(LOG_TABLE)
+                    .map_err(|e| from_redb("open log", e))?;
                 let meta_len = meta.len().map_err(|e| from_redb("read meta", e))?;
                 let log_len = log.len().map_err(|e| from_redb("read log", e))?;
                 if meta_len != 0 || log_len != 0 {
@@ -536,6 +555,10 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
                     .map_err(|e| from_redb("save format version", e))?;
             }
         }
+        // Created here for a new store; for an existing one, its type is
+        // checked (a mismatch is `Corrupt`).
+        txn.open_table(LOG_TABLE)
+            .map_err(|e| from_redb("open log", e))?;
     }
     txn.commit().map_err(|e| from_redb("commit", e))
 }
@@ -652,11 +675,11 @@ fn write_transaction(
                 codec::encode_entry_into(entry, out);
             });
             if record.len() > ENTRY_RECORD_BYTES_MAX {
-                return Err(WriteError::Refused(too_large(
-                    "log entry",
-                    record.len(),
-                    ENTRY_RECORD_BYTES_MAX,
-                )));
+                return Err(WriteError::Refused(invalid_batch(format!(
+                    "entry {}: record of {} bytes is over the limit of {ENTRY_RECORD_BYTES_MAX}",
+                    entry.index,
+                    record.len()
+                ))));
             }
             log.insert(entry.index, record).map_err(failed("append"))?;
             new_last = entry.log_id();
@@ -720,13 +743,15 @@ fn read_meta<T, E: std::fmt::Display>(
     decode(body).map(Some).map_err(|e| corrupt(location(), e))
 }
 
-const INVALID_BATCH: &str = "write batch";
-
-/// A batch the caller should never have sent (a gap, a term going back).
+/// A batch the caller should never have sent (a gap, a term going back, an
+/// invalid membership, an oversized entry): refused, nothing written, and
+/// the store stays usable. Not `Corrupt`: nothing on disk is wrong.
 fn invalid_batch(message: String) -> StorageError {
-    corrupt(INVALID_BATCH, message)
+    StorageError::InvalidBatch(message)
 }
 
+/// A meta record the store refuses to write (nothing written; the store
+/// stays usable).
 fn too_large(what: &str, len: usize, limit: usize) -> StorageError {
     StorageError::Io {
         operation: "write",

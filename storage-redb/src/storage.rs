@@ -36,10 +36,14 @@ use crate::options::RedbOptions;
 /// entries (group commit), committed with `Durability::Immediate` (fsync)
 /// when `batch.must_sync`. `purge` and `save_snapshot_meta` always fsync.
 /// Every record carries a CRC-32 over its key and bytes; a record that
-/// fails it, a hole in the log or an unknown format is
-/// [`StorageError::Corrupt`], at open or at read. After any IO or
-/// corruption error the store refuses every later call with that error
-/// (fail-stop). The format is described in `FORMAT.md`.
+/// fails it or a hole in the log is [`StorageError::Corrupt`], at open or
+/// at read, and a store written by a later format is
+/// [`StorageError::UnsupportedFormat`] at open. After any IO or corruption
+/// error the store refuses every later call with that error (fail-stop). A
+/// batch that breaks `write`'s contract (a gap, a term going back, an
+/// invalid membership, an entry over `ENTRY_RECORD_BYTES_MAX`) is refused
+/// with [`StorageError::InvalidBatch`]: nothing is written and the store
+/// stays usable. The format is described in `FORMAT.md`.
 #[derive(Debug)]
 pub struct RedbStorage {
     /// `None` only while a call runs on the blocking pool, or for good if
@@ -53,8 +57,9 @@ impl RedbStorage {
     /// from a blocking context.
     ///
     /// Errors: [`StorageError::Locked`] if another store has `dir` open (in
-    /// this process or another), [`StorageError::Corrupt`] if the file fails
-    /// its checks, [`StorageError::Io`] otherwise.
+    /// this process or another), [`StorageError::UnsupportedFormat`] if a
+    /// later build wrote the store, [`StorageError::Corrupt`] if the file
+    /// fails its checks, [`StorageError::Io`] otherwise.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
         Self::open_with(dir, RedbOptions::default())
     }

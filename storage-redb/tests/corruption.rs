@@ -271,24 +271,75 @@ async fn a_log_that_does_not_start_after_the_purge_point_fails_the_open() {
     );
 }
 
+/// Sets the format byte(s) of a closed store.
+fn set_format_version(dir: &Path, version: &[u8]) {
+    raw_edit(dir, |txn| {
+        let mut meta = txn.open_table(META).expect("meta");
+        meta.insert("format_version", version).expect("insert");
+    });
+}
+
 #[tokio::test]
-async fn an_unknown_format_version_or_a_damaged_hard_state_fails_the_open() {
+async fn a_later_format_version_is_unsupported_not_corrupt() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("store");
+    build(&dir).await;
+    set_format_version(&dir, &[9]);
+    let result = open_and_read_all(&dir, RedbOptions::default()).await;
+    assert_eq!(result, Err(StorageError::UnsupportedFormat { found: 9 }));
+    // The refusal wrote nothing: back at version 1, the store is intact.
+    set_format_version(&dir, &[1]);
+    open_and_read_all(&dir, RedbOptions::default())
+        .await
+        .expect("intact after the refused open");
+}
+
+#[tokio::test]
+async fn a_store_from_a_later_build_with_other_tables_is_unsupported() {
+    // What a later build might write: the same `meta` table and version
+    // key (FORMAT.md keeps them), a log table of another type.
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("store");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let db = Database::create(dir.join("log.redb")).expect("raw create");
+    let txn = db.begin_write().expect("raw write");
+    {
+        let mut meta = txn.open_table(META).expect("meta");
+        meta.insert("format_version", [2u8].as_slice())
+            .expect("insert");
+        let log_v2: TableDefinition<&str, u64> = TableDefinition::new("log");
+        txn.open_table(log_v2)
+            .expect("log")
+            .insert("first", 1)
+            .expect("insert");
+    }
+    txn.commit().expect("raw commit");
+    drop(db);
+    let result = RedbStorage::open(&dir).map(|_| ());
+    assert_eq!(result, Err(StorageError::UnsupportedFormat { found: 2 }));
+}
+
+#[tokio::test]
+async fn a_format_version_no_build_writes_is_corrupt() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("store");
+    build(&dir).await;
+    for version in [&[0u8][..], &[], &[1, 0], &[2, 0]] {
+        set_format_version(&dir, version);
+        expect_corrupt(
+            open_and_read_all(&dir, RedbOptions::default()).await,
+            "format_version",
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_hard_state_fails_the_open() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("store");
     build(&dir).await;
     raw_edit(&dir, |txn| {
         let mut meta = txn.open_table(META).expect("meta");
-        meta.insert("format_version", [9u8].as_slice())
-            .expect("insert");
-    });
-    expect_corrupt(
-        open_and_read_all(&dir, RedbOptions::default()).await,
-        "format_version",
-    );
-    raw_edit(&dir, |txn| {
-        let mut meta = txn.open_table(META).expect("meta");
-        meta.insert("format_version", [1u8].as_slice())
-            .expect("insert");
         let mut record = meta
             .get("hard_state")
             .expect("get")

@@ -1,9 +1,10 @@
 //! Batches that break `RaftStorage::write`'s contract are refused as a whole
-//! (the transaction is rolled back, even when the refusal comes after some
-//! of the batch's entries went in) and leave the store usable.
+//! with `StorageError::InvalidBatch` (the transaction is rolled back, even
+//! when the refusal comes after some of the batch's entries went in) and
+//! leave the store usable: nothing on disk is wrong, so never `Corrupt`.
 
 use bytes::Bytes;
-use rafter::{Entry, EntryPayload, RaftStorage, WriteBatch};
+use rafter::{Entry, EntryPayload, RaftStorage, StorageError, WriteBatch};
 use rafter_redb::{RedbStorage, ENTRY_RECORD_BYTES_MAX};
 
 fn entry(term: u64, index: u64, payload_bytes: usize) -> Entry {
@@ -20,6 +21,14 @@ fn append(entries: Vec<Entry>) -> WriteBatch {
         must_sync: true,
         ..WriteBatch::default()
     }
+}
+
+/// `result` is a refusal of the batch, not a failure of the store.
+fn check_invalid_batch(result: Result<(), StorageError>, what: &str) {
+    assert!(
+        matches!(result, Err(StorageError::InvalidBatch(_))),
+        "{what}: expected InvalidBatch, got {result:?}"
+    );
 }
 
 /// The log holds exactly `1..=last` with the given terms, after a reopen.
@@ -51,7 +60,7 @@ async fn an_oversized_entry_after_good_ones_rolls_the_whole_batch_back() {
         .await
         .expect("first write");
     let oversized = append(vec![entry(1, 2, 10), entry(1, 3, ENTRY_RECORD_BYTES_MAX)]);
-    assert!(store.write(oversized).await.is_err(), "over the limit");
+    check_invalid_batch(store.write(oversized).await, "over the limit");
     // Entry 2 went into the transaction before entry 3 was refused.
     let mut store = check_log(store, &[1]).await;
     store
@@ -78,7 +87,7 @@ async fn a_term_below_the_truncation_point_rolls_the_truncation_back() {
         truncate_from: Some(3),
         ..append(vec![entry(1, 3, 10)])
     };
-    assert!(store.write(going_back).await.is_err(), "term going back");
+    check_invalid_batch(store.write(going_back).await, "term going back");
     let mut store = check_log(store, &[1, 2, 3]).await;
     let replacing = WriteBatch {
         truncate_from: Some(3),
@@ -89,4 +98,36 @@ async fn a_term_below_the_truncation_point_rolls_the_truncation_back() {
         .await
         .expect("the store is still usable");
     check_log(store, &[1, 2, 4]).await;
+}
+
+#[tokio::test]
+async fn a_batch_that_breaks_the_contract_is_invalid_and_changes_nothing() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut store = RedbStorage::open(root.path()).expect("open");
+    store
+        .write(append(vec![entry(1, 1, 10), entry(1, 2, 10)]))
+        .await
+        .expect("first write");
+    let gap_after_the_log = append(vec![entry(1, 4, 10)]);
+    let gap_inside_the_batch = append(vec![entry(1, 3, 10), entry(1, 5, 10)]);
+    let term_going_back_inside = append(vec![entry(2, 3, 10), entry(1, 4, 10)]);
+    let no_voters = append(vec![Entry {
+        term: 1,
+        index: 3,
+        payload: EntryPayload::Membership(Box::default()),
+    }]);
+    for (what, batch) in [
+        ("a gap after the log", gap_after_the_log),
+        ("a gap inside the batch", gap_inside_the_batch),
+        ("a term going back inside the batch", term_going_back_inside),
+        ("a membership without voters", no_voters),
+    ] {
+        check_invalid_batch(store.write(batch).await, what);
+    }
+    let mut store = check_log(store, &[1, 1]).await;
+    store
+        .write(append(vec![entry(1, 3, 10)]))
+        .await
+        .expect("the store is still usable");
+    check_log(store, &[1, 1, 1]).await;
 }

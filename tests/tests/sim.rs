@@ -5,7 +5,8 @@
 //!   that runs seeds.
 //! - `SIM_SEEDS=<n>` runs `n` seeds in `many_seeds_stay_safe_and_linearizable`
 //!   (default 300) and reports progress to stderr every 100 seeds (every
-//!   1000 beyond 10 000).
+//!   1000 beyond 10 000); `SIM_FIRST_SEED=<s>` starts them at `s` (default
+//!   0), to go on from where a long run stopped.
 //! - `SIM_STEPS=<n>` changes the steps of the faulty phase (default 3000).
 
 use std::time::Instant;
@@ -39,11 +40,12 @@ fn many_seeds_stay_safe_and_linearizable() {
         return;
     }
     let seeds = env_u64("SIM_SEEDS").unwrap_or(300);
+    let first = env_u64("SIM_FIRST_SEED").unwrap_or(0);
     let progress_every = if seeds > 10_000 { 1000 } else { 100 };
     let started = Instant::now();
     let (mut steps, mut ops, mut sizes, mut inconclusive) = (0, 0, [0; 2], 0);
     let (mut appended, mut configurations, mut built, mut installed) = (0, 0, 0, 0);
-    for seed in 0..seeds {
+    for (done, seed) in (first..first.saturating_add(seeds)).enumerate() {
         match sim::run(&options(seed)) {
             Ok(report) => {
                 steps += report.steps;
@@ -57,10 +59,11 @@ fn many_seeds_stay_safe_and_linearizable() {
             }
             Err(failure) => panic!("{failure}"),
         }
-        if (seed + 1) % progress_every == 0 {
+        if (done as u64 + 1) % progress_every == 0 {
             eprintln!(
-                "sim: {} / {seeds} seeds passed, {steps} steps, {ops} client ops, {:.0?}",
-                seed + 1,
+                "sim: {} / {seeds} seeds passed (last {seed}), {steps} steps, {ops} client ops, \
+                 {:.0?}",
+                done + 1,
                 started.elapsed()
             );
         }
@@ -161,10 +164,11 @@ fn planted_read_without_quorum_is_caught() {
 /// (checker: entries committed and purged behind a snapshot in one step),
 /// 1018 (engine: copies of snapshot-chunk answers restarted transfers
 /// forever), 11791 (simulator: the liveness probe waited forever on a
-/// removed node).
+/// removed node), 37891 (engine: a removed leader that crashed before C_new
+/// committed could not campaign, and the joint quorum needed it).
 #[test]
 fn seeds_that_found_bugs_pass() {
-    for seed in [186, 354, 597, 1018, 11791] {
+    for seed in [186, 354, 597, 1018, 11791, 37891] {
         if let Err(failure) = sim::run(&Options::new(seed)) {
             panic!("{failure}");
         }

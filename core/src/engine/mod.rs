@@ -684,8 +684,22 @@ impl Engine {
 
     // ----- elections -----
 
+    /// A voter campaigns; so does a voter of the previous configuration
+    /// while the latest one, which removes it, is not known committed (a
+    /// leader that appended C_new without itself and then crashed may hold
+    /// the only copy of C_new: the joint quorum needs its vote, it refuses
+    /// shorter logs, so it must be able to lead and commit C_new; found by
+    /// the simulator). Once its removal is known committed it stops.
     fn can_campaign(&self) -> bool {
-        self.membership().is_voter(self.id)
+        if self.membership().is_voter(self.id) {
+            return true;
+        }
+        match self.memberships.as_slice() {
+            [.., (_, previous), (index, _)] => {
+                *index > self.log.committed() && previous.is_voter(self.id)
+            }
+            _ => false,
+        }
     }
 
     fn reset_timers(&mut self) {

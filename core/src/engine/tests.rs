@@ -1970,3 +1970,42 @@ fn log_keeps_a_trailing_window_behind_a_snapshot() {
         actions.messages
     );
 }
+
+/// A node whose latest configuration (C_new, without it) is not known
+/// committed, and which was a voter of the joint configuration before it,
+/// still campaigns: it may hold the only copy of C_new, and the joint
+/// quorum cannot form without it. Once C_new is known committed it stops.
+/// Regression (simulator, seed 37891: a removed leader crashed before
+/// C_new committed; no leader ever again).
+#[test]
+fn node_removed_by_an_uncommitted_configuration_still_campaigns() {
+    let mut joint = membership(&[1, 2]);
+    joint.voters_outgoing = [1, 3].into();
+    joint.nodes.insert(3, "node-3".into());
+    let c_new = membership(&[1, 2]);
+    let node = |commit| {
+        let mut restored = restored(&[1, 2, 3], &log_of(&[1, 1, 1]), hard_state(1, None, commit));
+        restored.memberships = vec![
+            (1, membership(&[1, 3])),
+            (2, joint.clone()),
+            (3, c_new.clone()),
+        ];
+        let mut e = Engine::new(3, config(), restored);
+        turn(&mut e);
+        e
+    };
+
+    let mut uncommitted = node(2);
+    assert_eq!(uncommitted.role(), Role::Learner);
+    tick_until_campaign(&mut uncommitted);
+    let t = turn(&mut uncommitted);
+    let asked: BTreeSet<NodeId> = t.messages.iter().map(|m| m.to).collect();
+    assert_eq!(asked, [1, 2].into(), "it asks C_new's voters");
+
+    let mut committed = node(3);
+    for _ in 0..3 * ELECTION_TICKS_MAX {
+        committed.tick();
+    }
+    assert_eq!(committed.role(), Role::Learner, "its removal is committed");
+    assert!(turn(&mut committed).messages.is_empty());
+}

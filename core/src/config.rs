@@ -11,6 +11,11 @@ pub const ELECTION_TICKS_MIN_DEFAULT: u64 = 10;
 /// See [`ELECTION_TICKS_MIN_DEFAULT`].
 pub const ELECTION_TICKS_MAX_DEFAULT: u64 = 20;
 
+/// What an append message or a snapshot chunk may take beyond its payload
+/// budget (`append_bytes_max`, plus one entry of up to `request_bytes_max`):
+/// see [`Config::message_bytes_max`].
+const MESSAGE_OVERHEAD_BYTES: u128 = 64 << 10;
+
 const _: () = assert!(HEARTBEAT_TICKS_DEFAULT < ELECTION_TICKS_MIN_DEFAULT);
 const _: () = assert!(ELECTION_TICKS_MIN_DEFAULT < ELECTION_TICKS_MAX_DEFAULT);
 
@@ -82,7 +87,23 @@ pub struct Config {
     /// Entries kept in the log behind a snapshot, so a follower lagging by
     /// less than this catches up from the log instead of a whole snapshot.
     pub snapshot_trailing_entries: u64,
-    /// Largest message or entry the node decodes from the network or disk.
+    /// Largest encoded message the node's transport sends or accepts: the
+    /// limit it passes to [`crate::codec::decode_message`] (`rafter-quic`
+    /// takes its frame limit from it: `TransportConfig::for_raft`). Every
+    /// message the node builds must fit, or the transport drops it on every
+    /// retry and replication to that follower stalls for good. The largest
+    /// are an append, whose entries fill `append_bytes_max` (by
+    /// [`crate::Entry::size_bytes`]; a storage may return the entry that
+    /// crosses it, a command of up to `request_bytes_max`), and a snapshot
+    /// chunk of `append_bytes_max` bytes plus its metadata. So
+    /// [`Config::validate`] requires at least
+    /// `append_bytes_max + request_bytes_max + 64 KiB`; the 64 KiB covers
+    /// message and entry headers, a chunk's membership, and what
+    /// `Entry::size_bytes` leaves out of a membership entry (its addresses,
+    /// about 250 B for 7 nodes: a hundred such entries in one append fit).
+    /// Default 64 MiB, far above the 2.6 MiB the other
+    /// defaults need. A peer may make a receiver buffer one message of this
+    /// size per stream it reads, so lower it where memory is tight.
     pub message_bytes_max: usize,
     /// Seed of the node's random number generator (election timeouts). Nodes
     /// mix in their id, so one seed serves a whole cluster; a fixed seed
@@ -172,11 +193,19 @@ impl Config {
         if self.request_bytes_max == 0 {
             return invalid("request_bytes_max", "must be positive");
         }
-        if self.message_bytes_max < self.request_bytes_max + 1024 {
-            return invalid(
-                "message_bytes_max",
-                "must exceed request_bytes_max by at least 1 KiB",
-            );
+        // In u128: the sum of a u64 and a usize cannot overflow there.
+        let message_bytes_min = u128::from(self.append_bytes_max)
+            + self.request_bytes_max as u128
+            + MESSAGE_OVERHEAD_BYTES;
+        if (self.message_bytes_max as u128) < message_bytes_min {
+            return Err(ConfigError::Invalid {
+                field: "message_bytes_max",
+                reason: format!(
+                    "{} bytes cannot carry the largest append or snapshot chunk: \
+                     append_bytes_max ({}) + request_bytes_max ({}) + 64 KiB = {message_bytes_min}",
+                    self.message_bytes_max, self.append_bytes_max, self.request_bytes_max
+                ),
+            });
         }
         if self.propose_timeout.is_zero() {
             return invalid("propose_timeout", "must be positive");
@@ -208,5 +237,141 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    /// An append over the limit is dropped by the transport every time it
+    /// is sent, so a config allowing one is refused at start.
+    #[test]
+    fn message_limit_must_hold_the_largest_append() {
+        let bad = Config {
+            append_bytes_max: 64 << 20,
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("message_bytes_max"), "{err}");
+        assert!(err.contains("append_bytes_max"), "{err}");
+        let bad = Config {
+            request_bytes_max: 1 << 20,
+            message_bytes_max: 1 << 20,
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+        let tight = tight_config();
+        tight.validate().unwrap();
+        let one_less = Config {
+            message_bytes_max: tight.message_bytes_max - 1,
+            ..tight
+        };
+        assert!(one_less.validate().is_err());
+    }
+
+    /// Small budgets, and `message_bytes_max` at the least `validate` takes.
+    fn tight_config() -> Config {
+        let append_bytes_max = 64 << 10;
+        let request_bytes_max = 32 << 10;
+        Config {
+            append_bytes_max,
+            request_bytes_max,
+            message_bytes_max: append_bytes_max as usize + request_bytes_max + (64 << 10),
+            ..Config::default()
+        }
+    }
+
+    /// The bound `validate` checks holds for real encodings: the largest
+    /// messages a node with the tightest valid config builds fit in
+    /// `message_bytes_max`.
+    #[test]
+    fn the_largest_messages_fit_the_tightest_valid_limit() {
+        use crate::codec::encode_message;
+        use crate::message::{Message, MessageBody};
+        use crate::types::{Entry, EntryPayload, LogId, Membership, SnapshotMeta};
+        use bytes::Bytes;
+
+        let config = tight_config();
+        // Big terms and indexes: their varints take the most bytes.
+        let term = u64::MAX;
+        let first = u64::MAX / 2;
+        let membership = Membership::new_voters((1..=7u64).map(|id| {
+            (
+                u64::MAX - id,
+                format!("rafter-node-{id}.example.internal:7000"),
+            )
+        }));
+        // Entries up to the budget, the one crossing it included (as a
+        // storage may return), then one more: the largest command.
+        let fill = |payload: &dyn Fn(usize) -> EntryPayload, last: Option<EntryPayload>| {
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            while bytes < config.append_bytes_max {
+                let entry = Entry {
+                    term,
+                    index: first + entries.len() as u64,
+                    payload: payload(entries.len()),
+                };
+                bytes += entry.size_bytes();
+                entries.push(entry);
+            }
+            if let Some(payload) = last {
+                entries.push(Entry {
+                    term,
+                    index: first + entries.len() as u64,
+                    payload,
+                });
+            }
+            Message {
+                from: u64::MAX,
+                to: u64::MAX - 1,
+                term,
+                body: MessageBody::Append {
+                    prev_log_id: LogId::new(term, first - 1),
+                    entries,
+                    commit: u64::MAX,
+                },
+            }
+        };
+        let largest_command =
+            || EntryPayload::Command(Bytes::from(vec![7; config.request_bytes_max]));
+        // `Entry::size_bytes` undercounts a membership by about its
+        // addresses (~250 B here); the overhead absorbs that for a hundred
+        // of them in one append.
+        let memberships_then_commands = |i: usize| {
+            if i < 100 {
+                EntryPayload::Membership(Box::new(membership.clone()))
+            } else {
+                EntryPayload::Command(Bytes::from_static(b"x"))
+            }
+        };
+        let messages = [
+            fill(&|_| EntryPayload::Blank, Some(largest_command())),
+            fill(
+                &|_| EntryPayload::Command(Bytes::from_static(b"x")),
+                Some(largest_command()),
+            ),
+            fill(&|_| largest_command(), None),
+            fill(&memberships_then_commands, Some(largest_command())),
+            Message {
+                from: u64::MAX,
+                to: u64::MAX - 1,
+                term,
+                body: MessageBody::InstallSnapshot {
+                    meta: SnapshotMeta {
+                        last_log_id: LogId::new(term, u64::MAX),
+                        membership: membership.clone(),
+                    },
+                    offset: u64::MAX / 2,
+                    data: Bytes::from(vec![7; config.append_bytes_max as usize]),
+                    done: true,
+                },
+            },
+        ];
+        for message in &messages {
+            let len = encode_message(message).len();
+            assert!(
+                len <= config.message_bytes_max,
+                "a {} of {len} bytes is over message_bytes_max = {}",
+                message.kind(),
+                config.message_bytes_max
+            );
+        }
     }
 }

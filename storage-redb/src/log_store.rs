@@ -19,7 +19,7 @@ use rafter::{
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use crate::compaction::should_compact;
+use crate::compaction::PurgedSinceCompaction;
 use crate::error::{corrupt, from_redb, io};
 use crate::format::{
     DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, LOG_TABLE, META_FORMAT_VERSION, META_HARD_STATE,
@@ -45,8 +45,9 @@ pub(crate) struct LogStore {
     purged: LogId,
     last_log_id: LogId,
     snapshot: Option<SnapshotMeta>,
-    /// Stored bytes of the log records purged since the last compaction.
-    purged_bytes_since_compaction: u64,
+    /// The log records purged since the last compaction (see
+    /// `compaction.rs`).
+    purged_since_compaction: PurgedSinceCompaction,
     /// The first IO or corruption error; every later call returns it
     /// (fail-stop: after a failed commit the file's contents are unknown).
     failed: Option<StorageError>,
@@ -82,7 +83,7 @@ impl LogStore {
             purged: LogId::default(),
             last_log_id: LogId::default(),
             snapshot: None,
-            purged_bytes_since_compaction: 0,
+            purged_since_compaction: PurgedSinceCompaction::default(),
             failed: None,
             record_buffer: Vec::new(),
             _lock: lock,
@@ -254,13 +255,15 @@ impl LogStore {
                 .map_err(|e| from_redb("begin write", e))?;
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| from_redb("set durability", e))?;
-            let mut removed_bytes = 0u64;
+            // (entries, bytes) removed.
+            let mut removed = (0u64, 0u64);
             {
                 let mut log = txn
                     .open_table(LOG_TABLE)
                     .map_err(|e| from_redb("open log", e))?;
                 log.retain_in(..=up_to.index, |_, value| {
-                    removed_bytes += value.len() as u64;
+                    removed.0 += 1;
+                    removed.1 += value.len() as u64;
                     false
                 })
                 .map_err(|e| from_redb("purge log", e))?;
@@ -271,24 +274,21 @@ impl LogStore {
                     .map_err(|e| from_redb("save purge point", e))?;
             }
             txn.commit().map_err(|e| from_redb("commit", e))?;
-            Ok(removed_bytes)
+            Ok(removed)
         })();
-        let removed_bytes = result.map_err(|e| self.fail(e))?;
+        let (removed_entries, removed_bytes) = result.map_err(|e| self.fail(e))?;
         self.purged = up_to;
         if up_to.index >= self.last_log_id.index {
             self.last_log_id = up_to;
         }
         self.check_invariants();
-        self.purged_bytes_since_compaction += removed_bytes;
-        let file_bytes = std::fs::metadata(&self.path)
-            .map_err(|e| io("stat database file", e))
-            .map_err(|e| self.fail(e))?
-            .len();
-        if should_compact(
-            self.purged_bytes_since_compaction,
-            file_bytes,
-            self.options.compaction_purged_bytes_min,
-        ) {
+        self.purged_since_compaction
+            .add(removed_entries, removed_bytes);
+        let live_entries = self.last_log_id.index - self.purged.index;
+        if self
+            .purged_since_compaction
+            .should_compact(live_entries, self.options.compaction_purged_bytes_min)
+        {
             self.compact()?;
         }
         Ok(())
@@ -301,7 +301,7 @@ impl LogStore {
         self.usable()?;
         let result = self.db.compact().map_err(|e| from_redb("compact", e));
         result.map_err(|e| self.fail(e))?;
-        self.purged_bytes_since_compaction = 0;
+        self.purged_since_compaction.reset();
         Ok(())
     }
 

@@ -22,7 +22,7 @@ pub struct RedbOptions {
     pub open_check_file: bool,
     /// Log records purged since the last compaction, in bytes, below which a
     /// purge never compacts the file (see the `compaction` rule: also at
-    /// least half the file). Too small compacts after every snapshot, which
+    /// least as many records purged as are left in the log). Too small compacts after every snapshot, which
     /// rewrites the live log each time; too large leaves up to this much
     /// dead space in the file. Default: 64 MiB.
     pub compaction_purged_bytes_min: u64,

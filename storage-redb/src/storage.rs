@@ -87,8 +87,10 @@ impl RedbStorage {
         self.store.as_ref().map(LogStore::path)
     }
 
-    /// Compacts the file now, whatever the compaction rule says. Blocks for
-    /// about the time of writing the live data once.
+    /// Compacts the file now, whatever the compaction rule says (`purge`
+    /// compacts on its own after large purges, see
+    /// [`RedbOptions::compaction_purged_bytes_min`]). Blocks for about the
+    /// time of writing the live data once.
     pub async fn compact(&mut self) -> Result<(), StorageError> {
         self.run(LogStore::compact).await
     }

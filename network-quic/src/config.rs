@@ -1,10 +1,19 @@
 //! `TransportConfig`: every limit of the transport, with its default and its
 //! trade-off.
+//!
+//! The frame limit is the node's message limit: a frame carries one encoded
+//! message, and the inbound side decodes it with `frame_bytes_max` as the
+//! limit of [`rafter::codec::decode_message`]. So `frame_bytes_max` comes
+//! from (or is checked against) [`rafter::Config::message_bytes_max`], which
+//! `rafter::Config::validate` keeps above the largest append and snapshot
+//! chunk the node builds: [`TransportConfig::for_raft`],
+//! [`TransportConfig::validate_for_raft`].
 
 use std::time::Duration;
 
-/// Default largest frame payload: 16 MiB.
-pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
+/// Default largest frame payload: 64 MiB, the default
+/// `rafter::Config::message_bytes_max` (a test keeps them equal).
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// Default per-peer queue bound in messages.
 pub const QUEUE_MSGS_MAX_DEFAULT: usize = 4096;
 /// Default per-peer queue bound in bytes: 64 MiB.
@@ -15,20 +24,32 @@ pub const WRITE_BYTES_MAX_DEFAULT: usize = 1 << 20;
 const _: () = assert!(WRITE_BYTES_MAX_DEFAULT as u64 <= QUEUE_BYTES_MAX_DEFAULT);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT as u64 <= QUEUE_BYTES_MAX_DEFAULT);
 
-/// The transport's limits and timers. Start from [`TransportConfig::default`]
-/// and change what you need; [`TransportConfig::validate`] (also run by
-/// [`crate::QuicNetwork::bind`]) rejects inconsistent values.
+/// The transport's limits and timers. Start from
+/// [`TransportConfig::for_raft`] (the defaults, with the frame limit of the
+/// node's Raft config) and change what you need;
+/// [`TransportConfig::validate`] (also run by [`crate::QuicNetwork::bind`])
+/// rejects inconsistent values, and [`TransportConfig::validate_for_raft`]
+/// also a frame limit below the Raft config's message limit. `bind` does not
+/// see the Raft config, so a config built otherwise should go through
+/// `validate_for_raft` before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
-    /// Largest frame payload (one encoded message) sent or accepted. A
-    /// larger outgoing message is dropped and counted; a larger incoming
-    /// frame closes the connection before anything is allocated for it.
-    /// Should be at least `rafter::Config::message_bytes_max` of the peers
-    /// (or every append the leader can build, `append_bytes_max` plus
-    /// overhead), or large appends are dropped for ever. Worst-case receive
-    /// memory is `frame_bytes_max × inbound_connections_max × 2` streams:
-    /// 16 MiB × 64 × 2 = 2 GiB with the defaults, reached only if every peer
-    /// sends a maximal frame at once.
+    /// Largest frame payload (one encoded message) sent or accepted, and so
+    /// the limit messages are decoded with. A larger outgoing message is
+    /// dropped and counted (`LaneStats::dropped_too_large`); a larger
+    /// incoming frame closes the connection before anything is allocated for
+    /// it. Must be at least `rafter::Config::message_bytes_max`
+    /// ([`TransportConfig::validate_for_raft`]), which holds the largest
+    /// append and snapshot chunk the node builds: below it, that message
+    /// would be dropped on every retry and replication to the follower
+    /// would stall. Give every node the same value, since the receiver's
+    /// limit is the one that counts. Memory: a stream buffers at most one
+    /// partial frame, growing only as its bytes arrive, so the worst case is
+    /// `frame_bytes_max × inbound_connections_max × 2` streams (64 MiB × 64
+    /// × 2 = 8 GiB with the defaults), reached only if every authenticated
+    /// peer sends a maximal frame at once; the defaults' largest real
+    /// message is 2.6 MiB. Lower `message_bytes_max` and this together
+    /// where memory is tight.
     pub frame_bytes_max: usize,
     /// Messages one peer's queue (one stream class) holds while the writer
     /// catches up or the peer is down. When reached, new messages to that
@@ -98,9 +119,54 @@ pub enum TransportConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The frame limit is below the Raft config's message limit: the
+    /// largest append or snapshot chunk would never get through.
+    #[error(
+        "invalid transport config: frame_bytes_max ({frame_bytes_max}) is below the Raft \
+         config's message_bytes_max ({message_bytes_max}); the largest append or snapshot \
+         chunk would be dropped on every retry and replication would stall"
+    )]
+    FrameBelowMessage {
+        /// `TransportConfig::frame_bytes_max`.
+        frame_bytes_max: usize,
+        /// `rafter::Config::message_bytes_max`.
+        message_bytes_max: usize,
+    },
+    /// The Raft config the transport was checked against is itself invalid.
+    #[error(transparent)]
+    Raft(#[from] rafter::ConfigError),
 }
 
 impl TransportConfig {
+    /// The defaults, with `frame_bytes_max` set to the Raft config's
+    /// `message_bytes_max` (and `queue_bytes_max` raised to hold one such
+    /// frame if needed), checked by [`TransportConfig::validate_for_raft`].
+    pub fn for_raft(raft: &rafter::Config) -> Result<Self, TransportConfigError> {
+        let defaults = Self::default();
+        let config = Self {
+            frame_bytes_max: raft.message_bytes_max,
+            queue_bytes_max: defaults.queue_bytes_max.max(raft.message_bytes_max as u64),
+            ..defaults
+        };
+        config.validate_for_raft(raft)?;
+        Ok(config)
+    }
+
+    /// [`TransportConfig::validate`], plus: `raft` is valid and every
+    /// message it lets the node build fits in a frame
+    /// (`frame_bytes_max >= raft.message_bytes_max`).
+    pub fn validate_for_raft(&self, raft: &rafter::Config) -> Result<(), TransportConfigError> {
+        self.validate()?;
+        raft.validate()?;
+        if self.frame_bytes_max < raft.message_bytes_max {
+            return Err(TransportConfigError::FrameBelowMessage {
+                frame_bytes_max: self.frame_bytes_max,
+                message_bytes_max: raft.message_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that the values are usable together.
     pub fn validate(&self) -> Result<(), TransportConfigError> {
         let invalid = |field, reason| Err(TransportConfigError::Invalid { field, reason });
@@ -151,6 +217,54 @@ mod tests {
     #[test]
     fn default_is_valid() {
         assert_eq!(TransportConfig::default().validate(), Ok(()));
+    }
+
+    /// The defaults of both crates agree, and `for_raft` of the default Raft
+    /// config is the default transport config.
+    #[test]
+    fn default_frame_limit_is_the_default_message_limit() {
+        let raft = rafter::Config::default();
+        assert_eq!(FRAME_BYTES_MAX_DEFAULT, raft.message_bytes_max);
+        assert_eq!(TransportConfig::default().validate_for_raft(&raft), Ok(()));
+        assert_eq!(
+            TransportConfig::for_raft(&raft),
+            Ok(TransportConfig::default())
+        );
+    }
+
+    /// A Raft config whose appends outgrow the frame limit is refused with
+    /// the numbers; `for_raft` builds a transport config that carries them.
+    #[test]
+    fn frame_limit_must_hold_the_raft_message_limit() {
+        let raft = rafter::Config {
+            append_bytes_max: 96 << 20,
+            message_bytes_max: 100 << 20,
+            ..rafter::Config::default()
+        };
+        let error = TransportConfig::default()
+            .validate_for_raft(&raft)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            TransportConfigError::FrameBelowMessage {
+                frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+                message_bytes_max: 100 << 20,
+            }
+        );
+        assert!(error.to_string().contains("message_bytes_max"), "{error}");
+        let config = TransportConfig::for_raft(&raft).unwrap();
+        assert_eq!(config.frame_bytes_max, 100 << 20);
+        assert!(config.queue_bytes_max >= 100 << 20);
+
+        // An invalid Raft config is refused as such.
+        let invalid = rafter::Config {
+            append_bytes_max: 96 << 20,
+            ..rafter::Config::default()
+        };
+        assert!(matches!(
+            TransportConfig::for_raft(&invalid),
+            Err(TransportConfigError::Raft(_))
+        ));
     }
 
     #[test]

@@ -117,7 +117,9 @@ impl FrameDecoder {
         }
         let frame_len = FRAME_HEADER_BYTES + len;
         if self.buffer.len() < frame_len {
-            self.buffer.reserve(frame_len - self.buffer.len());
+            // Nothing is reserved from the length alone: the buffer grows as
+            // the bytes arrive, so a header announcing a frame at the limit
+            // costs memory only once the peer really sends that much.
             return Ok(None);
         }
         self.buffer.advance(FRAME_HEADER_BYTES);
@@ -143,6 +145,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use proptest::prelude::*;
+    use rafter::codec::FORMAT_VERSION;
     use rafter::{AppendOutcome, Entry, EntryPayload, LogId, MessageBody};
 
     fn heartbeat() -> Message {
@@ -193,6 +196,20 @@ mod tests {
             encode_frame(&heartbeat(), 3),
             Err(FrameError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_declared_length_reserves_nothing_until_its_bytes_arrive() {
+        let limit = 16 << 20;
+        let mut decoder = FrameDecoder::new(limit);
+        decoder.push(&(limit as u32).to_be_bytes());
+        decoder.push(&[FORMAT_VERSION; 10]);
+        assert_eq!(decoder.next_message(), Ok(None));
+        assert!(
+            decoder.buffer.capacity() < 1 << 20,
+            "reserved {} bytes for a frame that has sent 14",
+            decoder.buffer.capacity()
+        );
     }
 
     #[test]

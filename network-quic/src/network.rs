@@ -103,6 +103,12 @@ impl QuicNetwork {
     /// Opens node `id`'s endpoint on `addr` (UDP) and starts accepting
     /// peers. Must run inside a tokio runtime. Under
     /// [`TlsMode::MutualTls`] the certificate must name `id`.
+    ///
+    /// `config` is checked alone ([`TransportConfig::validate`]): `bind`
+    /// does not see the node's `rafter::Config`. Build `config` with
+    /// [`TransportConfig::for_raft`] (or check it with
+    /// [`TransportConfig::validate_for_raft`]) so that every append and
+    /// snapshot chunk the node builds fits in a frame.
     pub fn bind(
         id: NodeId,
         addr: SocketAddr,

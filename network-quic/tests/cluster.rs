@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use rafter::testing::{KvCommand, KvStateMachine, MemStorage};
 use rafter::{Config, Membership, NodeId, Raft, Role};
-use rafter_quic::{ClusterCa, QuicHandle, QuicNetwork, TlsMode};
+use rafter_quic::{ClusterCa, QuicHandle, QuicNetwork, TlsMode, TransportConfig};
 
 /// Time allowed for the 10,000 proposals (a debug build on 2 cores).
 const REPLICATION_PATIENCE: Duration = Duration::from_secs(120);
@@ -73,7 +73,8 @@ fn bind(ca: &ClusterCa, id: NodeId, addr: SocketAddr) -> QuicNetwork {
         id,
         addr,
         TlsMode::MutualTls(ca.issue_node_cert(id).unwrap()),
-        test_config(),
+        // The frame limit from the Raft config, checked against it.
+        with_test_timers(TransportConfig::for_raft(&raft_config()).unwrap()),
     )
     .unwrap()
 }

@@ -33,15 +33,20 @@ pub fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// Limits small and timers short, so the tests run fast.
+/// Timers short, so the tests run fast.
 pub fn test_config() -> TransportConfig {
+    with_test_timers(TransportConfig::default())
+}
+
+/// `config` with the tests' short timers.
+pub fn with_test_timers(config: TransportConfig) -> TransportConfig {
     TransportConfig {
         reconnect_delay_min: Duration::from_millis(10),
         reconnect_delay_max: Duration::from_millis(200),
         connect_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(5),
         keep_alive_interval: Duration::from_millis(500),
-        ..TransportConfig::default()
+        ..config
     }
 }
 

@@ -11,7 +11,8 @@ use redb::TableDefinition;
 /// later build keeps reading this one.
 pub const STORE_FORMAT_VERSION: u8 = 1;
 
-/// The database file inside the data directory.
+/// The database file inside the data directory (`log.redb.new` while it
+/// is created, see `create.rs`).
 pub(crate) const DATABASE_FILE: &str = "log.redb";
 
 /// The lock file inside the data directory; held (advisory, exclusive) for as

@@ -17,6 +17,7 @@
 
 pub mod bench;
 mod compaction;
+mod create;
 mod error;
 mod format;
 mod kv;

@@ -20,6 +20,7 @@ use rafter::{
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::compaction::PurgedSinceCompaction;
+use crate::create::open_or_create;
 use crate::error::{corrupt, from_redb, io};
 use crate::format::{
     DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, LOG_TABLE, META_FORMAT_VERSION, META_HARD_STATE,
@@ -66,14 +67,7 @@ impl LogStore {
         let mut builder = Database::builder();
         builder.set_cache_size(options.cache_bytes);
         builder.set_check_integrity_on_open(options.open_check_file);
-        if !path.try_exists().map_err(|e| io("stat database file", e))? {
-            create_database(dir, &path, &builder)?;
-        }
-        // `open`, never `create`: a missing file now is an error, not a new
-        // empty store that would forget the log.
-        let db = builder
-            .open(&path)
-            .map_err(|e| from_redb("open database", e))?;
+        let db = open_or_create(dir, DATABASE_FILE, &builder, init_format)?;
         init_format(&db)?;
         let mut store = Self {
             db,
@@ -475,30 +469,6 @@ impl LogStore {
         self.failed.get_or_insert_with(|| e.clone());
         e
     }
-}
-
-/// Creates a new database file atomically: built and made durable under a
-/// temporary name, then renamed into place (and the directory synced). A
-/// crash while redb initialises a file leaves a file it cannot open
-/// ("magic number mismatch"; the crash test found it), so the final name
-/// only ever holds a complete database. A leftover temporary file is
-/// garbage from such a crash and is replaced.
-fn create_database(dir: &Path, path: &Path, builder: &redb::Builder) -> Result<(), StorageError> {
-    let temporary = dir.join(format!("{DATABASE_FILE}.new"));
-    match std::fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("remove unfinished database file", e)),
-    }
-    let db = builder
-        .create(&temporary)
-        .map_err(|e| from_redb("create database", e))?;
-    init_format(&db)?;
-    drop(db);
-    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-    sync(&temporary).map_err(|e| io("sync new database file", e))?;
-    std::fs::rename(&temporary, path).map_err(|e| io("rename new database file", e))?;
-    sync(dir).map_err(|e| io("sync data directory", e))
 }
 
 /// Creates the tables and stores the format version of a new store, or

@@ -13,9 +13,14 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
+use crate::create::open_or_create;
+use crate::error::from_redb;
 use crate::lock::DirectoryLock;
 use crate::record;
 
+/// The database file inside the directory (`state.redb.new` while it is
+/// created, see `create.rs`).
+const STATE_DATABASE_FILE: &str = "state.redb";
 /// The applied log id: key [`APPLIED_KEY`] → record of `codec::encode(&LogId)`.
 const APPLIED_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("rafter_applied");
 const APPLIED_KEY: &str = "applied";
@@ -25,6 +30,9 @@ const APPLIED_RECORD_BYTES_MAX: usize = 64;
 /// A redb database for a state machine, with the applied log id kept in the
 /// same transactions as the data. The file is `<dir>/state.redb`, the
 /// directory locked like [`crate::RedbStorage`]'s (use another directory).
+/// A new file is created the way `log.redb` is: under a temporary name,
+/// renamed into place once complete, so a crash while it is created leaves
+/// nothing the next open refuses.
 ///
 /// Invariant: the stored applied log id only grows, and it changes only in
 /// a transaction that also holds the effects of the entries up to it.
@@ -37,14 +45,29 @@ pub struct RedbStateMachineStore {
 
 impl RedbStateMachineStore {
     /// Opens (creating if needed) the database in `dir`. Blocks.
+    ///
+    /// Errors (`StateMachineError::Io`, with the reason in the message): the
+    /// directory is locked by another open store; `state.redb` is not a
+    /// complete redb database (damaged, or left half-created by a crash of
+    /// a build that created it in place; it is never replaced, since it may
+    /// hold the only copy of the state); the filesystem failed. A
+    /// `state.redb.new` left by a crash during creation is replaced.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StateMachineError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| StateMachineError::Io(e.to_string()))?;
         let lock = DirectoryLock::acquire(dir).map_err(|e| StateMachineError::Io(e.to_string()))?;
-        let db = Database::builder()
-            .set_check_integrity_on_open(true)
-            .create(dir.join("state.redb"))
-            .map_err(sm_io)?;
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(true);
+        let db = open_or_create(dir, STATE_DATABASE_FILE, &builder, |db| {
+            let txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
+            txn.open_table(APPLIED_TABLE)
+                .map_err(|e| from_redb("create applied table", e))?;
+            txn.commit().map_err(|e| from_redb("commit", e))
+        })
+        .map_err(|e| {
+            StateMachineError::Io(format!("{}: {e}", dir.join(STATE_DATABASE_FILE).display()))
+        })?;
+        // A store created by an earlier build may lack the table.
         let txn = db.begin_write().map_err(sm_io)?;
         txn.open_table(APPLIED_TABLE).map_err(sm_io)?;
         txn.commit().map_err(sm_io)?;

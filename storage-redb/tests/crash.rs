@@ -2,10 +2,13 @@
 //! acknowledged index; the parent kills it with SIGKILL at random moments,
 //! reopens the store and checks that every acknowledged entry is there and
 //! intact, and that the log is a clean prefix (no hole, no torn entry, the
-//! hard state written with each batch matches its last entry).
+//! hard state written with each batch matches its last entry). Another
+//! child creates state machine stores one after the other, and a kill while
+//! it creates one must leave a directory that opens.
 //!
 //! The child is this test binary itself, re-run with `CHILD_DIR_ENV` set so
-//! that only `crash_child` (or `lock_child`) does anything. A failure prints
+//! that only `crash_child` (or `lock_child`, `state_store_child`) does
+//! anything. A failure prints
 //! the seed; `RAFTER_REDB_CRASH_SEED=<seed>` replays the same kill times (the
 //! moments the child reaches still vary with the machine's speed).
 
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rafter::{Entry, EntryPayload, HardState, LogId, RaftStorage, StorageError, WriteBatch};
-use rafter_redb::RedbStorage;
+use rafter_redb::{RedbStateMachineStore, RedbStorage};
 
 const CHILD_DIR_ENV: &str = "RAFTER_REDB_CHILD_DIR";
 const KILLS: u32 = 80;
@@ -133,6 +136,26 @@ fn lock_child() {
         Err(StorageError::Locked(_)) => println!("RESULT locked"),
         Err(e) => println!("RESULT error {e}"),
         Ok(_) => println!("RESULT opened"),
+    }
+}
+
+/// The child of the state store test: creates a new store in `<dir>/<i>`
+/// for i = 0, 1, 2, ... until killed, printing each one created.
+#[test]
+fn state_store_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
+    if std::env::var("RAFTER_REDB_CHILD_ROLE").as_deref() != Ok("state") {
+        return;
+    }
+    let mut stdout = std::io::stdout();
+    for i in 0.. {
+        let store = RedbStateMachineStore::open(Path::new(&dir).join(i.to_string()))
+            .expect("child creates a store");
+        drop(store);
+        writeln!(stdout, "CREATED {i}").expect("stdout");
+        stdout.flush().expect("stdout");
     }
 }
 
@@ -296,5 +319,65 @@ async fn a_second_process_gets_locked_and_a_second_open_too() {
     assert!(
         stdout.contains("RESULT opened"),
         "after release the child said: {stdout}"
+    );
+}
+
+#[test]
+fn sigkill_while_creating_a_state_store_leaves_a_directory_that_opens() {
+    const STATE_KILLS: u32 = 30;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    println!("state store kill seed {seed}");
+    let mut rng = Rng(seed);
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut interrupted = 0;
+    for kill in 0..STATE_KILLS {
+        let dir = root.path().join(format!("run-{kill}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut process = child(&dir, "state", "state_store_child")
+            .spawn()
+            .expect("spawn child");
+        let stdout = process.stdout.take().expect("piped stdout");
+        let reader = std::thread::spawn(move || {
+            let mut created = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.strip_prefix("CREATED ") {
+                    created = Some(i.parse::<u64>().expect("store number"));
+                }
+            }
+            created
+        });
+        std::thread::sleep(Duration::from_millis(20 + rng.below(100)));
+        process.kill().expect("SIGKILL the child");
+        let status = process.wait().expect("reap the child");
+        let created = reader.join().expect("reader thread");
+        assert!(!status.success(), "the child exited by itself: {status}");
+        // The store being created when the kill landed, and the last one
+        // created before it: both must open as a new, empty store.
+        let next = created.map_or(0, |i| i + 1);
+        for i in created.into_iter().chain([next]) {
+            let store_dir = dir.join(i.to_string());
+            if !store_dir.exists() {
+                continue; // The kill landed before the child got this far.
+            }
+            if i == next {
+                interrupted += 1;
+            }
+            let store = RedbStateMachineStore::open(&store_dir).unwrap_or_else(|e| {
+                panic!("seed {seed}, kill {kill}: store {i} does not open: {e}")
+            });
+            assert_eq!(store.applied(), Ok(LogId::default()), "store {i}");
+            assert!(
+                !store_dir.join("state.redb.new").exists(),
+                "store {i}: the unfinished file was left behind"
+            );
+        }
+    }
+    println!("{STATE_KILLS} kills, {interrupted} interrupted a creation");
+    assert!(
+        interrupted >= STATE_KILLS / 2,
+        "too few kills interrupted a creation to test anything"
     );
 }

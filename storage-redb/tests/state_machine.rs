@@ -3,7 +3,7 @@
 //! twice; a failed batch stores neither.
 
 use rafter::{Committed, CommittedPayload, LogId, StateMachine, StateMachineError};
-use rafter_redb::{RedbKv, RedbKvCommand};
+use rafter_redb::{RedbKv, RedbKvCommand, RedbStateMachineStore};
 
 fn append(index: u64, suffix: &str) -> Committed<RedbKvCommand> {
     Committed {
@@ -110,4 +110,71 @@ fn a_second_open_of_the_directory_fails() {
     let root = tempfile::tempdir().expect("temp dir");
     let _kv = RedbKv::open(root.path()).expect("open");
     assert!(RedbKv::open(root.path()).is_err());
+}
+
+#[tokio::test]
+async fn a_leftover_unfinished_file_is_replaced_by_a_clean_store() {
+    // What a crash during creation leaves: `state.redb.new`, here a redb
+    // file with a stray table, and no `state.redb`.
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("sm");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let unfinished = dir.join("state.redb.new");
+    {
+        let db = redb::Database::create(&unfinished).expect("raw create");
+        let txn = db.begin_write().expect("raw write");
+        let stray: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("stray");
+        txn.open_table(stray)
+            .expect("table")
+            .insert("k", "v")
+            .expect("insert");
+        txn.commit().expect("raw commit");
+    }
+    let mut kv = RedbKv::open(&dir).expect("open despite the leftover");
+    assert!(!unfinished.exists(), "the leftover is gone");
+    assert_eq!(kv.applied().await, Ok(LogId::default()));
+    assert_eq!(kv.get("k"), Ok(None));
+    kv.apply(log(1..=2)).await.expect("apply");
+    drop(kv);
+    let kv = RedbKv::open(&dir).expect("reopen");
+    assert_eq!(kv.get("k"), Ok(Some("12".into())));
+
+    // Garbage under the temporary name is replaced the same way.
+    let fresh = root.path().join("fresh");
+    std::fs::create_dir_all(&fresh).expect("mkdir");
+    std::fs::write(fresh.join("state.redb.new"), b"half a header").expect("write");
+    let mut kv = RedbKv::open(&fresh).expect("open despite garbage");
+    assert_eq!(kv.applied().await, Ok(LogId::default()));
+}
+
+#[test]
+fn a_half_created_state_file_is_a_clear_error_and_left_alone() {
+    // What a crash of a build that created `state.redb` in place could
+    // leave: an empty file, a file sized but without redb's magic number,
+    // garbage. None may be replaced (it could be the only copy of the
+    // state) and none may panic.
+    let root = tempfile::tempdir().expect("temp dir");
+    for (case, bytes) in [
+        ("empty", Vec::new()),
+        ("zeroed", vec![0u8; 1 << 20]),
+        ("garbage", b"not a database at all".to_vec()),
+    ] {
+        let dir = root.path().join(case);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("state.redb");
+        std::fs::write(&path, &bytes).expect("write");
+        let result = std::panic::catch_unwind(|| RedbStateMachineStore::open(&dir).map(|_| ()));
+        match result {
+            Ok(Err(StateMachineError::Io(message))) => assert!(
+                message.contains("state.redb"),
+                "{case}: the error names the file: {message}"
+            ),
+            other => panic!("{case}: expected an IO error naming the file, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            bytes,
+            "{case}: the file was changed"
+        );
+    }
 }

@@ -102,6 +102,9 @@ impl Lane {
             queued_bytes: queue.bytes(),
             queued_msgs_high_water: queue.msgs_high_water(),
             queued_bytes_high_water: queue.bytes_high_water(),
+            // Never above the length of one batch, which is a `usize`.
+            writing_msgs: c.writing_msgs.load(Ordering::Relaxed) as usize,
+            writing_bytes: c.writing_bytes.load(Ordering::Relaxed),
             sent_msgs: c.sent_msgs.get(),
             sent_bytes: c.sent_bytes.get(),
             writes: c.writes.get(),
@@ -263,12 +266,35 @@ async fn pump(shared: &Shared, lane: &Lane, connection: &quinn::Connection) -> S
         }
         let msgs = batch.len() as u64;
         let bytes: u64 = batch.iter().map(|frame| frame.len() as u64).sum();
-        if let Err(error) = stream.write_all_chunks(&mut batch).await {
+        let written = {
+            let _writing = Writing::start(&lane.counters, msgs, bytes);
+            stream.write_all_chunks(&mut batch).await
+        };
+        if let Err(error) = written {
             lane.counters.dropped_unreachable.add(msgs);
             return format!("write: {error}");
         }
         lane.counters.writes.incr();
         lane.counters.sent_msgs.add(msgs);
         lane.counters.sent_bytes.add(bytes);
+    }
+}
+
+/// Publishes the write in progress in the lane's stats, and clears it when
+/// the write ends, fails or is abandoned (the lane stopped).
+struct Writing<'a>(&'a LaneCounters);
+
+impl<'a> Writing<'a> {
+    fn start(counters: &'a LaneCounters, msgs: u64, bytes: u64) -> Self {
+        counters.writing_msgs.store(msgs, Ordering::Relaxed);
+        counters.writing_bytes.store(bytes, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.writing_msgs.store(0, Ordering::Relaxed);
+        self.0.writing_bytes.store(0, Ordering::Relaxed);
     }
 }

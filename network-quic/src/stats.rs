@@ -44,6 +44,14 @@ pub struct LaneStats {
     pub queued_msgs_high_water: usize,
     /// The most bytes ever queued at once; never above `queue_bytes_max`.
     pub queued_bytes_high_water: u64,
+    /// Messages taken from the queue by the write in progress. A peer that
+    /// is connected but does not read stalls that write (QUIC flow
+    /// control), and they wait here while the queue fills and drops.
+    pub writing_msgs: usize,
+    /// Bytes of the write in progress: at most `write_bytes_max`, or one
+    /// frame. A lane's memory is therefore bounded by `queue_bytes_max`
+    /// plus this, plus what QUIC buffers (up to the peer's stream window).
+    pub writing_bytes: u64,
     /// Messages handed to QUIC.
     pub sent_msgs: u64,
     /// Frame bytes handed to QUIC.
@@ -124,6 +132,9 @@ pub(crate) struct LaneCounters {
     pub(crate) connects: Counter,
     pub(crate) connect_failures: Counter,
     pub(crate) connected: AtomicBool,
+    /// Current values, not counters: the write in progress.
+    pub(crate) writing_msgs: AtomicU64,
+    pub(crate) writing_bytes: AtomicU64,
 }
 
 /// The live counters behind [`InboundStats`].

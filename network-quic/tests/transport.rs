@@ -1,17 +1,24 @@
 //! Transport scenarios on 127.0.0.1: delivery, authentication, queue
-//! bounds and bad input. Every wait has a deadline (`common::PATIENCE`).
+//! bounds, slow peers, snapshot streams and bad input. Every wait has a
+//! deadline (`common::PATIENCE`).
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use common::*;
 use rafter::codec::FORMAT_VERSION;
-use rafter::{Entry, EntryPayload, LogId, Message, MessageBody, RaftNetwork};
+use rafter::{
+    Entry, EntryPayload, LogId, Membership, Message, MessageBody, RaftNetwork, SnapshotMeta,
+};
 use rafter_quic::frame::encode_frame;
-use rafter_quic::{node_server_name, ClusterCa, TlsMode, TransportConfig};
+use rafter_quic::{
+    node_server_name, ClusterCa, LaneStats, QuicNetwork, StreamClass, TlsMode, TransportConfig,
+};
+use tokio::sync::{mpsc, oneshot};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_exchange_messages_through_their_sinks() {
@@ -426,4 +433,293 @@ async fn insecure_local_demo_mode_delivers_without_certificates() {
     two.network.send(1, vec![heartbeat(2, 1, 2)]).await;
     assert_eq!(two.recv().await, heartbeat(1, 2, 1));
     assert_eq!(one.recv().await, heartbeat(2, 1, 2));
+}
+
+/// An append of one entry carrying `payload`.
+fn append_with(index: u64, payload: &Bytes) -> Message {
+    Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Append {
+            prev_log_id: LogId::new(1, index - 1),
+            entries: vec![Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Command(payload.clone()),
+            }],
+            commit: 0,
+        },
+    }
+}
+
+/// Where a sink thread waits until the test opens it.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+/// Opens the gate when dropped, so a failing test never leaves a thread
+/// parked in it (the runtime would wait for that thread at shutdown).
+struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+const SNAPSHOT_CHUNKS: u64 = 32;
+const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+
+/// Chunk `i` of a snapshot, with bytes that differ from chunk to chunk.
+fn snapshot_chunk(i: u64) -> Message {
+    let data: Vec<u8> = (0..SNAPSHOT_CHUNK_BYTES)
+        .map(|j| (i as usize * 31 + j / 7) as u8)
+        .collect();
+    Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::InstallSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: LogId::new(1, 1000),
+                membership: Membership::new_voters([(1, "one".into()), (2, "two".into())]),
+            },
+            offset: i * SNAPSHOT_CHUNK_BYTES as u64,
+            data: Bytes::from(data),
+            done: i + 1 == SNAPSHOT_CHUNKS,
+        },
+    }
+}
+
+/// Node 1 queues 8 MiB of snapshot chunks, then appends and a heartbeat.
+/// Node 2 reads its snapshot stream slowly: its sink holds the reader in the
+/// first chunk until the test opens a gate, so QUIC flow control stalls
+/// node 1's snapshot writer with most chunks unsent. The appends must all
+/// arrive meanwhile, which they can only do on a stream of their own
+/// (`stream_class`); then every chunk arrives, intact and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_chunks_on_a_stalled_stream_never_hold_up_appends() {
+    init_tracing();
+    let ca = ClusterCa::generate("test").unwrap();
+    let mut one = Node::bind(&ca, 1, test_config());
+    let two = QuicNetwork::bind(
+        2,
+        localhost(),
+        TlsMode::MutualTls(ca.issue_node_cert(2).unwrap()),
+        test_config(),
+    )
+    .unwrap();
+    let two_handle = two.handle();
+    let gate = Arc::new(Gate::default());
+    let _open_on_exit = OpenOnDrop(gate.clone());
+    let (raft_tx, mut raft_rx) = mpsc::unbounded_channel();
+    let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
+    let sink_gate = gate.clone();
+    two_handle
+        .set_inbound(move |message: Message| {
+            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+                let _ = chunk_tx.send(message);
+                // Parks this stream's reader; block_in_place hands the
+                // worker's other tasks to another thread meanwhile.
+                tokio::task::block_in_place(|| sink_gate.wait());
+            } else {
+                let _ = raft_tx.send(message);
+            }
+        })
+        .unwrap();
+    one.network
+        .set_members(
+            &[(2, two_handle.local_addr().unwrap().to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .await;
+
+    let chunks: Vec<Message> = (0..SNAPSHOT_CHUNKS).map(snapshot_chunk).collect();
+    one.network.send(2, chunks.clone()).await;
+    const APPENDS: u64 = 200;
+    let raft_messages: Vec<Message> = (1..=APPENDS)
+        .map(append)
+        .chain([heartbeat(1, 2, 7)])
+        .collect();
+    one.network.send(2, raft_messages.clone()).await;
+
+    for expected in &raft_messages {
+        let message = within(
+            "Raft traffic while the snapshot stream is stalled",
+            raft_rx.recv(),
+        )
+        .await
+        .expect("sink dropped");
+        assert_eq!(&message, expected, "Raft traffic out of order");
+    }
+    // Every append arrived while the reader was held in the first chunk:
+    // the last chunk, queued before any append, has not.
+    let mut received = Vec::new();
+    while let Ok(chunk) = chunk_rx.try_recv() {
+        received.push(chunk);
+    }
+    assert!(
+        received.len() <= 1,
+        "{} chunks delivered past a parked reader",
+        received.len()
+    );
+    let stats = one.handle.stats();
+    assert_eq!(stats.raft_lane(2).unwrap().sent_msgs, APPENDS + 1);
+    let snapshot_lane = &stats.lanes[&(2, StreamClass::Snapshot)];
+    assert!(
+        snapshot_lane.sent_msgs < SNAPSHOT_CHUNKS,
+        "the snapshot writer was not held back: {snapshot_lane:?}"
+    );
+
+    gate.open();
+    while received.len() < SNAPSHOT_CHUNKS as usize {
+        let chunk = within("the rest of the snapshot", chunk_rx.recv())
+            .await
+            .expect("sink dropped");
+        received.push(chunk);
+    }
+    assert!(
+        received == chunks,
+        "snapshot chunks lost, damaged or out of order"
+    );
+    let snapshot_lane = one.handle.stats().lanes[&(2, StreamClass::Snapshot)].clone();
+    assert_eq!(
+        snapshot_lane.sent_msgs, SNAPSHOT_CHUNKS,
+        "{snapshot_lane:?}"
+    );
+    assert_eq!(snapshot_lane.dropped_full, 0, "{snapshot_lane:?}");
+    drop(two);
+}
+
+/// Node 2 is up and connected but never reads its stream: QUIC flow control
+/// stalls node 1's writer to it. Node 1's queue for node 2 stays within its
+/// bounds (the overflow is dropped and counted, not buffered), the
+/// connection is not mistaken for a dead one, and node 1 keeps serving node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_peer_that_does_not_read_costs_a_bounded_queue_and_others_are_served() {
+    init_tracing();
+    let ca = ClusterCa::generate("test").unwrap();
+    let config = TransportConfig {
+        queue_msgs_max: 64,
+        queue_bytes_max: 256 << 10,
+        frame_bytes_max: 64 << 10,
+        write_bytes_max: 64 << 10,
+        ..test_config()
+    };
+    let mut one = Node::bind(&ca, 1, config.clone());
+    let mut three = Node::bind(&ca, 3, test_config());
+    // Node 2: completes the handshake and accepts the lane's stream, then
+    // never reads from it.
+    let stuck = raw_server(&ca, 2);
+    let stuck_addr = stuck.local_addr().unwrap();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let (accepted_tx, accepted_rx) = oneshot::channel::<()>();
+    let acceptor = stuck.clone();
+    tokio::spawn(async move {
+        let incoming = acceptor.accept().await.expect("an incoming connection");
+        let connection = incoming.await.expect("handshake");
+        let stream = connection.accept_uni().await.expect("the lane's stream");
+        let _ = accepted_tx.send(());
+        let _ = release_rx.await;
+        drop((stream, connection));
+    });
+    let book = [(2, stuck_addr.to_string()), (3, three.addr().to_string())]
+        .into_iter()
+        .collect();
+    one.network.set_members(&book).await;
+
+    let payload = Bytes::from(vec![7u8; 2000]);
+    let check_bound = |stats: &LaneStats| {
+        assert!(
+            stats.queued_msgs_high_water <= config.queue_msgs_max,
+            "{stats:?}"
+        );
+        assert!(
+            stats.queued_bytes_high_water <= config.queue_bytes_max,
+            "{stats:?}"
+        );
+        assert!(
+            stats.writing_bytes <= config.write_bytes_max as u64,
+            "{stats:?}"
+        );
+    };
+    // Far more than the peer's stream window (1.25 MB in quinn) and the
+    // queue together: 5,000 frames of 2 KB.
+    const FLOOD: u64 = 5000;
+    let mut sent = 0;
+    while sent < FLOOD {
+        let batch = (sent + 1..=sent + 20)
+            .map(|index| append_with(index, &payload))
+            .collect();
+        one.network.send(2, batch).await;
+        sent += 20;
+        check_bound(&one.handle.stats().raft_lane(2).cloned().unwrap());
+        // Let the writer run, so only flow control holds it back.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    within("node 2 accepted the lane's stream", accepted_rx)
+        .await
+        .unwrap();
+    // Every message is accounted for: written, in the stalled write, queued
+    // or dropped; none vanished, none is buffered beyond the bounds.
+    eventually("the stalled lane's counters add up", || {
+        let stats = one.handle.stats().raft_lane(2).cloned().unwrap();
+        stats.sent_msgs + stats.writing_msgs as u64 + stats.queued_msgs as u64 + stats.dropped_full
+            == FLOOD
+    })
+    .await;
+    let stats = one.handle.stats().raft_lane(2).cloned().unwrap();
+    check_bound(&stats);
+    assert!(
+        stats.dropped_full > 0,
+        "the peer never pushed back: {stats:?}"
+    );
+    assert!(stats.sent_msgs < FLOOD, "{stats:?}");
+    assert!(stats.connected, "a slow peer is not a dead one: {stats:?}");
+    assert_eq!(stats.connect_failures, 0, "{stats:?}");
+    assert_eq!(stats.dropped_unreachable, 0, "{stats:?}");
+
+    // Node 3 is served as usual meanwhile: batches within its queue's
+    // bound all arrive, in order.
+    for batch in 0..5u64 {
+        let to_three: Vec<Message> = (batch * 20 + 1..=batch * 20 + 20)
+            .map(|index| Message {
+                to: 3,
+                ..append(index)
+            })
+            .collect();
+        one.network.send(3, to_three.clone()).await;
+        for expected in &to_three {
+            assert_eq!(&three.recv().await, expected);
+        }
+    }
+    let lane_three = one.handle.stats().raft_lane(3).cloned().unwrap();
+    assert_eq!(lane_three.sent_msgs, 100, "{lane_three:?}");
+    assert_eq!(lane_three.dropped_full, 0, "{lane_three:?}");
+    // And node 2's queue still holds the line.
+    one.network
+        .send(2, vec![heartbeat(1, 2, 1), heartbeat(1, 2, 2)])
+        .await;
+    let stats = one.handle.stats().raft_lane(2).cloned().unwrap();
+    check_bound(&stats);
+    assert!(stats.connected, "{stats:?}");
+    let _ = release_tx.send(());
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicClientConfig;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rafter::{Message, MessageBody, NodeId};
 use rafter_quic::{ClusterCa, NodeCert, QuicHandle, QuicNetwork, TlsMode, TransportConfig};
 use rustls::pki_types::pem::PemObject;
@@ -164,6 +164,27 @@ pub fn raw_client(trust_ca_pem: &str, present: Option<&NodeCert>) -> quinn::Endp
         QuicClientConfig::try_from(config).unwrap(),
     )));
     endpoint
+}
+
+/// A QUIC server built by hand that presents node `id`'s certificate, so a
+/// lane dialling node `id` connects to it: it acts as a peer that completes
+/// the handshake and then misbehaves. It asks for no client certificate.
+pub fn raw_server(ca: &ClusterCa, id: NodeId) -> quinn::Endpoint {
+    let cert = ca.issue_node_cert(id).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.cert_pem().as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(cert.key_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"rafter/1".to_vec()];
+    let server =
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(config).unwrap()));
+    quinn::Endpoint::server(server, localhost()).unwrap()
 }
 
 /// The application error code a connection was closed with, waiting for

@@ -13,6 +13,7 @@
 //! moments the child reaches still vary with the machine's speed).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,8 +168,19 @@ fn child(dir: &Path, role: &str, test: &str) -> Command {
         .env("RAFTER_REDB_CHILD_ROLE", role)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     command
+}
+
+/// Drains a child's stderr on a thread of its own (so a chatty child never
+/// blocks on a full pipe) and returns it when the child is gone.
+fn collect_stderr(process: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = process.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    })
 }
 
 /// Reopens the store and checks it against what the child acknowledged.
@@ -239,6 +251,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_entry() {
             .spawn()
             .expect("spawn child");
         let stdout = process.stdout.take().expect("piped stdout");
+        let stderr = collect_stderr(&mut process);
         let acked = Arc::new(AtomicU64::new(acked_max));
         let purge_acked = Arc::new(AtomicU64::new(purge_acked_max));
         let (acked_in, purge_in) = (Arc::clone(&acked), Arc::clone(&purge_acked));
@@ -260,6 +273,12 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_entry() {
         if kill % 2 == 1 {
             let patience = Instant::now() + PROGRESS_PATIENCE;
             while acked.load(Ordering::SeqCst) <= acked_max {
+                // A child that died (it failed to open the store, say)
+                // will never make progress: say why instead of waiting.
+                if let Some(status) = process.try_wait().expect("poll the child") {
+                    let stderr = stderr.join().expect("stderr thread");
+                    panic!("kill {kill}: the child exited by itself ({status}, seed {seed}):\n{stderr}");
+                }
                 assert!(
                     Instant::now() < patience,
                     "kill {kill}: the child acknowledged nothing in {PROGRESS_PATIENCE:?} (seed {seed})"
@@ -273,7 +292,11 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_entry() {
         process.kill().expect("SIGKILL the child");
         let status = process.wait().expect("reap the child");
         reader.join().expect("reader thread");
-        assert!(!status.success(), "the child exited by itself: {status}");
+        let stderr = stderr.join().expect("stderr thread");
+        assert!(
+            status.signal().is_some(),
+            "kill {kill}: the child exited by itself ({status}, seed {seed}):\n{stderr}"
+        );
         let acked_now = acked.load(Ordering::SeqCst);
         if acked_now > acked_max {
             kills_after_progress += 1;
@@ -339,6 +362,7 @@ fn sigkill_while_creating_a_state_store_leaves_a_directory_that_opens() {
             .spawn()
             .expect("spawn child");
         let stdout = process.stdout.take().expect("piped stdout");
+        let stderr = collect_stderr(&mut process);
         let reader = std::thread::spawn(move || {
             let mut created = None;
             for line in BufReader::new(stdout).lines() {
@@ -353,7 +377,11 @@ fn sigkill_while_creating_a_state_store_leaves_a_directory_that_opens() {
         process.kill().expect("SIGKILL the child");
         let status = process.wait().expect("reap the child");
         let created = reader.join().expect("reader thread");
-        assert!(!status.success(), "the child exited by itself: {status}");
+        let stderr = stderr.join().expect("stderr thread");
+        assert!(
+            status.signal().is_some(),
+            "kill {kill}: the child exited by itself ({status}):\n{stderr}"
+        );
         // The store being created when the kill landed, and the last one
         // created before it: both must open as a new, empty store.
         let next = created.map_or(0, |i| i + 1);

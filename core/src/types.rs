@@ -54,7 +54,11 @@ impl Entry {
             + match &self.payload {
                 EntryPayload::Blank => 0,
                 EntryPayload::Command(data) => data.len() as u64,
-                EntryPayload::Membership(m) => 16 * m.nodes.len() as u64 + 64,
+                // Ids in three sets and the address map, plus the addresses.
+                EntryPayload::Membership(m) => {
+                    let addresses: usize = m.nodes.values().map(String::len).sum();
+                    16 * m.nodes.len() as u64 + addresses as u64 + 64
+                }
             }
     }
 }
@@ -169,4 +173,35 @@ pub struct SnapshotMeta {
     pub last_log_id: LogId,
     /// The membership in force at `last_log_id`.
     pub membership: Membership,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `size_bytes` budgets appends and caches: it must not undercount an
+    /// entry's encoding, whatever it carries (long addresses included).
+    #[test]
+    fn size_bytes_covers_the_encoding() {
+        let long = |id: NodeId| (id, format!("node-{id}.{}", "x".repeat(200)));
+        let entries = [
+            EntryPayload::Blank,
+            EntryPayload::Command(Bytes::from(vec![7; 1000])),
+            EntryPayload::Membership(Box::new(Membership::new_voters((1..=7).map(long)))),
+        ];
+        for payload in entries {
+            let entry = Entry {
+                term: u64::MAX,
+                index: u64::MAX,
+                payload,
+            };
+            let encoded = crate::codec::encode_entry(&entry).len() as u64;
+            assert!(
+                encoded <= entry.size_bytes(),
+                "{encoded} > {} for {:?}",
+                entry.size_bytes(),
+                entry.payload
+            );
+        }
+    }
 }

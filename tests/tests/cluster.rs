@@ -255,7 +255,6 @@ async fn a_follower_refuses_proposals_with_a_leader_hint() {
 async fn an_oversized_request_is_rejected_and_changes_nothing() {
     let mut config = test_config();
     config.request_bytes_max = 1024;
-    config.message_bytes_max = 1 << 20;
     let mut cluster = Cluster::start(3, config).await;
     let leader = cluster.leader().await;
     let before = cluster.raft(leader).status().last_log_index;

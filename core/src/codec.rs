@@ -241,10 +241,9 @@ fn validate_append(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{AppendOutcome, SnapshotOutcome};
     use crate::types::{Membership, NodeId};
     use bytes::Bytes;
-    use proptest::collection::{btree_map, btree_set, vec};
+    use proptest::collection::vec;
     use proptest::prelude::*;
 
     fn append(entries: Vec<Entry>) -> Message {
@@ -438,382 +437,6 @@ mod tests {
         ));
     }
 
-    // ----- generators -----
-    //
-    // `valid_message` builds only what `decode_message` must accept;
-    // `any_message` builds anything the types can hold, valid or not.
-    // Numbers weight in the edges (0, 1, u64::MAX and around), which a
-    // uniform u64 would hit once in 2^64 runs.
-
-    fn number() -> BoxedStrategy<u64> {
-        prop_oneof![
-            Just(0),
-            Just(1),
-            Just(u64::MAX),
-            0u64..16,
-            (u64::MAX - 16)..=u64::MAX,
-            any::<u64>(),
-        ]
-        .boxed()
-    }
-
-    fn node_id() -> BoxedStrategy<u64> {
-        number().prop_map(|id| id.max(1)).boxed()
-    }
-
-    fn log_id() -> BoxedStrategy<LogId> {
-        (number(), number())
-            .prop_map(|(term, index)| LogId::new(term, index))
-            .boxed()
-    }
-
-    fn address() -> BoxedStrategy<String> {
-        "[a-z0-9.:-]{0,24}".boxed()
-    }
-
-    /// A membership that passes `Membership::validate`: at least one voter,
-    /// learners disjoint from the voters, an address for every member (and
-    /// perhaps for a few non-members).
-    fn membership() -> BoxedStrategy<Membership> {
-        (
-            btree_set(node_id(), 1..5),
-            btree_set(node_id(), 0..4),
-            btree_set(node_id(), 0..4),
-            vec(address(), 1..12),
-            btree_map(node_id(), address(), 0..2),
-        )
-            .prop_map(|(voters, voters_outgoing, learners, addresses, nodes)| {
-                let learners = learners
-                    .into_iter()
-                    .filter(|id| !voters.contains(id) && !voters_outgoing.contains(id))
-                    .collect();
-                let mut membership = Membership {
-                    voters,
-                    voters_outgoing,
-                    learners,
-                    nodes,
-                };
-                for (id, address) in membership
-                    .members()
-                    .into_iter()
-                    .zip(addresses.iter().cycle())
-                {
-                    membership.nodes.insert(id, address.clone());
-                }
-                membership
-            })
-            .boxed()
-    }
-
-    /// Half valid, half anything: rules after the membership check are
-    /// reached too.
-    fn maybe_valid_membership() -> BoxedStrategy<Membership> {
-        prop_oneof![membership(), any_membership()].boxed()
-    }
-
-    /// Any membership the type can hold, mostly invalid.
-    fn any_membership() -> BoxedStrategy<Membership> {
-        (
-            btree_set(number(), 0..4),
-            btree_set(number(), 0..3),
-            btree_set(number(), 0..3),
-            btree_map(number(), address(), 0..4),
-        )
-            .prop_map(|(voters, voters_outgoing, learners, nodes)| Membership {
-                voters,
-                voters_outgoing,
-                learners,
-                nodes,
-            })
-            .boxed()
-    }
-
-    fn payload(membership: BoxedStrategy<Membership>) -> BoxedStrategy<EntryPayload> {
-        prop_oneof![
-            Just(EntryPayload::Blank),
-            // Past 127 bytes the length prefix takes two bytes.
-            vec(any::<u8>(), 0..300).prop_map(|data| EntryPayload::Command(Bytes::from(data))),
-            membership.prop_map(|m| EntryPayload::Membership(Box::new(m))),
-        ]
-        .boxed()
-    }
-
-    /// A valid append: consecutive entries after `prev_log_id` (which may
-    /// sit anywhere up to `u64::MAX − entries`), terms non-decreasing from
-    /// `prev_log_id.term` up to the message's term.
-    fn valid_append() -> BoxedStrategy<(u64, MessageBody)> {
-        (
-            number(),
-            number(),
-            number(),
-            vec((payload(membership().boxed()), any::<u64>()), 0..6),
-            number(),
-        )
-            .prop_map(|(prev_index, term_a, term_b, steps, commit)| {
-                let prev_term = term_a.min(term_b);
-                let message_term = term_a.max(term_b);
-                let prev_index = prev_index.min(u64::MAX - steps.len() as u64);
-                let span = message_term - prev_term;
-                let mut terms: Vec<u64> = steps
-                    .iter()
-                    .map(|(_, r)| prev_term + span.checked_add(1).map_or(*r, |n| r % n))
-                    .collect();
-                terms.sort_unstable();
-                // No overflow: prev_index <= u64::MAX - steps.len().
-                let entries = steps
-                    .into_iter()
-                    .zip(terms)
-                    .enumerate()
-                    .map(|(i, ((payload, _), term))| Entry {
-                        term,
-                        index: prev_index + 1 + i as u64,
-                        payload,
-                    })
-                    .collect();
-                let body = MessageBody::Append {
-                    prev_log_id: LogId::new(prev_term, prev_index),
-                    entries,
-                    commit,
-                };
-                (message_term, body)
-            })
-            .boxed()
-    }
-
-    /// A valid snapshot chunk: index at least 1, a valid membership, and a
-    /// chunk that ends at or before `u64::MAX`.
-    fn valid_install_snapshot() -> BoxedStrategy<MessageBody> {
-        (
-            number(),
-            node_id(),
-            membership(),
-            number(),
-            vec(any::<u8>(), 0..64),
-            any::<bool>(),
-        )
-            .prop_map(|(term, index, membership, offset, data, done)| {
-                MessageBody::InstallSnapshot {
-                    meta: SnapshotMeta {
-                        last_log_id: LogId::new(term, index),
-                        membership,
-                    },
-                    offset: offset.min(u64::MAX - data.len() as u64),
-                    data: Bytes::from(data),
-                    done,
-                }
-            })
-            .boxed()
-    }
-
-    /// The bodies with no cross-field rule: every value is valid.
-    fn free_body() -> BoxedStrategy<MessageBody> {
-        let snapshot_outcome = prop_oneof![
-            number().prop_map(|next_offset| SnapshotOutcome::Received { next_offset }),
-            Just(SnapshotOutcome::Installed),
-            Just(SnapshotOutcome::Restart),
-        ];
-        prop_oneof![
-            (any::<bool>(), log_id(), any::<bool>()).prop_map(
-                |(pre_vote, last_log_id, leader_transfer)| MessageBody::VoteRequest {
-                    pre_vote,
-                    last_log_id,
-                    leader_transfer,
-                }
-            ),
-            (any::<bool>(), any::<bool>())
-                .prop_map(|(pre_vote, granted)| MessageBody::VoteResponse { pre_vote, granted }),
-            number().prop_map(|match_index| MessageBody::AppendResponse {
-                outcome: AppendOutcome::Success { match_index },
-            }),
-            (number(), log_id()).prop_map(|(rejected_index, hint)| {
-                MessageBody::AppendResponse {
-                    outcome: AppendOutcome::Reject {
-                        rejected_index,
-                        hint,
-                    },
-                }
-            }),
-            (number(), number())
-                .prop_map(|(commit, read_seq)| MessageBody::Heartbeat { commit, read_seq }),
-            number().prop_map(|read_seq| MessageBody::HeartbeatResponse { read_seq }),
-            Just(MessageBody::TimeoutNow),
-            (log_id(), snapshot_outcome).prop_map(|(snapshot, outcome)| {
-                MessageBody::InstallSnapshotResponse { snapshot, outcome }
-            }),
-        ]
-        .boxed()
-    }
-
-    /// Any message `decode_message` must accept.
-    fn valid_message() -> BoxedStrategy<Message> {
-        let body = prop_oneof![
-            valid_append(),
-            (number(), valid_install_snapshot()),
-            (number(), free_body()),
-        ];
-        (node_id(), node_id(), body)
-            .prop_map(|(from, to, (term, body))| Message {
-                from,
-                to,
-                term,
-                body,
-            })
-            .boxed()
-    }
-
-    /// Any message the types can hold: appends with any indexes and terms
-    /// (including after `u64::MAX`), invalid memberships, snapshot chunks at
-    /// index 0 or running past `u64::MAX`, node id 0.
-    fn any_message() -> BoxedStrategy<Message> {
-        let append = (
-            log_id(),
-            vec(
-                (number(), number(), payload(maybe_valid_membership())),
-                0..4,
-            ),
-            number(),
-        )
-            .prop_map(|(prev_log_id, entries, commit)| MessageBody::Append {
-                prev_log_id,
-                entries: entries
-                    .into_iter()
-                    .map(|(term, index, payload)| Entry {
-                        term,
-                        index,
-                        payload,
-                    })
-                    .collect(),
-                commit,
-            });
-        let snapshot = (
-            log_id(),
-            maybe_valid_membership(),
-            number(),
-            vec(any::<u8>(), 0..8),
-            any::<bool>(),
-        )
-            .prop_map(|(last_log_id, membership, offset, data, done)| {
-                MessageBody::InstallSnapshot {
-                    meta: SnapshotMeta {
-                        last_log_id,
-                        membership,
-                    },
-                    offset,
-                    data: Bytes::from(data),
-                    done,
-                }
-            });
-        let body = prop_oneof![append, snapshot, free_body()];
-        prop_oneof![
-            valid_message(),
-            (number(), number(), number(), body).prop_map(|(from, to, term, body)| Message {
-                from,
-                to,
-                term,
-                body,
-            }),
-        ]
-        .boxed()
-    }
-
-    /// The dumb model of `validate_message`: the same rules in `u128`, where
-    /// nothing overflows.
-    fn model_accepts(message: &Message) -> bool {
-        let entry_ok = |entry: &Entry| {
-            entry.index != 0
-                && match &entry.payload {
-                    EntryPayload::Membership(m) => m.validate().is_ok(),
-                    _ => true,
-                }
-        };
-        let body_ok = match &message.body {
-            MessageBody::Append {
-                prev_log_id,
-                entries,
-                ..
-            } => {
-                let mut term = prev_log_id.term;
-                entries.iter().enumerate().all(|(i, entry)| {
-                    let ok = entry_ok(entry)
-                        && u128::from(entry.index) == u128::from(prev_log_id.index) + 1 + i as u128
-                        && term <= entry.term
-                        && entry.term <= message.term;
-                    term = entry.term;
-                    ok
-                })
-            }
-            MessageBody::InstallSnapshot {
-                meta, offset, data, ..
-            } => {
-                meta.last_log_id.index > 0
-                    && meta.membership.validate().is_ok()
-                    && u128::from(*offset) + data.len() as u128 <= u128::from(u64::MAX)
-            }
-            _ => true,
-        };
-        message.from != 0 && message.to != 0 && body_ok
-    }
-
-    /// Which variant a body is. Exhaustive, so a new `MessageBody` variant
-    /// fails to compile here until the generators are taught it.
-    fn body_variant(body: &MessageBody) -> usize {
-        match body {
-            MessageBody::VoteRequest { .. } => 0,
-            MessageBody::VoteResponse { .. } => 1,
-            MessageBody::Append { .. } => 2,
-            MessageBody::AppendResponse {
-                outcome: AppendOutcome::Success { .. },
-            } => 3,
-            MessageBody::AppendResponse {
-                outcome: AppendOutcome::Reject { .. },
-            } => 4,
-            MessageBody::Heartbeat { .. } => 5,
-            MessageBody::HeartbeatResponse { .. } => 6,
-            MessageBody::TimeoutNow => 7,
-            MessageBody::InstallSnapshot { .. } => 8,
-            MessageBody::InstallSnapshotResponse { .. } => 9,
-        }
-    }
-    const BODY_VARIANTS: usize = 10;
-
-    /// Likewise for entry payloads.
-    fn payload_variant(payload: &EntryPayload) -> usize {
-        match payload {
-            EntryPayload::Blank => 0,
-            EntryPayload::Command(_) => 1,
-            EntryPayload::Membership(_) => 2,
-        }
-    }
-    const PAYLOAD_VARIANTS: usize = 3;
-
-    /// The valid generator reaches every body and payload variant and both
-    /// ends of the index range, so the round-trip property covers them.
-    #[test]
-    fn valid_generator_covers_every_variant_and_the_index_edges() {
-        use proptest::strategy::ValueTree;
-        let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let strategy = valid_message();
-        let mut bodies = [false; BODY_VARIANTS];
-        let mut payloads = [false; PAYLOAD_VARIANTS];
-        let mut last_index_max = false;
-        for _ in 0..2000 {
-            let message = strategy.new_tree(&mut runner).unwrap().current();
-            bodies[body_variant(&message.body)] = true;
-            if let MessageBody::Append { entries, .. } = &message.body {
-                for entry in entries {
-                    payloads[payload_variant(&entry.payload)] = true;
-                    last_index_max |= entry.index == u64::MAX;
-                }
-            }
-        }
-        assert_eq!(bodies, [true; BODY_VARIANTS], "body variants generated");
-        assert_eq!(
-            payloads, [true; PAYLOAD_VARIANTS],
-            "payload variants generated"
-        );
-        assert!(last_index_max, "no append ended at index u64::MAX");
-    }
-
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..256)) {
@@ -827,62 +450,173 @@ mod tests {
             let _ = decode_entry(&versioned, 1 << 20);
             let _ = decode_snapshot_meta(&versioned, 1 << 20);
         }
+    }
 
-        /// Every valid message round-trips.
-        #[test]
-        fn every_valid_message_round_trips(message in valid_message()) {
-            let bytes = encode_message(&message);
-            prop_assert_eq!(decode_message(&bytes, bytes.len()), Ok(message));
+    /// The properties over generated messages. The generators are
+    /// `rafter::testing::strategies`, so these need the `testing` feature
+    /// (`cargo test -p rafter --features testing codec`).
+    #[cfg(feature = "testing")]
+    mod generated {
+        use super::*;
+        use crate::message::AppendOutcome;
+        use crate::testing::strategies::{any_message, membership, number, payload, valid_message};
+
+        /// The dumb model of `validate_message`: the same rules in `u128`, where
+        /// nothing overflows.
+        fn model_accepts(message: &Message) -> bool {
+            let entry_ok = |entry: &Entry| {
+                entry.index != 0
+                    && match &entry.payload {
+                        EntryPayload::Membership(m) => m.validate().is_ok(),
+                        _ => true,
+                    }
+            };
+            let body_ok = match &message.body {
+                MessageBody::Append {
+                    prev_log_id,
+                    entries,
+                    ..
+                } => {
+                    let mut term = prev_log_id.term;
+                    entries.iter().enumerate().all(|(i, entry)| {
+                        let ok = entry_ok(entry)
+                            && u128::from(entry.index)
+                                == u128::from(prev_log_id.index) + 1 + i as u128
+                            && term <= entry.term
+                            && entry.term <= message.term;
+                        term = entry.term;
+                        ok
+                    })
+                }
+                MessageBody::InstallSnapshot {
+                    meta, offset, data, ..
+                } => {
+                    meta.last_log_id.index > 0
+                        && meta.membership.validate().is_ok()
+                        && u128::from(*offset) + data.len() as u128 <= u128::from(u64::MAX)
+                }
+                _ => true,
+            };
+            message.from != 0 && message.to != 0 && body_ok
         }
 
-        /// Any message, valid or not, decodes to itself or to `Invalid`
-        /// exactly when the model says so, and never panics (these tests run
-        /// in debug builds, where an overflow panics).
-        #[test]
-        fn any_message_is_accepted_exactly_when_the_model_says(message in any_message()) {
-            match decode_message(&encode_message(&message), 1 << 20) {
-                Ok(decoded) => {
-                    prop_assert!(model_accepts(&message), "accepted: {message:?}");
-                    prop_assert_eq!(decoded, message);
-                }
-                Err(DecodeError::Invalid(_)) => {
-                    prop_assert!(!model_accepts(&message), "rejected: {message:?}");
-                }
-                Err(other) => prop_assert!(false, "{other:?} for {message:?}"),
+        /// Which variant a body is. Exhaustive, so a new `MessageBody` variant
+        /// fails to compile here until the generators are taught it.
+        fn body_variant(body: &MessageBody) -> usize {
+            match body {
+                MessageBody::VoteRequest { .. } => 0,
+                MessageBody::VoteResponse { .. } => 1,
+                MessageBody::Append { .. } => 2,
+                MessageBody::AppendResponse {
+                    outcome: AppendOutcome::Success { .. },
+                } => 3,
+                MessageBody::AppendResponse {
+                    outcome: AppendOutcome::Reject { .. },
+                } => 4,
+                MessageBody::Heartbeat { .. } => 5,
+                MessageBody::HeartbeatResponse { .. } => 6,
+                MessageBody::TimeoutNow => 7,
+                MessageBody::InstallSnapshot { .. } => 8,
+                MessageBody::InstallSnapshotResponse { .. } => 9,
             }
         }
+        const BODY_VARIANTS: usize = 10;
 
-        /// Valid encodings with bytes overwritten or cut off never panic:
-        /// these reach far deeper into the format than random bytes do.
-        #[test]
-        fn damaged_encodings_never_panic(
-            message in valid_message(),
-            edits in vec((any::<proptest::sample::Index>(), any::<u8>()), 1..4),
-            cut in any::<proptest::sample::Index>(),
-        ) {
-            let mut bytes = encode_message(&message);
-            for (at, byte) in edits {
-                let at = at.index(bytes.len());
-                bytes[at] = byte;
+        /// Likewise for entry payloads.
+        fn payload_variant(payload: &EntryPayload) -> usize {
+            match payload {
+                EntryPayload::Blank => 0,
+                EntryPayload::Command(_) => 1,
+                EntryPayload::Membership(_) => 2,
             }
-            let _ = decode_message(&bytes, 1 << 20);
-            let _ = decode_message(&bytes[..cut.index(bytes.len() + 1)], 1 << 20);
+        }
+        const PAYLOAD_VARIANTS: usize = 3;
+
+        /// The valid generator reaches every body and payload variant and both
+        /// ends of the index range, so the round-trip property covers them.
+        #[test]
+        fn valid_generator_covers_every_variant_and_the_index_edges() {
+            use proptest::strategy::ValueTree;
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            let strategy = valid_message();
+            let mut bodies = [false; BODY_VARIANTS];
+            let mut payloads = [false; PAYLOAD_VARIANTS];
+            let mut last_index_max = false;
+            for _ in 0..2000 {
+                let message = strategy.new_tree(&mut runner).unwrap().current();
+                bodies[body_variant(&message.body)] = true;
+                if let MessageBody::Append { entries, .. } = &message.body {
+                    for entry in entries {
+                        payloads[payload_variant(&entry.payload)] = true;
+                        last_index_max |= entry.index == u64::MAX;
+                    }
+                }
+            }
+            assert_eq!(bodies, [true; BODY_VARIANTS], "body variants generated");
+            assert_eq!(
+                payloads, [true; PAYLOAD_VARIANTS],
+                "payload variants generated"
+            );
+            assert!(last_index_max, "no append ended at index u64::MAX");
         }
 
-        /// Encoding into a buffer makes the same bytes as `encode_entry`,
-        /// after whatever the buffer held.
-        #[test]
-        fn encode_entry_into_appends_the_same_bytes(
-            term in number(),
-            index in number(),
-            payload in payload(membership().boxed()),
-            prefix in vec(any::<u8>(), 0..16),
-        ) {
-            let entry = Entry { term, index, payload };
-            let mut out = prefix.clone();
-            encode_entry_into(&entry, &mut out);
-            prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
-            prop_assert_eq!(&out[prefix.len()..], &encode_entry(&entry)[..]);
+        proptest! {
+            /// Every valid message round-trips.
+            #[test]
+            fn every_valid_message_round_trips(message in valid_message()) {
+                let bytes = encode_message(&message);
+                prop_assert_eq!(decode_message(&bytes, bytes.len()), Ok(message));
+            }
+
+            /// Any message, valid or not, decodes to itself or to `Invalid`
+            /// exactly when the model says so, and never panics (these tests run
+            /// in debug builds, where an overflow panics).
+            #[test]
+            fn any_message_is_accepted_exactly_when_the_model_says(message in any_message()) {
+                match decode_message(&encode_message(&message), 1 << 20) {
+                    Ok(decoded) => {
+                        prop_assert!(model_accepts(&message), "accepted: {message:?}");
+                        prop_assert_eq!(decoded, message);
+                    }
+                    Err(DecodeError::Invalid(_)) => {
+                        prop_assert!(!model_accepts(&message), "rejected: {message:?}");
+                    }
+                    Err(other) => prop_assert!(false, "{other:?} for {message:?}"),
+                }
+            }
+
+            /// Valid encodings with bytes overwritten or cut off never panic:
+            /// these reach far deeper into the format than random bytes do.
+            #[test]
+            fn damaged_encodings_never_panic(
+                message in valid_message(),
+                edits in vec((any::<proptest::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<proptest::sample::Index>(),
+            ) {
+                let mut bytes = encode_message(&message);
+                for (at, byte) in edits {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                let _ = decode_message(&bytes, 1 << 20);
+                let _ = decode_message(&bytes[..cut.index(bytes.len() + 1)], 1 << 20);
+            }
+
+            /// Encoding into a buffer makes the same bytes as `encode_entry`,
+            /// after whatever the buffer held.
+            #[test]
+            fn encode_entry_into_appends_the_same_bytes(
+                term in number(),
+                index in number(),
+                payload in payload(membership()),
+                prefix in vec(any::<u8>(), 0..16),
+            ) {
+                let entry = Entry { term, index, payload };
+                let mut out = prefix.clone();
+                encode_entry_into(&entry, &mut out);
+                prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
+                prop_assert_eq!(&out[prefix.len()..], &encode_entry(&entry)[..]);
+            }
         }
     }
 }

@@ -143,14 +143,11 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use proptest::collection::{btree_set, vec};
+    use proptest::collection::vec;
     use proptest::prelude::*;
     use rafter::codec::FORMAT_VERSION;
-    use rafter::{
-        AppendOutcome, Entry, EntryPayload, LogId, Membership, MessageBody, SnapshotMeta,
-        SnapshotOutcome,
-    };
+    use rafter::testing::strategies::valid_message;
+    use rafter::{Entry, EntryPayload, LogId, MessageBody};
 
     fn heartbeat() -> Message {
         Message {
@@ -243,260 +240,6 @@ mod tests {
         );
     }
 
-    // ----- generators -----
-    //
-    // Every `MessageBody` variant and entry payload kind, with numbers that
-    // weight in the edges (0, 1, u64::MAX and around): a uniform u64 would
-    // reach them once in 2^64 runs. The codec's own tests (rafter's
-    // `codec.rs`) also feed invalid messages against a model; these check
-    // the frame layer around every valid one. Boxed: unboxed, the nested
-    // value trees overflow the stack of a debug test thread.
-
-    fn number() -> BoxedStrategy<u64> {
-        prop_oneof![
-            Just(0),
-            Just(1),
-            Just(u64::MAX),
-            0u64..16,
-            (u64::MAX - 16)..=u64::MAX,
-            any::<u64>(),
-        ]
-        .boxed()
-    }
-
-    fn node_id() -> BoxedStrategy<u64> {
-        number().prop_map(|id| id.max(1)).boxed()
-    }
-
-    fn log_id() -> BoxedStrategy<LogId> {
-        (number(), number())
-            .prop_map(|(term, index)| LogId::new(term, index))
-            .boxed()
-    }
-
-    /// A membership that passes `Membership::validate`.
-    fn membership() -> BoxedStrategy<Membership> {
-        (
-            btree_set(node_id(), 1..5),
-            btree_set(node_id(), 0..4),
-            btree_set(node_id(), 0..4),
-            vec("[a-z0-9.:-]{0,24}", 1..12),
-        )
-            .prop_map(|(voters, voters_outgoing, learners, addresses)| {
-                let learners = learners
-                    .into_iter()
-                    .filter(|id| !voters.contains(id) && !voters_outgoing.contains(id))
-                    .collect();
-                let mut membership = Membership {
-                    voters,
-                    voters_outgoing,
-                    learners,
-                    ..Membership::default()
-                };
-                for (id, address) in membership
-                    .members()
-                    .into_iter()
-                    .zip(addresses.iter().cycle())
-                {
-                    membership.nodes.insert(id, address.clone());
-                }
-                membership
-            })
-            .boxed()
-    }
-
-    fn payload() -> BoxedStrategy<EntryPayload> {
-        prop_oneof![
-            Just(EntryPayload::Blank),
-            vec(any::<u8>(), 0..300).prop_map(|data| EntryPayload::Command(Bytes::from(data))),
-            membership().prop_map(|m| EntryPayload::Membership(Box::new(m))),
-        ]
-        .boxed()
-    }
-
-    /// A valid append, as the codec requires: consecutive entries after
-    /// `prev_log_id` (anywhere up to `u64::MAX − entries`), terms
-    /// non-decreasing from `prev_log_id.term` up to the message's term.
-    fn append() -> BoxedStrategy<(u64, MessageBody)> {
-        (
-            number(),
-            number(),
-            number(),
-            vec((payload(), any::<u64>()), 0..6),
-            number(),
-        )
-            .prop_map(|(prev_index, term_a, term_b, steps, commit)| {
-                let prev_term = term_a.min(term_b);
-                let message_term = term_a.max(term_b);
-                let prev_index = prev_index.min(u64::MAX - steps.len() as u64);
-                let span = message_term - prev_term;
-                let mut terms: Vec<u64> = steps
-                    .iter()
-                    .map(|(_, r)| prev_term + span.checked_add(1).map_or(*r, |n| r % n))
-                    .collect();
-                terms.sort_unstable();
-                // No overflow: prev_index <= u64::MAX - steps.len().
-                let entries = steps
-                    .into_iter()
-                    .zip(terms)
-                    .enumerate()
-                    .map(|(i, ((payload, _), term))| Entry {
-                        term,
-                        index: prev_index + 1 + i as u64,
-                        payload,
-                    })
-                    .collect();
-                let body = MessageBody::Append {
-                    prev_log_id: LogId::new(prev_term, prev_index),
-                    entries,
-                    commit,
-                };
-                (message_term, body)
-            })
-            .boxed()
-    }
-
-    /// A valid snapshot chunk: index at least 1, a valid membership, and an
-    /// end at or before `u64::MAX`.
-    fn install_snapshot() -> BoxedStrategy<MessageBody> {
-        (
-            number(),
-            node_id(),
-            membership(),
-            number(),
-            vec(any::<u8>(), 0..300),
-            any::<bool>(),
-        )
-            .prop_map(|(term, index, membership, offset, data, done)| {
-                MessageBody::InstallSnapshot {
-                    meta: SnapshotMeta {
-                        last_log_id: LogId::new(term, index),
-                        membership,
-                    },
-                    offset: offset.min(u64::MAX - data.len() as u64),
-                    data: Bytes::from(data),
-                    done,
-                }
-            })
-            .boxed()
-    }
-
-    /// The bodies with no rule across fields.
-    fn free_body() -> BoxedStrategy<MessageBody> {
-        let snapshot_outcome = prop_oneof![
-            number().prop_map(|next_offset| SnapshotOutcome::Received { next_offset }),
-            Just(SnapshotOutcome::Installed),
-            Just(SnapshotOutcome::Restart),
-        ];
-        prop_oneof![
-            (any::<bool>(), log_id(), any::<bool>()).prop_map(
-                |(pre_vote, last_log_id, leader_transfer)| MessageBody::VoteRequest {
-                    pre_vote,
-                    last_log_id,
-                    leader_transfer
-                }
-            ),
-            (any::<bool>(), any::<bool>())
-                .prop_map(|(pre_vote, granted)| MessageBody::VoteResponse { pre_vote, granted }),
-            number().prop_map(|match_index| MessageBody::AppendResponse {
-                outcome: AppendOutcome::Success { match_index }
-            }),
-            (number(), log_id()).prop_map(|(rejected_index, hint)| {
-                MessageBody::AppendResponse {
-                    outcome: AppendOutcome::Reject {
-                        rejected_index,
-                        hint,
-                    },
-                }
-            }),
-            (number(), number())
-                .prop_map(|(commit, read_seq)| MessageBody::Heartbeat { commit, read_seq }),
-            number().prop_map(|read_seq| MessageBody::HeartbeatResponse { read_seq }),
-            Just(MessageBody::TimeoutNow),
-            (log_id(), snapshot_outcome).prop_map(|(snapshot, outcome)| {
-                MessageBody::InstallSnapshotResponse { snapshot, outcome }
-            }),
-        ]
-        .boxed()
-    }
-
-    /// Any valid message.
-    fn message() -> BoxedStrategy<Message> {
-        let body = prop_oneof![
-            append(),
-            (number(), install_snapshot()),
-            (number(), free_body()),
-        ];
-        (node_id(), node_id(), body)
-            .prop_map(|(from, to, (term, body))| Message {
-                from,
-                to,
-                term,
-                body,
-            })
-            .boxed()
-    }
-
-    /// Which variant a body is. Exhaustive, so a new `MessageBody` variant
-    /// fails to compile here until the generator is taught it.
-    fn body_variant(body: &MessageBody) -> usize {
-        match body {
-            MessageBody::VoteRequest { .. } => 0,
-            MessageBody::VoteResponse { .. } => 1,
-            MessageBody::Append { .. } => 2,
-            MessageBody::AppendResponse {
-                outcome: AppendOutcome::Success { .. },
-            } => 3,
-            MessageBody::AppendResponse {
-                outcome: AppendOutcome::Reject { .. },
-            } => 4,
-            MessageBody::Heartbeat { .. } => 5,
-            MessageBody::HeartbeatResponse { .. } => 6,
-            MessageBody::TimeoutNow => 7,
-            MessageBody::InstallSnapshot { .. } => 8,
-            MessageBody::InstallSnapshotResponse { .. } => 9,
-        }
-    }
-    const BODY_VARIANTS: usize = 10;
-
-    /// Likewise for entry payloads.
-    fn payload_variant(payload: &EntryPayload) -> usize {
-        match payload {
-            EntryPayload::Blank => 0,
-            EntryPayload::Command(_) => 1,
-            EntryPayload::Membership(_) => 2,
-        }
-    }
-    const PAYLOAD_VARIANTS: usize = 3;
-
-    /// The generator reaches every body and payload variant and the top of
-    /// the index range, so the round-trip property covers them.
-    #[test]
-    fn generator_covers_every_variant_and_the_index_edges() {
-        use proptest::strategy::ValueTree;
-        let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let strategy = message();
-        let mut bodies = [false; BODY_VARIANTS];
-        let mut payloads = [false; PAYLOAD_VARIANTS];
-        let mut last_index_max = false;
-        for _ in 0..2000 {
-            let message = strategy.new_tree(&mut runner).unwrap().current();
-            bodies[body_variant(&message.body)] = true;
-            if let MessageBody::Append { entries, .. } = &message.body {
-                for entry in entries {
-                    payloads[payload_variant(&entry.payload)] = true;
-                    last_index_max |= entry.index == u64::MAX;
-                }
-            }
-        }
-        assert_eq!(bodies, [true; BODY_VARIANTS], "body variants generated");
-        assert_eq!(
-            payloads, [true; PAYLOAD_VARIANTS],
-            "payload variants generated"
-        );
-        assert!(last_index_max, "no append ended at index u64::MAX");
-    }
-
     /// A frame whose append would run past index u64::MAX is a decode error
     /// (it used to overflow in the codec: a panic in debug builds).
     #[test]
@@ -523,6 +266,12 @@ mod tests {
         ));
     }
 
+    // The messages come from `rafter::testing::strategies::valid_message`:
+    // every `MessageBody` variant and entry payload kind, with numbers that
+    // weight in the edges. Rafter's codec tests check that it reaches every
+    // variant and the top of the index range, and also feed invalid
+    // messages against a model; these check the frame layer around every
+    // valid one.
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(
@@ -552,7 +301,7 @@ mod tests {
         /// debug build, where an arithmetic overflow panics.
         #[test]
         fn damaged_frames_never_panic(
-            messages in vec(message(), 1..4),
+            messages in vec(valid_message(), 1..4),
             edits in vec((any::<proptest::sample::Index>(), any::<u8>()), 1..4),
         ) {
             let mut stream = Vec::new();
@@ -571,7 +320,7 @@ mod tests {
 
         #[test]
         fn every_encoded_message_round_trips(
-            messages in vec(message(), 1..6),
+            messages in vec(valid_message(), 1..6),
             split in any::<proptest::sample::Index>(),
         ) {
             let mut stream = Vec::new();

@@ -318,20 +318,7 @@ async fn queue_bound_holds_while_a_peer_is_down_and_the_peer_is_redialled_when_i
         .await;
 
     let payload = Bytes::from(vec![7u8; 2000]);
-    let big = |index: u64| Message {
-        from: 1,
-        to: 2,
-        term: 1,
-        body: MessageBody::Append {
-            prev_log_id: LogId::new(1, index - 1),
-            entries: vec![Entry {
-                term: 1,
-                index,
-                payload: EntryPayload::Command(payload.clone()),
-            }],
-            commit: 0,
-        },
-    };
+    let big = |index: u64| append_with(index, &payload);
     let mut sent = 0u64;
     let check_bound = |stats: &rafter_quic::LaneStats| {
         assert!(

@@ -1,14 +1,16 @@
 //! Building blocks for tests, benchmarks and downstream implementors
 //! (feature `testing`): an in-memory storage, an in-process network, small
 //! state machines, the conformance suite every `RaftStorage` should pass,
-//! and [`CrashSwitch`], which crashes a node at a chosen point of a
-//! snapshot install.
+//! [`CrashSwitch`], which crashes a node at a chosen point of a snapshot
+//! install, and [`strategies`], proptest generators of messages for codec
+//! and transport tests.
 
 mod kv;
 mod mem_network;
 mod mem_storage;
 mod sim;
 mod storage_suite;
+pub mod strategies;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -423,9 +423,7 @@ impl Simulator {
                 batch.must_sync
             ));
             self.node(id).disk.start(write_id, batch);
-            let latency = self
-                .rng
-                .between(self.config.disk_latency.0, self.config.disk_latency.1);
+            let latency = self.disk_latency();
             let incarnation = self.node(id).incarnation;
             self.schedule_at(
                 self.now + latency,
@@ -460,9 +458,7 @@ impl Simulator {
             self.answer_ready_reads(id);
         }
         if let Some(range) = actions.load {
-            let latency = self
-                .rng
-                .between(self.config.disk_latency.0, self.config.disk_latency.1);
+            let latency = self.disk_latency();
             let incarnation = self.node(id).incarnation;
             self.schedule_at(
                 self.now + latency,
@@ -491,9 +487,7 @@ impl Simulator {
         }
         if let Some(meta) = actions.install {
             self.node(id).installing = true;
-            let latency = self
-                .rng
-                .between(self.config.disk_latency.0, self.config.disk_latency.1);
+            let latency = self.disk_latency();
             let incarnation = self.node(id).incarnation;
             self.schedule_at(
                 self.now + latency,
@@ -616,6 +610,12 @@ impl Simulator {
         self.turn(id)?;
         self.answer_ready_reads(id);
         Ok(())
+    }
+
+    /// A random disk operation latency of this run.
+    fn disk_latency(&mut self) -> u64 {
+        let (min, max) = self.config.disk_latency;
+        self.rng.between(min, max)
     }
 
     fn send(&mut self, message: Message) {

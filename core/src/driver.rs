@@ -276,7 +276,9 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             }
             Input::Storage(StorageDone::Nothing) => {}
             Input::Apply(ApplyEvent::Fatal(fatal)) => return Err(fatal),
-            Input::Apply(ApplyEvent::SnapshotBuilt(result)) => engine.on_snapshot_built(result),
+            Input::Apply(ApplyEvent::SnapshotBuilt(result)) => engine
+                .on_snapshot_built(result)
+                .map_err(Fatal::StateMachine)?,
             Input::Apply(ApplyEvent::SnapshotChunk { read, chunk }) => {
                 engine.on_snapshot_chunk(read.to, read.snapshot, read.offset, chunk)
             }

@@ -696,3 +696,73 @@ async fn a_node_with_an_invalid_config_or_membership_does_not_start() {
         result.err()
     );
 }
+
+/// A state machine whose snapshots claim entries it has not applied.
+struct SnapshotAheadKv(KvStateMachine);
+
+impl StateMachine for SnapshotAheadKv {
+    type Command = KvCommand;
+    type Response = KvResponse;
+
+    async fn applied(&mut self) -> Result<LogId, StateMachineError> {
+        self.0.applied().await
+    }
+
+    async fn apply(
+        &mut self,
+        entries: Vec<Committed<KvCommand>>,
+    ) -> Result<Vec<KvResponse>, StateMachineError> {
+        self.0.apply(entries).await
+    }
+
+    async fn build_snapshot(&mut self) -> Result<LogId, StateMachineError> {
+        let applied = self.0.applied().await?;
+        Ok(LogId::new(applied.term, applied.index + 1000))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_machine_reporting_an_impossible_snapshot_stops_the_node() {
+    let mut config = test_config();
+    config.snapshot_interval_entries = 5;
+    config.snapshot_trailing_entries = 0;
+    let router = MemRouter::new(1);
+    let members = Membership::new_voters([(1, "n1".to_string())]);
+    let storage = MemStorage::new();
+    let raft = Raft::start(
+        1,
+        config,
+        Some(members),
+        storage.clone(),
+        router.network(1),
+        SnapshotAheadKv(KvStateMachine::new()),
+    )
+    .await
+    .unwrap();
+    raft.wait_for(PATIENCE, |m| m.role == Role::Leader)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let command = KvCommand::Delete {
+            key: format!("k{i}"),
+        };
+        if raft.propose(command).await.is_err() {
+            break;
+        }
+    }
+    let stopped = raft
+        .wait_for(PATIENCE, |m| m.stopped)
+        .await
+        .expect("the node stops");
+    assert!(
+        matches!(
+            stopped.fatal,
+            Some(rafter::Fatal::StateMachine(
+                StateMachineError::Corrupt { .. }
+            ))
+        ),
+        "{:?}",
+        stopped.fatal
+    );
+    assert_eq!(stopped.snapshot_index, 0, "nothing purged behind it");
+}

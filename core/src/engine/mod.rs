@@ -1255,8 +1255,13 @@ impl Engine {
     /// The state machine finished a snapshot (or cannot make one). Saves its
     /// metadata and purges the log behind it, keeping
     /// `snapshot_trailing_entries` so slightly lagging followers still
-    /// catch up from the log.
-    pub(crate) fn on_snapshot_built(&mut self, result: Result<LogId, StateMachineError>) {
+    /// catch up from the log. A snapshot that cannot be what was applied
+    /// (beyond the commit index, or of another term than the log's entry
+    /// there) is the state machine's error: the node must stop.
+    pub(crate) fn on_snapshot_built(
+        &mut self,
+        result: Result<LogId, StateMachineError>,
+    ) -> Result<(), StateMachineError> {
         self.snapshot_building = false;
         let snapshot = match result {
             Ok(snapshot) => snapshot,
@@ -1266,21 +1271,30 @@ impl Engine {
                     "state machine has no snapshots; the log will not be compacted"
                 );
                 self.snapshots_unsupported = true;
-                return;
+                return Ok(());
             }
-            Err(error) => unreachable!("the driver stops the node on {error}"),
+            Err(error) => return Err(error),
         };
         if snapshot.index <= self.snapshot.index {
-            return;
+            return Ok(());
         }
-        assert!(
-            snapshot.index <= self.log.committed(),
-            "snapshot {snapshot:?} beyond commit"
-        );
-        assert_eq!(
-            self.log.term_at(snapshot.index).unwrap_or(snapshot.term),
-            snapshot.term
-        );
+        let corrupt = |message: String| StateMachineError::Corrupt {
+            index: snapshot.index,
+            message,
+        };
+        if snapshot.index > self.log.committed() {
+            return Err(corrupt(format!(
+                "snapshot {snapshot:?} reaches beyond the commit index {}",
+                self.log.committed()
+            )));
+        }
+        if let Some(term) = self.log.term_at(snapshot.index) {
+            if term != snapshot.term {
+                return Err(corrupt(format!(
+                    "snapshot {snapshot:?}, but the log holds term {term} there"
+                )));
+            }
+        }
         self.snapshot = snapshot;
         let membership = self.membership_at(snapshot.index);
         self.out.snapshot_meta = Some(SnapshotMeta {
@@ -1307,6 +1321,7 @@ impl Engine {
                 "snapshot built; log purged"
             );
         }
+        Ok(())
     }
 
     /// The configuration in force at `index`.

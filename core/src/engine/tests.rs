@@ -1945,7 +1945,7 @@ fn log_keeps_a_trailing_window_behind_a_snapshot() {
     assert_eq!(actions.apply.len(), 11);
     e.on_applied(11);
     assert!(e.take_actions().build_snapshot);
-    e.on_snapshot_built(Ok(LogId::new(1, 11)));
+    e.on_snapshot_built(Ok(LogId::new(1, 11))).unwrap();
     let actions = e.take_actions();
     assert_eq!(
         actions.snapshot_meta.map(|m| m.last_log_id),
@@ -2008,4 +2008,37 @@ fn node_removed_by_an_uncommitted_configuration_still_campaigns() {
     }
     assert_eq!(committed.role(), Role::Learner, "its removal is committed");
     assert!(turn(&mut committed).messages.is_empty());
+}
+
+/// A state machine that reports a snapshot that cannot be what it applied
+/// (beyond the commit index, or of another term than the log's entry) gets
+/// an error for the driver to stop the node with, not a panic, and nothing
+/// is purged.
+#[test]
+fn a_snapshot_that_cannot_be_what_was_applied_is_refused() {
+    let mut config = config();
+    config.snapshot_interval_entries = 2;
+    let mut e = elected_by_hand(config, &[1, 2]);
+    e.propose(vec![command_payload(2)]).expect("leader");
+    let t = turn(&mut e);
+    e.on_write_done(t.write.expect("written").id);
+    step(&mut e, msg(2, 1, 1, ack(2)));
+    e.take_actions();
+    assert_eq!(e.commit_index(), 2);
+
+    e.on_applied(2);
+    assert!(e.take_actions().build_snapshot);
+    for bogus in [LogId::new(1, 3), LogId::new(7, 2)] {
+        let refused = e.on_snapshot_built(Ok(bogus));
+        assert!(
+            matches!(refused, Err(StateMachineError::Corrupt { .. })),
+            "{bogus:?}: {refused:?}"
+        );
+        let actions = e.take_actions();
+        assert_eq!((actions.snapshot_meta, actions.purge), (None, None));
+        e.check_invariants();
+        // (The driver stops the node on the error; left running, the
+        // engine would ask for a snapshot again.)
+        assert!(actions.build_snapshot);
+    }
 }

@@ -290,9 +290,13 @@ impl SimCore {
     }
 
     /// The snapshot asked for by `build_snapshot` holds the applied state
-    /// up to `result`'s log id.
-    pub fn on_snapshot_built(&mut self, result: Result<LogId, StateMachineError>) {
-        self.engine.on_snapshot_built(result);
+    /// up to `result`'s log id. An error is the node's end (the driver stops
+    /// it): a failed build, or a log id that cannot be what was applied.
+    pub fn on_snapshot_built(
+        &mut self,
+        result: Result<LogId, StateMachineError>,
+    ) -> Result<(), StateMachineError> {
+        self.engine.on_snapshot_built(result)
     }
 
     /// The chunk read for a `SnapshotRead` (`Ok(None)` past the end).

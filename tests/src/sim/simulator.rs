@@ -506,7 +506,10 @@ impl Simulator {
             node.snapshot = Some((at, bytes));
             self.snapshots_built += 1;
             self.note(format!("node {id} built a snapshot at {at:?}"));
-            self.core(id).expect("up").on_snapshot_built(Ok(at));
+            self.core(id)
+                .expect("up")
+                .on_snapshot_built(Ok(at))
+                .map_err(|error| format!("node {id}: its snapshot at {at:?} refused: {error}"))?;
             again = true;
         }
         for read in actions.snapshot_reads {

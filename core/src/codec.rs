@@ -345,21 +345,9 @@ mod tests {
     /// next index with `+ 1`, a panic in debug builds on bytes from the
     /// network.
     #[test]
+    #[cfg(feature = "testing")]
     fn append_after_index_u64_max_is_rejected_not_overflowed() {
-        let msg = Message {
-            from: 1,
-            to: 2,
-            term: 3,
-            body: MessageBody::Append {
-                prev_log_id: LogId::new(3, u64::MAX),
-                entries: vec![Entry {
-                    term: 3,
-                    index: 1,
-                    payload: EntryPayload::Blank,
-                }],
-                commit: 0,
-            },
-        };
+        let msg = crate::testing::strategies::append_past_the_last_index();
         let reason = invalid(decode_message(&encode_message(&msg), 1024));
         assert!(reason.contains("overflow"), "{reason}");
         // The same prefix with no entries is a valid probe.

@@ -147,7 +147,7 @@ mod tests {
     use proptest::prelude::*;
     use rafter::codec::FORMAT_VERSION;
     use rafter::testing::strategies::valid_message;
-    use rafter::{Entry, EntryPayload, LogId, MessageBody};
+    use rafter::MessageBody;
 
     fn heartbeat() -> Message {
         Message {
@@ -244,20 +244,7 @@ mod tests {
     /// (it used to overflow in the codec: a panic in debug builds).
     #[test]
     fn append_past_the_last_index_is_a_frame_error() {
-        let message = Message {
-            from: 1,
-            to: 2,
-            term: 3,
-            body: MessageBody::Append {
-                prev_log_id: LogId::new(3, u64::MAX),
-                entries: vec![Entry {
-                    term: 3,
-                    index: 1,
-                    payload: EntryPayload::Blank,
-                }],
-                commit: 0,
-            },
-        };
+        let message = rafter::testing::strategies::append_past_the_last_index();
         let mut decoder = FrameDecoder::new(1024);
         decoder.push(&encode_frame(&message, 1024).unwrap());
         assert!(matches!(

@@ -304,3 +304,23 @@ pub fn any_message() -> BoxedStrategy<Message> {
     ]
     .boxed()
 }
+
+/// An append whose one entry would follow index `u64::MAX`: invalid. It
+/// once overflowed the codec's index arithmetic (a panic in debug builds on
+/// bytes from the network), so every decoder is tested with it.
+pub fn append_past_the_last_index() -> Message {
+    Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::Append {
+            prev_log_id: LogId::new(3, u64::MAX),
+            entries: vec![Entry {
+                term: 3,
+                index: 1,
+                payload: EntryPayload::Blank,
+            }],
+            commit: 0,
+        },
+    }
+}

@@ -7,6 +7,8 @@
 use rafter::testing::run_storage_suite;
 use rafter_redb::RedbStorage;
 
+mod common;
+
 #[tokio::test]
 async fn redb_storage_passes_the_storage_suite() {
     check_storage_suite().await;
@@ -25,15 +27,7 @@ async fn check_storage_suite() {
         let dir = root.path().join(format!("store-{stores}"));
         RedbStorage::open(&dir).expect("open a new store")
     };
-    let reopen = |store: RedbStorage| {
-        let dir = store
-            .database_path()
-            .and_then(|p| p.parent())
-            .expect("an open store has a path")
-            .to_path_buf();
-        drop(store);
-        RedbStorage::open(&dir).expect("reopen the store")
-    };
+    let reopen = common::reopen;
     let ran = run_storage_suite(create, reopen).await;
     assert!(ran.len() >= 14, "ran {ran:?}");
 }

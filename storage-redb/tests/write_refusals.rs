@@ -7,6 +7,8 @@ use bytes::Bytes;
 use rafter::{Entry, EntryPayload, RaftStorage, StorageError, WriteBatch};
 use rafter_redb::{RedbStorage, ENTRY_RECORD_BYTES_MAX};
 
+mod common;
+
 fn entry(term: u64, index: u64, payload_bytes: usize) -> Entry {
     Entry {
         term,
@@ -33,13 +35,7 @@ fn check_invalid_batch(result: Result<(), StorageError>, what: &str) {
 
 /// The log holds exactly `1..=last` with the given terms, after a reopen.
 async fn check_log(store: RedbStorage, terms: &[u64]) -> RedbStorage {
-    let dir = store
-        .database_path()
-        .and_then(|p| p.parent())
-        .expect("an open store has a path")
-        .to_path_buf();
-    drop(store);
-    let mut store = RedbStorage::open(&dir).expect("reopen");
+    let mut store = common::reopen(store);
     let state = store.initial_state().await.expect("initial state");
     assert_eq!(state.last_log_id.index, terms.len() as u64);
     let entries = store

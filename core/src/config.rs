@@ -331,9 +331,8 @@ mod tests {
         };
         let largest_command =
             || EntryPayload::Command(Bytes::from(vec![7; config.request_bytes_max]));
-        // `Entry::size_bytes` undercounts a membership by about its
-        // addresses (~250 B here); the overhead absorbs that for a hundred
-        // of them in one append.
+        // A hundred memberships in one append, then commands: the largest
+        // payloads `Entry::size_bytes` has to estimate rather than count.
         let memberships_then_commands = |i: usize| {
             if i < 100 {
                 EntryPayload::Membership(Box::new(membership.clone()))

@@ -18,13 +18,12 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use futures::executor::block_on;
 use rafter::testing::{MemStorage, SimActions, SimCore, SimDurable};
 use rafter::{
-    codec, Config, Entry, EntryPayload, LogId, Membership, Message, MessageBody, NodeId,
-    RaftStorage, Role, WriteBatch,
+    codec, CommandBytes, Config, Entry, EntryPayload, LogId, Membership, Message, MessageBody,
+    NodeId, RaftStorage, Role, WriteBatch,
 };
 use rafter_redb::RedbStorage;
 
@@ -41,11 +40,11 @@ const STORE_ENTRIES: u64 = 10_000;
 /// harness is considered broken.
 const ROUNDS_MAX: usize = 1_000;
 
-fn payload() -> Bytes {
-    Bytes::from(vec![0x5a; PAYLOAD_BYTES])
+fn payload() -> CommandBytes {
+    CommandBytes::from(vec![0x5a; PAYLOAD_BYTES])
 }
 
-fn entry(term: u64, index: u64, payload: &Bytes) -> Entry {
+fn entry(term: u64, index: u64, payload: &CommandBytes) -> Entry {
     Entry {
         term,
         index,
@@ -226,7 +225,7 @@ impl Trio {
     }
 
     /// Node 1 proposes `commands`; returns once it has committed them.
-    fn replicate(&mut self, commands: Vec<Bytes>) {
+    fn replicate(&mut self, commands: Vec<CommandBytes>) {
         let count = commands.len() as u64;
         let first = self.cores[0]
             .propose(commands)
@@ -299,7 +298,7 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
-fn append_message(n: usize, payload: &Bytes) -> Message {
+fn append_message(n: usize, payload: &CommandBytes) -> Message {
     Message {
         from: 1,
         to: 2,
@@ -337,7 +336,7 @@ fn codec_benches(c: &mut Criterion) {
 }
 
 /// Fills `store` with `STORE_ENTRIES` entries, 1,000 per write.
-fn fill<S: RaftStorage>(store: &mut S, payload: &Bytes) {
+fn fill<S: RaftStorage>(store: &mut S, payload: &CommandBytes) {
     for start in (1..=STORE_ENTRIES).step_by(1000) {
         let end = (start + 1000).min(STORE_ENTRIES + 1);
         let batch = WriteBatch {

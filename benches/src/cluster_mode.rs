@@ -414,7 +414,7 @@ mod tests {
         Entry {
             term: 1,
             index,
-            payload: EntryPayload::Command(bytes::Bytes::from_static(b"x")),
+            payload: EntryPayload::Command(rafter::CommandBytes::from(b"x")),
         }
     }
 

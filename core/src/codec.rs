@@ -12,6 +12,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::command_bytes::CommandBytes;
 use crate::message::{Message, MessageBody};
 use crate::types::{Entry, EntryPayload, HardState, LogId, SnapshotMeta};
 
@@ -110,6 +111,35 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     encode_into(value, &mut out);
     out
+}
+
+/// Encodes a user command (the same bytes as [`encode`]) straight into the
+/// entry payload, refusing one over `limit` bytes (returning its size)
+/// before allocating anything. A command that fits inline costs no
+/// allocation at all; a larger one costs exactly one, of its exact size.
+pub fn encode_command<T: Serialize + ?Sized>(
+    value: &T,
+    limit: usize,
+) -> Result<CommandBytes, usize> {
+    let mut small = [0u8; CommandBytes::INLINE_MAX];
+    small[0] = FORMAT_VERSION;
+    if let Ok(body) = postcard::to_slice(value, &mut small[1..]) {
+        let len = 1 + body.len();
+        if len > limit {
+            return Err(len);
+        }
+        return Ok(CommandBytes::from(&small[..len]));
+    }
+    let len = 1 + postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .expect("measuring an encoding cannot fail");
+    if len > limit {
+        return Err(len);
+    }
+    CommandBytes::try_build(len, |out| {
+        out[0] = FORMAT_VERSION;
+        postcard::to_slice(value, &mut out[1..]).expect("the encoding fits the size just measured");
+    })
+    .map_err(|too_long| too_long.len)
 }
 
 /// Appends the encoding of `value` (the same bytes as [`encode`]) to `out`.
@@ -246,6 +276,32 @@ mod tests {
     use proptest::collection::vec;
     use proptest::prelude::*;
 
+    /// `encode_command` writes the bytes `encode` does, inline or not, and
+    /// refuses a command over the limit by its exact size.
+    #[test]
+    fn encode_command_matches_encode_and_enforces_the_limit() {
+        for len in [0usize, 1, 17, 18, 19, 20, 21, 1000] {
+            let value = serde_bytes::ByteBuf::from(vec![0xa5; len]);
+            let expected = encode(&value);
+            let payload = encode_command(&value, usize::MAX).unwrap();
+            assert_eq!(&payload[..], &expected[..], "len {len}");
+            assert_eq!(
+                payload.is_inline(),
+                expected.len() <= CommandBytes::INLINE_MAX
+            );
+            assert_eq!(
+                encode_command(&value, expected.len()).map(|p| p.len()),
+                Ok(expected.len())
+            );
+            assert_eq!(
+                encode_command(&value, expected.len() - 1),
+                Err(expected.len())
+            );
+            let back: serde_bytes::ByteBuf = decode(&payload, usize::MAX).unwrap();
+            assert_eq!(back, value);
+        }
+    }
+
     fn append(entries: Vec<Entry>) -> Message {
         Message {
             from: 1,
@@ -292,7 +348,7 @@ mod tests {
             Entry {
                 term: 2,
                 index: 5,
-                payload: EntryPayload::Command(Bytes::from_static(b"x")),
+                payload: EntryPayload::Command(CommandBytes::from(b"x")),
             },
             Entry {
                 term: 3,

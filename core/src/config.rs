@@ -193,6 +193,12 @@ impl Config {
         if self.request_bytes_max == 0 {
             return invalid("request_bytes_max", "must be positive");
         }
+        if self.request_bytes_max > crate::CommandBytes::LEN_MAX {
+            return invalid(
+                "request_bytes_max",
+                "must be at most CommandBytes::LEN_MAX (4 GiB - 1)",
+            );
+        }
         // In u128: the sum of a u64 and a usize cannot overflow there.
         let message_bytes_min = u128::from(self.append_bytes_max)
             + self.request_bytes_max as u128
@@ -237,6 +243,15 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().is_err());
+        // A command longer than an entry payload can hold is refused at
+        // start, not when proposed.
+        let bad = Config {
+            request_bytes_max: crate::CommandBytes::LEN_MAX + 1,
+            message_bytes_max: usize::MAX,
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("request_bytes_max"), "{err}");
     }
 
     /// An append over the limit is dropped by the transport every time it
@@ -285,6 +300,7 @@ mod tests {
         use crate::codec::encode_message;
         use crate::message::{Message, MessageBody};
         use crate::types::{Entry, EntryPayload, LogId, Membership, SnapshotMeta};
+        use crate::CommandBytes;
         use bytes::Bytes;
 
         let config = tight_config();
@@ -330,20 +346,20 @@ mod tests {
             }
         };
         let largest_command =
-            || EntryPayload::Command(Bytes::from(vec![7; config.request_bytes_max]));
+            || EntryPayload::Command(CommandBytes::from(vec![7; config.request_bytes_max]));
         // A hundred memberships in one append, then commands: the largest
         // payloads `Entry::size_bytes` has to estimate rather than count.
         let memberships_then_commands = |i: usize| {
             if i < 100 {
                 EntryPayload::Membership(Box::new(membership.clone()))
             } else {
-                EntryPayload::Command(Bytes::from_static(b"x"))
+                EntryPayload::Command(CommandBytes::from(b"x"))
             }
         };
         let messages = [
             fill(&|_| EntryPayload::Blank, Some(largest_command())),
             fill(
-                &|_| EntryPayload::Command(Bytes::from_static(b"x")),
+                &|_| EntryPayload::Command(CommandBytes::from(b"x")),
                 Some(largest_command()),
             ),
             fill(&|_| largest_command(), None),

@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
+use crate::command_bytes::CommandBytes;
 use crate::config::Config;
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Actions, Engine};
@@ -24,6 +24,7 @@ use crate::error::{Fatal, MembershipError, ReadError, TransferError};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::network::RaftNetwork;
+use crate::proposal_queue::ProposalQueue;
 use crate::storage_task::{StorageDone, StorageJob};
 use crate::types::{EntryPayload, LogId, NodeId};
 
@@ -42,8 +43,18 @@ pub(crate) struct Proposal<R> {
 
 /// The encoded commands of a proposal.
 pub(crate) enum Payloads {
-    One(Bytes),
-    Many(Vec<Bytes>),
+    One(CommandBytes),
+    Many(Vec<CommandBytes>),
+}
+
+impl Payloads {
+    /// How many commands.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payloads::One(_) => 1,
+            Payloads::Many(payloads) => payloads.len(),
+        }
+    }
 }
 
 /// Requests from the handle other than proposals and messages.
@@ -61,8 +72,9 @@ pub(crate) enum Control {
 }
 
 /// Everything that can wake the driver: this list is complete.
-enum Input<R> {
-    Proposal(Proposal<R>),
+enum Input {
+    /// The proposal queue turned non-empty.
+    Proposals,
     Message(Message),
     Control(Control),
     Storage(StorageDone),
@@ -75,7 +87,7 @@ pub(crate) struct DriverParts<N, R> {
     pub(crate) config: Config,
     pub(crate) engine: Engine,
     pub(crate) network: N,
-    pub(crate) proposals: mpsc::Receiver<Proposal<R>>,
+    pub(crate) proposals: Arc<ProposalQueue<R>>,
     pub(crate) inbox: mpsc::Receiver<Message>,
     pub(crate) control: mpsc::Receiver<Control>,
     pub(crate) storage_jobs: mpsc::UnboundedSender<StorageJob>,
@@ -93,6 +105,10 @@ pub(crate) struct DriverParts<N, R> {
 pub(crate) struct Driver<N, R> {
     parts: DriverParts<N, R>,
     ticker: Interval,
+    /// Proposals taken from the queue this turn (kept for its capacity).
+    taken: Vec<Proposal<R>>,
+    /// Whether the queue held more than one turn takes.
+    proposals_left: bool,
     /// Proposals of this turn, appended together.
     batch_payloads: Vec<EntryPayload>,
     batch_responders: Vec<(Responder<R>, Option<Instant>)>,
@@ -104,6 +120,8 @@ pub(crate) struct Driver<N, R> {
     outbox: BTreeMap<NodeId, Vec<Message>>,
     reads: HashMap<u64, oneshot::Sender<Result<u64, ReadError>>>,
     read_next_id: u64,
+    /// The engine's membership version the metrics were last checked at.
+    published_membership: Option<u64>,
 }
 
 impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
@@ -113,6 +131,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         Self {
             parts,
             ticker,
+            taken: Vec::new(),
+            proposals_left: false,
             batch_payloads: Vec::new(),
             batch_responders: Vec::new(),
             gated: VecDeque::new(),
@@ -120,6 +140,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             outbox: BTreeMap::new(),
             reads: HashMap::new(),
             read_next_id: 1,
+            published_membership: None,
         }
     }
 
@@ -146,6 +167,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             engine,
             ..
         } = parts;
+        // Callers still queued learn the node stopped; later ones are refused.
+        parts.proposals.close();
         drop(storage_jobs);
         drop(apply_jobs);
         for task in tasks {
@@ -162,8 +185,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let mut more = false;
         loop {
             let input = if more {
-                // More committed entries than one turn hands over: go on
-                // without waiting, but let other tasks run first.
+                // More committed entries or proposals than one turn takes:
+                // go on without waiting, but let other tasks run first.
                 tokio::task::yield_now().await;
                 self.try_next_input()
             } else {
@@ -185,11 +208,11 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             self.parts.engine.check_invariants();
             self.execute(actions).await;
             self.publish_metrics();
-            more = self.parts.engine.has_ready_apply();
+            more = self.parts.engine.has_ready_apply() || self.proposals_left;
         }
     }
 
-    async fn next_input(&mut self) -> Input<R> {
+    async fn next_input(&mut self) -> Input {
         let parts = &mut self.parts;
         tokio::select! {
             biased;
@@ -197,14 +220,14 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             Some(done) = parts.storage_done.recv() => Input::Storage(done),
             Some(control) = parts.control.recv() => Input::Control(control),
             Some(message) = parts.inbox.recv() => Input::Message(message),
-            Some(proposal) = parts.proposals.recv() => Input::Proposal(proposal),
+            _ = parts.proposals.ready() => Input::Proposals,
             _ = self.ticker.tick() => Input::Tick,
             // Every handle dropped: nobody can use this node any more.
             else => Input::Control(Control::Shutdown),
         }
     }
 
-    fn try_next_input(&mut self) -> Option<Input<R>> {
+    fn try_next_input(&mut self) -> Option<Input> {
         let parts = &mut self.parts;
         if let Ok(event) = parts.apply_events.try_recv() {
             return Some(Input::Apply(event));
@@ -231,31 +254,36 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             };
             self.handle(Input::Message(message))?;
         }
-        while self.batch_payloads.len() < self.parts.config.proposal_batch_max {
-            let Ok(proposal) = self.parts.proposals.try_recv() else {
-                break;
-            };
-            self.handle(Input::Proposal(proposal))?;
-        }
+        self.take_proposals();
         Ok(true)
     }
 
+    /// Takes queued proposals, up to `proposal_batch_max` commands, into
+    /// this turn's batch.
+    fn take_proposals(&mut self) {
+        let budget = self.parts.config.proposal_batch_max;
+        self.proposals_left = self.parts.proposals.take(&mut self.taken, budget);
+        let commands: usize = self.taken.iter().map(|p| p.payloads.len()).sum();
+        self.batch_payloads.reserve(commands);
+        self.batch_responders.reserve(self.taken.len());
+        for proposal in self.taken.drain(..) {
+            match proposal.payloads {
+                Payloads::One(payload) => self.batch_payloads.push(EntryPayload::Command(payload)),
+                Payloads::Many(payloads) => self
+                    .batch_payloads
+                    .extend(payloads.into_iter().map(EntryPayload::Command)),
+            }
+            self.batch_responders
+                .push((proposal.responder, proposal.deadline));
+        }
+    }
+
     /// Feeds one input to the engine. Returns false to stop.
-    fn handle(&mut self, input: Input<R>) -> Result<bool, Fatal> {
+    fn handle(&mut self, input: Input) -> Result<bool, Fatal> {
         let engine = &mut self.parts.engine;
         match input {
-            Input::Proposal(proposal) => {
-                match proposal.payloads {
-                    Payloads::One(payload) => {
-                        self.batch_payloads.push(EntryPayload::Command(payload))
-                    }
-                    Payloads::Many(payloads) => self
-                        .batch_payloads
-                        .extend(payloads.into_iter().map(EntryPayload::Command)),
-                }
-                self.batch_responders
-                    .push((proposal.responder, proposal.deadline));
-            }
+            // Taken by `drain`, which every turn runs.
+            Input::Proposals => {}
             Input::Message(message) => engine.step(message),
             Input::Tick => {
                 engine.tick();
@@ -435,6 +463,9 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             .store(engine.commit_index(), Ordering::Release);
         let applied = self.parts.applied.load(Ordering::Acquire);
         let waiting = self.parts.proposals_waiting.load(Ordering::Acquire);
+        let membership_version = Some(engine.membership_version());
+        let membership_may_differ = self.published_membership != membership_version;
+        self.published_membership = membership_version;
         self.parts.metrics.send_if_modified(|m| {
             // Compare the cheap fields first; rebuild the maps only when the
             // membership or the replication picture changed.
@@ -458,7 +489,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             m.persisted_index = engine.persisted_index();
             m.snapshot_index = engine.snapshot_index();
             m.membership_index = engine.membership_index();
-            if m.membership != *engine.membership() {
+            if membership_may_differ && m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
                 changed = true;
             }

@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod codec;
+mod command_bytes;
 mod config;
 mod driver;
 mod engine;
@@ -17,6 +18,7 @@ mod error;
 mod message;
 mod metrics;
 mod network;
+mod proposal_queue;
 mod raft;
 mod restore;
 mod state_machine;
@@ -26,6 +28,7 @@ mod storage_task;
 pub mod testing;
 mod types;
 
+pub use command_bytes::{CommandBytes, CommandTooLong};
 pub use config::{Config, ConfigError};
 pub use error::{
     Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,

@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
@@ -15,6 +13,7 @@ use tokio::time::{timeout_at, Instant};
 use crate::apply::ApplyTask;
 use crate::apply::Responder;
 use crate::codec;
+use crate::command_bytes::CommandBytes;
 use crate::config::Config;
 use crate::driver::{Control, Driver, DriverParts, Payloads, Proposal};
 use crate::engine::config_change::MembershipChange;
@@ -25,6 +24,7 @@ use crate::error::{
 use crate::message::Message;
 use crate::metrics::{Metrics, Role};
 use crate::network::RaftNetwork;
+use crate::proposal_queue::{ProposalQueue, PushError, WaitError};
 use crate::restore::restore;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -52,7 +52,7 @@ impl<SM: StateMachine> Clone for Raft<SM> {
 struct Shared<SM: StateMachine> {
     id: NodeId,
     config: Config,
-    proposals: mpsc::Sender<Proposal<SM::Response>>,
+    proposals: Arc<ProposalQueue<SM::Response>>,
     inbox: mpsc::Sender<Message>,
     control: mpsc::Sender<Control>,
     metrics: watch::Receiver<Metrics>,
@@ -87,7 +87,7 @@ impl<SM: StateMachine> Raft<SM> {
         let commit_index = restored.hard_state.commit;
         let engine = Engine::new(id, EngineConfig::from_config(&config), restored);
 
-        let (proposals_tx, proposals_rx) = mpsc::channel(config.proposal_queue_max);
+        let proposals = Arc::new(ProposalQueue::new(config.proposal_queue_max));
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_msgs_max);
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
         let (storage_jobs_tx, storage_jobs_rx) = mpsc::unbounded_channel();
@@ -122,7 +122,7 @@ impl<SM: StateMachine> Raft<SM> {
             config: config.clone(),
             engine,
             network,
-            proposals: proposals_rx,
+            proposals: proposals.clone(),
             inbox: inbox_rx,
             control: control_rx,
             storage_jobs: storage_jobs_tx,
@@ -144,7 +144,7 @@ impl<SM: StateMachine> Raft<SM> {
             shared: Arc::new(Shared {
                 id,
                 config,
-                proposals: proposals_tx,
+                proposals,
                 inbox: inbox_tx,
                 control: control_tx,
                 metrics: metrics_rx,
@@ -223,16 +223,10 @@ impl<SM: StateMachine> Raft<SM> {
     }
 
     /// Encodes a command, refusing one over the request size limit.
-    fn encode_command(&self, command: &SM::Command) -> Result<Bytes, ProposeError> {
-        let payload = codec::encode(command);
+    fn encode_command(&self, command: &SM::Command) -> Result<CommandBytes, ProposeError> {
         let max = self.shared.config.request_bytes_max;
-        if payload.len() > max {
-            return Err(ProposeError::RequestTooLarge {
-                size: payload.len(),
-                max,
-            });
-        }
-        Ok(Bytes::from(payload))
+        codec::encode_command(command, max)
+            .map_err(|size| ProposeError::RequestTooLarge { size, max })
     }
 
     /// Backpressure on the commit/apply gap (etcd's
@@ -257,10 +251,10 @@ impl<SM: StateMachine> Raft<SM> {
         let timeout = self.shared.config.propose_timeout;
         let deadline = Instant::now() + timeout;
         proposal.deadline = Some(deadline);
-        match timeout_at(deadline, self.shared.proposals.send(proposal)).await {
-            Err(_) => Err(ProposeError::Timeout(timeout)),
-            Ok(Err(_)) => Err(ProposeError::Stopped),
-            Ok(Ok(())) => Ok(()),
+        match self.shared.proposals.push_until(proposal, deadline).await {
+            Err(WaitError::Timeout) => Err(ProposeError::Timeout(timeout)),
+            Err(WaitError::Closed) => Err(ProposeError::Stopped),
+            Ok(()) => Ok(()),
         }
     }
 
@@ -273,13 +267,13 @@ impl<SM: StateMachine> Raft<SM> {
         proposal: Proposal<SM::Response>,
         response: oneshot::Receiver<Result<T, ProposeError>>,
     ) -> Result<T, ProposeError> {
-        match self.shared.proposals.try_send(proposal) {
+        match self.shared.proposals.try_push(proposal) {
             Ok(()) => {}
-            Err(TrySendError::Closed(_)) => return Err(ProposeError::Stopped),
+            Err(PushError::Closed) => return Err(ProposeError::Stopped),
             // Boxed: the rare slow path's timer and queue futures would
             // otherwise make every proposal's future several times larger,
             // which thousands of concurrent callers pay in cache misses.
-            Err(TrySendError::Full(proposal)) => Box::pin(self.queue_when_room(proposal)).await?,
+            Err(PushError::Full(proposal)) => Box::pin(self.queue_when_room(proposal)).await?,
         }
         response.await.map_err(|_| ProposeError::Stopped)?
     }

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use crate::command_bytes::CommandBytes;
 
 /// A node's identity. Concrete, never zero for a real node.
 pub type NodeId = u64;
@@ -69,10 +70,10 @@ pub enum EntryPayload {
     /// Appended by every new leader to commit entries of earlier terms
     /// (Raft §5.4.2, and §6.4 of the dissertation for ReadIndex).
     Blank,
-    /// An encoded user command. `Bytes` serializes as a byte string, the same
-    /// as `serde_bytes` does for `Vec<u8>`, and clones without copying, so one
-    /// entry can go to every peer and to the apply task without a copy.
-    Command(Bytes),
+    /// An encoded user command: small ones inline, larger ones shared, so
+    /// one entry goes to every peer and to the apply task without a copy of
+    /// its bytes or, when small, an atomic reference count.
+    Command(CommandBytes),
     /// A configuration change: the new membership (joint while
     /// `voters_outgoing` is not empty). Boxed: configuration changes are
     /// rare, and inline they would more than double the size of every entry
@@ -128,6 +129,11 @@ impl Membership {
     /// Whether `id` votes in either half of the configuration.
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+
+    /// Whether `id` is a voter (of either half) or a learner.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.learners.contains(&id)
     }
 
     /// Whether the configuration is joint (a change is half-way through).
@@ -186,7 +192,7 @@ mod tests {
         let long = |id: NodeId| (id, format!("node-{id}.{}", "x".repeat(200)));
         let entries = [
             EntryPayload::Blank,
-            EntryPayload::Command(Bytes::from(vec![7; 1000])),
+            EntryPayload::Command(CommandBytes::from(vec![7; 1000])),
             EntryPayload::Membership(Box::new(Membership::new_voters((1..=7).map(long)))),
         ];
         for payload in entries {

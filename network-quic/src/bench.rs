@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use rafter::CommandBytes;
 use rafter::{Entry, EntryPayload, LogId, Message, MessageBody, RaftNetwork};
 use tokio::sync::watch;
 
@@ -82,7 +82,7 @@ pub enum BenchError {
     Params(&'static str),
 }
 
-fn append(index: u64, payload: &Bytes) -> Message {
+fn append(index: u64, payload: &CommandBytes) -> Message {
     Message {
         from: 1,
         to: 2,
@@ -141,7 +141,7 @@ pub async fn loopback(params: LoopbackParams) -> Result<LoopbackReport, BenchErr
         .set_members(&[(2, receiver_addr.to_string())].into_iter().collect())
         .await;
 
-    let payload = Bytes::from(vec![0xA5u8; params.payload_bytes]);
+    let payload = CommandBytes::from(vec![0xA5u8; params.payload_bytes]);
     let expected = params.messages + 1;
     let deadline = tokio::time::Instant::now() + params.timeout;
     let wait = |target: u64| {

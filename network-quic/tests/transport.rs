@@ -12,7 +12,8 @@ use bytes::Bytes;
 use common::*;
 use rafter::codec::FORMAT_VERSION;
 use rafter::{
-    Entry, EntryPayload, LogId, Membership, Message, MessageBody, RaftNetwork, SnapshotMeta,
+    CommandBytes, Entry, EntryPayload, LogId, Membership, Message, MessageBody, RaftNetwork,
+    SnapshotMeta,
 };
 use rafter_quic::frame::encode_frame;
 use rafter_quic::{
@@ -69,7 +70,7 @@ fn append(index: u64) -> Message {
             entries: vec![Entry {
                 term: 1,
                 index,
-                payload: EntryPayload::Command(Bytes::from(index.to_be_bytes().to_vec())),
+                payload: EntryPayload::Command(CommandBytes::from(index.to_be_bytes().to_vec())),
             }],
             commit: index - 1,
         },
@@ -317,7 +318,7 @@ async fn queue_bound_holds_while_a_peer_is_down_and_the_peer_is_redialled_when_i
         .set_members(&[(2, two_addr.to_string())].into_iter().collect())
         .await;
 
-    let payload = Bytes::from(vec![7u8; 2000]);
+    let payload = CommandBytes::from(vec![7u8; 2000]);
     let big = |index: u64| append_with(index, &payload);
     let mut sent = 0u64;
     let check_bound = |stats: &rafter_quic::LaneStats| {
@@ -423,7 +424,7 @@ async fn insecure_local_demo_mode_delivers_without_certificates() {
 }
 
 /// An append of one entry carrying `payload`.
-fn append_with(index: u64, payload: &Bytes) -> Message {
+fn append_with(index: u64, payload: &CommandBytes) -> Message {
     Message {
         from: 1,
         to: 2,
@@ -633,7 +634,7 @@ async fn a_connected_peer_that_does_not_read_costs_a_bounded_queue_and_others_ar
         .collect();
     one.network.set_members(&book).await;
 
-    let payload = Bytes::from(vec![7u8; 2000]);
+    let payload = CommandBytes::from(vec![7u8; 2000]);
     let check_bound = |stats: &LaneStats| {
         assert!(
             stats.queued_msgs_high_water <= config.queue_msgs_max,

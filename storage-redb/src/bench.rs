@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use rafter::CommandBytes;
 use rafter::{Entry, EntryPayload, RaftStorage, StorageError, WriteBatch};
 use redb::{Database, Durability, TableDefinition};
 
@@ -94,7 +94,7 @@ pub async fn run_append_bench(
     config: &AppendBenchConfig,
 ) -> Result<Vec<AppendBenchResult>, StorageError> {
     assert!(config.rounds > 0, "at least one round");
-    let payload = Bytes::from(vec![0xAB; config.payload_bytes]);
+    let payload = CommandBytes::from(vec![0xAB; config.payload_bytes]);
     let round_duration = config.case_duration / config.rounds;
     let round_commits_max = config.case_commits_max.div_ceil(u64::from(config.rounds));
     let mut results = Vec::new();
@@ -217,7 +217,7 @@ async fn store_commit(
     store: &mut RedbStorage,
     next_index: &mut u64,
     batch_entries: usize,
-    payload: &Bytes,
+    payload: &CommandBytes,
     durable: bool,
 ) -> Result<(), StorageError> {
     let entries = (0..batch_entries as u64)
@@ -270,7 +270,7 @@ impl RawCase {
     fn commit(
         &mut self,
         batch_entries: usize,
-        payload: &Bytes,
+        payload: &CommandBytes,
         durable: bool,
     ) -> Result<(), StorageError> {
         let mut txn = self

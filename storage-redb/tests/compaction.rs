@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use rafter::CommandBytes;
 use rafter::{Entry, EntryPayload, HardState, LogId, RaftStorage, WriteBatch};
 use rafter_redb::{RedbOptions, RedbStorage};
 
@@ -21,7 +21,7 @@ fn entry(index: u64) -> Entry {
     Entry {
         term: 1 + index / 1000,
         index,
-        payload: EntryPayload::Command(Bytes::from(
+        payload: EntryPayload::Command(CommandBytes::from(
             (0..PAYLOAD_BYTES)
                 .map(|i| seed[i % 8] ^ (i as u8))
                 .collect::<Vec<_>>(),

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
+use rafter::CommandBytes;
 use rafter::{Entry, EntryPayload, HardState, LogId, RaftStorage, StorageError, WriteBatch};
 use rafter_redb::{RedbOptions, RedbStorage};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -22,7 +22,7 @@ fn entry(index: u64) -> Entry {
     Entry {
         term: 1 + index / 50,
         index,
-        payload: EntryPayload::Command(Bytes::from(format!("payload of entry {index:08}"))),
+        payload: EntryPayload::Command(CommandBytes::from(format!("payload of entry {index:08}"))),
     }
 }
 

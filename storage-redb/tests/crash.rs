@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use rafter::CommandBytes;
 use rafter::{Entry, EntryPayload, HardState, LogId, RaftStorage, StorageError, WriteBatch};
 use rafter_redb::{RedbStateMachineStore, RedbStorage};
 
@@ -37,10 +37,10 @@ fn term_of(index: u64) -> u64 {
 }
 
 /// The payload of entry `index`: its length and every byte depend on it.
-fn payload_of(index: u64) -> Bytes {
+fn payload_of(index: u64) -> CommandBytes {
     let len = 8 + (index % 300) as usize;
     let bytes = index.to_le_bytes();
-    Bytes::from(
+    CommandBytes::from(
         (0..len)
             .map(|i| bytes[i % 8] ^ (i as u8))
             .collect::<Vec<_>>(),

@@ -3,7 +3,7 @@
 //! when the refusal comes after some of the batch's entries went in) and
 //! leave the store usable: nothing on disk is wrong, so never `Corrupt`.
 
-use bytes::Bytes;
+use rafter::CommandBytes;
 use rafter::{Entry, EntryPayload, RaftStorage, StorageError, WriteBatch};
 use rafter_redb::{RedbStorage, ENTRY_RECORD_BYTES_MAX};
 
@@ -13,7 +13,7 @@ fn entry(term: u64, index: u64, payload_bytes: usize) -> Entry {
     Entry {
         term,
         index,
-        payload: EntryPayload::Command(Bytes::from(vec![index as u8; payload_bytes])),
+        payload: EntryPayload::Command(CommandBytes::from(vec![index as u8; payload_bytes])),
     }
 }
 

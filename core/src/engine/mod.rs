@@ -114,6 +114,9 @@ pub(crate) struct Engine {
     log: RaftLog,
     /// Invariant: not empty; indexes increase; the last is in force.
     memberships: Vec<(u64, Membership)>,
+    /// Bumped whenever the configuration in force may have changed, so the
+    /// driver compares configurations only then, not every turn.
+    membership_version: u64,
 
     /// Leader only: every other member's progress.
     progress: BTreeMap<NodeId, Progress>,
@@ -187,6 +190,7 @@ impl Engine {
             leader: None,
             log,
             memberships: restored.memberships,
+            membership_version: 0,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -260,6 +264,10 @@ impl Engine {
             .last()
             .expect("memberships is never empty")
             .1
+    }
+    /// Changes whenever the configuration in force may have changed.
+    pub(crate) fn membership_version(&self) -> u64 {
+        self.membership_version
     }
     /// The index of the entry that holds the configuration in force.
     pub(crate) fn membership_index(&self) -> u64 {
@@ -519,7 +527,7 @@ impl Engine {
                 leader_hint: self.leader,
             });
         }
-        if !self.membership().members().contains(&self.id) {
+        if !self.membership().is_member(self.id) {
             return Err(ProposeError::ProposalDropped {
                 reason: "leader is not in the configuration",
             });
@@ -964,6 +972,7 @@ impl Engine {
     }
 
     fn on_membership_changed(&mut self) {
+        self.membership_version += 1;
         self.out.members = Some(self.membership().nodes.clone());
         if self.role == Role::Leader {
             self.rebuild_progress();

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 
+use crate::CommandBytes;
 use bytes::Bytes;
 
 use super::*;
@@ -55,7 +56,7 @@ fn command(term: u64, index: u64) -> Entry {
     Entry {
         term,
         index,
-        payload: EntryPayload::Command(Bytes::from(format!("cmd{index:05}"))),
+        payload: EntryPayload::Command(CommandBytes::from(format!("cmd{index:05}"))),
     }
 }
 

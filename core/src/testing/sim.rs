@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
+use crate::CommandBytes;
 use bytes::Bytes;
 
 use crate::config::Config;
@@ -249,7 +250,7 @@ impl SimCore {
     }
 
     /// Appends commands (leader only); returns the first entry's log id.
-    pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<LogId, ProposeError> {
+    pub fn propose(&mut self, commands: Vec<CommandBytes>) -> Result<LogId, ProposeError> {
         self.engine
             .propose(commands.into_iter().map(EntryPayload::Command).collect())
     }

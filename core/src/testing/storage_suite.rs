@@ -13,7 +13,7 @@
 
 use std::ops::Range;
 
-use bytes::Bytes;
+use crate::CommandBytes;
 
 use crate::storage::{InitialState, RaftStorage, StorageError, WriteBatch};
 use crate::types::{Entry, EntryPayload, HardState, LogId, Membership, SnapshotMeta};
@@ -60,7 +60,7 @@ where
 fn entry(term: u64, index: u64) -> Entry {
     let payload = match index % 3 {
         0 => EntryPayload::Blank,
-        1 => EntryPayload::Command(Bytes::from(format!("command {term}/{index}"))),
+        1 => EntryPayload::Command(CommandBytes::from(format!("command {term}/{index}"))),
         _ => EntryPayload::Membership(Box::new(membership(index))),
     };
     Entry {
@@ -579,7 +579,7 @@ async fn large_batch_reads_back_in_pages<S: RaftStorage, R: FnMut(S) -> S>(
         .map(|index| Entry {
             term: 1 + index / 500,
             index,
-            payload: EntryPayload::Command(Bytes::from(vec![(index % 251) as u8; 1024])),
+            payload: EntryPayload::Command(CommandBytes::from(vec![(index % 251) as u8; 1024])),
         })
         .collect();
     write(CHECK, &mut store, append(log.clone())).await;

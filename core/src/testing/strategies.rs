@@ -14,6 +14,7 @@
 //! Every strategy is boxed: unboxed, the nested value trees overflow the
 //! stack of a debug test thread.
 
+use crate::CommandBytes;
 use bytes::Bytes;
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -119,7 +120,7 @@ pub fn any_membership() -> BoxedStrategy<Membership> {
 pub fn payload(membership: BoxedStrategy<Membership>) -> BoxedStrategy<EntryPayload> {
     prop_oneof![
         Just(EntryPayload::Blank),
-        vec(any::<u8>(), 0..300).prop_map(|data| EntryPayload::Command(Bytes::from(data))),
+        vec(any::<u8>(), 0..300).prop_map(|data| EntryPayload::Command(CommandBytes::from(data))),
         membership.prop_map(|m| EntryPayload::Membership(Box::new(m))),
     ]
     .boxed()

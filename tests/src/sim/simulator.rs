@@ -1260,7 +1260,7 @@ impl Simulator {
         }
         if input.is_write() {
             let command = kv::encode(op as u64, &input);
-            let result = self.core(node).expect("up").propose(vec![command]);
+            let result = self.core(node).expect("up").propose(vec![command.into()]);
             match result {
                 Ok(log_id) => {
                     self.note(format!(

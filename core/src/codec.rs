@@ -121,25 +121,17 @@ pub fn encode_command<T: Serialize + ?Sized>(
     value: &T,
     limit: usize,
 ) -> Result<CommandBytes, usize> {
-    let mut small = [0u8; CommandBytes::INLINE_MAX];
-    small[0] = FORMAT_VERSION;
-    if let Ok(body) = postcard::to_slice(value, &mut small[1..]) {
-        let len = 1 + body.len();
-        if len > limit {
-            return Err(len);
-        }
-        return Ok(CommandBytes::from(&small[..len]));
-    }
+    // Serializing only fails if the value's Serialize impl fails, which
+    // derive-generated impls never do (as in `encode_into`).
     let len = 1 + postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .expect("measuring an encoding cannot fail");
+        .expect("postcard measuring cannot fail");
     if len > limit {
         return Err(len);
     }
-    CommandBytes::try_build(len, |out| {
+    Ok(CommandBytes::build(len, |out| {
         out[0] = FORMAT_VERSION;
         postcard::to_slice(value, &mut out[1..]).expect("the encoding fits the size just measured");
-    })
-    .map_err(|too_long| too_long.len)
+    }))
 }
 
 /// Appends the encoding of `value` (the same bytes as [`encode`]) to `out`.

@@ -193,12 +193,6 @@ impl Config {
         if self.request_bytes_max == 0 {
             return invalid("request_bytes_max", "must be positive");
         }
-        if self.request_bytes_max > crate::CommandBytes::LEN_MAX {
-            return invalid(
-                "request_bytes_max",
-                "must be at most CommandBytes::LEN_MAX (4 GiB - 1)",
-            );
-        }
         // In u128: the sum of a u64 and a usize cannot overflow there.
         let message_bytes_min = u128::from(self.append_bytes_max)
             + self.request_bytes_max as u128
@@ -243,15 +237,6 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().is_err());
-        // A command longer than an entry payload can hold is refused at
-        // start, not when proposed.
-        let bad = Config {
-            request_bytes_max: crate::CommandBytes::LEN_MAX + 1,
-            message_bytes_max: usize::MAX,
-            ..Config::default()
-        };
-        let err = bad.validate().unwrap_err().to_string();
-        assert!(err.contains("request_bytes_max"), "{err}");
     }
 
     /// An append over the limit is dropped by the transport every time it

@@ -28,7 +28,7 @@ mod storage_task;
 pub mod testing;
 mod types;
 
-pub use command_bytes::{CommandBytes, CommandTooLong};
+pub use command_bytes::CommandBytes;
 pub use config::{Config, ConfigError};
 pub use error::{
     Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,

@@ -164,7 +164,7 @@ impl KvStore {
     /// simulator only installs snapshots it made, so bad bytes are a bug.
     pub fn from_snapshot(data: &[u8]) -> (Self, LogId) {
         assert!(
-            data.len() >= 16 && (data.len() - 16).is_multiple_of(9),
+            data.len() >= 16 && (data.len() - 16) % 9 == 0,
             "not a snapshot: {} bytes",
             data.len()
         );

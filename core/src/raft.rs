@@ -2,6 +2,8 @@
 //! transports talk to a running node.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,7 +179,10 @@ impl<SM: StateMachine> Raft<SM> {
             responder: Responder::One(sender),
             deadline: None,
         };
-        self.submit(proposal, response).await
+        if let Some(wait_for_room) = self.queue(proposal)? {
+            wait_for_room.await?;
+        }
+        response.await.map_err(|_| ProposeError::Stopped)?
     }
 
     /// Proposes `commands` as consecutive entries appended together, and
@@ -219,7 +224,10 @@ impl<SM: StateMachine> Raft<SM> {
             payloads: Payloads::Many(payloads),
             deadline: None,
         };
-        self.submit(proposal, response).await
+        if let Some(wait_for_room) = self.queue(proposal)? {
+            wait_for_room.await?;
+        }
+        response.await.map_err(|_| ProposeError::Stopped)?
     }
 
     /// Encodes a command, refusing one over the request size limit.
@@ -258,24 +266,28 @@ impl<SM: StateMachine> Raft<SM> {
         }
     }
 
-    /// Queues `proposal` and waits for its answer. The deadline covers
-    /// both waits: for room in the queue (backpressure), under a timer of
-    /// its own, and for the answer, which the apply task enforces on the
-    /// driver's ticks (so a proposal costs no timer of its own).
-    async fn submit<T>(
+    /// Queues `proposal` if there is room; if the queue is full, returns
+    /// the wait for room (backpressure), under its own deadline, which then
+    /// also bounds the wait for the answer (the apply task enforces that one
+    /// on the driver's ticks, so a proposal costs no timer of its own).
+    ///
+    /// Not `async`, and the slow path boxed: a proposal's future then holds
+    /// only the answer's receiver across its awaits, not the proposal, the
+    /// queue and timer futures of a path it rarely takes. Thousands of
+    /// concurrent callers pay for every byte of that future in cache misses.
+    #[allow(clippy::type_complexity)]
+    fn queue(
         &self,
         proposal: Proposal<SM::Response>,
-        response: oneshot::Receiver<Result<T, ProposeError>>,
-    ) -> Result<T, ProposeError> {
+    ) -> Result<
+        Option<Pin<Box<dyn Future<Output = Result<(), ProposeError>> + Send + '_>>>,
+        ProposeError,
+    > {
         match self.shared.proposals.try_push(proposal) {
-            Ok(()) => {}
-            Err(PushError::Closed) => return Err(ProposeError::Stopped),
-            // Boxed: the rare slow path's timer and queue futures would
-            // otherwise make every proposal's future several times larger,
-            // which thousands of concurrent callers pay in cache misses.
-            Err(PushError::Full(proposal)) => Box::pin(self.queue_when_room(proposal)).await?,
+            Ok(()) => Ok(None),
+            Err(PushError::Closed) => Err(ProposeError::Stopped),
+            Err(PushError::Full(proposal)) => Ok(Some(Box::pin(self.queue_when_room(proposal)))),
         }
-        response.await.map_err(|_| ProposeError::Stopped)?
     }
 
     /// Returns a read index (dissertation §6.4): once this node has applied

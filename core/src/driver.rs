@@ -8,7 +8,7 @@
 //! wait for completes), committed entries go to the apply task.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -97,6 +97,9 @@ pub(crate) struct DriverParts<N, R> {
     pub(crate) metrics: watch::Sender<Metrics>,
     pub(crate) commit_index: Arc<AtomicU64>,
     pub(crate) applied: Arc<AtomicU64>,
+    /// Whether the commit/apply gap is over `commit_apply_gap_max`; written
+    /// only when it flips (every proposal reads it).
+    pub(crate) over_gap: Arc<AtomicBool>,
     /// The apply task's count of waiting callers.
     pub(crate) proposals_waiting: Arc<AtomicUsize>,
     pub(crate) tasks: Vec<JoinHandle<()>>,
@@ -467,10 +470,19 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
 
     fn publish_metrics(&mut self) {
         let engine = &self.parts.engine;
-        self.parts
-            .commit_index
-            .store(engine.commit_index(), Ordering::Release);
+        // Stored only on change: every proposal reads these cells, and a
+        // store, even of the same value, takes the line from their cores.
+        if self.parts.commit_index.load(Ordering::Relaxed) != engine.commit_index() {
+            self.parts
+                .commit_index
+                .store(engine.commit_index(), Ordering::Release);
+        }
         let applied = self.parts.applied.load(Ordering::Acquire);
+        let over_gap =
+            engine.commit_index().saturating_sub(applied) > self.parts.config.commit_apply_gap_max;
+        if self.parts.over_gap.load(Ordering::Relaxed) != over_gap {
+            self.parts.over_gap.store(over_gap, Ordering::Release);
+        }
         let waiting = self.parts.proposals_waiting.load(Ordering::Acquire);
         let membership_version = Some(engine.membership_version());
         let membership_may_differ = self.published_membership != membership_version;

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +60,10 @@ struct Shared<SM: StateMachine> {
     metrics: watch::Receiver<Metrics>,
     commit_index: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
+    /// Set by the driver while the commit/apply gap is over its limit: a
+    /// flag written only when it flips, so the check every proposal makes
+    /// reads a cache line no other core keeps writing.
+    over_gap: Arc<AtomicBool>,
     applied_watch: watch::Receiver<u64>,
     driver: Mutex<Option<JoinHandle<()>>>,
 }
@@ -106,6 +110,7 @@ impl<SM: StateMachine> Raft<SM> {
         let commit = Arc::new(AtomicU64::new(commit_index));
         let applied = Arc::new(AtomicU64::new(applied_index));
         let proposals_waiting = Arc::new(AtomicUsize::new(0));
+        let over_gap = Arc::new(AtomicBool::new(false));
 
         let storage_task =
             tokio::spawn(storage_task::run(storage, storage_jobs_rx, storage_done_tx));
@@ -134,6 +139,7 @@ impl<SM: StateMachine> Raft<SM> {
             metrics: metrics_tx,
             commit_index: commit.clone(),
             applied: applied.clone(),
+            over_gap: over_gap.clone(),
             proposals_waiting,
             tasks: vec![storage_task, apply_task],
         };
@@ -152,6 +158,7 @@ impl<SM: StateMachine> Raft<SM> {
                 metrics: metrics_rx,
                 commit_index: commit,
                 applied,
+                over_gap,
                 applied_watch: applied_watch_rx,
                 driver: Mutex::new(Some(driver)),
             }),
@@ -241,6 +248,12 @@ impl<SM: StateMachine> Raft<SM> {
     /// maxGapBetweenApplyAndCommitIndex): a slow state machine makes new
     /// proposals fail fast instead of piling up behind it.
     fn admit(&self) -> Result<(), ProposeError> {
+        if !self.shared.over_gap.load(Ordering::Relaxed) {
+            // The driver raises the flag in the turn that commits past the
+            // limit, so a clear flag means the gap is within it.
+            return Ok(());
+        }
+        // The flag may lag behind the apply task catching up: check.
         let commit = self.shared.commit_index.load(Ordering::Acquire);
         let applied = self.shared.applied.load(Ordering::Acquire);
         let gap = commit.saturating_sub(applied);

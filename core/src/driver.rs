@@ -112,6 +112,8 @@ pub(crate) struct Driver<N, R> {
     taken: Vec<Proposal<R>>,
     /// Whether the queue held more than one turn takes.
     proposals_left: bool,
+    /// Counts takes, to rotate which shard of the queue goes first.
+    take_turn: usize,
     /// Proposals of this turn, appended together.
     batch_payloads: Vec<EntryPayload>,
     batch_responders: Vec<(Responder<R>, Option<Instant>)>,
@@ -136,6 +138,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             ticker,
             taken: Vec::new(),
             proposals_left: false,
+            take_turn: 0,
             batch_payloads: Vec::new(),
             batch_responders: Vec::new(),
             gated: VecDeque::new(),
@@ -274,7 +277,11 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
     /// this turn's batch.
     fn take_proposals(&mut self) {
         let budget = self.parts.config.proposal_batch_max;
-        self.proposals_left = self.parts.proposals.take(&mut self.taken, budget);
+        self.take_turn = self.take_turn.wrapping_add(1);
+        self.proposals_left = self
+            .parts
+            .proposals
+            .take(&mut self.taken, budget, self.take_turn);
         let commands: usize = self.taken.iter().map(|p| p.payloads.len()).sum();
         self.batch_payloads.reserve(commands);
         self.batch_responders.reserve(self.taken.len());

@@ -1,21 +1,32 @@
 //! The proposal queue between the callers of `propose` and the driver.
 //!
 //! A channel costs every proposal a send and a receive, each a few atomic
-//! operations on cache lines both cores write. Here a caller pushes under a
-//! short lock and wakes the driver only when the queue was empty; the driver
-//! takes the whole queue in one swap per turn. So a burst of proposals costs
-//! one lock each and one wake-up for all of them.
+//! operations on cache lines both cores write. Here the queue is split into
+//! shards, one per worker thread or so: a caller pushes onto its thread's
+//! shard under a lock no other core is taking (so the lock's cache line
+//! stays put), and wakes the driver only when the shard was empty. The
+//! driver takes each shard whole, in one lock, once a turn.
 //!
-//! Bounded (`Config::proposal_queue_max` proposals): a caller that finds it
-//! full waits for room, within its deadline; the driver wakes such callers
-//! when it takes from a full queue.
+//! Order: proposals pushed from one thread keep their order (a task's
+//! proposals made in one poll, in particular). Proposals pushed concurrently
+//! from different threads are unordered, as concurrent calls are anyway; a
+//! caller that needs one proposal before another waits for the first.
+//!
+//! Bounded: the shards share `Config::proposal_queue_max` between them, and
+//! a caller that finds its shard full waits for room, within its deadline;
+//! the driver wakes such callers when it takes from a full shard.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 
 use crate::driver::Proposal;
+
+/// The most shards a queue is split into (one per available core, fewer if
+/// the queue is smaller).
+const SHARDS_MAX: usize = 16;
 
 /// Why a proposal was not queued.
 pub(crate) enum PushError<R> {
@@ -33,14 +44,21 @@ pub(crate) enum WaitError {
     Closed,
 }
 
-/// Invariant: `proposals.len() <= capacity`; once `closed`, `proposals`
-/// stays empty.
+/// Invariant: each shard holds at most its capacity; the capacities add up
+/// to the queue's; once closed, every shard stays empty.
 pub(crate) struct ProposalQueue<R> {
-    state: Mutex<State<R>>,
-    /// Wakes the driver when the queue turns non-empty (or closes).
+    shards: Box<[Shard<R>]>,
+    /// Wakes the driver when a shard turns non-empty (or the queue closes).
     ready: Notify,
-    /// Wakes callers waiting for room when the driver takes from a full queue.
+    /// Wakes callers waiting for room when the driver takes from a full shard.
     room: Notify,
+}
+
+/// Aligned to its own cache lines (two, for adjacent-line prefetch), so
+/// pushes on one core do not disturb another core's shard.
+#[repr(align(128))]
+struct Shard<R> {
+    state: Mutex<State<R>>,
     capacity: usize,
 }
 
@@ -49,42 +67,71 @@ struct State<R> {
     closed: bool,
 }
 
+impl<R> Shard<R> {
+    fn lock(&self) -> MutexGuard<'_, State<R>> {
+        // Nothing panics while holding the lock (a push, a move), so a
+        // poisoned lock still holds a consistent shard.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// This thread's shard (of `count`): threads are numbered in the order
+/// they first propose, so a runtime's workers spread over the shards.
+fn shard_of_this_thread(count: usize) -> usize {
+    static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    }
+    THREAD.with(|thread| thread % count)
+}
+
 impl<R> ProposalQueue<R> {
+    /// A queue of `capacity` proposals (at least 1), in a shard per core.
     pub(crate) fn new(capacity: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_shards(capacity, cores.min(SHARDS_MAX))
+    }
+
+    /// A queue of `capacity` proposals in up to `shards` shards (at least
+    /// one, at most one per proposal of capacity).
+    pub(crate) fn with_shards(capacity: usize, shards: usize) -> Self {
         debug_assert!(capacity > 0, "Config::validate refuses an empty queue");
+        let count = shards.clamp(1, capacity.max(1));
+        let shards = (0..count)
+            .map(|i| Shard {
+                state: Mutex::new(State {
+                    proposals: Vec::new(),
+                    closed: false,
+                }),
+                capacity: capacity / count + usize::from(i < capacity % count),
+            })
+            .collect();
         Self {
-            state: Mutex::new(State {
-                proposals: Vec::new(),
-                closed: false,
-            }),
+            shards,
             ready: Notify::new(),
             room: Notify::new(),
-            capacity,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<R>> {
-        // Nothing panics while holding the lock (a push and a swap), so a
-        // poisoned lock still holds a consistent queue.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `proposal` if there is room.
+    /// Queues `proposal` if its shard has room.
     pub(crate) fn try_push(&self, proposal: Proposal<R>) -> Result<(), PushError<R>> {
+        let shard = &self.shards[shard_of_this_thread(self.shards.len())];
         let was_empty = {
-            let mut state = self.lock();
+            let mut state = shard.lock();
             if state.closed {
                 return Err(PushError::Closed);
             }
-            if state.proposals.len() >= self.capacity {
+            if state.proposals.len() >= shard.capacity {
                 return Err(PushError::Full(proposal));
             }
             state.proposals.push(proposal);
             state.proposals.len() == 1
         };
         if was_empty {
-            // The driver takes everything each turn, so it only sleeps on an
-            // empty queue: the push that ends the emptiness wakes it.
+            // The driver takes whole shards (unless its batch fills up, and
+            // then it goes on without sleeping), so it only sleeps with
+            // every shard empty: the push that ends a shard's emptiness
+            // wakes it.
             self.ready.notify_one();
         }
         Ok(())
@@ -119,34 +166,50 @@ impl<R> ProposalQueue<R> {
         self.ready.notified().await
     }
 
-    /// Moves queued proposals into `into` (which must be empty) in order, up
-    /// to `commands_max` commands (at least one proposal, however many
-    /// commands it has). Returns whether proposals are left behind.
-    pub(crate) fn take(&self, into: &mut Vec<Proposal<R>>, commands_max: usize) -> bool {
-        debug_assert!(into.is_empty());
-        let (was_full, left) = {
-            let mut state = self.lock();
-            let was_full = state.proposals.len() >= self.capacity;
-            let mut commands = 0;
-            let count = state
+    /// Moves queued proposals into `into`, each shard's in order, up to
+    /// `commands_max` commands (at least one proposal, however many commands
+    /// it has). `turn` rotates which shard goes first, so that none waits
+    /// behind the others turn after turn. Returns whether proposals are
+    /// left behind.
+    pub(crate) fn take(
+        &self,
+        into: &mut Vec<Proposal<R>>,
+        commands_max: usize,
+        turn: usize,
+    ) -> bool {
+        let count = self.shards.len();
+        let mut commands = 0;
+        let mut left = false;
+        let mut made_room = false;
+        for i in 0..count {
+            let shard = &self.shards[(turn + i) % count];
+            let mut state = shard.lock();
+            if state.proposals.is_empty() {
+                continue;
+            }
+            let was_full = state.proposals.len() >= shard.capacity;
+            let taking = state
                 .proposals
                 .iter()
                 .take_while(|p| {
                     let fits = commands == 0 || commands + p.payloads.len() <= commands_max;
-                    commands += p.payloads.len();
+                    if fits {
+                        commands += p.payloads.len();
+                    }
                     fits
                 })
                 .count();
-            if count == state.proposals.len() {
-                // The common case: everything, by swapping buffers (the
-                // driver's empty one, with its capacity, becomes the queue's).
+            if taking == state.proposals.len() && into.is_empty() {
+                // The common case: a whole shard, by swapping buffers (the
+                // driver's empty one, with its capacity, becomes the shard's).
                 std::mem::swap(&mut state.proposals, into);
             } else {
-                into.extend(state.proposals.drain(..count));
+                into.extend(state.proposals.drain(..taking));
             }
-            (was_full, !state.proposals.is_empty())
-        };
-        if was_full {
+            made_room |= was_full && taking > 0;
+            left |= !state.proposals.is_empty();
+        }
+        if made_room {
             self.room.notify_waiters();
         }
         left
@@ -155,13 +218,15 @@ impl<R> ProposalQueue<R> {
     /// Refuses every later push and drops what is queued, so that each
     /// waiting caller learns the node stopped.
     pub(crate) fn close(&self) {
-        let dropped = {
-            let mut state = self.lock();
-            state.closed = true;
-            std::mem::take(&mut state.proposals)
-        };
-        // Dropped outside the lock: each drop wakes a caller.
-        drop(dropped);
+        for shard in self.shards.iter() {
+            let dropped = {
+                let mut state = shard.lock();
+                state.closed = true;
+                std::mem::take(&mut state.proposals)
+            };
+            // Dropped outside the lock: each drop wakes a caller.
+            drop(dropped);
+        }
         self.room.notify_waiters();
     }
 }
@@ -198,7 +263,7 @@ mod tests {
 
     #[test]
     fn takes_in_order_within_the_command_budget_and_refuses_when_full() {
-        let queue = ProposalQueue::new(4);
+        let queue = ProposalQueue::with_shards(4, 1);
         let sizes = [1, 3, 1, 2];
         for &n in &sizes {
             assert!(queue.try_push(proposal(n).0).is_ok());
@@ -209,22 +274,70 @@ mod tests {
         ));
         let mut taken = Vec::new();
         // Budget 4: the first two (1 + 3), not the third.
-        assert!(queue.take(&mut taken, 4));
+        assert!(queue.take(&mut taken, 4, 0));
         let counts: Vec<usize> = taken.iter().map(|p| p.payloads.len()).collect();
         assert_eq!(counts, [1, 3]);
         taken.clear();
         // A budget below the first proposal still takes that one.
-        assert!(queue.take(&mut taken, 0));
+        assert!(queue.take(&mut taken, 0, 0));
         assert_eq!(taken.len(), 1);
         taken.clear();
-        assert!(!queue.take(&mut taken, 100));
+        assert!(!queue.take(&mut taken, 100, 0));
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].payloads.len(), 2);
     }
 
+    /// Shards split the capacity exactly; a thread's pushes land in one
+    /// shard, in order; one take gathers every shard.
+    #[test]
+    fn shards_split_the_capacity_and_one_take_gathers_them_all() {
+        let queue = std::sync::Arc::new(ProposalQueue::<()>::with_shards(5, 2));
+        let capacities: Vec<usize> = queue.shards.iter().map(|s| s.capacity).collect();
+        assert_eq!(capacities, [3, 2]);
+        assert_eq!(ProposalQueue::<()>::with_shards(1, 16).shards.len(), 1);
+        // Threads push until their shard is full; threads land on shards
+        // by the order they first push, so keep adding threads until both
+        // shards are full. Each thread pushes proposals of its own size.
+        let mut pushed = Vec::new();
+        for thread in 0..64 {
+            if pushed.iter().map(|(_, n)| n).sum::<usize>() == 5 {
+                break;
+            }
+            let queue = queue.clone();
+            let n = std::thread::spawn(move || {
+                let mut n = 0;
+                while queue.try_push(proposal(thread + 1).0).is_ok() {
+                    n += 1;
+                }
+                n
+            })
+            .join()
+            .unwrap();
+            if n > 0 {
+                pushed.push((thread + 1, n));
+            }
+        }
+        assert_eq!(pushed.len(), 2, "{pushed:?}: one thread filled each shard");
+        let mut taken = Vec::new();
+        assert!(!queue.take(&mut taken, usize::MAX, 0));
+        let sizes: Vec<usize> = taken.iter().map(|p| p.payloads.len()).collect();
+        let mut expected: Vec<usize> = pushed
+            .iter()
+            .flat_map(|&(size, n)| std::iter::repeat_n(size, n))
+            .collect();
+        let mut sorted = sizes.clone();
+        sorted.sort();
+        expected.sort();
+        assert_eq!(sorted, expected, "one take gathers both shards");
+        // Each thread's proposals come out contiguous.
+        let mut runs = sizes.clone();
+        runs.dedup();
+        assert_eq!(runs.len(), 2, "{sizes:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_full_queue_makes_callers_wait_until_the_driver_takes_or_the_deadline() {
-        let queue = std::sync::Arc::new(ProposalQueue::new(1));
+        let queue = std::sync::Arc::new(ProposalQueue::with_shards(1, 1));
         assert!(queue.try_push(proposal(1).0).is_ok());
         // Nobody takes: the wait times out.
         let deadline = Instant::now() + Duration::from_millis(100);
@@ -240,7 +353,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         let mut taken = Vec::new();
-        assert!(!queue.take(&mut taken, 10));
+        assert!(!queue.take(&mut taken, 10, 0));
         assert!(
             waiting.await.unwrap(),
             "room made by take lets the caller in"
@@ -249,7 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_answers_queued_and_waiting_callers_and_refuses_new_ones() {
-        let queue = std::sync::Arc::new(ProposalQueue::new(1));
+        let queue = std::sync::Arc::new(ProposalQueue::with_shards(1, 1));
         let (queued, answer) = proposal(1);
         assert!(queue.try_push(queued).is_ok());
         let waiting = tokio::spawn({
@@ -280,7 +393,7 @@ mod tests {
             async move {
                 queue.ready().await;
                 let mut taken = Vec::new();
-                queue.take(&mut taken, 100);
+                queue.take(&mut taken, 100, 0);
                 taken.len()
             }
         });

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::latency_recorder::LatencyRecorder;
 use crate::progress;
-use crate::report::{latency_histogram, LATENCY_NS_MAX};
 
 /// One call a client makes: `ops_per_call` operations (a batch), which all
 /// succeed or fail together. An error is reported by its kind.
@@ -56,6 +56,8 @@ struct Shared {
     ops_done: AtomicU64,
     /// Set when warm-up ends.
     warm_done: AtomicBool,
+    /// Latency per call of the measured phase.
+    latency: LatencyRecorder,
 }
 
 /// Runs the warm-up, then the measured phase, on the current runtime.
@@ -65,6 +67,7 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
     let shared = Arc::new(Shared {
         ops_done: AtomicU64::new(0),
         warm_done: AtomicBool::new(false),
+        latency: LatencyRecorder::new(),
     });
 
     if !spec.warmup.is_zero() {
@@ -101,11 +104,9 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
             }
         })
     };
-    let mut samples = Vec::with_capacity(spec.clients);
     let mut errors = BTreeMap::new();
     for client in clients {
-        let (client_samples, client_errors) = client.await.expect("client task");
-        samples.push(client_samples);
+        let client_errors = client.await.expect("client task");
         for (kind, count) in client_errors {
             *errors.entry(kind).or_insert(0) += count;
         }
@@ -113,14 +114,10 @@ pub async fn run<C: Call>(spec: &LoadSpec, call: C) -> LoadOutcome {
     let elapsed = started.elapsed();
     ticker.abort();
     bar.finish_and_clear();
-    let mut latency = latency_histogram();
-    for ns in samples.into_iter().flatten() {
-        latency.record(ns).expect("value within bounds");
-    }
     LoadOutcome {
         ops: shared.ops_done.load(Ordering::Relaxed),
         elapsed,
-        latency,
+        latency: shared.latency.merged(),
         errors,
     }
 }
@@ -140,11 +137,7 @@ async fn measure<C: Call>(
     call: C,
     ops_per_call: u64,
     calls: u64,
-) -> (Vec<u64>, BTreeMap<String, u64>) {
-    // Raw samples, folded into one histogram once the clock has stopped: a
-    // histogram per client costs hundreds of KiB, which thousands of
-    // clients turn into cache misses and page faults measured as Raft's.
-    let mut samples: Vec<u64> = Vec::with_capacity(calls as usize);
+) -> BTreeMap<String, u64> {
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     // One clock read per call: a call starts when the previous one ended
     // (closed loop), so its start is the previous call's end, and the
@@ -155,9 +148,10 @@ async fn measure<C: Call>(
     for done in 1..=calls {
         let result = call.call().await;
         let ended = Instant::now();
-        let ns = (ended.duration_since(started).as_nanos() as u64).clamp(1, LATENCY_NS_MAX);
+        shared
+            .latency
+            .record(ended.duration_since(started).as_nanos() as u64);
         started = ended;
-        samples.push(ns);
         if let Err(kind) = result {
             *errors.entry(kind).or_insert(0) += ops_per_call;
         }
@@ -168,7 +162,7 @@ async fn measure<C: Call>(
                 .fetch_add(unreported * ops_per_call, Ordering::Relaxed);
         }
     }
-    (samples, errors)
+    errors
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod cluster_mode;
 mod core_mode;
+mod latency_recorder;
 mod load;
 mod progress;
 mod report;

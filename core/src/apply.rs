@@ -138,6 +138,9 @@ pub(crate) struct ApplyTask<SM: StateMachine> {
     pub(crate) propose_timeout: Duration,
     /// Where results and failures are reported to the driver.
     pub(crate) events: mpsc::UnboundedSender<ApplyEvent>,
+    /// Scratch for `apply`: the log id of each entry of a batch, and whether
+    /// it is a command.
+    pub(crate) ids: Vec<(LogId, bool)>,
 }
 
 impl<SM: StateMachine> ApplyTask<SM> {
@@ -296,46 +299,40 @@ impl<SM: StateMachine> ApplyTask<SM> {
             "apply must be consecutive: applied {applied}, next {first}"
         );
         let last = entries[entries.len() - 1].index;
+        // Each entry's log id and whether it is a command (it then has a
+        // response), kept across calls for the buffer.
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
         let mut committed = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id();
             let payload = match entry.payload {
                 EntryPayload::Blank => CommittedPayload::Blank,
-                EntryPayload::Membership(m) => CommittedPayload::Membership(*m),
-                EntryPayload::Command(bytes) => {
-                    let command = codec::decode(&bytes, self.command_bytes_max).map_err(|e| {
-                        StateMachineError::Corrupt {
+                EntryPayload::Membership(m) => CommittedPayload::Membership(m),
+                EntryPayload::Command(bytes) => match codec::decode(&bytes, self.command_bytes_max)
+                {
+                    Ok(command) => CommittedPayload::Command(command),
+                    Err(e) => {
+                        return Err(StateMachineError::Corrupt {
                             index: entry.index,
                             message: e.to_string(),
-                        }
-                    })?;
-                    CommittedPayload::Command(command)
-                }
+                        })
+                    }
+                },
             };
+            ids.push((log_id, matches!(payload, CommittedPayload::Command(_))));
             committed.push(Committed { log_id, payload });
         }
-        let commands: Vec<(u64, u64)> = committed
-            .iter()
-            .filter(|c| matches!(c.payload, CommittedPayload::Command(_)))
-            .map(|c| (c.log_id.index, c.log_id.term))
-            .collect();
-        let terms: Vec<(u64, u64)> = committed
-            .iter()
-            .map(|c| (c.log_id.index, c.log_id.term))
-            .collect();
+        let commands = ids.iter().filter(|(_, is_command)| *is_command).count();
         let responses = self.state_machine.apply(committed).await?;
-        if responses.len() != commands.len() {
+        if responses.len() != commands {
             return Err(StateMachineError::Corrupt {
                 index: first,
-                message: format!(
-                    "{} responses for {} commands",
-                    responses.len(),
-                    commands.len()
-                ),
+                message: format!("{} responses for {commands} commands", responses.len()),
             });
         }
-        let mut responses = commands.into_iter().zip(responses).peekable();
-        for (index, term) in terms {
+        let mut responses = responses.into_iter();
+        for &(LogId { term, index }, is_command) in &ids {
             while waiters.front().is_some_and(|w| w.index < index) {
                 // Registered for an index already applied: cannot happen, as
                 // waiters are registered before their entry commits; answer
@@ -346,10 +343,7 @@ impl<SM: StateMachine> ApplyTask<SM> {
                     index: waiter.index,
                 });
             }
-            let response = match responses.peek() {
-                Some(((i, _), _)) if *i == index => responses.next().map(|(_, r)| r),
-                _ => None,
-            };
+            let response = if is_command { responses.next() } else { None };
             let Some(waiter) = waiters.front_mut().filter(|w| w.index == index) else {
                 continue;
             };
@@ -387,6 +381,7 @@ impl<SM: StateMachine> ApplyTask<SM> {
                 }
             }
         }
+        self.ids = ids;
         Ok(last)
     }
 }

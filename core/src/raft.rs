@@ -123,6 +123,7 @@ impl<SM: StateMachine> Raft<SM> {
             command_bytes_max: config.request_bytes_max,
             propose_timeout: config.propose_timeout,
             events: events_tx,
+            ids: Vec::new(),
         };
         let apply_task = tokio::spawn(apply_task.run());
         let parts = DriverParts {

@@ -22,8 +22,9 @@ pub enum CommittedPayload<C> {
     Command(C),
     /// A leader's no-op; no response.
     Blank,
-    /// A configuration change; no response.
-    Membership(Membership),
+    /// A configuration change; no response. Boxed: changes are rare, and
+    /// inline they would triple the size of every committed entry.
+    Membership(Box<Membership>),
 }
 
 /// Why the state machine failed. Any error stops the node.

@@ -52,7 +52,9 @@ pub struct Config {
     /// that messages from peers are not starved.
     pub proposal_batch_max: usize,
     /// Proposals may queue for the driver; when full, `propose` waits
-    /// (backpressure) until its deadline.
+    /// (backpressure) until its deadline. The queue is split into a shard
+    /// per core (so callers on different cores do not contend), each with
+    /// its share of this bound; a caller waits when its own shard is full.
     pub proposal_queue_max: usize,
     /// Inbound messages may queue for the driver; when full, `receive` drops
     /// the message and Raft's retries recover it.

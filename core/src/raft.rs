@@ -178,6 +178,11 @@ impl<SM: StateMachine> Raft<SM> {
     /// `TooManyRequests`, `NotLeader` and `ProposalDropped`. `Timeout` (after
     /// `Config::propose_timeout`) and `Stopped` leave the outcome unknown;
     /// `Overwritten` means it will never apply.
+    ///
+    /// Order: proposals made from one thread are appended in the order they
+    /// were made (several futures polled in one poll of a task, say);
+    /// concurrent proposals from different threads are unordered. To have
+    /// one write land before another, wait for the first.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ProposeError> {
         let payload = self.encode_command(&command)?;
         self.admit()?;

@@ -251,19 +251,28 @@ mod tests {
     use super::*;
     use crate::types::{Entry, EntryPayload};
 
+    /// Lengths around the inline limit, and a shared one.
+    const LENGTHS: [usize; 5] = [
+        0,
+        1,
+        CommandBytes::INLINE_MAX,
+        CommandBytes::INLINE_MAX + 1,
+        300,
+    ];
+
     fn counting(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7) as u8).collect()
     }
 
+    fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut hasher);
+        hasher.finish()
+    }
+
     #[test]
     fn inline_up_to_the_limit_shared_above_and_equal_by_bytes() {
-        for len in [
-            0,
-            1,
-            CommandBytes::INLINE_MAX,
-            CommandBytes::INLINE_MAX + 1,
-            1000,
-        ] {
+        for len in LENGTHS {
             let data = counting(len);
             let inline = len <= CommandBytes::INLINE_MAX;
             let all = [
@@ -295,21 +304,11 @@ mod tests {
 
     #[test]
     fn order_and_hash_follow_the_bytes() {
-        use std::collections::hash_map::DefaultHasher;
         let short = CommandBytes::from(&b"abc"[..]);
         let long = CommandBytes::from(vec![b'a'; 100]);
         assert!(long < short, "\"aaa...\" sorts before \"abc\"");
-        let hash = |b: &[u8]| {
-            let mut h = DefaultHasher::new();
-            b.hash(&mut h);
-            h.finish()
-        };
-        let hash_of = |c: &CommandBytes| {
-            let mut h = DefaultHasher::new();
-            c.hash(&mut h);
-            h.finish()
-        };
-        assert_eq!(hash_of(&short), hash(b"abc"));
+        assert_eq!(hash_of(&short), hash_of(&b"abc"[..]));
+        assert_eq!(hash_of(&long), hash_of(&vec![b'a'; 100][..]));
     }
 
     /// The representation does not show in the encoding: a `CommandBytes`
@@ -317,13 +316,7 @@ mod tests {
     /// read it unchanged.
     #[test]
     fn encodes_like_bytes() {
-        for len in [
-            0,
-            1,
-            CommandBytes::INLINE_MAX,
-            CommandBytes::INLINE_MAX + 1,
-            300,
-        ] {
+        for len in LENGTHS {
             let data = counting(len);
             let ours = postcard::to_stdvec(&CommandBytes::from(&data[..])).unwrap();
             let theirs = postcard::to_stdvec(&Bytes::from(data.clone())).unwrap();

@@ -48,7 +48,7 @@ pub(crate) enum WaitError {
 /// to the queue's; once closed, every shard stays empty.
 pub(crate) struct ProposalQueue<R> {
     shards: Box<[Shard<R>]>,
-    /// Wakes the driver when a shard turns non-empty (or the queue closes).
+    /// Wakes the driver when a shard turns non-empty.
     ready: Notify,
     /// Wakes callers waiting for room when the driver takes from a full shard.
     room: Notify,

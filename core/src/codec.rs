@@ -272,7 +272,10 @@ mod tests {
     /// refuses a command over the limit by its exact size.
     #[test]
     fn encode_command_matches_encode_and_enforces_the_limit() {
-        for len in [0usize, 1, 17, 18, 19, 20, 21, 1000] {
+        // A byte string of n bytes encodes to n + 2 (version, length), so
+        // these straddle the inline limit.
+        let edge = CommandBytes::INLINE_MAX - 2;
+        for len in [0, 1, edge - 1, edge, edge + 1, 1000] {
             let value = serde_bytes::ByteBuf::from(vec![0xa5; len]);
             let expected = encode(&value);
             let payload = encode_command(&value, usize::MAX).unwrap();

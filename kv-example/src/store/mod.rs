@@ -1,0 +1,1 @@
+//! The MVCC key space (to come).

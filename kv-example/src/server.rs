@@ -1,0 +1,409 @@
+//! The HTTP server: the router, the shared state behind every handler, and
+//! the one rule that lets any node answer any request: run it here if this
+//! node leads, else relay it to the leader, else wait for one until the
+//! request's deadline (then 503, never a hang).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use bytes::Bytes;
+use rafter::{NodeId, ProposeError, Raft, ReadError, Role};
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+use crate::api::error::ApiError;
+use crate::api::kv::ResponseHeader;
+use crate::api::{cluster, etcd, plain};
+use crate::cluster::MemberAddr;
+use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
+use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
+use crate::metrics::{HttpLabels, ReasonLabels, ServiceMetrics};
+use crate::state_machine::{KvReads, KvStateMachine};
+use crate::store::WriteRequest;
+use crate::store::StoreReader;
+
+/// The longest pause between two looks for a leader while none is known.
+const LEADER_POLL: Duration = Duration::from_millis(50);
+
+/// What every handler shares. The Raft handle and the read handle are
+/// internally synchronised, so no lock is taken on the request path.
+pub struct AppState {
+    /// The node.
+    pub raft: Raft<KvStateMachine>,
+    /// Reads of the applied state.
+    pub reads: KvReads,
+    /// This node's id (etcd's `member_id`).
+    pub id: NodeId,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The client that relays requests to the leader.
+    pub forwarder: Forwarder,
+    /// The metrics.
+    pub metrics: Arc<ServiceMetrics>,
+    /// Largest request body accepted (`--max-request-bytes`).
+    pub request_bytes_max: usize,
+    /// How long a request may wait for a leader and an answer.
+    pub request_timeout: Duration,
+}
+
+/// The router of every route of `shared/kv-api.md`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v3/kv/put", post(etcd::put))
+        .route("/v3/kv/range", post(etcd::range))
+        .route("/v3/kv/deleterange", post(etcd::delete_range))
+        .route("/v3/kv/txn", post(etcd::txn))
+        .route("/v3/kv/compaction", post(etcd::compaction))
+        .route("/kv", get(plain::scan))
+        .route(
+            "/kv/{*key}",
+            get(plain::get).put(plain::put).delete(plain::delete),
+        )
+        .route("/health", get(cluster::health))
+        .route("/cluster/status", get(cluster::status))
+        .route("/cluster/learners", post(cluster::add_learner))
+        .route("/cluster/promote", post(cluster::promote))
+        .route("/cluster/members/{id}", delete(cluster::remove))
+        .route("/cluster/transfer-leader", post(cluster::transfer_leader))
+        .route("/cluster/digest", get(cluster::digest))
+        .route("/metrics", get(cluster::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+/// etcd's gateway answers an unknown route in plain text.
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "Not Found\n")
+}
+
+/// And a known route with the wrong method too.
+async fn method_not_allowed() -> (StatusCode, &'static str) {
+    (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
+}
+
+async fn count_requests(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            code: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// A request as it arrived, kept to relay it to the leader unchanged.
+#[derive(Debug)]
+pub struct Relay {
+    /// Its method.
+    pub method: Method,
+    /// Its path and query.
+    pub path_and_query: String,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl Relay {
+    /// Reads a request's body (at most `limit` bytes: more is 413).
+    pub async fn read(request: Request, limit: usize) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        // The cheap check first: a declared length over the limit is
+        // refused before anything is read or allocated.
+        let declared = parts
+            .headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if let Some(declared) = declared.filter(|d| *d > limit) {
+            return Err(ApiError::too_large(declared, limit));
+        }
+        let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                ApiError::too_large(limit + 1, limit)
+            } else {
+                ApiError::invalid(format!("cannot read the request body: {e}"))
+            }
+        })?;
+        Ok(Self {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// The session headers, if any (both or neither).
+    pub fn session(&self) -> Result<Option<SessionTag>, ApiError> {
+        let number = |name: &str| -> Result<Option<u64>, ApiError> {
+            self.headers
+                .get(name)
+                .map(|v| {
+                    v.to_str()
+                        .ok()
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .ok_or_else(|| ApiError::invalid(format!("{name} must be a uint64")))
+                })
+                .transpose()
+        };
+        match (number("x-rafter-client")?, number("x-rafter-seq")?) {
+            (None, None) => Ok(None),
+            (Some(client), Some(seq)) => Ok(Some(SessionTag { client, seq })),
+            _ => Err(ApiError::invalid(
+                "x-rafter-client and x-rafter-seq go together",
+            )),
+        }
+    }
+}
+
+/// What a routed request became.
+#[derive(Debug)]
+pub enum Routed<T> {
+    /// This node led and produced `T`.
+    Local(T),
+    /// The leader answered; relay its response.
+    Relayed(Response<Body>),
+}
+
+/// One try on the leader.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// The answer.
+    Done(T),
+    /// A definite failure to report.
+    Failed(ApiError),
+    /// Not the leader after all (or no longer): route again.
+    NotLeader,
+    /// Refused with nothing done (transfer in progress, entry
+    /// overwritten): try again shortly.
+    Retry,
+}
+
+impl AppState {
+    /// The header of a response made now at `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.raft.metrics().borrow().term,
+        }
+    }
+
+    /// A consistent view of the applied state.
+    pub fn view(&self) -> Result<StoreReader, ApiError> {
+        self.reads.view().map_err(|e| {
+            ApiError::new(crate::api::error::code::INTERNAL, format!("store: {e}"))
+        })
+    }
+
+    /// Runs `attempt` on the leader: here if this node leads, else relays
+    /// `relay` to the leader, else waits for one; all within the request
+    /// timeout.
+    pub async fn on_leader<T, F, Fut>(&self, relay: &Relay, mut attempt: F) -> Result<Routed<T>, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        let deadline = Instant::now() + self.request_timeout;
+        let hops = forward::hops(&relay.headers);
+        let mut watch = self.raft.metrics();
+        loop {
+            let (role, leader, leader_http, stopped) = {
+                let m = watch.borrow_and_update();
+                let http = m
+                    .leader
+                    .and_then(|l| m.membership.nodes.get(&l))
+                    .and_then(|a| MemberAddr::parse(a).ok())
+                    .map(|a| a.http);
+                (m.role, m.leader, http, m.stopped)
+            };
+            if stopped {
+                return Err(ApiError::stopped("the node stopped"));
+            }
+            match leader {
+                Some(leader) if leader == self.id && role == Role::Leader => {
+                    match timeout_at(deadline, attempt()).await {
+                        Err(_) => return Err(ApiError::timeout()),
+                        Ok(Attempt::Done(value)) => return Ok(Routed::Local(value)),
+                        Ok(Attempt::Failed(error)) => return Err(error),
+                        Ok(Attempt::NotLeader) => {}
+                        Ok(Attempt::Retry) => {
+                            sleep_until((Instant::now() + Duration::from_millis(10)).min(deadline)).await
+                        }
+                    }
+                }
+                Some(leader) if leader != self.id && hops < HOPS_MAX => {
+                    if let Some(http) = leader_http {
+                        self.metrics.forwarded.inc();
+                        let sent = self.forwarder.forward(
+                            &http,
+                            relay.method.clone(),
+                            &relay.path_and_query,
+                            &relay.headers,
+                            relay.body.clone(),
+                            hops,
+                        );
+                        match timeout_at(deadline, sent).await {
+                            Err(_) => return Err(ApiError::timeout()),
+                            Ok(Ok(response)) => return Ok(Routed::Relayed(response)),
+                            Ok(Err(ForwardError::NotSent(error))) => {
+                                tracing::debug!(leader, %error, "leader unreachable; waiting");
+                            }
+                            Ok(Err(ForwardError::Unknown(error))) => {
+                                tracing::debug!(leader, %error, "relay failed");
+                                return Err(ApiError::timeout());
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(if leader.is_some() {
+                    ApiError::timeout()
+                } else {
+                    ApiError::no_leader()
+                });
+            }
+            let pause = (Instant::now() + LEADER_POLL).min(deadline);
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = sleep_until(pause) => {}
+            }
+        }
+    }
+
+    /// Proposes `request` on the leader and waits until it is applied.
+    pub async fn write(
+        &self,
+        relay: &Relay,
+        request: WriteRequest,
+    ) -> Result<Routed<WriteOutcome>, ApiError> {
+        let session = relay.session()?;
+        self.on_leader(relay, || {
+            let command = KvCommand::V1(CommandV1 {
+                session,
+                time_ms: now_ms(),
+                request: request.clone(),
+            });
+            async move {
+                self.metrics.proposals.inc();
+                match self.raft.propose(command).await {
+                    Ok(Ok(outcome)) => Attempt::Done(outcome),
+                    Ok(Err(refused)) => Attempt::Failed(refused.into()),
+                    Err(error) => {
+                        self.metrics
+                            .proposals_failed
+                            .get_or_create(&ReasonLabels {
+                                reason: propose_error_name(&error).into(),
+                            })
+                            .inc();
+                        propose_attempt(error)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until a read here would be linearizable (ReadIndex on the
+    /// leader, then this node applied up to it), relaying when not leader.
+    pub async fn linearizable<T, F>(&self, relay: &Relay, read: F) -> Result<Routed<T>, ApiError>
+    where
+        F: Fn() -> Result<T, ApiError>,
+    {
+        self.on_leader(relay, || async {
+            match self.raft.linearizable_read().await {
+                Ok(_) => {
+                    self.metrics.read_index.inc();
+                    match read() {
+                        Ok(value) => Attempt::Done(value),
+                        Err(error) => Attempt::Failed(error),
+                    }
+                }
+                Err(ReadError::NotLeader { .. }) => Attempt::NotLeader,
+                Err(ReadError::LeadershipLost) => Attempt::Retry,
+                Err(ReadError::Timeout(_)) => Attempt::Failed(ApiError::timeout()),
+                Err(ReadError::Stopped) => Attempt::Failed(ApiError::stopped("the node stopped")),
+                Err(other) => Attempt::Failed(ApiError::stopped(other)),
+            }
+        })
+        .await
+    }
+}
+
+fn propose_attempt<T>(error: ProposeError) -> Attempt<T> {
+    match error {
+        ProposeError::NotLeader { .. } => Attempt::NotLeader,
+        // Nothing was appended, or what was is provably gone: safe again.
+        ProposeError::ProposalDropped { .. } | ProposeError::Overwritten { .. } => Attempt::Retry,
+        ProposeError::TooManyRequests { .. } | ProposeError::TooManyCommands { .. } => {
+            Attempt::Failed(ApiError::too_many_requests())
+        }
+        ProposeError::RequestTooLarge { size, max } => Attempt::Failed(ApiError::too_large(size, max)),
+        ProposeError::Timeout(_) => Attempt::Failed(ApiError::timeout()),
+        ProposeError::Stopped => Attempt::Failed(ApiError::stopped("the node stopped")),
+        // Any outcome this code does not know leaves the write's fate
+        // unknown: say so rather than retry.
+        other => Attempt::Failed(ApiError::new(
+            crate::api::error::code::UNAVAILABLE,
+            format!("etcdserver: request outcome unknown ({other})"),
+        )),
+    }
+}
+
+fn propose_error_name(error: &ProposeError) -> &'static str {
+    match error {
+        ProposeError::NotLeader { .. } => "not_leader",
+        ProposeError::TooManyRequests { .. } => "too_many_requests",
+        ProposeError::RequestTooLarge { .. } => "request_too_large",
+        ProposeError::TooManyCommands { .. } => "too_many_commands",
+        ProposeError::Timeout(_) => "timeout",
+        ProposeError::ProposalDropped { .. } => "dropped",
+        ProposeError::Overwritten { .. } => "overwritten",
+        ProposeError::Stopped => "stopped",
+        _ => "other",
+    }
+}
+
+/// Wall-clock ms since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A JSON response.
+pub fn json<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(error) => ApiError::new(crate::api::error::code::INTERNAL, error.to_string()).into_response(),
+    }
+}

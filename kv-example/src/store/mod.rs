@@ -10,6 +10,7 @@
 //!   that breaks an etcd rule answers a [`KvError`] and changes nothing; a
 //!   [`StoreError`] means the storage failed and the node must stop.
 //! - Reads: [`StoreReader`] over a redb read transaction, a consistent view.
+//! - Snapshots: [`write_snapshot`] / [`load_snapshot`].
 //! - Exactly-once: [`Session`]s, kept by the writer in the same
 //!   transactions.
 //!
@@ -37,7 +38,8 @@
 //! of the range, the newest history record at or below R (two seeks per
 //! key). A put costs two point reads and two inserts, whatever the history.
 //!
-//! Invariants (checked in full by `check_invariants`, used by the tests):
+//! Invariants (checked in full by `check_invariants`, used by the tests and
+//! after every snapshot load):
 //! - 1 <= revision; 0 <= compact_revision <= revision; both only grow.
 //! - Every history record's revision is in 1..=revision.
 //! - Per key, history records in revision order form a chain: a put right
@@ -59,6 +61,7 @@ mod range;
 mod reader;
 mod request;
 mod sessions;
+mod snapshot;
 mod tables;
 mod txn;
 mod writer;
@@ -75,6 +78,9 @@ pub use request::{
     WriteRequest, WriteResponse,
 };
 pub use sessions::Session;
+pub use snapshot::{
+    load_snapshot, write_snapshot, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_RECORD_BYTES_MAX,
+};
 pub use txn::TXN_OPS_MAX;
 pub use writer::{ApplyResult, StoreWriter};
 

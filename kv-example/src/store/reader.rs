@@ -158,6 +158,10 @@ impl StoreReader {
             None => Ok(()),
         }
     }
+
+    pub(crate) fn tables(&self) -> Option<&ReadTables> {
+        self.tables.as_ref()
+    }
 }
 
 /// FNV-1a 64 and CRC-32 side by side: 96 bits, no new dependency. Not a

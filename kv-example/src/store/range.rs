@@ -1,0 +1,280 @@
+//! Range reads: etcd's `range_end` rules, reads at the current revision (from
+//! the live index) and at older ones (from the history), filters, sorting,
+//! limit, `count` and `more`. Generic over the table handles so the writer
+//! (inside its transaction, seeing its own writes) and the reader share one
+//! implementation.
+
+use std::cmp::Ordering;
+
+use redb::ReadableTable;
+
+use super::error::{storage, KvError, StoreError};
+use super::request::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
+use super::tables::{decode_history, decode_live, key_successor, live_value, rev_key};
+use super::tables::{HistoryRecord, LiveEntry};
+
+/// The keys a `key` / `range_end` pair names (etcd's `mkGteRange` rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeySpan<'a> {
+    /// `range_end` empty: the one key.
+    Single(&'a [u8]),
+    /// `range_end` is `[0]`: every key >= the key.
+    From(&'a [u8]),
+    /// `[start, end)`. Invariant: start < end.
+    Between(&'a [u8], &'a [u8]),
+    /// `key >= range_end`: no key.
+    Empty,
+}
+
+impl<'a> KeySpan<'a> {
+    pub(crate) fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
+        match range_end {
+            [] => KeySpan::Single(key),
+            [0] => KeySpan::From(key),
+            end if key < end => KeySpan::Between(key, end),
+            _ => KeySpan::Empty,
+        }
+    }
+
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        match *self {
+            KeySpan::Single(k) => key == k,
+            KeySpan::From(start) => key >= start,
+            KeySpan::Between(start, end) => key >= start && key < end,
+            KeySpan::Empty => false,
+        }
+    }
+}
+
+/// A key found by a read, before sorting and cutting.
+struct Candidate {
+    key: Vec<u8>,
+    entry: LiveEntry,
+    /// Known already (historical reads decode it anyway) or fetched late.
+    value: Option<Vec<u8>>,
+}
+
+/// The live keys in `span` at the current state, in key order.
+pub(crate) fn live_entries(
+    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    span: KeySpan<'_>,
+) -> Result<Vec<(Vec<u8>, LiveEntry)>, StoreError> {
+    let mut out = Vec::new();
+    let iter = match span {
+        KeySpan::Empty => return Ok(out),
+        KeySpan::Single(key) => {
+            if let Some(g) = live.get(key).map_err(storage)? {
+                out.push((key.to_vec(), decode_live(key, g.value())?));
+            }
+            return Ok(out);
+        }
+        KeySpan::From(start) => live.range::<&[u8]>(start..).map_err(storage)?,
+        KeySpan::Between(start, end) => live.range::<&[u8]>(start..end).map_err(storage)?,
+    };
+    for item in iter {
+        let (k, v) = item.map_err(storage)?;
+        let key = k.value();
+        out.push((key.to_vec(), decode_live(key, v.value())?));
+    }
+    Ok(out)
+}
+
+/// The newest record of `key` at or below `revision`, with its revision.
+pub(crate) fn record_at(
+    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    key: &[u8],
+    revision: i64,
+) -> Result<Option<(i64, HistoryRecord)>, StoreError> {
+    let mut iter = history
+        .range((key, 0u64)..=(key, rev_key(revision)))
+        .map_err(storage)?;
+    match iter.next_back() {
+        None => Ok(None),
+        Some(item) => {
+            let (k, v) = item.map_err(storage)?;
+            let record_revision = k.value().1 as i64;
+            Ok(Some((record_revision, decode_history(key, v.value())?)))
+        }
+    }
+}
+
+/// The first key in the history at or after `from`.
+pub(crate) fn next_history_key(
+    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    from: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut iter = history.range((from, 0u64)..).map_err(storage)?;
+    match iter.next() {
+        None => Ok(None),
+        Some(item) => {
+            let (k, _) = item.map_err(storage)?;
+            Ok(Some(k.value().0.to_vec()))
+        }
+    }
+}
+
+/// The keys in `span` alive at `revision`, in key order, from the history:
+/// two seeks per key that has history in the span.
+fn entries_at(
+    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    span: KeySpan<'_>,
+    revision: i64,
+) -> Result<Vec<Candidate>, StoreError> {
+    let mut out = Vec::new();
+    let mut push = |key: &[u8], found: Option<(i64, HistoryRecord)>| {
+        if let Some((
+            mod_revision,
+            HistoryRecord::Put {
+                create_revision,
+                version,
+                value,
+            },
+        )) = found
+        {
+            out.push(Candidate {
+                key: key.to_vec(),
+                entry: LiveEntry {
+                    create_revision,
+                    mod_revision,
+                    version,
+                },
+                value: Some(value),
+            });
+        }
+    };
+    let mut from = match span {
+        KeySpan::Empty => return Ok(out),
+        KeySpan::Single(key) => {
+            push(key, record_at(history, key, revision)?);
+            return Ok(out);
+        }
+        KeySpan::From(start) | KeySpan::Between(start, _) => start.to_vec(),
+    };
+    while let Some(key) = next_history_key(history, &from)? {
+        if !span.contains(&key) {
+            break;
+        }
+        push(&key, record_at(history, &key, revision)?);
+        from = key_successor(&key);
+    }
+    Ok(out)
+}
+
+/// Answers `request` over a store whose current revision is `current` and
+/// compact revision `compact`; `live` must hold the state at `current`.
+pub(crate) fn range(
+    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    current: i64,
+    compact: i64,
+    request: &RangeRequest,
+) -> Result<Result<RangeResponse, KvError>, StoreError> {
+    if request.key.is_empty() {
+        return Ok(Err(KvError::EmptyKey));
+    }
+    if request.revision > current {
+        return Ok(Err(KvError::FutureRevision));
+    }
+    let revision = if request.revision <= 0 {
+        current
+    } else {
+        request.revision
+    };
+    if revision < compact {
+        return Ok(Err(KvError::Compacted));
+    }
+    let span = KeySpan::new(&request.key, &request.range_end);
+    let mut candidates = if revision == current {
+        live_entries(live, span)?
+            .into_iter()
+            .map(|(key, entry)| Candidate {
+                key,
+                entry,
+                value: None,
+            })
+            .collect()
+    } else {
+        entries_at(history, span, revision)?
+    };
+    let count = candidates.len() as i64;
+    if request.count_only {
+        return Ok(Ok(RangeResponse {
+            revision: current,
+            kvs: Vec::new(),
+            more: false,
+            count,
+        }));
+    }
+    // etcd prunes after counting: `count` ignores these filters.
+    candidates.retain(|c| {
+        let e = &c.entry;
+        !(request.max_mod_revision != 0 && e.mod_revision > request.max_mod_revision
+            || request.min_mod_revision != 0 && e.mod_revision < request.min_mod_revision
+            || request.max_create_revision != 0 && e.create_revision > request.max_create_revision
+            || request.min_create_revision != 0 && e.create_revision < request.min_create_revision)
+    });
+    let order = match (request.sort_order, request.sort_target) {
+        (SortOrder::None, SortTarget::Key) => SortOrder::None,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (order, _) => order,
+    };
+    if order != SortOrder::None {
+        if request.sort_target == SortTarget::Value {
+            for c in candidates.iter_mut().filter(|c| c.value.is_none()) {
+                c.value = Some(live_value(history, &c.key, &c.entry)?);
+            }
+        }
+        let target = request.sort_target;
+        let compare = |a: &Candidate, b: &Candidate| -> Ordering {
+            match target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.entry.version.cmp(&b.entry.version),
+                SortTarget::Create => a.entry.create_revision.cmp(&b.entry.create_revision),
+                SortTarget::Mod => a.entry.mod_revision.cmp(&b.entry.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            }
+        };
+        // Stable: ties keep key order, in both directions.
+        match order {
+            SortOrder::Descend => candidates.sort_by(|a, b| compare(b, a)),
+            _ => candidates.sort_by(compare),
+        }
+    }
+    let mut more = false;
+    if request.limit > 0 && candidates.len() as i64 > request.limit {
+        candidates.truncate(request.limit as usize);
+        more = true;
+    }
+    let mut kvs = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let value = if request.keys_only {
+            Vec::new()
+        } else {
+            match c.value {
+                Some(v) => v,
+                None => live_value(history, &c.key, &c.entry)?,
+            }
+        };
+        kvs.push(c.entry.key_value(c.key, value));
+    }
+    Ok(Ok(RangeResponse {
+        revision: current,
+        kvs,
+        more,
+        count,
+    }))
+}
+
+/// The kvs (with values) of the live keys in `span`, in key order.
+pub(crate) fn live_kvs(
+    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    span: KeySpan<'_>,
+) -> Result<Vec<KeyValue>, StoreError> {
+    let mut out = Vec::new();
+    for (key, entry) in live_entries(live, span)? {
+        let value = live_value(history, &key, &entry)?;
+        out.push(entry.key_value(key, value));
+    }
+    Ok(out)
+}

@@ -121,7 +121,8 @@ mod tests {
 
     #[test]
     fn peers_parse_and_refuse_what_they_should() {
-        let peers = parse_peers("1=127.0.0.1:7001/127.0.0.1:8001, 2=h2:7001/http://h2:8001").unwrap();
+        let peers =
+            parse_peers("1=127.0.0.1:7001/127.0.0.1:8001, 2=h2:7001/http://h2:8001").unwrap();
         assert_eq!(peers[&2].http, "h2:8001");
         assert_eq!(peers[&1].encode(), "127.0.0.1:7001/127.0.0.1:8001");
         for bad in ["", "1=a", "0=a/b", "x=a/b", "1=a/b,1=c/d", "1=/b", "1=a/"] {

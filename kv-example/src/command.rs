@@ -8,8 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{WriteRequest, WriteResponse};
 use crate::store::KvError;
+use crate::store::{WriteRequest, WriteResponse};
 
 /// One client write, as proposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -122,8 +122,14 @@ impl ServeArgs {
         if id == 0 {
             return Err("--id must be positive".into());
         }
-        let raft_addr = self.raft_addr.or(file.raft_addr).ok_or("--raft-addr is required")?;
-        let http_addr = self.http_addr.or(file.http_addr).ok_or("--http-addr is required")?;
+        let raft_addr = self
+            .raft_addr
+            .or(file.raft_addr)
+            .ok_or("--raft-addr is required")?;
+        let http_addr = self
+            .http_addr
+            .or(file.http_addr)
+            .ok_or("--http-addr is required")?;
         let data_dir = self
             .data_dir
             .clone()
@@ -137,12 +143,12 @@ impl ServeArgs {
         if init && !peers.contains_key(&id) {
             return Err(format!("--init needs --peers listing this node ({id})"));
         }
-        let duration = |flag: Option<Duration>, text: Option<String>, default, name: &str| {
-            match (flag, text) {
-                (Some(d), _) => Ok(d),
-                (None, Some(t)) => parse_duration(&t).map_err(|e| format!("{name}: {e}")),
-                (None, None) => Ok(default),
-            }
+        let duration = |flag: Option<Duration>, text: Option<String>, default, name: &str| match (
+            flag, text,
+        ) {
+            (Some(d), _) => Ok(d),
+            (None, Some(t)) => parse_duration(&t).map_err(|e| format!("{name}: {e}")),
+            (None, None) => Ok(default),
         };
         let max_request_bytes = self
             .max_request_bytes
@@ -177,7 +183,12 @@ impl ServeArgs {
                 REQUEST_TIMEOUT_DEFAULT,
                 "request-timeout",
             )?,
-            session_ttl: duration(self.session_ttl, file.session_ttl, SESSION_TTL_DEFAULT, "session-ttl")?,
+            session_ttl: duration(
+                self.session_ttl,
+                file.session_ttl,
+                SESSION_TTL_DEFAULT,
+                "session-ttl",
+            )?,
             snapshot_entries,
         })
     }
@@ -191,7 +202,9 @@ fn read_file(path: &Path) -> Result<FileConfig, String> {
 /// Parses `500ms`, `7s`, `10m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()

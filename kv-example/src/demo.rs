@@ -101,7 +101,10 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             }
         }
     }
-    println!("rafter-kv demo: 3 nodes, data in {}", args.data_dir.display());
+    println!(
+        "rafter-kv demo: 3 nodes, data in {}",
+        args.data_dir.display()
+    );
     for node in &nodes {
         println!("  node {}: http://{}", node.raft.id(), node.http_addr);
     }

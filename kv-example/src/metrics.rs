@@ -109,26 +109,97 @@ impl ServiceMetrics {
             registry: Registry::default(),
         };
         let m = &metrics;
-        registry.register("http_requests", "HTTP requests answered, by route and status", m.http_requests.clone());
-        registry.register("proposals", "Writes proposed to Raft by this node", m.proposals.clone());
-        registry.register("proposals_failed", "Proposals that failed, by reason", m.proposals_failed.clone());
-        registry.register("forwarded", "Requests forwarded to the leader", m.forwarded.clone());
-        registry.register("read_index", "Linearizable reads confirmed through ReadIndex", m.read_index.clone());
-        registry.register("fsync_seconds", "Duration of the log's synced writes", m.fsync_seconds.clone());
-        registry.register("commit_index", "Highest log index known committed", m.commit_index.clone());
-        registry.register("applied_index", "Highest log index applied", m.applied_index.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "proposals",
+            "Writes proposed to Raft by this node",
+            m.proposals.clone(),
+        );
+        registry.register(
+            "proposals_failed",
+            "Proposals that failed, by reason",
+            m.proposals_failed.clone(),
+        );
+        registry.register(
+            "forwarded",
+            "Requests forwarded to the leader",
+            m.forwarded.clone(),
+        );
+        registry.register(
+            "read_index",
+            "Linearizable reads confirmed through ReadIndex",
+            m.read_index.clone(),
+        );
+        registry.register(
+            "fsync_seconds",
+            "Duration of the log's synced writes",
+            m.fsync_seconds.clone(),
+        );
+        registry.register(
+            "commit_index",
+            "Highest log index known committed",
+            m.commit_index.clone(),
+        );
+        registry.register(
+            "applied_index",
+            "Highest log index applied",
+            m.applied_index.clone(),
+        );
         registry.register("term", "Current Raft term", m.term.clone());
         registry.register("is_leader", "1 on the leader", m.is_leader.clone());
-        registry.register("elections", "Terms started (elections) seen by this node", m.elections.clone());
-        registry.register("leader_changes", "Changes of leader seen by this node", m.leader_changes.clone());
-        registry.register("replication_lag_entries", "On the leader: entries a peer lacks", m.replication_lag.clone());
-        registry.register("entries_applied", "Log entries applied", m.entries_applied.clone());
-        registry.register("apply_batches", "Apply batches (one store transaction each)", m.apply_batches.clone());
-        registry.register("snapshots_sent", "Snapshot transfers started to followers", m.snapshots_sent.clone());
-        registry.register("snapshots_installed", "Snapshots received and installed", m.snapshots_installed.clone());
-        registry.register("snapshots_built", "Snapshots built", m.snapshots_built.clone());
-        registry.register("session_duplicates", "Retried writes answered from their session", m.session_duplicates.clone());
-        Self { registry, ..metrics }
+        registry.register(
+            "elections",
+            "Terms started (elections) seen by this node",
+            m.elections.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Changes of leader seen by this node",
+            m.leader_changes.clone(),
+        );
+        registry.register(
+            "replication_lag_entries",
+            "On the leader: entries a peer lacks",
+            m.replication_lag.clone(),
+        );
+        registry.register(
+            "entries_applied",
+            "Log entries applied",
+            m.entries_applied.clone(),
+        );
+        registry.register(
+            "apply_batches",
+            "Apply batches (one store transaction each)",
+            m.apply_batches.clone(),
+        );
+        registry.register(
+            "snapshots_sent",
+            "Snapshot transfers started to followers",
+            m.snapshots_sent.clone(),
+        );
+        registry.register(
+            "snapshots_installed",
+            "Snapshots received and installed",
+            m.snapshots_installed.clone(),
+        );
+        registry.register(
+            "snapshots_built",
+            "Snapshots built",
+            m.snapshots_built.clone(),
+        );
+        registry.register(
+            "session_duplicates",
+            "Retried writes answered from their session",
+            m.session_duplicates.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
     }
 
     /// The text exposition.
@@ -212,7 +283,10 @@ impl ServiceMetrics {
             );
         }
         if now.snapshot_index != last.snapshot_index {
-            tracing::info!(index = now.snapshot_index, "snapshot taken; log purged behind it");
+            tracing::info!(
+                index = now.snapshot_index,
+                "snapshot taken; log purged behind it"
+            );
         }
         if let (Some(fatal), None) = (&now.fatal, &last.fatal) {
             tracing::error!(%fatal, "the node stopped on an error");
@@ -251,7 +325,11 @@ impl<S: RaftStorage> RaftStorage for TimedStorage<S> {
         Ok(())
     }
 
-    async fn entries(&mut self, range: Range<u64>, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+    async fn entries(
+        &mut self,
+        range: Range<u64>,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         self.inner.entries(range, bytes_max).await
     }
 

@@ -68,8 +68,13 @@ impl Node {
         let storage = TimedStorage::new(log, metrics.clone());
         let raft_config = raft_config(&config);
         let transport = TransportConfig::for_raft(&raft_config).map_err(|e| e.to_string())?;
-        let network = QuicNetwork::bind(config.id, config.raft_addr, TlsMode::MutualTls(cert), transport)
-            .map_err(|e| format!("raft endpoint {}: {e}", config.raft_addr))?;
+        let network = QuicNetwork::bind(
+            config.id,
+            config.raft_addr,
+            TlsMode::MutualTls(cert),
+            transport,
+        )
+        .map_err(|e| format!("raft endpoint {}: {e}", config.raft_addr))?;
         let handle = network.handle();
         let members = config
             .init

@@ -26,8 +26,8 @@ use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
 use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
 use crate::metrics::{HttpLabels, ReasonLabels, ServiceMetrics};
 use crate::state_machine::{KvReads, KvStateMachine};
-use crate::store::WriteRequest;
 use crate::store::StoreReader;
+use crate::store::WriteRequest;
 
 /// The longest pause between two looks for a leader while none is known.
 const LEADER_POLL: Duration = Duration::from_millis(50);
@@ -76,7 +76,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(cluster::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
@@ -90,7 +93,11 @@ async fn method_not_allowed() -> (StatusCode, &'static str) {
     (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
 }
 
-async fn count_requests(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -214,15 +221,19 @@ impl AppState {
 
     /// A consistent view of the applied state.
     pub fn view(&self) -> Result<StoreReader, ApiError> {
-        self.reads.view().map_err(|e| {
-            ApiError::new(crate::api::error::code::INTERNAL, format!("store: {e}"))
-        })
+        self.reads
+            .view()
+            .map_err(|e| ApiError::new(crate::api::error::code::INTERNAL, format!("store: {e}")))
     }
 
     /// Runs `attempt` on the leader: here if this node leads, else relays
     /// `relay` to the leader, else waits for one; all within the request
     /// timeout.
-    pub async fn on_leader<T, F, Fut>(&self, relay: &Relay, mut attempt: F) -> Result<Routed<T>, ApiError>
+    pub async fn on_leader<T, F, Fut>(
+        &self,
+        relay: &Relay,
+        mut attempt: F,
+    ) -> Result<Routed<T>, ApiError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Attempt<T>>,
@@ -251,7 +262,8 @@ impl AppState {
                         Ok(Attempt::Failed(error)) => return Err(error),
                         Ok(Attempt::NotLeader) => {}
                         Ok(Attempt::Retry) => {
-                            sleep_until((Instant::now() + Duration::from_millis(10)).min(deadline)).await
+                            sleep_until((Instant::now() + Duration::from_millis(10)).min(deadline))
+                                .await
                         }
                     }
                 }
@@ -363,7 +375,9 @@ fn propose_attempt<T>(error: ProposeError) -> Attempt<T> {
         ProposeError::TooManyRequests { .. } | ProposeError::TooManyCommands { .. } => {
             Attempt::Failed(ApiError::too_many_requests())
         }
-        ProposeError::RequestTooLarge { size, max } => Attempt::Failed(ApiError::too_large(size, max)),
+        ProposeError::RequestTooLarge { size, max } => {
+            Attempt::Failed(ApiError::too_large(size, max))
+        }
         ProposeError::Timeout(_) => Attempt::Failed(ApiError::timeout()),
         ProposeError::Stopped => Attempt::Failed(ApiError::stopped("the node stopped")),
         // Any outcome this code does not know leaves the write's fate
@@ -404,6 +418,8 @@ pub fn json<T: serde::Serialize>(value: &T) -> Response {
             body,
         )
             .into_response(),
-        Err(error) => ApiError::new(crate::api::error::code::INTERNAL, error.to_string()).into_response(),
+        Err(error) => {
+            ApiError::new(crate::api::error::code::INTERNAL, error.to_string()).into_response()
+        }
     }
 }

@@ -250,7 +250,12 @@ impl SnapshotFiles {
             self.complete.sort();
         }
         // Older ones describe a state this node has left.
-        let keep = self.complete.len() - self.complete.iter().position(|id| *id == snapshot).unwrap_or(0);
+        let keep = self.complete.len()
+            - self
+                .complete
+                .iter()
+                .position(|id| *id == snapshot)
+                .unwrap_or(0);
         self.prune(keep);
         Ok(())
     }
@@ -265,7 +270,11 @@ impl SnapshotFiles {
 }
 
 /// Writes the snapshot of `view` (the state at `id`) to its file.
-fn write_file(dir: &Path, id: LogId, view: &redb::ReadTransaction) -> Result<LogId, StateMachineError> {
+fn write_file(
+    dir: &Path,
+    id: LogId,
+    view: &redb::ReadTransaction,
+) -> Result<LogId, StateMachineError> {
     let tmp = dir.join("build.tmp");
     let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
     let mut out = BufWriter::new(file);

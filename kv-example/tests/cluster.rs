@@ -10,7 +10,11 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
 async fn range(c: &Cluster, node: usize, request: Value) -> Value {
-    let (code, body) = c.client.post_json(&c.url(node), "/v3/kv/range", &request).await.unwrap();
+    let (code, body) = c
+        .client
+        .post_json(&c.url(node), "/v3/kv/range", &request)
+        .await
+        .unwrap();
     assert_eq!(code, StatusCode::OK, "{body}");
     body
 }
@@ -26,7 +30,14 @@ async fn three_nodes_agree_on_puts_ranges_deletes_and_transactions() {
     let found = range(&c, 1, json!({"key": b64("a")})).await;
     let kv = &found["kvs"][0];
     assert_eq!(kv["value"], b64("3"));
-    assert_eq!((int(kv, "create_revision"), int(kv, "mod_revision"), int(kv, "version")), (2, 4, 2));
+    assert_eq!(
+        (
+            int(kv, "create_revision"),
+            int(kv, "mod_revision"),
+            int(kv, "version")
+        ),
+        (2, 4, 2)
+    );
     assert_eq!(revision(&found), 4);
 
     // A historical read sees the value of its revision.
@@ -39,16 +50,29 @@ async fn three_nodes_agree_on_puts_ranges_deletes_and_transactions() {
     // Delete resets the version; the key comes back at version 1.
     let (code, deleted) = c
         .client
-        .post_json(&c.url(2), "/v3/kv/deleterange", &json!({"key": b64("a"), "prev_kv": true}))
+        .post_json(
+            &c.url(2),
+            "/v3/kv/deleterange",
+            &json!({"key": b64("a"), "prev_kv": true}),
+        )
         .await
         .unwrap();
     assert_eq!(code, StatusCode::OK);
     assert_eq!((int(&deleted, "deleted"), revision(&deleted)), (1, 5));
     assert_eq!(deleted["prev_kvs"][0]["value"], b64("3"));
-    assert!(range(&c, 0, json!({"key": b64("a")})).await.get("kvs").is_none());
+    assert!(range(&c, 0, json!({"key": b64("a")}))
+        .await
+        .get("kvs")
+        .is_none());
     put(&c.client, &c.url(1), "a", "4").await;
     let again = range(&c, 2, json!({"key": b64("a")})).await;
-    assert_eq!((int(&again["kvs"][0], "version"), int(&again["kvs"][0], "create_revision")), (1, 6));
+    assert_eq!(
+        (
+            int(&again["kvs"][0], "version"),
+            int(&again["kvs"][0], "create_revision")
+        ),
+        (1, 6)
+    );
 
     // Transactions: a compare that holds runs `success`, one that fails
     // runs `failure`.
@@ -81,25 +105,49 @@ async fn three_nodes_agree_on_puts_ranges_deletes_and_transactions() {
         .await
         .unwrap();
     assert!(txn.get("succeeded").is_none(), "{txn}");
-    assert_eq!(txn["responses"][0]["response_range"]["kvs"][0]["value"], b64("2"));
-    assert_eq!(revision(&txn), 7, "a transaction that changed nothing keeps the revision");
+    assert_eq!(
+        txn["responses"][0]["response_range"]["kvs"][0]["value"],
+        b64("2")
+    );
+    assert_eq!(
+        revision(&txn),
+        7,
+        "a transaction that changed nothing keeps the revision"
+    );
 
     // Plain routes, through a follower and a prefix scan.
     let (code, _, body) = c
         .client
-        .send(Method::PUT, &format!("{}/kv/greeting/en", c.url(2)), &[], "hello")
+        .send(
+            Method::PUT,
+            &format!("{}/kv/greeting/en", c.url(2)),
+            &[],
+            "hello",
+        )
         .await
         .unwrap();
     assert_eq!(code, StatusCode::OK, "{body:?}");
     let (code, headers, body) = c
         .client
-        .send(Method::GET, &format!("{}/kv/greeting/en", c.url(0)), &[], "")
+        .send(
+            Method::GET,
+            &format!("{}/kv/greeting/en", c.url(0)),
+            &[],
+            "",
+        )
         .await
         .unwrap();
     assert_eq!((code, &body[..]), (StatusCode::OK, &b"hello"[..]));
     assert_eq!(headers["x-rafter-revision"], "8");
-    let (_, scan) = c.client.get_json(&c.url(1), "/kv?prefix=greet").await.unwrap();
-    assert_eq!(scan, json!({"kvs": [{"key": "greeting/en", "value": "hello", "mod_revision": 8}]}));
+    let (_, scan) = c
+        .client
+        .get_json(&c.url(1), "/kv?prefix=greet")
+        .await
+        .unwrap();
+    assert_eq!(
+        scan,
+        json!({"kvs": [{"key": "greeting/en", "value": "hello", "mod_revision": 8}]})
+    );
     let (code, _, _) = c
         .client
         .send(Method::GET, &format!("{}/kv/missing", c.url(1)), &[], "")
@@ -116,10 +164,18 @@ async fn three_nodes_agree_on_puts_ranges_deletes_and_transactions() {
     assert_eq!(code, StatusCode::OK, "{body}");
     let (code, body) = c
         .client
-        .post_json(&c.url(2), "/v3/kv/range", &json!({"key": b64("a"), "revision": 3}))
+        .post_json(
+            &c.url(2),
+            "/v3/kv/range",
+            &json!({"key": b64("a"), "revision": 3}),
+        )
         .await
         .unwrap();
-    assert_eq!((code, body["code"].as_u64()), (StatusCode::BAD_REQUEST, Some(11)), "{body}");
+    assert_eq!(
+        (code, body["code"].as_u64()),
+        (StatusCode::BAD_REQUEST, Some(11)),
+        "{body}"
+    );
     let at5 = range(&c, 0, json!({"key": b64("b"), "revision": 5})).await;
     assert_eq!(at5["kvs"][0]["value"], b64("2"));
 
@@ -135,14 +191,56 @@ async fn bad_input_gets_its_error_and_changes_nothing() {
     let big = json!({"key": b64("k"), "value": b64(vec![b'x'; 8000])}).to_string();
     let cases: Vec<(&str, &str, String, u16, Option<u64>)> = vec![
         ("POST", "/v3/kv/put", "{not json".into(), 400, Some(3)),
-        ("POST", "/v3/kv/put", r#"{"key":"!!!","value":"dg=="}"#.into(), 400, Some(3)),
-        ("POST", "/v3/kv/put", r#"{"value":"dg=="}"#.into(), 400, Some(3)),
-        ("POST", "/v3/kv/put", r#"{"key":"aw==","lease":"9"}"#.into(), 404, Some(5)),
+        (
+            "POST",
+            "/v3/kv/put",
+            r#"{"key":"!!!","value":"dg=="}"#.into(),
+            400,
+            Some(3),
+        ),
+        (
+            "POST",
+            "/v3/kv/put",
+            r#"{"value":"dg=="}"#.into(),
+            400,
+            Some(3),
+        ),
+        (
+            "POST",
+            "/v3/kv/put",
+            r#"{"key":"aw==","lease":"9"}"#.into(),
+            404,
+            Some(5),
+        ),
         ("POST", "/v3/kv/put", big, 413, Some(3)),
-        ("POST", "/v3/kv/range", r#"{"key":"aw==","limit":"many"}"#.into(), 400, Some(3)),
-        ("POST", "/v3/kv/range", r#"{"key":"aw==","revision":"99"}"#.into(), 400, Some(11)),
-        ("POST", "/v3/kv/deleterange", r#"{"range_end":"eg=="}"#.into(), 400, Some(3)),
-        ("POST", "/v3/kv/compaction", r#"{"revision":"999"}"#.into(), 400, Some(11)),
+        (
+            "POST",
+            "/v3/kv/range",
+            r#"{"key":"aw==","limit":"many"}"#.into(),
+            400,
+            Some(3),
+        ),
+        (
+            "POST",
+            "/v3/kv/range",
+            r#"{"key":"aw==","revision":"99"}"#.into(),
+            400,
+            Some(11),
+        ),
+        (
+            "POST",
+            "/v3/kv/deleterange",
+            r#"{"range_end":"eg=="}"#.into(),
+            400,
+            Some(3),
+        ),
+        (
+            "POST",
+            "/v3/kv/compaction",
+            r#"{"revision":"999"}"#.into(),
+            400,
+            Some(11),
+        ),
         (
             "POST",
             "/v3/kv/txn",
@@ -162,13 +260,26 @@ async fn bad_input_gets_its_error_and_changes_nothing() {
             let method: Method = method.parse().unwrap();
             let (got, _, answer) = c
                 .client
-                .send(method.clone(), &format!("{}{path}", c.url(node)), &[], body.clone())
+                .send(
+                    method.clone(),
+                    &format!("{}{path}", c.url(node)),
+                    &[],
+                    body.clone(),
+                )
                 .await
                 .unwrap();
-            assert_eq!(got.as_u16(), status, "{method} {path} on node {node}: {answer:?}");
+            assert_eq!(
+                got.as_u16(),
+                status,
+                "{method} {path} on node {node}: {answer:?}"
+            );
             if let Some(code) = code {
                 let answer: Value = serde_json::from_slice(&answer).unwrap();
-                assert_eq!(answer["code"].as_u64(), Some(code), "{method} {path}: {answer}");
+                assert_eq!(
+                    answer["code"].as_u64(),
+                    Some(code),
+                    "{method} {path}: {answer}"
+                );
                 assert!(answer["error"].is_string() && answer["message"] == answer["error"]);
             }
         }
@@ -180,12 +291,25 @@ async fn bad_input_gets_its_error_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_write_with_its_session_applies_once_across_a_leader_change() {
     let c = Cluster::start(3, &[]).await;
-    let session = |seq: u64| vec![("x-rafter-client", "77".to_string()), ("x-rafter-seq", seq.to_string())];
+    let session = |seq: u64| {
+        vec![
+            ("x-rafter-client", "77".to_string()),
+            ("x-rafter-seq", seq.to_string()),
+        ]
+    };
     let body = json!({"key": b64("counter"), "value": b64("1"), "prev_kv": true}).to_string();
-    let (code, first) = c.client.post_raw(&c.url(0), "/v3/kv/put", &session(1), body.clone()).await.unwrap();
+    let (code, first) = c
+        .client
+        .post_raw(&c.url(0), "/v3/kv/put", &session(1), body.clone())
+        .await
+        .unwrap();
     assert_eq!(code, StatusCode::OK, "{first}");
     // The same write again, through another node: the remembered answer.
-    let (_, retry) = c.client.post_raw(&c.url(1), "/v3/kv/put", &session(1), body.clone()).await.unwrap();
+    let (_, retry) = c
+        .client
+        .post_raw(&c.url(1), "/v3/kv/put", &session(1), body.clone())
+        .await
+        .unwrap();
     assert_eq!(revision(&retry), revision(&first));
 
     // Move leadership, then retry once more.
@@ -193,25 +317,54 @@ async fn a_retried_write_with_its_session_applies_once_across_a_leader_change() 
     let target = (leader + 1) % 3;
     let (code, moved) = c
         .client
-        .post_json(&c.url(leader), "/cluster/transfer-leader", &json!({"to": c.nodes[target].id}))
+        .post_json(
+            &c.url(leader),
+            "/cluster/transfer-leader",
+            &json!({"to": c.nodes[target].id}),
+        )
         .await
         .unwrap();
     assert_eq!(code, StatusCode::OK, "{moved}");
     assert_eq!(c.wait_leader(Duration::from_secs(10)).await, target);
-    let (_, retry) = c.client.post_raw(&c.url(2), "/v3/kv/put", &session(1), body.clone()).await.unwrap();
+    let (_, retry) = c
+        .client
+        .post_raw(&c.url(2), "/v3/kv/put", &session(1), body.clone())
+        .await
+        .unwrap();
     assert_eq!(revision(&retry), revision(&first));
     let found = range(&c, 0, json!({"key": b64("counter")})).await;
-    assert_eq!(int(&found["kvs"][0], "version"), 1, "the write applied more than once");
+    assert_eq!(
+        int(&found["kvs"][0], "version"),
+        1,
+        "the write applied more than once"
+    );
 
     // The next sequence number is a new write; an older one is refused.
-    let (_, next) = c.client.post_raw(&c.url(0), "/v3/kv/put", &session(2), body.clone()).await.unwrap();
+    let (_, next) = c
+        .client
+        .post_raw(&c.url(0), "/v3/kv/put", &session(2), body.clone())
+        .await
+        .unwrap();
     assert_eq!(revision(&next), revision(&first) + 1);
-    let (code, stale) = c.client.post_raw(&c.url(0), "/v3/kv/put", &session(1), body).await.unwrap();
-    assert_eq!((code, stale["code"].as_u64()), (StatusCode::BAD_REQUEST, Some(3)), "{stale}");
+    let (code, stale) = c
+        .client
+        .post_raw(&c.url(0), "/v3/kv/put", &session(1), body)
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, stale["code"].as_u64()),
+        (StatusCode::BAD_REQUEST, Some(3)),
+        "{stale}"
+    );
     // Half a session is refused before the log.
     let (code, _) = c
         .client
-        .post_raw(&c.url(0), "/v3/kv/put", &[("x-rafter-seq", "3".to_string())], "{}")
+        .post_raw(
+            &c.url(0),
+            "/v3/kv/put",
+            &[("x-rafter-seq", "3".to_string())],
+            "{}",
+        )
         .await
         .unwrap();
     assert_eq!(code, StatusCode::BAD_REQUEST);
@@ -272,7 +425,11 @@ async fn a_killed_leader_is_replaced_and_catches_up_when_restarted() {
         let key = b64(format!("key-{n}"));
         for (node, serializable) in [(leader, true), (new_leader, false)] {
             let found = range(&c, node, json!({"key": key, "serializable": serializable})).await;
-            assert_eq!(found["kvs"][0]["value"], b64(n.to_string()), "key-{n} on node {node}");
+            assert_eq!(
+                found["kvs"][0]["value"],
+                b64(n.to_string()),
+                "key-{n} on node {node}"
+            );
         }
     }
 }
@@ -291,14 +448,21 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
     c.spawn(behind);
     let digest = c.wait_converged(Duration::from_secs(30)).await;
     assert!(digest["revision"].as_i64().unwrap() >= 151);
-    assert!(c.log(behind).contains("installed a snapshot"), "{}", c.log(behind));
+    assert!(
+        c.log(behind).contains("installed a snapshot"),
+        "{}",
+        c.log(behind)
+    );
     let (_, _, metrics) = c
         .client
         .send(Method::GET, &format!("{}/metrics", c.url(behind)), &[], "")
         .await
         .unwrap();
     let metrics = String::from_utf8_lossy(&metrics);
-    assert!(metrics.contains("rafter_kv_snapshots_installed_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("rafter_kv_snapshots_installed_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

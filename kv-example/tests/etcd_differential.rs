@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 const REQUESTS: usize = 400;
 /// Keys: few enough that every sort sees ties rarely past Go's insertion
 /// sort (12 elements), so etcd's unstable sort is stable here too.
-const KEYS: [&[u8]; 10] = [b"a", b"ab", b"abc", b"b", b"b/1", b"b/2", b"c", b"\x00", b"\xff", b"zz"];
+const KEYS: [&[u8]; 10] = [
+    b"a", b"ab", b"abc", b"b", b"b/1", b"b/2", b"c", b"\x00", b"\xff", b"zz",
+];
 
 struct Etcd {
     child: Child,
@@ -40,7 +42,10 @@ fn etcd_binary() -> Option<String> {
     if let Ok(path) = std::env::var("RAFTER_ETCD") {
         return Some(path);
     }
-    let found = Command::new("sh").args(["-c", "command -v etcd"]).output().ok()?;
+    let found = Command::new("sh")
+        .args(["-c", "command -v etcd"])
+        .output()
+        .ok()?;
     found
         .status
         .success()
@@ -57,8 +62,18 @@ async fn start_etcd(binary: &str, http: &Http) -> Etcd {
         .arg("--data-dir")
         .arg(dir.path().join("etcd"))
         .args(["--name", "diff"])
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
         .args(["--initial-cluster", &format!("diff={peer_url}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -149,7 +164,9 @@ impl Generator {
 
     fn revision_field(&mut self) -> Value {
         match self.rng.below(6) {
-            0 => json!((self.revision - self.rng.below(4) as i64).max(1).to_string()),
+            0 => json!((self.revision - self.rng.below(4) as i64)
+                .max(1)
+                .to_string()),
             1 => json!(self.revision + 1 + self.rng.below(3) as i64),
             2 => json!(-1),
             _ => json!(0),
@@ -184,7 +201,8 @@ impl Generator {
         }
         if self.rng.chance(30) {
             range["sort_order"] = json!(self.rng.pick(&["NONE", "ASCEND", "DESCEND"]));
-            range["sort_target"] = json!(self.rng.pick(&["KEY", "VERSION", "CREATE", "MOD", "VALUE"]));
+            range["sort_target"] =
+                json!(self.rng.pick(&["KEY", "VERSION", "CREATE", "MOD", "VALUE"]));
         }
         if self.rng.chance(10) {
             range["min_mod_revision"] = json!(self.rng.below(self.revision.max(1) as u64 + 1));
@@ -220,7 +238,8 @@ impl Generator {
             }
             2 => {
                 compare["target"] = json!("MOD");
-                compare["mod_revision"] = json!(self.rng.below(self.revision as u64 + 2).to_string());
+                compare["mod_revision"] =
+                    json!(self.rng.below(self.revision as u64 + 2).to_string());
             }
             3 => {
                 compare["target"] = json!("VALUE");
@@ -284,7 +303,10 @@ impl Generator {
             65..=84 => ("/v3/kv/txn", self.txn(0)),
             85..=89 => {
                 let revision = (self.revision - self.rng.below(5) as i64).max(1);
-                ("/v3/kv/compaction", json!({"revision": revision.to_string()}))
+                (
+                    "/v3/kv/compaction",
+                    json!({"revision": revision.to_string()}),
+                )
             }
             _ => return self.malformed(),
         };
@@ -321,14 +343,20 @@ fn normalize(mut value: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rafter_kv_answers_as_etcd_does() {
     let Some(binary) = etcd_binary() else {
-        assert!(std::env::var_os("CI").is_none(), "etcd is not installed (CI installs etcd-server)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "etcd is not installed (CI installs etcd-server)"
+        );
         eprintln!("SKIPPED: etcd not found (apt-get install etcd-server, or set RAFTER_ETCD)");
         return;
     };
     let http = Http::new();
     let etcd = start_etcd(&binary, &http).await;
     let cluster = Cluster::start(3, &[]).await;
-    let seed: u64 = std::env::var("DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let seed: u64 = std::env::var("DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
     let mut generator = Generator {
         rng: Rng(seed),
         revision: 1,
@@ -344,11 +372,21 @@ async fn rafter_kv_answers_as_etcd_does() {
             n % 3
         };
         let ours = http
-            .send(Method::POST, &format!("{}{}", cluster.url(node), case.route), &[], case.body.clone())
+            .send(
+                Method::POST,
+                &format!("{}{}", cluster.url(node), case.route),
+                &[],
+                case.body.clone(),
+            )
             .await
             .unwrap();
         let theirs = http
-            .send(Method::POST, &format!("{}{}", etcd.url, case.route), &[], case.body.clone())
+            .send(
+                Method::POST,
+                &format!("{}{}", etcd.url, case.route),
+                &[],
+                case.body.clone(),
+            )
             .await
             .unwrap();
         let parse = |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);

@@ -178,12 +178,19 @@ fn membership_attempt(result: Result<(), MembershipError>) -> Attempt<()> {
     }
 }
 
-async fn membership_route<F, Fut>(s: &AppState, relay: &Relay, change: F) -> Result<Response, ApiError>
+async fn membership_route<F, Fut>(
+    s: &AppState,
+    relay: &Relay,
+    change: F,
+) -> Result<Response, ApiError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), MembershipError>>,
 {
-    match s.on_leader(relay, || async { membership_attempt(change().await) }).await? {
+    match s
+        .on_leader(relay, || async { membership_attempt(change().await) })
+        .await?
+    {
         Routed::Relayed(response) => Ok(response),
         Routed::Local(()) => Ok(json(&status_json(s))),
     }
@@ -247,7 +254,9 @@ pub async fn transfer_leader(State(s): Shared, request: Request) -> Response {
                     Err(error @ TransferError::NotVoter(_)) => {
                         Attempt::Failed(ApiError::invalid(error.to_string()))
                     }
-                    Err(error) => Attempt::Failed(ApiError::new(code::UNAVAILABLE, error.to_string())),
+                    Err(error) => {
+                        Attempt::Failed(ApiError::new(code::UNAVAILABLE, error.to_string()))
+                    }
                 }
             })
             .await?;
@@ -272,9 +281,15 @@ struct Digest {
 pub async fn digest(State(s): Shared) -> Response {
     let result = (|| {
         for _ in 0..100 {
-            let before = s.reads.applied().map_err(|e| ApiError::new(code::INTERNAL, e.to_string()))?;
+            let before = s
+                .reads
+                .applied()
+                .map_err(|e| ApiError::new(code::INTERNAL, e.to_string()))?;
             let view = s.view()?;
-            let after = s.reads.applied().map_err(|e| ApiError::new(code::INTERNAL, e.to_string()))?;
+            let after = s
+                .reads
+                .applied()
+                .map_err(|e| ApiError::new(code::INTERNAL, e.to_string()))?;
             if before == after {
                 return Ok(json(&Digest {
                     applied_index: after.index,
@@ -283,7 +298,10 @@ pub async fn digest(State(s): Shared) -> Response {
                 }));
             }
         }
-        Err(ApiError::new(code::UNAVAILABLE, "applies too busy to take a digest"))
+        Err(ApiError::new(
+            code::UNAVAILABLE,
+            "applies too busy to take a digest",
+        ))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }

@@ -26,7 +26,10 @@ fn respond(result: Result<Response, ApiError>) -> Response {
 fn mismatch(outcome: &WriteOutcome) -> ApiError {
     ApiError::new(
         super::error::code::INTERNAL,
-        format!("the store answered {:?} to another request", outcome.response),
+        format!(
+            "the store answered {:?} to another request",
+            outcome.response
+        ),
     )
 }
 
@@ -96,7 +99,12 @@ pub async fn delete_range(State(s): Shared, request: Request) -> Response {
                     Ok(json(&DeleteRangeResponseJson {
                         header: s.header(outcome.revision),
                         deleted: deleted.deleted,
-                        prev_kvs: deleted.prev_kvs.iter().cloned().map(KeyValueJson::from).collect(),
+                        prev_kvs: deleted
+                            .prev_kvs
+                            .iter()
+                            .cloned()
+                            .map(KeyValueJson::from)
+                            .collect(),
                     }))
                 }
             }
@@ -136,7 +144,10 @@ pub async fn compaction(State(s): Shared, request: Request) -> Response {
         async {
             let relay = Relay::read(request, s.request_bytes_max).await?;
             let compaction = parse::<CompactionRequestJson>(&relay.body)?.into_store();
-            match s.write(&relay, WriteRequest::Compaction(compaction)).await? {
+            match s
+                .write(&relay, WriteRequest::Compaction(compaction))
+                .await?
+            {
                 Routed::Relayed(response) => Ok(response),
                 Routed::Local(outcome) => Ok(json(&CompactionResponseJson {
                     header: s.header(outcome.revision),

@@ -596,7 +596,11 @@ fn inner_responses(
                 ResponseOpJson::DeleteRange(DeleteRangeResponseJson {
                     header: ResponseHeader::inner(revision),
                     deleted: delete.deleted,
-                    prev_kvs: delete.prev_kvs.into_iter().map(KeyValueJson::from).collect(),
+                    prev_kvs: delete
+                        .prev_kvs
+                        .into_iter()
+                        .map(KeyValueJson::from)
+                        .collect(),
                 })
             }
             store::ResponseOp::Txn(txn) => {

@@ -14,7 +14,8 @@ use super::kv::RangeResponseJson;
 use super::prefix_end;
 use crate::server::{json, AppState, Relay, Routed};
 use crate::store::{
-    DeleteRangeRequest, PutRequest, RangeRequest, SortOrder, SortTarget, WriteRequest, WriteResponse,
+    DeleteRangeRequest, PutRequest, RangeRequest, SortOrder, SortTarget, WriteRequest,
+    WriteResponse,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -81,7 +82,12 @@ fn key_bytes(key: String) -> Result<Vec<u8>, ApiError> {
 
 /// `GET /kv/{key}`: the value; `x-rafter-revision` is the key's
 /// `mod_revision`.
-pub async fn get(State(s): Shared, Path(key): Path<String>, Query(query): Query<ReadQuery>, request: Request) -> Response {
+pub async fn get(
+    State(s): Shared,
+    Path(key): Path<String>,
+    Query(query): Query<ReadQuery>,
+    request: Request,
+) -> Response {
     let result = async {
         let relay = Relay::read(request, s.request_bytes_max).await?;
         let range = range_of(key_bytes(key)?, Vec::new(), 0);
@@ -92,10 +98,9 @@ pub async fn get(State(s): Shared, Path(key): Path<String>, Query(query): Query<
                     return Err(ApiError::new(code::NOT_FOUND, "key not found"));
                 };
                 let mut response = kv.value.into_response();
-                response.headers_mut().insert(
-                    "x-rafter-revision",
-                    HeaderValue::from(kv.mod_revision),
-                );
+                response
+                    .headers_mut()
+                    .insert("x-rafter-revision", HeaderValue::from(kv.mod_revision));
                 response.headers_mut().insert(
                     axum::http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/octet-stream"),
@@ -151,7 +156,10 @@ pub async fn delete(State(s): Shared, Path(key): Path<String>, request: Request)
             Routed::Relayed(response) => Ok::<_, ApiError>(response),
             Routed::Local(outcome) => {
                 let WriteResponse::DeleteRange(deleted) = &outcome.response else {
-                    return Err(ApiError::new(code::INTERNAL, "the store answered another kind"));
+                    return Err(ApiError::new(
+                        code::INTERNAL,
+                        "the store answered another kind",
+                    ));
                 };
                 Ok(json(&Deleted {
                     deleted: deleted.deleted,

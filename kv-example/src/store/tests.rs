@@ -749,7 +749,16 @@ fn a_branch_may_not_write_one_key_twice() {
     refuse(vec![put_op("b", "1"), delete_op("a", "c")]);
     refuse(vec![delete_op("a", "c"), put_op("b", "1")]);
     refuse(vec![delete_op("a", ""), put_op("a", "1")]);
-    refuse(vec![delete_op("a", "\0"), put_op("z", "1")]);
+    // etcd 3.4 checks a delete to the end (`range_end` `\0`) as an empty
+    // interval: the branch is accepted and runs in order.
+    let accepted = s
+        .txn(TxnRequest {
+            success: vec![delete_op("a", "\0"), put_op("z", "1")],
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(accepted.1.succeeded);
+    s.put("a", "0");
     let nested = |success, failure| {
         RequestOp::Txn(TxnRequest {
             success,
@@ -1057,4 +1066,30 @@ fn the_borrowed_history_record_encodes_like_the_owned_one() {
         rafter::codec::encode(&owned),
         rafter::codec::encode(&borrowed)
     );
+}
+
+/// etcd 3.4 checks a txn read's revision against a first revision that is
+/// -1 until the first compaction (found by the differential test against
+/// etcd): a negative revision is "current" until then, "compacted" after.
+#[test]
+fn txn_reads_at_negative_revisions_follow_etcd() {
+    let s = Kv::new();
+    s.put("a", "1");
+    let read_at = |revision: i64| TxnRequest {
+        success: vec![RequestOp::Range(RangeRequest {
+            key: b"a".to_vec(),
+            revision,
+            ..Default::default()
+        })],
+        ..Default::default()
+    };
+    assert!(s.txn(read_at(-1)).is_ok());
+    assert_eq!(s.txn(read_at(-2)).unwrap_err(), KvError::Compacted);
+    s.put("a", "2");
+    s.compact(2).unwrap();
+    assert_eq!(s.txn(read_at(-1)).unwrap_err(), KvError::Compacted);
+    assert_eq!(s.txn(read_at(1)).unwrap_err(), KvError::Compacted);
+    assert!(s.txn(read_at(0)).is_ok());
+    assert!(s.txn(read_at(2)).is_ok());
+    assert_eq!(s.txn(read_at(9)).unwrap_err(), KvError::FutureRevision);
 }

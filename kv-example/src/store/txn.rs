@@ -86,10 +86,11 @@ impl DeleteSpan {
 /// be put at most once and never inside a delete range. As in etcd, a put
 /// in the `success` and the `failure` branch of one nested txn is fine (only
 /// one runs), and a nested txn's deletes only conflict with puts checked
-/// after it. Unlike etcd 3.4, whose interval tree compares a `[0]` range end
-/// as a key rather than as "no end", a delete of every key from `key`
-/// conflicts with the puts it covers: a branch that puts a key and deletes
-/// it in the same revision is refused rather than stored.
+/// after it. As in etcd 3.4, whose interval tree compares a `[0]` range end
+/// as a key rather than as "no end", a delete of every key from `key` spans
+/// nothing here: such a branch is accepted and its operations run in order
+/// (a put and a delete of one key at one revision leave what the later one
+/// says), exactly as etcd stores them.
 fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<DeleteSpan>), KvError> {
     let mut deletes: Vec<DeleteSpan> = ops
         .iter()
@@ -136,10 +137,8 @@ fn delete_span(key: &[u8], range_end: &[u8]) -> Option<DeleteSpan> {
             start: k.to_vec(),
             end: Some(super::tables::key_successor(k)),
         }),
-        KeySpan::From(k) => Some(DeleteSpan {
-            start: k.to_vec(),
-            end: None,
-        }),
+        // etcd's interval is `[k, "\0")`, empty for every k (see above).
+        KeySpan::From(_) => None,
         KeySpan::Between(s, e) => Some(DeleteSpan {
             start: s.to_vec(),
             end: Some(e.to_vec()),
@@ -253,11 +252,16 @@ pub(crate) fn check_path(
             {
                 return Ok(Err(KvError::KeyNotFound));
             }
-            RequestOp::Range(r) if r.revision > 0 => {
+            // etcd 3.4 compares a txn read's revision with its store's
+            // first revision, which is -1 until the first compaction: so a
+            // negative revision (current, outside a txn) is "compacted"
+            // here once anything was compacted, and below -1 always.
+            RequestOp::Range(r) if r.revision != 0 => {
+                let first = if compact > 0 { compact } else { -1 };
                 if r.revision > current {
                     return Ok(Err(KvError::FutureRevision));
                 }
-                if r.revision < compact {
+                if r.revision < first {
                     return Ok(Err(KvError::Compacted));
                 }
             }

@@ -22,12 +22,20 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rafter-kv");
 /// A free TCP port on loopback (bound and released: another process could
 /// take it in between, which a loopback test accepts).
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A free UDP port on loopback.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One node's addresses and process.
@@ -151,7 +159,11 @@ impl Cluster {
 
     /// `/cluster/status` of node `i`, if it answers.
     pub async fn status(&self, i: usize) -> Option<Value> {
-        let (code, body) = self.client.get_json(&self.url(i), "/cluster/status").await.ok()?;
+        let (code, body) = self
+            .client
+            .get_json(&self.url(i), "/cluster/status")
+            .await
+            .ok()?;
         (code == StatusCode::OK).then_some(body)
     }
 
@@ -183,7 +195,10 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 let logs: Vec<String> = (0..self.nodes.len()).map(|i| self.log(i)).collect();
-                panic!("no agreed leader within {patience:?}; views {leaders:?}\n{}", logs.join("\n----\n"));
+                panic!(
+                    "no agreed leader within {patience:?}; views {leaders:?}\n{}",
+                    logs.join("\n----\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -197,7 +212,9 @@ impl Cluster {
             let mut digests = Vec::new();
             for (i, node) in self.nodes.iter().enumerate() {
                 if node.child.is_some() {
-                    if let Ok((StatusCode::OK, body)) = self.client.get_json(&self.url(i), "/cluster/digest").await {
+                    if let Ok((StatusCode::OK, body)) =
+                        self.client.get_json(&self.url(i), "/cluster/digest").await
+                    {
                         digests.push(body);
                     }
                 }
@@ -255,14 +272,21 @@ impl Http {
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let request = request.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+        let request = request
+            .body(Full::new(body.into()))
+            .map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
             .await
             .map_err(|_| "no answer in 30 s".to_string())?
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         Ok((status, headers, body))
     }
 
@@ -279,17 +303,29 @@ impl Http {
         headers: &[(&str, String)],
         body: impl Into<Bytes>,
     ) -> Result<Answer, String> {
-        let (status, _, body) = self.send(Method::POST, &format!("{base}{path}"), headers, body).await?;
-        let value = serde_json::from_slice(&body)
-            .map_err(|e| format!("{status}: not JSON ({e}): {}", String::from_utf8_lossy(&body)))?;
+        let (status, _, body) = self
+            .send(Method::POST, &format!("{base}{path}"), headers, body)
+            .await?;
+        let value = serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "{status}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&body)
+            )
+        })?;
         Ok((status, value))
     }
 
     /// GETs JSON.
     pub async fn get_json(&self, base: &str, path: &str) -> Result<Answer, String> {
-        let (status, _, body) = self.send(Method::GET, &format!("{base}{path}"), &[], Bytes::new()).await?;
-        let value = serde_json::from_slice(&body)
-            .map_err(|e| format!("{status}: not JSON ({e}): {}", String::from_utf8_lossy(&body)))?;
+        let (status, _, body) = self
+            .send(Method::GET, &format!("{base}{path}"), &[], Bytes::new())
+            .await?;
+        let value = serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "{status}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&body)
+            )
+        })?;
         Ok((status, value))
     }
 }
@@ -318,7 +354,11 @@ pub fn revision(answer: &Value) -> i64 {
 /// A put through the etcd route; panics unless it succeeds.
 pub async fn put(http: &Http, base: &str, key: &str, value: &str) -> Value {
     let (code, body) = http
-        .post_json(base, "/v3/kv/put", &serde_json::json!({"key": b64(key), "value": b64(value)}))
+        .post_json(
+            base,
+            "/v3/kv/put",
+            &serde_json::json!({"key": b64(key), "value": b64(value)}),
+        )
         .await
         .unwrap();
     assert_eq!(code, StatusCode::OK, "{body}");

@@ -477,3 +477,37 @@ async fn sigterm_stops_a_node_cleanly_and_a_restart_resumes_its_data() {
     let found = range(&c, 2, json!({"key": b64("kept"), "serializable": true})).await;
     assert_eq!(found["kvs"][0]["value"], b64("yes"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_a_request_fails_with_503_at_its_deadline() {
+    let mut c = Cluster::start(3, &["--request-timeout", "2s"]).await;
+    put(&c.client, &c.url(0), "k", "v").await;
+    c.kill(1);
+    c.kill(2);
+    let started = Instant::now();
+    let (code, body) = c
+        .client
+        .post_json(
+            &c.url(0),
+            "/v3/kv/put",
+            &json!({"key": b64("k"), "value": b64("w")}),
+        )
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(
+        (code, body["code"].as_u64()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some(14)),
+        "{body}"
+    );
+    // Not a hang: answered around its deadline (generous bound: shared CI).
+    assert!(
+        waited < Duration::from_secs(20),
+        "answered after {waited:?}"
+    );
+    let (code, _) = c.client.get_json(&c.url(0), "/health").await.unwrap();
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    // A serializable read still answers from the survivor's own state.
+    let found = range(&c, 0, json!({"key": b64("k"), "serializable": true})).await;
+    assert_eq!(found["kvs"][0]["value"], b64("v"));
+}

@@ -67,6 +67,8 @@ mod txn;
 mod writer;
 
 #[cfg(test)]
+mod model_test;
+#[cfg(test)]
 mod tests;
 
 pub use error::{KvError, SnapshotError, StoreError};

@@ -1,0 +1,540 @@
+//! The store against a deliberately dumb model: a `Vec` holding the whole
+//! key-value map at every revision, with etcd's rules written the plainest
+//! way. Random sequences of puts, deletes, flat txns, compactions and reads
+//! at random revisions must give identical answers, and at the end every
+//! revision not compacted must read the same in both.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::request::*;
+use super::tests::Kv;
+use super::KvError;
+
+type State = BTreeMap<Vec<u8>, KeyValue>;
+
+/// Every state, `states[r - 1]` being the map at revision `r`.
+struct Model {
+    states: Vec<State>,
+    compact: i64,
+}
+
+fn in_span(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
+    if range_end.is_empty() {
+        k == key
+    } else if range_end == [0] {
+        k >= key
+    } else {
+        k >= key && k < range_end
+    }
+}
+
+impl Model {
+    fn new() -> Self {
+        Self {
+            states: vec![State::new()],
+            compact: 0,
+        }
+    }
+
+    fn current(&self) -> i64 {
+        self.states.len() as i64
+    }
+
+    fn state(&self) -> &State {
+        self.states.last().unwrap()
+    }
+
+    /// Range over `state` (the state at `at`), the current revision being
+    /// `header`.
+    fn range_in(&self, state: &State, header: i64, r: &RangeRequest) -> RangeResponse {
+        let mut kvs: Vec<KeyValue> = state
+            .values()
+            .filter(|kv| in_span(&kv.key, &r.key, &r.range_end))
+            .cloned()
+            .collect();
+        let count = kvs.len() as i64;
+        if r.count_only {
+            return RangeResponse {
+                revision: header,
+                kvs: vec![],
+                more: false,
+                count,
+            };
+        }
+        kvs.retain(|kv| {
+            (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+                && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+                && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+                && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+        });
+        let mut order = r.sort_order;
+        if order == SortOrder::None && r.sort_target != SortTarget::Key {
+            order = SortOrder::Ascend;
+        }
+        let field = |kv: &KeyValue| -> (Vec<u8>, i64) {
+            match r.sort_target {
+                SortTarget::Key => (kv.key.clone(), 0),
+                SortTarget::Value => (kv.value.clone(), 0),
+                SortTarget::Version => (vec![], kv.version),
+                SortTarget::Create => (vec![], kv.create_revision),
+                SortTarget::Mod => (vec![], kv.mod_revision),
+            }
+        };
+        match order {
+            SortOrder::None => {}
+            SortOrder::Ascend => kvs.sort_by_key(field),
+            SortOrder::Descend => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
+        }
+        let more = r.limit > 0 && kvs.len() as i64 > r.limit;
+        if more {
+            kvs.truncate(r.limit as usize);
+        }
+        if r.keys_only {
+            for kv in &mut kvs {
+                kv.value.clear();
+            }
+        }
+        RangeResponse {
+            revision: header,
+            kvs,
+            more,
+            count,
+        }
+    }
+
+    fn range(&self, r: &RangeRequest) -> Result<RangeResponse, KvError> {
+        if r.revision > self.current() {
+            return Err(KvError::FutureRevision);
+        }
+        let at = if r.revision <= 0 {
+            self.current()
+        } else {
+            r.revision
+        };
+        if at < self.compact {
+            return Err(KvError::Compacted);
+        }
+        Ok(self.range_in(&self.states[at as usize - 1], self.current(), r))
+    }
+
+    fn put_into(state: &mut State, p: &PutRequest, rev: i64) -> PutResponse {
+        let old = state.get(&p.key).cloned();
+        let value = if p.ignore_value {
+            old.as_ref().unwrap().value.clone()
+        } else {
+            p.value.clone()
+        };
+        let (create, version) = match &old {
+            Some(o) => (o.create_revision, o.version + 1),
+            None => (rev, 1),
+        };
+        state.insert(
+            p.key.clone(),
+            KeyValue {
+                key: p.key.clone(),
+                create_revision: create,
+                mod_revision: rev,
+                version,
+                value,
+            },
+        );
+        PutResponse {
+            revision: rev,
+            prev_kv: old.filter(|_| p.prev_kv),
+        }
+    }
+
+    fn delete_from(state: &mut State, d: &DeleteRangeRequest) -> Vec<KeyValue> {
+        let gone: Vec<KeyValue> = state
+            .values()
+            .filter(|kv| in_span(&kv.key, &d.key, &d.range_end))
+            .cloned()
+            .collect();
+        for kv in &gone {
+            state.remove(&kv.key);
+        }
+        gone
+    }
+
+    fn compare(&self, c: &Compare) -> bool {
+        let kvs: Vec<&KeyValue> = self
+            .state()
+            .values()
+            .filter(|kv| in_span(&kv.key, &c.key, &c.range_end))
+            .collect();
+        let zero = KeyValue::default();
+        let kvs = if kvs.is_empty() {
+            if matches!(c.target, CompareTarget::Value(_)) {
+                return false;
+            }
+            vec![&zero]
+        } else {
+            kvs
+        };
+        kvs.iter().all(|kv| {
+            let ord = match &c.target {
+                CompareTarget::Version(v) => kv.version.cmp(v),
+                CompareTarget::Create(v) => kv.create_revision.cmp(v),
+                CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
+                CompareTarget::Value(v) => kv.value.cmp(v),
+            };
+            match c.result {
+                CompareResult::Equal => ord.is_eq(),
+                CompareResult::NotEqual => ord.is_ne(),
+                CompareResult::Greater => ord.is_gt(),
+                CompareResult::Less => ord.is_lt(),
+            }
+        })
+    }
+
+    fn commit(&mut self, state: State, changed: bool) {
+        if changed {
+            self.states.push(state);
+        }
+    }
+
+    fn apply(&mut self, request: &WriteRequest) -> Result<(i64, WriteResponse), KvError> {
+        let cur = self.current();
+        let mut state = self.state().clone();
+        let response = match request {
+            WriteRequest::Put(p) => {
+                if p.ignore_value && !p.value.is_empty() {
+                    return Err(KvError::ValueProvided);
+                }
+                if p.ignore_value && !state.contains_key(&p.key) {
+                    return Err(KvError::KeyNotFound);
+                }
+                let r = Self::put_into(&mut state, p, cur + 1);
+                self.commit(state, true);
+                WriteResponse::Put(r)
+            }
+            WriteRequest::DeleteRange(d) => {
+                let gone = Self::delete_from(&mut state, d);
+                let changed = !gone.is_empty();
+                self.commit(state, changed);
+                WriteResponse::DeleteRange(DeleteRangeResponse {
+                    revision: self.current(),
+                    deleted: gone.len() as i64,
+                    prev_kvs: if d.prev_kv { gone } else { vec![] },
+                })
+            }
+            WriteRequest::Compaction(c) => {
+                if c.revision > cur {
+                    return Err(KvError::FutureRevision);
+                }
+                if c.revision <= self.compact {
+                    return Err(KvError::Compacted);
+                }
+                self.compact = c.revision;
+                WriteResponse::Compaction(CompactionResponse {})
+            }
+            WriteRequest::Txn(t) => {
+                let ok = t.compare.iter().all(|c| self.compare(c));
+                let ops = if ok { &t.success } else { &t.failure };
+                // Flat branches only: the duplicate rule is then simply "no
+                // key put twice, no put inside a delete range".
+                let mut put_keys: Vec<&[u8]> = vec![];
+                for op in ops {
+                    if let RequestOp::Put(p) = op {
+                        put_keys.push(&p.key);
+                    }
+                }
+                for (i, k) in put_keys.iter().enumerate() {
+                    if put_keys[..i].contains(k) {
+                        return Err(KvError::DuplicateKey);
+                    }
+                    for op in ops {
+                        if let RequestOp::DeleteRange(d) = op {
+                            if in_span(k, &d.key, &d.range_end) {
+                                return Err(KvError::DuplicateKey);
+                            }
+                        }
+                    }
+                }
+                // The other branch is checked too (before compares, in etcd).
+                let other = if ok { &t.failure } else { &t.success };
+                let mut other_keys: Vec<&[u8]> = vec![];
+                for op in other {
+                    if let RequestOp::Put(p) = op {
+                        other_keys.push(&p.key);
+                    }
+                }
+                for (i, k) in other_keys.iter().enumerate() {
+                    if other_keys[..i].contains(k)
+                        || other.iter().any(|op| {
+                            matches!(op, RequestOp::DeleteRange(d) if in_span(k, &d.key, &d.range_end))
+                        })
+                    {
+                        return Err(KvError::DuplicateKey);
+                    }
+                }
+                for op in ops {
+                    if let RequestOp::Range(r) = op {
+                        if r.revision > cur {
+                            return Err(KvError::FutureRevision);
+                        }
+                        if r.revision > 0 && r.revision < self.compact {
+                            return Err(KvError::Compacted);
+                        }
+                    }
+                }
+                let mut changed = false;
+                let mut responses = vec![];
+                for op in ops {
+                    responses.push(match op {
+                        RequestOp::Range(r) => {
+                            let header = if changed { cur + 1 } else { cur };
+                            let at = if r.revision <= 0 { header } else { r.revision };
+                            let view = if at == header && changed {
+                                &state
+                            } else {
+                                &self.states[at as usize - 1]
+                            };
+                            ResponseOp::Range(self.range_in(view, header, r))
+                        }
+                        RequestOp::Put(p) => {
+                            changed = true;
+                            ResponseOp::Put(Self::put_into(&mut state, p, cur + 1))
+                        }
+                        RequestOp::DeleteRange(d) => {
+                            let gone = Self::delete_from(&mut state, d);
+                            changed |= !gone.is_empty();
+                            ResponseOp::DeleteRange(DeleteRangeResponse {
+                                revision: if changed { cur + 1 } else { cur },
+                                deleted: gone.len() as i64,
+                                prev_kvs: if d.prev_kv { gone } else { vec![] },
+                            })
+                        }
+                        RequestOp::Txn(_) => unreachable!("the model runs flat txns"),
+                    });
+                }
+                self.commit(state, changed);
+                WriteResponse::Txn(TxnResponse {
+                    succeeded: ok,
+                    responses,
+                })
+            }
+        };
+        Ok((self.current(), response))
+    }
+}
+
+/// A request before its revisions are known: `rev` picks map onto
+/// `-1 ..= current + 1` when the step runs.
+#[derive(Debug, Clone)]
+enum Step {
+    Put(PutRequest),
+    Delete(DeleteRangeRequest),
+    Txn {
+        compare: Vec<Compare>,
+        success: Vec<AbstractOp>,
+        failure: Vec<AbstractOp>,
+    },
+    Compact(u8),
+    Range(RangeRequest, u8),
+}
+
+#[derive(Debug, Clone)]
+enum AbstractOp {
+    Put(PutRequest),
+    Delete(DeleteRangeRequest),
+    Range(RangeRequest, u8),
+}
+
+fn pick_revision(pick: u8, current: i64) -> i64 {
+    i64::from(pick) % (current + 3) - 1
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(vec!["a", "b", "c", "d", "e"]).prop_map(|k| k.as_bytes().to_vec()),
+        prop::sample::select(vec!["ab", "ba", "c\0"]).prop_map(|k| k.as_bytes().to_vec()),
+    ]
+}
+
+fn range_end() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        2 => Just(vec![]),
+        1 => Just(vec![0]),
+        2 => key(),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(vec!["", "x", "y", "zz"]).prop_map(|v| v.as_bytes().to_vec())
+}
+
+fn put_request() -> impl Strategy<Value = PutRequest> {
+    (key(), value(), any::<bool>(), prop::bool::weighted(0.2)).prop_map(
+        |(key, value, prev_kv, ignore_value)| PutRequest {
+            key,
+            value,
+            prev_kv,
+            ignore_value,
+        },
+    )
+}
+
+fn delete_request() -> impl Strategy<Value = DeleteRangeRequest> {
+    (key(), range_end(), any::<bool>()).prop_map(|(key, range_end, prev_kv)| DeleteRangeRequest {
+        key,
+        range_end,
+        prev_kv,
+    })
+}
+
+fn range_request() -> impl Strategy<Value = RangeRequest> {
+    let sort_order =
+        prop::sample::select(vec![SortOrder::None, SortOrder::Ascend, SortOrder::Descend]);
+    let sort_target = prop::sample::select(vec![
+        SortTarget::Key,
+        SortTarget::Version,
+        SortTarget::Create,
+        SortTarget::Mod,
+        SortTarget::Value,
+    ]);
+    let filter = prop_oneof![3 => Just(0i64), 1 => 1i64..10];
+    (
+        (key(), range_end(), 0i64..4, sort_order, sort_target),
+        (
+            any::<bool>(),
+            prop::bool::weighted(0.2),
+            filter.clone(),
+            filter.clone(),
+            filter.clone(),
+            filter,
+        ),
+    )
+        .prop_map(
+            |(
+                (key, range_end, limit, sort_order, sort_target),
+                (keys_only, count_only, a, b, c, d),
+            )| {
+                RangeRequest {
+                    key,
+                    range_end,
+                    limit,
+                    revision: 0,
+                    sort_order,
+                    sort_target,
+                    keys_only,
+                    count_only,
+                    min_mod_revision: a,
+                    max_mod_revision: b,
+                    min_create_revision: c,
+                    max_create_revision: d,
+                }
+            },
+        )
+}
+
+fn compare() -> impl Strategy<Value = Compare> {
+    let target = prop_oneof![
+        (0i64..4).prop_map(CompareTarget::Version),
+        (0i64..10).prop_map(CompareTarget::Create),
+        (0i64..10).prop_map(CompareTarget::Mod),
+        value().prop_map(CompareTarget::Value),
+    ];
+    let result = prop::sample::select(vec![
+        CompareResult::Equal,
+        CompareResult::Greater,
+        CompareResult::Less,
+        CompareResult::NotEqual,
+    ]);
+    (
+        key(),
+        prop_oneof![3 => Just(vec![]), 1 => range_end()],
+        target,
+        result,
+    )
+        .prop_map(|(key, range_end, target, result)| Compare {
+            key,
+            range_end,
+            target,
+            result,
+        })
+}
+
+fn abstract_op() -> impl Strategy<Value = AbstractOp> {
+    prop_oneof![
+        put_request().prop_map(|mut p| {
+            // ignore_value in txns is covered by the unit tests.
+            p.ignore_value = false;
+            AbstractOp::Put(p)
+        }),
+        delete_request().prop_map(AbstractOp::Delete),
+        (range_request(), any::<u8>()).prop_map(|(r, pick)| AbstractOp::Range(r, pick)),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => put_request().prop_map(Step::Put),
+        2 => delete_request().prop_map(Step::Delete),
+        3 => (
+            prop::collection::vec(compare(), 0..3),
+            prop::collection::vec(abstract_op(), 0..4),
+            prop::collection::vec(abstract_op(), 0..3),
+        )
+            .prop_map(|(compare, success, failure)| Step::Txn {
+                compare,
+                success,
+                failure,
+            }),
+        1 => any::<u8>().prop_map(Step::Compact),
+        3 => (range_request(), any::<u8>()).prop_map(|(r, pick)| Step::Range(r, pick)),
+    ]
+}
+
+fn concrete(op: &AbstractOp, current: i64) -> RequestOp {
+    match op {
+        AbstractOp::Put(p) => RequestOp::Put(p.clone()),
+        AbstractOp::Delete(d) => RequestOp::DeleteRange(d.clone()),
+        AbstractOp::Range(r, pick) => RequestOp::Range(RangeRequest {
+            revision: pick_revision(*pick, current),
+            ..r.clone()
+        }),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_store_answers_like_the_model(steps in prop::collection::vec(step(), 1..40)) {
+        let store = Kv::new();
+        let mut model = Model::new();
+        for step in &steps {
+            let current = model.current();
+            match step {
+                Step::Range(r, pick) => {
+                    let r = RangeRequest { revision: pick_revision(*pick, current), ..r.clone() };
+                    prop_assert_eq!(store.range(&r), model.range(&r), "{:?}", r);
+                }
+                other => {
+                    let request = match other {
+                        Step::Put(p) => WriteRequest::Put(p.clone()),
+                        Step::Delete(d) => WriteRequest::DeleteRange(d.clone()),
+                        Step::Compact(pick) => WriteRequest::Compaction(CompactionRequest {
+                            revision: pick_revision(*pick, current),
+                        }),
+                        Step::Txn { compare, success, failure } => WriteRequest::Txn(TxnRequest {
+                            compare: compare.clone(),
+                            success: success.iter().map(|o| concrete(o, current)).collect(),
+                            failure: failure.iter().map(|o| concrete(o, current)).collect(),
+                        }),
+                        Step::Range(..) => unreachable!(),
+                    };
+                    prop_assert_eq!(store.apply(request.clone()), model.apply(&request), "{:?}", request);
+                }
+            }
+        }
+        // Every revision not compacted reads the same, whole key space.
+        for rev in model.compact.max(1)..=model.current() {
+            let r = RangeRequest { revision: rev, ..super::tests::range("\0", "\0") };
+            prop_assert_eq!(store.range(&r), model.range(&r), "revision {}", rev);
+        }
+    }
+}

@@ -234,7 +234,9 @@ impl Model {
                 let ok = t.compare.iter().all(|c| self.compare(c));
                 let ops = if ok { &t.success } else { &t.failure };
                 // Flat branches only: the duplicate rule is then simply "no
-                // key put twice, no put inside a delete range".
+                // key put twice, no put inside a delete range", where a
+                // delete to the end (`\0`) spans nothing, as in etcd 3.4.
+                let in_span = |k: &[u8], key: &[u8], end: &[u8]| end != [0] && in_span(k, key, end);
                 let mut put_keys: Vec<&[u8]> = vec![];
                 for op in ops {
                     if let RequestOp::Put(p) = op {
@@ -275,7 +277,8 @@ impl Model {
                         if r.revision > cur {
                             return Err(KvError::FutureRevision);
                         }
-                        if r.revision > 0 && r.revision < self.compact {
+                        let first = if self.compact > 0 { self.compact } else { -1 };
+                        if r.revision != 0 && r.revision < first {
                             return Err(KvError::Compacted);
                         }
                     }

@@ -11,14 +11,24 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rafter::{codec, Committed, CommittedPayload, LogId, StateMachine, StateMachineError};
 use rafter_redb::RedbStateMachineStore;
-use redb::ReadableDatabase;
+use redb::{Durability, ReadableDatabase};
 
 use crate::command::{CommandV1, KvCommand, KvResponse, WriteOutcome};
 use crate::snapshots::SnapshotFiles;
 use crate::store::{KvError, Session, StoreError, StoreReader, StoreWriter};
+
+/// Apply batches are committed without an fsync (`Durability::None`) and
+/// made durable at least this often: after a crash, Rafter applies the
+/// entries since the last durable batch again from its log (applies are
+/// deterministic, and the log keeps them until a durable snapshot covers
+/// them). etcd's backend commits on the same 100 ms clock.
+const DURABLE_INTERVAL: Duration = Duration::from_millis(100);
+/// ... or every this many entries, which bounds the replay after a crash.
+const DURABLE_ENTRIES_MAX: u64 = 10_000;
 
 /// The longest response a session remembers, encoded. A larger one (a
 /// transaction with big reads) is not remembered: its retry answers an
@@ -76,6 +86,9 @@ pub struct KvStateMachine {
     /// The latest `time_ms` applied: the log's clock.
     log_clock_ms: u64,
     counters: Arc<ApplyCounters>,
+    /// When the last batch was committed durably, and entries since.
+    durable_at: Instant,
+    entries_since_durable: u64,
 }
 
 impl KvStateMachine {
@@ -96,6 +109,8 @@ impl KvStateMachine {
             session_ttl_ms,
             log_clock_ms: 0,
             counters: Arc::new(ApplyCounters::default()),
+            durable_at: Instant::now(),
+            entries_since_durable: 0,
         })
     }
 
@@ -112,11 +127,8 @@ impl KvStateMachine {
     }
 
     fn apply_blocking(
-        store: &RedbStateMachineStore,
+        &mut self,
         entries: Vec<Committed<KvCommand>>,
-        session_ttl_ms: u64,
-        log_clock_ms: &mut u64,
-        counters: &ApplyCounters,
     ) -> Result<Vec<KvResponse>, StateMachineError> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(Vec::new());
@@ -124,31 +136,52 @@ impl KvStateMachine {
         let first_index = first.log_id.index;
         let last_id = last.log_id;
         let count = entries.len() as u64;
-        let responses = store.apply_batch(first_index, last_id, |txn| {
-            let mut writer = StoreWriter::open(txn).map_err(store_error)?;
-            let mut responses = Vec::with_capacity(entries.len());
-            for (offset, entry) in entries.into_iter().enumerate() {
-                let expected = first_index + offset as u64;
-                if entry.log_id.index != expected {
-                    return Err(StateMachineError::Corrupt {
-                        index: entry.log_id.index,
-                        message: format!("expected entry {expected}"),
-                    });
+        self.entries_since_durable += count;
+        let durable = self.durable_at.elapsed() >= DURABLE_INTERVAL
+            || self.entries_since_durable >= DURABLE_ENTRIES_MAX;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        let session_ttl_ms = self.session_ttl_ms;
+        let log_clock_ms = &mut self.log_clock_ms;
+        let counters = &*self.counters;
+        let responses = self
+            .store
+            .apply_batch_with(first_index, last_id, durability, |txn| {
+                let mut writer = StoreWriter::open(txn).map_err(store_error)?;
+                let mut responses = Vec::with_capacity(entries.len());
+                for (offset, entry) in entries.into_iter().enumerate() {
+                    let expected = first_index + offset as u64;
+                    if entry.log_id.index != expected {
+                        return Err(StateMachineError::Corrupt {
+                            index: entry.log_id.index,
+                            message: format!("expected entry {expected}"),
+                        });
+                    }
+                    let CommittedPayload::Command(KvCommand::V1(command)) = entry.payload else {
+                        continue;
+                    };
+                    *log_clock_ms = (*log_clock_ms).max(command.time_ms);
+                    responses.push(apply_one(&mut writer, command, counters)?);
                 }
-                let CommittedPayload::Command(KvCommand::V1(command)) = entry.payload else {
-                    continue;
-                };
-                *log_clock_ms = (*log_clock_ms).max(command.time_ms);
-                responses.push(apply_one(&mut writer, command, counters)?);
-            }
-            writer
-                .expire_sessions(*log_clock_ms, session_ttl_ms)
-                .map_err(store_error)?;
-            writer.finish().map_err(store_error)?;
-            Ok(responses)
-        })?;
-        counters.entries_applied.fetch_add(count, Ordering::Relaxed);
-        counters.batches_applied.fetch_add(1, Ordering::Relaxed);
+                writer
+                    .expire_sessions(*log_clock_ms, session_ttl_ms)
+                    .map_err(store_error)?;
+                writer.finish().map_err(store_error)?;
+                Ok(responses)
+            })?;
+        if durable {
+            self.durable_at = Instant::now();
+            self.entries_since_durable = 0;
+        }
+        self.counters
+            .entries_applied
+            .fetch_add(count, Ordering::Relaxed);
+        self.counters
+            .batches_applied
+            .fetch_add(1, Ordering::Relaxed);
         Ok(responses)
     }
 }
@@ -233,11 +266,7 @@ impl StateMachine for KvStateMachine {
         &mut self,
         entries: Vec<Committed<KvCommand>>,
     ) -> Result<Vec<KvResponse>, StateMachineError> {
-        let ttl = self.session_ttl_ms;
-        let store = &self.store;
-        let clock = &mut self.log_clock_ms;
-        let counters = &self.counters;
-        blocking(|| Self::apply_blocking(store, entries, ttl, clock, counters))
+        blocking(|| self.apply_blocking(entries))
     }
 
     async fn build_snapshot(&mut self) -> Result<LogId, StateMachineError> {

@@ -15,6 +15,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod forward;
+pub mod forward_proposals;
 pub mod metrics;
 pub mod node;
 pub mod server;

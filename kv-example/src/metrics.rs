@@ -54,8 +54,11 @@ pub struct ServiceMetrics {
     pub proposals: Counter,
     /// Proposals that failed, by reason.
     pub proposals_failed: Family<ReasonLabels, Counter>,
-    /// Requests forwarded to the leader.
+    /// Requests relayed to the leader (reads, membership) and writes
+    /// forwarded to it.
     pub forwarded: Counter,
+    /// Batches of forwarded writes.
+    pub forwarded_batches: Counter,
     /// Linearizable reads served through ReadIndex.
     pub read_index: Counter,
     /// Durations of the log store's synced writes (one fsync each).
@@ -88,6 +91,7 @@ impl ServiceMetrics {
             proposals: Counter::default(),
             proposals_failed: Family::default(),
             forwarded: Counter::default(),
+            forwarded_batches: Counter::default(),
             read_index: Counter::default(),
             // 50 µs to about 1.6 s.
             fsync_seconds: Histogram::new(exponential_buckets(50e-6, 2.0, 16)),
@@ -126,8 +130,13 @@ impl ServiceMetrics {
         );
         registry.register(
             "forwarded",
-            "Requests forwarded to the leader",
+            "Requests and writes forwarded to the leader",
             m.forwarded.clone(),
+        );
+        registry.register(
+            "forwarded_batches",
+            "Batches of writes forwarded to the leader",
+            m.forwarded_batches.clone(),
         );
         registry.register(
             "read_index",

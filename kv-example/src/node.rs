@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{cluster_id, encode_members, RaftHalf};
 use crate::config::ServeConfig;
 use crate::forward::Forwarder;
+use crate::forward_proposals::ProposalForwarder;
 use crate::metrics::{ServiceMetrics, TimedStorage};
 use crate::server::{router, AppState};
 use crate::state_machine::KvStateMachine;
@@ -119,6 +120,7 @@ impl Node {
             id: config.id,
             cluster_id: cluster,
             forwarder: Forwarder::new(),
+            proposals: ProposalForwarder::start(metrics.clone()),
             metrics,
             request_bytes_max: config.max_request_bytes,
             request_timeout: config.request_timeout,

@@ -20,10 +20,11 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::api::error::ApiError;
 use crate::api::kv::ResponseHeader;
-use crate::api::{cluster, etcd, plain};
+use crate::api::{cluster, etcd, internal, plain};
 use crate::cluster::MemberAddr;
 use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
 use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
+use crate::forward_proposals::{Forwarded, ProposalForwarder};
 use crate::metrics::{HttpLabels, ReasonLabels, ServiceMetrics};
 use crate::state_machine::{KvReads, KvStateMachine};
 use crate::store::StoreReader;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub cluster_id: u64,
     /// The client that relays requests to the leader.
     pub forwarder: Forwarder,
+    /// Batches writes to the leader.
+    pub proposals: ProposalForwarder,
     /// The metrics.
     pub metrics: Arc<ServiceMetrics>,
     /// Largest request body accepted (`--max-request-bytes`).
@@ -74,6 +77,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/cluster/transfer-leader", post(cluster::transfer_leader))
         .route("/cluster/digest", get(cluster::digest))
         .route("/metrics", get(cluster::metrics))
+        .route(
+            crate::forward_proposals::PROPOSE_PATH,
+            post(internal::propose),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -308,37 +315,91 @@ impl AppState {
         }
     }
 
-    /// Proposes `request` on the leader and waits until it is applied.
+    /// Proposes `request` on the leader and waits until it is applied: here
+    /// if this node leads, else forwarded with the next batch to the
+    /// leader, else after waiting for one; all within the request timeout.
     pub async fn write(
         &self,
         relay: &Relay,
         request: WriteRequest,
     ) -> Result<Routed<WriteOutcome>, ApiError> {
         let session = relay.session()?;
-        self.on_leader(relay, || {
-            let command = KvCommand::V1(CommandV1 {
-                session,
-                time_ms: now_ms(),
-                request: request.clone(),
-            });
-            async move {
-                self.metrics.proposals.inc();
-                match self.raft.propose(command).await {
-                    Ok(Ok(outcome)) => Attempt::Done(outcome),
-                    Ok(Err(refused)) => Attempt::Failed(refused.into()),
-                    Err(error) => {
-                        self.metrics
-                            .proposals_failed
-                            .get_or_create(&ReasonLabels {
-                                reason: propose_error_name(&error).into(),
-                            })
-                            .inc();
-                        propose_attempt(error)
+        let deadline = Instant::now() + self.request_timeout;
+        let mut watch = self.raft.metrics();
+        loop {
+            let (role, leader, leader_http, stopped) = {
+                let m = watch.borrow_and_update();
+                let http = m
+                    .leader
+                    .and_then(|l| m.membership.nodes.get(&l))
+                    .and_then(|a| MemberAddr::parse(a).ok())
+                    .map(|a| a.http);
+                (m.role, m.leader, http, m.stopped)
+            };
+            if stopped {
+                return Err(ApiError::stopped("the node stopped"));
+            }
+            let command = || {
+                KvCommand::V1(CommandV1 {
+                    session,
+                    time_ms: now_ms(),
+                    request: request.clone(),
+                })
+            };
+            let attempt = match (leader, leader_http) {
+                (Some(leader), _) if leader == self.id && role == Role::Leader => {
+                    self.metrics.proposals.inc();
+                    match timeout_at(deadline, self.raft.propose(command())).await {
+                        Err(_) => return Err(ApiError::timeout()),
+                        Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
+                        Ok(Ok(Err(refused))) => return Err(refused.into()),
+                        Ok(Err(error)) => {
+                            self.metrics
+                                .proposals_failed
+                                .get_or_create(&ReasonLabels {
+                                    reason: propose_error_name(&error).into(),
+                                })
+                                .inc();
+                            propose_attempt::<()>(error)
+                        }
                     }
                 }
+                (Some(leader), Some(http)) if leader != self.id => {
+                    match timeout_at(deadline, self.proposals.forward(http, command())).await {
+                        Err(_) => return Err(ApiError::timeout()),
+                        Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
+                        Ok(Ok(Err(refused))) => return Err(refused.into()),
+                        Ok(Err(Forwarded::NotLeader)) => Attempt::NotLeader,
+                        Ok(Err(Forwarded::Retry)) => Attempt::Retry,
+                        Ok(Err(Forwarded::Refused(error))) => return Err(error),
+                        Ok(Err(Forwarded::Unknown(reason))) => {
+                            tracing::debug!(%reason, "forwarded write outcome unknown");
+                            return Err(ApiError::timeout());
+                        }
+                    }
+                }
+                _ => Attempt::NotLeader,
+            };
+            if let Attempt::Failed(error) = attempt {
+                return Err(error);
             }
-        })
-        .await
+            if Instant::now() >= deadline {
+                return Err(if leader.is_some() {
+                    ApiError::timeout()
+                } else {
+                    ApiError::no_leader()
+                });
+            }
+            if matches!(attempt, Attempt::Retry) {
+                sleep_until((Instant::now() + Duration::from_millis(10)).min(deadline)).await;
+                continue;
+            }
+            let pause = (Instant::now() + LEADER_POLL).min(deadline);
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = sleep_until(pause) => {}
+            }
+        }
     }
 
     /// Waits until a read here would be linearizable (ReadIndex on the

@@ -514,3 +514,67 @@ async fn without_a_quorum_a_request_fails_with_503_at_its_deadline() {
     let found = range(&c, 0, json!({"key": b64("k"), "serializable": true})).await;
     assert_eq!(found["kvs"][0]["value"], b64("v"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_a_follower_travel_to_the_leader_in_batches() {
+    let c = Cluster::start(3, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let writes: Vec<_> = (0..200)
+        .map(|n| {
+            let (http, url) = (c.client.clone(), c.url(follower));
+            tokio::spawn(async move {
+                let body = json!({"key": b64(format!("w{n}")), "value": b64("x")});
+                http.post_json(&url, "/v3/kv/put", &body).await.unwrap()
+            })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for write in writes {
+        let (code, body) = write.await.unwrap();
+        assert_eq!(code, StatusCode::OK, "{body}");
+        revisions.push(revision(&body));
+    }
+    revisions.sort();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 200, "each write has its own revision");
+    let (_, _, metrics) = c
+        .client
+        .send(
+            Method::GET,
+            &format!("{}/metrics", c.url(follower)),
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let (writes, batches) = (
+        counter("rafter_kv_forwarded_total"),
+        counter("rafter_kv_forwarded_batches_total"),
+    );
+    assert_eq!(writes, 200);
+    assert!(batches < writes, "{batches} batches for {writes} writes");
+    // The internal route refuses what does not decode, changing nothing.
+    let (code, _, _) = c
+        .client
+        .send(
+            Method::POST,
+            &format!("{}/internal/propose", c.url(leader)),
+            &[],
+            "garbage",
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let digest = c.wait_converged(Duration::from_secs(10)).await;
+    assert_eq!(digest["revision"], 201);
+}

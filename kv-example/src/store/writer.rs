@@ -96,7 +96,9 @@ impl<'t> StoreWriter<'t> {
         self.compact_revision
     }
 
-    /// Applies one write request (see [`ApplyResult`]).
+    /// Applies one write request (see [`ApplyResult`]). After a
+    /// [`StoreError`] the request may be half-applied: drop the writer and
+    /// the transaction uncommitted, and stop.
     pub fn apply(&mut self, request: &WriteRequest) -> ApplyResult {
         let mut pending = Pending {
             revision: self.revision + 1,

@@ -943,6 +943,17 @@ fn a_failing_txn_changes_nothing() {
         ],
         KvError::FutureRevision,
     );
+    // etcd checks every put of the path before any range.
+    refuse(
+        vec![
+            RequestOp::Range(RangeRequest {
+                revision: 2,
+                ..range("a", "")
+            }),
+            ignore("missing"),
+        ],
+        KvError::KeyNotFound,
+    );
     refuse(vec![put_op("b", "1"), put_op("", "1")], KvError::EmptyKey);
     refuse(
         vec![put_op("b", "1"), RequestOp::Range(range("", ""))],

@@ -529,6 +529,8 @@ fn put_options_prev_kv_and_ignore_value() {
     s.assert_refused(put_with("b", "", false, true), KvError::KeyNotFound);
     s.assert_refused(put_with("a", "x", false, true), KvError::ValueProvided);
     s.assert_refused(put_with("", "x", false, false), KvError::EmptyKey);
+    let huge = "x".repeat(KEY_VALUE_BYTES_MAX);
+    s.assert_refused(put_with("a", &huge, false, false), KvError::RequestTooLarge);
     s.assert_refused(
         WriteRequest::DeleteRange(DeleteRangeRequest::default()),
         KvError::EmptyKey,

@@ -1,6 +1,7 @@
 //! The store against a deliberately dumb model: a `Vec` holding the whole
 //! key-value map at every revision, with etcd's rules written the plainest
-//! way. Random sequences of puts, deletes, flat txns, compactions and reads
+//! way. Random sequences of puts, deletes, txns (nested one deep),
+//! compactions and reads
 //! at random revisions must give identical answers, and at the end every
 //! revision not compacted must read the same in both.
 
@@ -195,6 +196,119 @@ impl Model {
         }
     }
 
+    /// Whether any put, in any branch, has `ignore_value` and a value.
+    fn value_provided(t: &TxnRequest) -> bool {
+        t.success.iter().chain(&t.failure).any(|op| match op {
+            RequestOp::Put(p) => p.ignore_value && !p.value.is_empty(),
+            RequestOp::Txn(nested) => Self::value_provided(nested),
+            _ => false,
+        })
+    }
+
+    /// etcd's `checkIntervals`, with `Vec`s: the puts and delete ranges of
+    /// a branch, or `DuplicateKey`.
+    #[allow(clippy::type_complexity)]
+    fn intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>), KvError> {
+        let mut deletes: Vec<(Vec<u8>, Vec<u8>)> = vec![];
+        for op in ops {
+            if let RequestOp::DeleteRange(d) = op {
+                deletes.push((d.key.clone(), d.range_end.clone()));
+            }
+        }
+        // A delete to the end (`\0`) spans nothing, as in etcd 3.4.
+        let hit = |deletes: &[(Vec<u8>, Vec<u8>)], k: &[u8]| {
+            deletes
+                .iter()
+                .any(|(key, end)| end.as_slice() != [0] && in_span(k, key, end))
+        };
+        let mut puts: Vec<Vec<u8>> = vec![];
+        for op in ops {
+            if let RequestOp::Txn(t) = op {
+                let (puts_then, deletes_then) = Self::intervals(&t.success)?;
+                let (puts_else, deletes_else) = Self::intervals(&t.failure)?;
+                for k in &puts_then {
+                    if puts.contains(k) || hit(&deletes, k) {
+                        return Err(KvError::DuplicateKey);
+                    }
+                }
+                puts.extend(puts_then.iter().cloned());
+                for k in puts_else {
+                    if puts.contains(&k) && !puts_then.contains(&k) || hit(&deletes, &k) {
+                        return Err(KvError::DuplicateKey);
+                    }
+                    puts.push(k);
+                }
+                deletes.extend(deletes_then);
+                deletes.extend(deletes_else);
+            }
+        }
+        for op in ops {
+            if let RequestOp::Put(p) = op {
+                if puts.contains(&p.key) || hit(&deletes, &p.key) {
+                    return Err(KvError::DuplicateKey);
+                }
+                puts.push(p.key.clone());
+            }
+        }
+        Ok((puts, deletes))
+    }
+
+    /// The ops a txn runs, nested ones included; every compare against the
+    /// state before the txn.
+    fn path_ops<'r>(&self, t: &'r TxnRequest, out: &mut Vec<&'r RequestOp>) {
+        let ops = if t.compare.iter().all(|c| self.compare(c)) {
+            &t.success
+        } else {
+            &t.failure
+        };
+        for op in ops {
+            out.push(op);
+            if let RequestOp::Txn(nested) = op {
+                self.path_ops(nested, out);
+            }
+        }
+    }
+
+    /// Runs a checked txn on `state`, the working copy.
+    fn run(&self, t: &TxnRequest, state: &mut State, changed: &mut bool) -> TxnResponse {
+        let cur = self.current();
+        let succeeded = t.compare.iter().all(|c| self.compare(c));
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let mut responses = vec![];
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => {
+                    let header = if *changed { cur + 1 } else { cur };
+                    let at = if r.revision <= 0 { header } else { r.revision };
+                    let view = if at == header && *changed {
+                        &*state
+                    } else {
+                        &self.states[at as usize - 1]
+                    };
+                    ResponseOp::Range(self.range_in(view, header, r))
+                }
+                RequestOp::Put(p) => {
+                    *changed = true;
+                    ResponseOp::Put(Self::put_into(state, p, cur + 1))
+                }
+                RequestOp::DeleteRange(d) => {
+                    let gone = Self::delete_from(state, d);
+                    *changed |= !gone.is_empty();
+                    ResponseOp::DeleteRange(DeleteRangeResponse {
+                        revision: if *changed { cur + 1 } else { cur },
+                        deleted: gone.len() as i64,
+                        prev_kvs: if d.prev_kv { gone } else { vec![] },
+                    })
+                }
+                RequestOp::Txn(nested) => ResponseOp::Txn(self.run(nested, state, changed)),
+            });
+        }
+        TxnResponse {
+            succeeded,
+            responses,
+        }
+    }
+
     fn apply(&mut self, request: &WriteRequest) -> Result<(i64, WriteResponse), KvError> {
         let cur = self.current();
         let mut state = self.state().clone();
@@ -231,48 +345,21 @@ impl Model {
                 WriteResponse::Compaction(CompactionResponse {})
             }
             WriteRequest::Txn(t) => {
-                let ok = t.compare.iter().all(|c| self.compare(c));
-                let ops = if ok { &t.success } else { &t.failure };
-                // Flat branches only: the duplicate rule is then simply "no
-                // key put twice, no put inside a delete range", where a
-                // delete to the end (`\0`) spans nothing, as in etcd 3.4.
-                let in_span = |k: &[u8], key: &[u8], end: &[u8]| end != [0] && in_span(k, key, end);
-                let mut put_keys: Vec<&[u8]> = vec![];
-                for op in ops {
-                    if let RequestOp::Put(p) = op {
-                        put_keys.push(&p.key);
-                    }
+                if Self::value_provided(t) {
+                    return Err(KvError::ValueProvided);
                 }
-                for (i, k) in put_keys.iter().enumerate() {
-                    if put_keys[..i].contains(k) {
-                        return Err(KvError::DuplicateKey);
-                    }
-                    for op in ops {
-                        if let RequestOp::DeleteRange(d) = op {
-                            if in_span(k, &d.key, &d.range_end) {
-                                return Err(KvError::DuplicateKey);
-                            }
+                Self::intervals(&t.success)?;
+                Self::intervals(&t.failure)?;
+                let mut path = vec![];
+                self.path_ops(t, &mut path);
+                for op in &path {
+                    if let RequestOp::Put(p) = op {
+                        if p.ignore_value && !state.contains_key(&p.key) {
+                            return Err(KvError::KeyNotFound);
                         }
                     }
                 }
-                // The other branch is checked too (before compares, in etcd).
-                let other = if ok { &t.failure } else { &t.success };
-                let mut other_keys: Vec<&[u8]> = vec![];
-                for op in other {
-                    if let RequestOp::Put(p) = op {
-                        other_keys.push(&p.key);
-                    }
-                }
-                for (i, k) in other_keys.iter().enumerate() {
-                    if other_keys[..i].contains(k)
-                        || other.iter().any(|op| {
-                            matches!(op, RequestOp::DeleteRange(d) if in_span(k, &d.key, &d.range_end))
-                        })
-                    {
-                        return Err(KvError::DuplicateKey);
-                    }
-                }
-                for op in ops {
+                for op in &path {
                     if let RequestOp::Range(r) = op {
                         if r.revision > cur {
                             return Err(KvError::FutureRevision);
@@ -284,40 +371,9 @@ impl Model {
                     }
                 }
                 let mut changed = false;
-                let mut responses = vec![];
-                for op in ops {
-                    responses.push(match op {
-                        RequestOp::Range(r) => {
-                            let header = if changed { cur + 1 } else { cur };
-                            let at = if r.revision <= 0 { header } else { r.revision };
-                            let view = if at == header && changed {
-                                &state
-                            } else {
-                                &self.states[at as usize - 1]
-                            };
-                            ResponseOp::Range(self.range_in(view, header, r))
-                        }
-                        RequestOp::Put(p) => {
-                            changed = true;
-                            ResponseOp::Put(Self::put_into(&mut state, p, cur + 1))
-                        }
-                        RequestOp::DeleteRange(d) => {
-                            let gone = Self::delete_from(&mut state, d);
-                            changed |= !gone.is_empty();
-                            ResponseOp::DeleteRange(DeleteRangeResponse {
-                                revision: if changed { cur + 1 } else { cur },
-                                deleted: gone.len() as i64,
-                                prev_kvs: if d.prev_kv { gone } else { vec![] },
-                            })
-                        }
-                        RequestOp::Txn(_) => unreachable!("the model runs flat txns"),
-                    });
-                }
+                let response = self.run(t, &mut state, &mut changed);
                 self.commit(state, changed);
-                WriteResponse::Txn(TxnResponse {
-                    succeeded: ok,
-                    responses,
-                })
+                WriteResponse::Txn(response)
             }
         };
         Ok((self.current(), response))
@@ -344,6 +400,11 @@ enum AbstractOp {
     Put(PutRequest),
     Delete(DeleteRangeRequest),
     Range(RangeRequest, u8),
+    Txn {
+        compare: Vec<Compare>,
+        success: Vec<AbstractOp>,
+        failure: Vec<AbstractOp>,
+    },
 }
 
 fn pick_revision(pick: u8, current: i64) -> i64 {
@@ -460,15 +521,28 @@ fn compare() -> impl Strategy<Value = Compare> {
         })
 }
 
-fn abstract_op() -> impl Strategy<Value = AbstractOp> {
+fn flat_op() -> impl Strategy<Value = AbstractOp> {
     prop_oneof![
-        put_request().prop_map(|mut p| {
-            // ignore_value in txns is covered by the unit tests.
-            p.ignore_value = false;
-            AbstractOp::Put(p)
-        }),
+        put_request().prop_map(AbstractOp::Put),
         delete_request().prop_map(AbstractOp::Delete),
         (range_request(), any::<u8>()).prop_map(|(r, pick)| AbstractOp::Range(r, pick)),
+    ]
+}
+
+/// A flat op or, now and then, a nested txn of flat ops.
+fn abstract_op() -> impl Strategy<Value = AbstractOp> {
+    prop_oneof![
+        6 => flat_op(),
+        1 => (
+            prop::collection::vec(compare(), 0..2),
+            prop::collection::vec(flat_op(), 0..3),
+            prop::collection::vec(flat_op(), 0..2),
+        )
+            .prop_map(|(compare, success, failure)| AbstractOp::Txn {
+                compare,
+                success,
+                failure,
+            }),
     ]
 }
 
@@ -498,6 +572,15 @@ fn concrete(op: &AbstractOp, current: i64) -> RequestOp {
         AbstractOp::Range(r, pick) => RequestOp::Range(RangeRequest {
             revision: pick_revision(*pick, current),
             ..r.clone()
+        }),
+        AbstractOp::Txn {
+            compare,
+            success,
+            failure,
+        } => RequestOp::Txn(TxnRequest {
+            compare: compare.clone(),
+            success: success.iter().map(|o| concrete(o, current)).collect(),
+            failure: failure.iter().map(|o| concrete(o, current)).collect(),
         }),
     }
 }

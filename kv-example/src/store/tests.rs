@@ -529,6 +529,8 @@ fn put_options_prev_kv_and_ignore_value() {
     s.assert_refused(put_with("b", "", false, true), KvError::KeyNotFound);
     s.assert_refused(put_with("a", "x", false, true), KvError::ValueProvided);
     s.assert_refused(put_with("", "x", false, false), KvError::EmptyKey);
+    let huge = "x".repeat(KEY_VALUE_BYTES_MAX);
+    s.assert_refused(put_with("a", &huge, false, false), KvError::RequestTooLarge);
     s.assert_refused(
         WriteRequest::DeleteRange(DeleteRangeRequest::default()),
         KvError::EmptyKey,
@@ -805,6 +807,58 @@ fn a_branch_may_not_write_one_key_twice() {
 }
 
 #[test]
+fn a_key_put_then_deleted_in_one_txn_is_gone_at_that_revision() {
+    // etcd's checkIntervals lets a later nested txn delete what an earlier
+    // one put: both changes carry one revision and the delete wins.
+    let s = Kv::new();
+    s.put("old", "1"); // 2
+    let nested = |op: RequestOp| {
+        RequestOp::Txn(TxnRequest {
+            success: vec![op],
+            ..Default::default()
+        })
+    };
+    let (rev, t) = s
+        .txn(TxnRequest {
+            success: vec![
+                nested(put_op("new", "1")),
+                nested(put_op("old", "2")),
+                nested(RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: b"new".to_vec(),
+                    range_end: b"old\0".to_vec(),
+                    prev_kv: true,
+                })),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rev, 3);
+    let ResponseOp::Txn(deleted) = &t.responses[2] else {
+        panic!()
+    };
+    let ResponseOp::DeleteRange(d) = &deleted.responses[0] else {
+        panic!()
+    };
+    assert_eq!(
+        d.prev_kvs,
+        vec![kv("new", "1", 3, 3, 1), kv("old", "2", 2, 3, 2)]
+    );
+    assert_eq!(s.range(&range("a", "\0")).unwrap().count, 0);
+    let at_2 = s
+        .range(&RangeRequest {
+            revision: 2,
+            ..range("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(at_2.kvs, vec![kv("old", "1", 2, 2, 1)]);
+    // Re-created later, each starts over.
+    s.put("new", "x");
+    assert_eq!(s.get("new"), Some(kv("new", "x", 4, 4, 1)));
+    assert_eq!(s.compact(4), Ok(4));
+    assert_eq!(s.get("new"), Some(kv("new", "x", 4, 4, 1)));
+}
+
+#[test]
 fn too_many_ops_are_refused() {
     let s = Kv::new();
     let ops =
@@ -899,6 +953,17 @@ fn a_failing_txn_changes_nothing() {
             }),
         ],
         KvError::FutureRevision,
+    );
+    // etcd checks every put of the path before any range.
+    refuse(
+        vec![
+            RequestOp::Range(RangeRequest {
+                revision: 2,
+                ..range("a", "")
+            }),
+            ignore("missing"),
+        ],
+        KvError::KeyNotFound,
     );
     refuse(vec![put_op("b", "1"), put_op("", "1")], KvError::EmptyKey);
     refuse(

@@ -233,10 +233,11 @@ fn relation_holds(ordering: Ordering, result: CompareResult) -> bool {
     }
 }
 
-/// etcd's `checkRequestPut` and `checkRequestRange` along the chosen path,
-/// against the state before the txn (`current` and `compact` are its
-/// revisions): an `ignore_value` put of a missing key, or a read at a
-/// revision that is compacted or in the future, fails the whole txn.
+/// etcd's `checkRequestPut`, then `checkRequestRange`, along the chosen
+/// path and against the state before the txn (`current` and `compact` are
+/// its revisions): an `ignore_value` put of a missing key, or a read at a
+/// revision that is compacted or in the future, fails the whole txn. As in
+/// etcd, every put is checked before any range, whatever the op order.
 pub(crate) fn check_path(
     live: &impl ReadableTable<&'static [u8], &'static [u8]>,
     request: &TxnRequest,
@@ -244,37 +245,43 @@ pub(crate) fn check_path(
     current: i64,
     compact: i64,
 ) -> Result<Result<(), KvError>, StoreError> {
-    let mut nested = path.nested.iter();
-    for op in path.branch(request) {
-        match op {
-            RequestOp::Put(p)
-                if p.ignore_value && live.get(p.key.as_slice()).map_err(storage)?.is_none() =>
-            {
+    let mut ops = Vec::new();
+    path_ops(request, path, &mut ops);
+    for op in &ops {
+        if let RequestOp::Put(p) = op {
+            if p.ignore_value && live.get(p.key.as_slice()).map_err(storage)?.is_none() {
                 return Ok(Err(KvError::KeyNotFound));
             }
-            // etcd 3.4 compares a txn read's revision with its store's
-            // first revision, which is -1 until the first compaction: so a
-            // negative revision (current, outside a txn) is "compacted"
-            // here once anything was compacted, and below -1 always.
-            RequestOp::Range(r) if r.revision != 0 => {
-                let first = if compact > 0 { compact } else { -1 };
-                if r.revision > current {
-                    return Ok(Err(KvError::FutureRevision));
-                }
-                if r.revision < first {
-                    return Ok(Err(KvError::Compacted));
-                }
+        }
+    }
+    // etcd 3.4 compares a txn read's revision with its store's first
+    // revision, which is -1 until the first compaction: so a negative
+    // revision (current, outside a txn) is "compacted" here once anything
+    // was compacted, and below -1 always.
+    let first = if compact > 0 { compact } else { -1 };
+    for op in &ops {
+        if let RequestOp::Range(r) = op {
+            if r.revision != 0 && r.revision > current {
+                return Ok(Err(KvError::FutureRevision));
             }
-            RequestOp::Txn(t) => {
-                let Some(p) = nested.next() else {
-                    unreachable!("txn_path gives one path per nested txn of the branch")
-                };
-                if let Err(e) = check_path(live, t, p, current, compact)? {
-                    return Ok(Err(e));
-                }
+            if r.revision != 0 && r.revision < first {
+                return Ok(Err(KvError::Compacted));
             }
-            _ => {}
         }
     }
     Ok(Ok(()))
+}
+
+/// The ops the path runs, nested txns' included, in execution order.
+fn path_ops<'r>(request: &'r TxnRequest, path: &TxnPath, out: &mut Vec<&'r RequestOp>) {
+    let mut nested = path.nested.iter();
+    for op in path.branch(request) {
+        out.push(op);
+        if let RequestOp::Txn(t) = op {
+            let Some(p) = nested.next() else {
+                unreachable!("txn_path gives one path per nested txn of the branch")
+            };
+            path_ops(t, p, out);
+        }
+    }
 }

@@ -96,7 +96,9 @@ impl<'t> StoreWriter<'t> {
         self.compact_revision
     }
 
-    /// Applies one write request (see [`ApplyResult`]).
+    /// Applies one write request (see [`ApplyResult`]). After a
+    /// [`StoreError`] the request may be half-applied: drop the writer and
+    /// the transaction uncommitted, and stop.
     pub fn apply(&mut self, request: &WriteRequest) -> ApplyResult {
         let mut pending = Pending {
             revision: self.revision + 1,
@@ -351,6 +353,12 @@ impl<'t> StoreWriter<'t> {
     /// newest one at or below `revision`, and that one too if it is a
     /// tombstone. Reads at `revision` and above are unaffected. Walks the
     /// whole history (two seeks per key plus the records removed).
+    ///
+    /// TODO: this runs inside one apply, so a large history stalls the
+    /// apply loop for the whole walk (etcd compacts in the background in
+    /// batches of 1000 keys). It stays synchronous for now because the
+    /// result must be identical on every replica at the same log index, and
+    /// a background compactor would need its progress in the snapshot.
     fn compact(&mut self, request: &CompactionRequest) -> Result<Result<(), KvError>, StoreError> {
         let target = request.revision;
         if target > self.revision {

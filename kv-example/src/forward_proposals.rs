@@ -182,7 +182,8 @@ async fn send_batch(client: &HttpClient, leader: &str, batch: Vec<Pending>) {
 }
 
 impl Forwarded {
-    fn copy(&self) -> Self {
+    /// A copy (`ApiError` is cloned).
+    pub fn copy(&self) -> Self {
         match self {
             Forwarded::NotLeader => Forwarded::NotLeader,
             Forwarded::Retry => Forwarded::Retry,

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{cluster_id, encode_members, RaftHalf};
 use crate::config::ServeConfig;
+use crate::follower_reads::ReadIndexClient;
 use crate::forward::Forwarder;
 use crate::forward_proposals::ProposalForwarder;
 use crate::metrics::{ServiceMetrics, TimedStorage};
@@ -121,6 +122,7 @@ impl Node {
             cluster_id: cluster,
             forwarder: Forwarder::new(),
             proposals: ProposalForwarder::start(metrics.clone()),
+            read_index: ReadIndexClient::start(metrics.clone()),
             metrics,
             request_bytes_max: config.max_request_bytes,
             request_timeout: config.request_timeout,

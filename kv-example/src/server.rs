@@ -23,6 +23,7 @@ use crate::api::kv::ResponseHeader;
 use crate::api::{cluster, etcd, internal, plain};
 use crate::cluster::MemberAddr;
 use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
+use crate::follower_reads::ReadIndexClient;
 use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
 use crate::forward_proposals::{Forwarded, ProposalForwarder};
 use crate::metrics::{HttpLabels, ReasonLabels, ServiceMetrics};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub forwarder: Forwarder,
     /// Batches writes to the leader.
     pub proposals: ProposalForwarder,
+    /// Gets read indexes from the leader for reads served here.
+    pub read_index: ReadIndexClient,
     /// The metrics.
     pub metrics: Arc<ServiceMetrics>,
     /// Largest request body accepted (`--max-request-bytes`).
@@ -80,6 +83,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             crate::forward_proposals::PROPOSE_PATH,
             post(internal::propose),
+        )
+        .route(
+            crate::follower_reads::READ_INDEX_PATH,
+            post(internal::read_index),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -402,29 +409,86 @@ impl AppState {
         }
     }
 
-    /// Waits until a read here would be linearizable (ReadIndex on the
-    /// leader, then this node applied up to it), relaying when not leader.
-    pub async fn linearizable<T, F>(&self, relay: &Relay, read: F) -> Result<Routed<T>, ApiError>
+    /// Runs `read` on this node's state once it reflects every write
+    /// acknowledged before the call: on the leader after ReadIndex; on a
+    /// follower after a read index from the leader is applied here (both
+    /// batched); while there is no leader, after waiting for one.
+    pub async fn linearizable<T, F>(&self, read: F) -> Result<Routed<T>, ApiError>
     where
         F: Fn() -> Result<T, ApiError>,
     {
-        self.on_leader(relay, || async {
-            match self.raft.linearizable_read().await {
-                Ok(_) => {
-                    self.metrics.read_index.inc();
-                    match read() {
-                        Ok(value) => Attempt::Done(value),
-                        Err(error) => Attempt::Failed(error),
+        let deadline = Instant::now() + self.request_timeout;
+        let mut watch = self.raft.metrics();
+        loop {
+            let (role, leader, leader_http, stopped) = {
+                let m = watch.borrow_and_update();
+                let http = m
+                    .leader
+                    .and_then(|l| m.membership.nodes.get(&l))
+                    .and_then(|a| MemberAddr::parse(a).ok())
+                    .map(|a| a.http);
+                (m.role, m.leader, http, m.stopped)
+            };
+            if stopped {
+                return Err(ApiError::stopped("the node stopped"));
+            }
+            let index = match (leader, leader_http) {
+                (Some(leader), _) if leader == self.id && role == Role::Leader => {
+                    match timeout_at(deadline, self.raft.linearizable_read()).await {
+                        Err(_) => return Err(ApiError::timeout()),
+                        Ok(Ok(_)) => {
+                            self.metrics.read_index.inc();
+                            return read().map(Routed::Local);
+                        }
+                        Ok(Err(ReadError::NotLeader { .. } | ReadError::LeadershipLost)) => None,
+                        Ok(Err(ReadError::Timeout(_))) => return Err(ApiError::timeout()),
+                        Ok(Err(ReadError::Stopped)) => {
+                            return Err(ApiError::stopped("the node stopped"))
+                        }
+                        Ok(Err(other)) => return Err(ApiError::stopped(other)),
                     }
                 }
-                Err(ReadError::NotLeader { .. }) => Attempt::NotLeader,
-                Err(ReadError::LeadershipLost) => Attempt::Retry,
-                Err(ReadError::Timeout(_)) => Attempt::Failed(ApiError::timeout()),
-                Err(ReadError::Stopped) => Attempt::Failed(ApiError::stopped("the node stopped")),
-                Err(other) => Attempt::Failed(ApiError::stopped(other)),
+                (Some(leader), Some(http)) if leader != self.id => {
+                    match timeout_at(deadline, self.read_index.read_index(http)).await {
+                        Err(_) => return Err(ApiError::timeout()),
+                        Ok(Ok(index)) => Some(index),
+                        Ok(Err(Forwarded::Refused(error))) => return Err(error),
+                        Ok(Err(_)) => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(index) = index {
+                // The watch's guard is dropped before reading: `read` takes
+                // the metrics lock again, and a second read lock behind a
+                // waiting writer (the driver) would deadlock.
+                let applied = timeout_at(
+                    deadline,
+                    watch.wait_for(|m| m.applied_index >= index || m.stopped),
+                )
+                .await
+                .map(|seen| seen.map(|m| !m.stopped));
+                match applied {
+                    Err(_) => return Err(ApiError::timeout()),
+                    Ok(Err(_)) | Ok(Ok(false)) => {
+                        return Err(ApiError::stopped("the node stopped"))
+                    }
+                    Ok(Ok(true)) => return read().map(Routed::Local),
+                }
             }
-        })
-        .await
+            if Instant::now() >= deadline {
+                return Err(if leader.is_some() {
+                    ApiError::timeout()
+                } else {
+                    ApiError::no_leader()
+                });
+            }
+            let pause = (Instant::now() + Duration::from_millis(10)).min(deadline);
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = sleep_until(pause) => {}
+            }
+        }
     }
 }
 

@@ -75,7 +75,7 @@ pub async fn range(State(s): Shared, request: Request) -> Response {
             if serializable {
                 return Ok(json(&read_range(&s, &range)?));
             }
-            match s.linearizable(&relay, || read_range(&s, &range)).await? {
+            match s.linearizable(|| read_range(&s, &range)).await? {
                 Routed::Relayed(response) => Ok(response),
                 Routed::Local(found) => Ok(json(&found)),
             }

@@ -63,14 +63,13 @@ fn range_of(key: Vec<u8>, range_end: Vec<u8>, limit: i64) -> RangeRequest {
 
 async fn read(
     s: &AppState,
-    relay: &Relay,
     serializable: bool,
     range: &RangeRequest,
 ) -> Result<Routed<RangeResponseJson>, ApiError> {
     if serializable {
         return Ok(Routed::Local(read_range(s, range)?));
     }
-    s.linearizable(relay, || read_range(s, range)).await
+    s.linearizable(|| read_range(s, range)).await
 }
 
 fn key_bytes(key: String) -> Result<Vec<u8>, ApiError> {
@@ -86,12 +85,10 @@ pub async fn get(
     State(s): Shared,
     Path(key): Path<String>,
     Query(query): Query<ReadQuery>,
-    request: Request,
 ) -> Response {
     let result = async {
-        let relay = Relay::read(request, s.request_bytes_max).await?;
         let range = range_of(key_bytes(key)?, Vec::new(), 0);
-        match read(&s, &relay, query.serializable()?, &range).await? {
+        match read(&s, query.serializable()?, &range).await? {
             Routed::Relayed(response) => Ok(response),
             Routed::Local(found) => {
                 let Some(kv) = found.kvs.into_iter().next() else {
@@ -185,9 +182,8 @@ struct TextPairs {
 
 /// `GET /kv?prefix=P&limit=N`: pairs as UTF-8 text (bytes that are not
 /// UTF-8 are replaced by U+FFFD; read those through `/v3/kv/range`).
-pub async fn scan(State(s): Shared, Query(query): Query<ReadQuery>, request: Request) -> Response {
+pub async fn scan(State(s): Shared, Query(query): Query<ReadQuery>) -> Response {
     let result = async {
-        let relay = Relay::read(request, s.request_bytes_max).await?;
         let limit = query.limit.unwrap_or(0);
         if limit < 0 {
             return Err(ApiError::invalid("limit must not be negative"));
@@ -199,7 +195,7 @@ pub async fn scan(State(s): Shared, Query(query): Query<ReadQuery>, request: Req
             let end = prefix_end(&prefix);
             range_of(prefix, end, limit)
         };
-        match read(&s, &relay, query.serializable()?, &range).await? {
+        match read(&s, query.serializable()?, &range).await? {
             Routed::Relayed(response) => Ok(response),
             Routed::Local(found) => Ok(json(&TextPairs {
                 kvs: found

@@ -15,8 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use rafter::{
-    Entry, InitialState, LogId, Metrics, NodeId, RaftStorage, Role, SnapshotMeta, StorageError,
-    WriteBatch,
+    Entry, InitialState, LogId, Metrics, RaftStorage, Role, SnapshotMeta, StorageError, WriteBatch,
 };
 
 use crate::state_machine::ApplyCounters;
@@ -281,10 +280,11 @@ impl ServiceMetrics {
         }
         if now.leader.is_some() && now.leader != last.leader {
             self.leader_changes.inc();
-            tracing::info!(leader = ?now.leader, term = now.term, "leader changed");
+            tracing::info!(id = now.id, leader = ?now.leader, term = now.term, "leader changed");
         }
         if now.membership != last.membership {
             tracing::info!(
+                id = now.id,
                 voters = ?now.membership.voters,
                 learners = ?now.membership.learners,
                 joint = now.membership.is_joint(),
@@ -298,7 +298,7 @@ impl ServiceMetrics {
             );
         }
         if let (Some(fatal), None) = (&now.fatal, &last.fatal) {
-            tracing::error!(%fatal, "the node stopped on an error");
+            tracing::error!(id = now.id, %fatal, "the node stopped on an error");
         }
     }
 }
@@ -349,9 +349,4 @@ impl<S: RaftStorage> RaftStorage for TimedStorage<S> {
     async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.inner.save_snapshot_meta(meta).await
     }
-}
-
-/// A node id as a label value (kept for symmetry with `PeerLabels`).
-pub fn peer(id: NodeId) -> PeerLabels {
-    PeerLabels { peer: id }
 }

@@ -67,11 +67,26 @@ pub enum ProposeError {
         /// Why.
         reason: &'static str,
     },
-    /// The entry was appended but another leader overwrote it: it will never
-    /// be applied. Retrying is safe.
+    /// The entry was appended, and another entry provably replaced it: an
+    /// entry of another term was applied at `index`, or a snapshot that
+    /// cannot hold it was installed over it. It will never be applied.
+    /// Retrying is safe.
     #[error("proposal at index {index} was overwritten by a new leader")]
     Overwritten {
         /// The index it had.
+        index: u64,
+    },
+    /// A snapshot received from the leader was installed over `index`
+    /// before this node applied the entry there: the command may or may
+    /// not be in that snapshot, and its response is lost. Retrying may
+    /// apply it twice: only a command the state machine deduplicates (a
+    /// client session, see `Raft::propose`) is safe to retry.
+    #[error(
+        "outcome of the proposal at index {index} is unknown: a snapshot replaced the log there"
+    )]
+    Indeterminate {
+        /// The index it had (for `propose_many`, the first of its commands
+        /// without a response).
         index: u64,
     },
     /// The node is shut down or stopped on a fatal error.

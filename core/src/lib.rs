@@ -27,6 +27,7 @@ mod storage_task;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;
+mod waiters;
 
 pub use command_bytes::CommandBytes;
 pub use config::{Config, ConfigError};

@@ -183,6 +183,17 @@ impl<SM: StateMachine> Raft<SM> {
     /// `Config::propose_timeout`) and `Stopped` leave the outcome unknown;
     /// `Overwritten` means it will never apply.
     ///
+    /// Retry safety: an error that says nothing was appended, and
+    /// `Overwritten` (another entry provably took its place), may be
+    /// retried: the command cannot apply twice. `Timeout`, `Stopped` and
+    /// `Indeterminate` (a snapshot from the leader replaced the log over the
+    /// entry) leave it unknown whether the command was or will be applied,
+    /// so a retry may apply it twice. A command that must apply at most once
+    /// needs a client session (Raft dissertation §6.3): the command carries
+    /// a client id and a sequence number, and the state machine remembers
+    /// the last of each client with its response, answering a duplicate
+    /// with that response instead of applying it again.
+    ///
     /// Order: proposals made from one thread are appended in the order they
     /// were made (several futures polled in one poll of a task, say);
     /// concurrent proposals from different threads are unordered. To have
@@ -212,8 +223,10 @@ impl<SM: StateMachine> Raft<SM> {
     /// Errors are those of [`Raft::propose`], for the whole call, plus
     /// `TooManyCommands` over `Config::proposal_batch_max`. The commands are
     /// not a transaction: on `Overwritten { index }` the commands before
-    /// `index` were applied and the rest never will be; on `Timeout` or
-    /// `Stopped` any prefix of them may yet apply.
+    /// `index` were applied and the rest never will be; on
+    /// `Indeterminate { index }` those before `index` were applied and any
+    /// prefix of the rest may have been; on `Timeout` or `Stopped` any
+    /// prefix of them may yet apply.
     pub async fn propose_many(
         &self,
         commands: Vec<SM::Command>,

@@ -2,12 +2,14 @@
 //! (feature `testing`): an in-memory storage, an in-process network, small
 //! state machines, the conformance suite every `RaftStorage` should pass,
 //! [`CrashSwitch`], which crashes a node at a chosen point of a snapshot
-//! install, and [`strategies`], proptest generators of messages for codec
+//! install, [`ProposalWaiters`] (the apply task's answers to proposers, for
+//! simulators), and [`strategies`], proptest generators of messages for codec
 //! and transport tests.
 
 mod kv;
 mod mem_network;
 mod mem_storage;
+mod proposal_waiters;
 mod sim;
 mod storage_suite;
 pub mod strategies;
@@ -17,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use kv::{KvCommand, KvResponse, KvState, KvStateMachine, NoopStateMachine};
 pub use mem_network::{MemNetwork, MemRouter};
 pub use mem_storage::MemStorage;
+pub use proposal_waiters::ProposalWaiters;
 pub use sim::{PlantedBug, SimActions, SimCore, SimDurable, SnapshotRead, SnapshotReceive};
 pub use storage_suite::run_storage_suite;
 

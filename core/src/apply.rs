@@ -6,16 +6,19 @@
 //! installed snapshot) is decided by [`crate::waiters`], the code the
 //! simulator runs too.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::codec;
 use crate::error::{Fatal, ProposeError};
+use crate::metrics::{self, Metrics};
 use crate::state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
 use bytes::Bytes;
 
@@ -146,13 +149,33 @@ pub(crate) struct ApplyTask<SM: StateMachine> {
     pub(crate) propose_timeout: Duration,
     /// Where results and failures are reported to the driver.
     pub(crate) events: mpsc::UnboundedSender<ApplyEvent>,
+    /// The node's metrics: a failure is published here before any waiter
+    /// is answered `Stopped`.
+    pub(crate) metrics: Arc<watch::Sender<Metrics>>,
     /// Scratch for `apply`: the log id of each entry of a batch, and whether
     /// it is a command.
     pub(crate) ids: Vec<(LogId, bool)>,
 }
 
 impl<SM: StateMachine> ApplyTask<SM> {
-    pub(crate) async fn run(mut self) {
+    /// Runs jobs until the driver closes the channel or the state machine
+    /// fails or panics. A panic stops the node like an error: the metrics
+    /// say why, the driver is told, and only then are the waiters (held by
+    /// the unwound future) dropped, which answers them `Stopped`.
+    pub(crate) async fn run(self) {
+        let events = self.events.clone();
+        let metrics = self.metrics.clone();
+        let run = AssertUnwindSafe(self.run_jobs()).catch_unwind();
+        tokio::pin!(run);
+        if let Err(payload) = run.as_mut().await {
+            let fatal = metrics::panicked("apply", payload);
+            tracing::error!(error = %fatal, "apply task panicked; stopping the node");
+            metrics::publish_fatal(&metrics, fatal.clone());
+            let _ = events.send(ApplyEvent::Fatal(fatal));
+        }
+    }
+
+    async fn run_jobs(mut self) {
         let mut waiters: ApplyWaiters<SM::Response> = Waiters::default();
         let mut applied = self.applied.load(Ordering::Acquire);
         let mut batch = Vec::new();
@@ -218,9 +241,9 @@ impl<SM: StateMachine> ApplyTask<SM> {
 
     fn fail(&self, error: StateMachineError) {
         tracing::error!(%error, "state machine failed; stopping the node");
-        let _ = self
-            .events
-            .send(ApplyEvent::Fatal(Fatal::StateMachine(error)));
+        let fatal = Fatal::StateMachine(error);
+        metrics::publish_fatal(&self.metrics, fatal.clone());
+        let _ = self.events.send(ApplyEvent::Fatal(fatal));
     }
 
     fn publish(&self, applied: u64) {
@@ -440,6 +463,7 @@ mod tests {
             command_bytes_max,
             propose_timeout: Duration::from_secs(1),
             events: events_tx,
+            metrics: Arc::new(watch::channel(Metrics::default()).0),
             ids: Vec::new(),
         };
         Harness {

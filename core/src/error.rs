@@ -8,8 +8,10 @@ use crate::state_machine::StateMachineError;
 use crate::storage::StorageError;
 use crate::types::NodeId;
 
-/// Why a node stopped on its own. Once stopped, every call returns
-/// `Stopped`; the reason stays readable in [`crate::Metrics::fatal`].
+/// Why a node stopped on its own: an error of its storage or state
+/// machine, or a panic in any of its tasks (driver, storage, apply). Once
+/// stopped, every waiting and later call returns `Stopped`; the reason is
+/// published in [`crate::Metrics::fatal`] before the first of them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Fatal {
@@ -19,6 +21,15 @@ pub enum Fatal {
     /// The state machine failed.
     #[error(transparent)]
     StateMachine(#[from] StateMachineError),
+    /// One of the node's tasks panicked: a bug, in Rafter or in the
+    /// storage, state machine or network it was calling.
+    #[error("the {task} task panicked: {message}")]
+    Panicked {
+        /// `"driver"`, `"storage"` or `"apply"`.
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// Why `propose` did not return a response.
@@ -89,7 +100,8 @@ pub enum ProposeError {
         /// without a response).
         index: u64,
     },
-    /// The node is shut down or stopped on a fatal error.
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }
@@ -110,7 +122,8 @@ pub enum ReadError {
     /// The node stopped being leader before the read was confirmed.
     #[error("leadership lost before the read was confirmed")]
     LeadershipLost,
-    /// The node is shut down or stopped on a fatal error.
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }
@@ -135,7 +148,8 @@ pub enum TransferError {
         /// The target.
         to: NodeId,
     },
-    /// The node is shut down or stopped on a fatal error.
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }
@@ -185,7 +199,8 @@ pub enum MembershipError {
     /// The change was appended but did not commit in time; it may still.
     #[error("membership change not committed after {0:?}")]
     Timeout(Duration),
-    /// The node is shut down or stopped on a fatal error.
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }
@@ -206,7 +221,8 @@ pub enum ReceiveError {
         /// This node.
         me: NodeId,
     },
-    /// The node is shut down or stopped on a fatal error.
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }

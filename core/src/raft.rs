@@ -116,8 +116,13 @@ impl<SM: StateMachine> Raft<SM> {
         let proposals_waiting = Arc::new(AtomicUsize::new(0));
         let over_gap = Arc::new(AtomicBool::new(false));
 
-        let storage_task =
-            tokio::spawn(storage_task::run(storage, storage_jobs_rx, storage_done_tx));
+        let metrics_tx = Arc::new(metrics_tx);
+        let storage_task = tokio::spawn(storage_task::run(
+            storage,
+            storage_jobs_rx,
+            storage_done_tx,
+            metrics_tx.clone(),
+        ));
         let apply_task = ApplyTask {
             state_machine,
             jobs: apply_rx,
@@ -127,6 +132,7 @@ impl<SM: StateMachine> Raft<SM> {
             command_bytes_max: config.request_bytes_max,
             propose_timeout: config.propose_timeout,
             events: events_tx,
+            metrics: metrics_tx.clone(),
             ids: Vec::new(),
         };
         let apply_task = tokio::spawn(apply_task.run());

@@ -173,6 +173,7 @@ impl<T> Waiters<T> {
     }
 
     /// Removes every waiter.
+    #[cfg(feature = "testing")]
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Waiter<T>> + '_ {
         self.queue.drain(..)
     }

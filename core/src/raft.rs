@@ -117,11 +117,17 @@ impl<SM: StateMachine> Raft<SM> {
         let over_gap = Arc::new(AtomicBool::new(false));
 
         let metrics_tx = Arc::new(metrics_tx);
-        let storage_task = tokio::spawn(storage_task::run(
-            storage,
-            storage_jobs_rx,
-            storage_done_tx,
-            metrics_tx.clone(),
+        // All three tasks run in the node's span, so every line they log
+        // names the node.
+        let span = tracing::info_span!("raft", id);
+        let storage_task = tokio::spawn(tracing::Instrument::instrument(
+            storage_task::run(
+                storage,
+                storage_jobs_rx,
+                storage_done_tx,
+                metrics_tx.clone(),
+            ),
+            span.clone(),
         ));
         let apply_task = ApplyTask {
             state_machine,
@@ -135,7 +141,10 @@ impl<SM: StateMachine> Raft<SM> {
             metrics: metrics_tx.clone(),
             ids: Vec::new(),
         };
-        let apply_task = tokio::spawn(apply_task.run());
+        let apply_task = tokio::spawn(tracing::Instrument::instrument(
+            apply_task.run(),
+            span.clone(),
+        ));
         let parts = DriverParts {
             config: config.clone(),
             engine,
@@ -154,7 +163,6 @@ impl<SM: StateMachine> Raft<SM> {
             proposals_waiting,
             tasks: vec![storage_task, apply_task],
         };
-        let span = tracing::info_span!("raft", id);
         let driver = tokio::spawn(tracing::Instrument::instrument(
             Driver::new(parts).run(),
             span,

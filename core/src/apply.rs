@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::codec;
 use crate::error::{Fatal, ProposeError};
 use crate::metrics::{self, Metrics};
+use crate::proposal_queue::ProposalQueue;
 use crate::state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
 use bytes::Bytes;
 
@@ -85,10 +86,6 @@ pub(crate) struct Waiter<R> {
 pub(crate) enum ApplyJob<R> {
     /// Proposers of entries just appended (indexes increase across jobs).
     Wait(Vec<Waiter<R>>),
-    /// Answer `Timeout` to the waiters whose deadline is at or before this
-    /// instant (sent by the driver on its ticks: one timer for all
-    /// proposals instead of one each).
-    Expire(Instant),
     /// Committed entries, consecutive across jobs.
     Apply(Vec<Entry>),
     /// Build a snapshot of the applied state.
@@ -147,6 +144,11 @@ pub(crate) struct ApplyTask<SM: StateMachine> {
     pub(crate) command_bytes_max: usize,
     /// `Config::propose_timeout`, reported in `Timeout` errors.
     pub(crate) propose_timeout: Duration,
+    /// How often proposals' deadlines are enforced (`Config::tick_interval`).
+    pub(crate) tick_interval: Duration,
+    /// Proposals the driver has not taken yet: their deadlines are enforced
+    /// here too, so they hold while the driver is stuck.
+    pub(crate) proposals: Arc<ProposalQueue<SM::Response>>,
     /// Where results and failures are reported to the driver.
     pub(crate) events: mpsc::UnboundedSender<ApplyEvent>,
     /// The node's metrics: a failure is published here before any waiter
@@ -179,10 +181,29 @@ impl<SM: StateMachine> ApplyTask<SM> {
         let mut waiters: ApplyWaiters<SM::Response> = Waiters::default();
         let mut applied = self.applied.load(Ordering::Acquire);
         let mut batch = Vec::new();
-        while let Some(job) = self.jobs.recv().await {
+        // Deadlines are this task's own business, on its own clock: they
+        // hold while the driver is stuck (one timer for all proposals
+        // instead of one each).
+        // TODO: a state machine stuck inside `apply` holds its callers with
+        // it; their deadlines are enforced once it returns. Answering them
+        // from elsewhere would move the responders out of this task, behind
+        // a lock every answer would pay for.
+        let mut ticker = tokio::time::interval(self.tick_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            // The tick first: it is ready once a period, so it cannot
+            // starve the jobs, and a busy job channel cannot starve it.
+            let (first, expire_at) = tokio::select! {
+                biased;
+                _ = ticker.tick() => (None, Some(Instant::now())),
+                job = self.jobs.recv() => match job {
+                    Some(job) => (Some(job), None),
+                    None => return,
+                },
+            };
             // Take everything queued: one state machine call per run of
             // entries; other jobs run in their place in the order.
-            let mut next = Some(job);
+            let mut next = first;
             while let Some(job) = next.take().or_else(|| self.jobs.try_recv().ok()) {
                 let result = match job {
                     ApplyJob::Wait(new) => {
@@ -203,13 +224,6 @@ impl<SM: StateMachine> ApplyTask<SM> {
                         batch.extend(entries);
                         Ok(())
                     }
-                    ApplyJob::Expire(now) => {
-                        // Apply what came before first: an entry committed
-                        // in time is answered, not timed out.
-                        let result = self.flush(&mut applied, &mut batch, &mut waiters).await;
-                        self.expire(&mut waiters, now);
-                        result
-                    }
                     other => match self.flush(&mut applied, &mut batch, &mut waiters).await {
                         Ok(()) => self.snapshot_job(other, &mut applied, &mut waiters).await,
                         Err(error) => Err(error),
@@ -224,6 +238,12 @@ impl<SM: StateMachine> ApplyTask<SM> {
             }
             if let Err(error) = self.flush(&mut applied, &mut batch, &mut waiters).await {
                 return self.fail(error);
+            }
+            if let Some(now) = expire_at {
+                // After applying what was queued: an entry committed in
+                // time is answered, not timed out.
+                self.expire(&mut waiters, now);
+                self.proposals.expire(now, self.propose_timeout);
             }
             self.waiting.store(waiters.len(), Ordering::Release);
         }
@@ -275,7 +295,7 @@ impl<SM: StateMachine> ApplyTask<SM> {
     ) -> Result<(), StateMachineError> {
         let sm = &mut self.state_machine;
         let event = match job {
-            ApplyJob::Wait(_) | ApplyJob::Apply(_) | ApplyJob::Expire(_) => {
+            ApplyJob::Wait(_) | ApplyJob::Apply(_) => {
                 unreachable!("handled by run")
             }
             ApplyJob::BuildSnapshot => match sm.build_snapshot().await {
@@ -462,6 +482,8 @@ mod tests {
             waiting: Arc::new(AtomicUsize::new(0)),
             command_bytes_max,
             propose_timeout: Duration::from_secs(1),
+            tick_interval: Duration::from_millis(10),
+            proposals: Arc::new(ProposalQueue::new(16)),
             events: events_tx,
             metrics: Arc::new(watch::channel(Metrics::default()).0),
             ids: Vec::new(),

@@ -71,7 +71,10 @@ pub struct Config {
     pub request_bytes_max: usize,
     /// How long `propose` waits for its entry to be committed and applied
     /// before it returns `Timeout` (the outcome is then unknown: the entry
-    /// may still commit).
+    /// may still commit). Enforced on the apply task's ticks, so an answer
+    /// comes up to one `tick_interval` late, and it holds while the driver
+    /// is stuck. Also the deadline of `read_index`, `linearizable_read`, and
+    /// of the driver's acceptance of a transfer or membership change.
     pub propose_timeout: Duration,
     /// Bytes of recent log entries kept in memory, so appends to followers
     /// that are nearly caught up and the apply task never wait for a storage

@@ -325,10 +325,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             // Taken by `drain`, which every turn runs.
             Input::Proposals => {}
             Input::Message(message) => engine.step(message),
-            Input::Tick => {
-                engine.tick();
-                let _ = self.parts.apply_jobs.send(ApplyJob::Expire(Instant::now()));
-            }
+            Input::Tick => engine.tick(),
             Input::Storage(StorageDone::Written(id)) => {
                 engine.on_write_done(id);
                 self.written = id;

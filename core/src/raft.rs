@@ -137,6 +137,8 @@ impl<SM: StateMachine> Raft<SM> {
             waiting: proposals_waiting.clone(),
             command_bytes_max: config.request_bytes_max,
             propose_timeout: config.propose_timeout,
+            tick_interval: config.tick_interval,
+            proposals: proposals.clone(),
             events: events_tx,
             metrics: metrics_tx.clone(),
             ids: Vec::new(),
@@ -343,9 +345,15 @@ impl<SM: StateMachine> Raft<SM> {
     /// Returns a read index (dissertation §6.4): once this node has applied
     /// up to it, its state reflects every write acknowledged before the call.
     /// Leader only; reads that arrive together share one heartbeat round.
+    /// Fails with `Timeout` after `Config::propose_timeout`, whatever the
+    /// driver is doing.
     pub async fn read_index(&self) -> Result<u64, ReadError> {
+        let deadline = Instant::now() + self.shared.config.propose_timeout;
+        self.read_index_until(deadline).await
+    }
+
+    async fn read_index_until(&self, deadline: Instant) -> Result<u64, ReadError> {
         let timeout = self.shared.config.propose_timeout;
-        let deadline = Instant::now() + timeout;
         let (responder, answer) = oneshot::channel();
         match timeout_at(
             deadline,
@@ -366,12 +374,14 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Waits until a linearizable read of this node's state machine is
     /// possible: gets a read index and waits until it is applied. Read your
-    /// state right after this returns; the value is the read index.
+    /// state right after this returns; the value is the read index. One
+    /// deadline, `Config::propose_timeout` from the call, covers both steps.
     pub async fn linearizable_read(&self) -> Result<u64, ReadError> {
-        let index = self.read_index().await?;
         let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        let index = self.read_index_until(deadline).await?;
         let mut applied = self.shared.applied_watch.clone();
-        let result = tokio::time::timeout(timeout, applied.wait_for(|&a| a >= index)).await;
+        let result = timeout_at(deadline, applied.wait_for(|&a| a >= index)).await;
         match result {
             Err(_) => Err(ReadError::Timeout(timeout)),
             Ok(Err(_)) => Err(ReadError::Stopped),
@@ -381,19 +391,22 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Hands leadership to voter `to` (dissertation §3.10) and waits until
     /// this node sees `to` lead. While the transfer runs the leader drops new
-    /// proposals; it gives up after an election timeout.
+    /// proposals; it gives up after an election timeout. The driver must
+    /// accept the request within `Config::propose_timeout` (else `Timeout`).
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), TransferError> {
         let (responder, answer) = oneshot::channel();
-        if self
-            .shared
-            .control
-            .send(Control::TransferLeader { to, responder })
-            .await
-            .is_err()
-        {
-            return Err(TransferError::Stopped);
+        let deadline = Instant::now() + self.shared.config.propose_timeout;
+        let control = Control::TransferLeader { to, responder };
+        match timeout_at(deadline, self.shared.control.send(control)).await {
+            Err(_) => return Err(TransferError::Timeout { to }),
+            Ok(Err(_)) => return Err(TransferError::Stopped),
+            Ok(Ok(())) => {}
         }
-        answer.await.map_err(|_| TransferError::Stopped)??;
+        match timeout_at(deadline, answer).await {
+            Err(_) => return Err(TransferError::Timeout { to }),
+            Ok(Err(_)) => return Err(TransferError::Stopped),
+            Ok(Ok(result)) => result?,
+        }
         let config = &self.shared.config;
         let patience = config.tick_interval * (2 * config.election_ticks_max) as u32;
         let mut metrics = self.shared.metrics.clone();
@@ -451,14 +464,23 @@ impl<SM: StateMachine> Raft<SM> {
         .await
     }
 
+    /// Hands `change` to the driver and returns the index of its entry,
+    /// within `Config::propose_timeout` whatever the driver is doing.
     async fn change(&self, change: MembershipChange) -> Result<u64, MembershipError> {
         let (responder, answer) = oneshot::channel();
         let control = Control::ChangeMembership { change, responder };
-        if self.shared.control.send(control).await.is_err() {
-            return Err(MembershipError::Stopped);
+        let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        match timeout_at(deadline, self.shared.control.send(control)).await {
+            Err(_) => return Err(MembershipError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(MembershipError::Stopped),
+            Ok(Ok(())) => {}
         }
-        let log_id = answer.await.map_err(|_| MembershipError::Stopped)??;
-        Ok(log_id.index)
+        match timeout_at(deadline, answer).await {
+            Err(_) => Err(MembershipError::Timeout(timeout)),
+            Ok(Err(_)) => Err(MembershipError::Stopped),
+            Ok(Ok(result)) => Ok(result?.index),
+        }
     }
 
     async fn wait_caught_up(&self, voters: &BTreeSet<NodeId>) -> Result<(), MembershipError> {

@@ -27,6 +27,8 @@ pub struct Trap {
     pub state_machine: Arc<AtomicBool>,
     /// Panics in the next send (a call only the driver makes).
     pub network: Arc<AtomicBool>,
+    /// While set, every send waits for ever: the driver is stuck.
+    pub stall: Arc<AtomicBool>,
 }
 
 fn spring(armed: &AtomicBool, what: &str) {
@@ -111,6 +113,9 @@ pub struct TrappedNetwork(pub MemNetwork, pub Trap);
 impl RaftNetwork for TrappedNetwork {
     async fn send(&mut self, to: NodeId, messages: Vec<Message>) {
         spring(&self.1.network, "driver");
+        if self.1.stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.0.send(to, messages).await
     }
     async fn set_members(&mut self, nodes: &BTreeMap<NodeId, String>) {

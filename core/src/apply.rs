@@ -141,7 +141,6 @@ pub(crate) struct ApplyTask<SM: StateMachine> {
     /// Callers waiting for their entry, published after every run of jobs
     /// (`Metrics::proposals_waiting`).
     pub(crate) waiting: Arc<AtomicUsize>,
-    pub(crate) command_bytes_max: usize,
     /// `Config::propose_timeout`, reported in `Timeout` errors.
     pub(crate) propose_timeout: Duration,
     /// How often proposals' deadlines are enforced (`Config::tick_interval`).
@@ -365,8 +364,11 @@ impl<SM: StateMachine> ApplyTask<SM> {
             let payload = match entry.payload {
                 EntryPayload::Blank => CommittedPayload::Blank,
                 EntryPayload::Membership(m) => CommittedPayload::Membership(m),
-                EntryPayload::Command(bytes) => match codec::decode(&bytes, self.command_bytes_max)
-                {
+                // No size limit but the entry's own: it is in memory
+                // already, and a command committed under a larger
+                // `request_bytes_max` (before the operator lowered it, or
+                // on a node that runs with another value) must still apply.
+                EntryPayload::Command(bytes) => match codec::decode(&bytes, bytes.len()) {
                     Ok(command) => CommittedPayload::Command(command),
                     Err(e) => {
                         return Err(StateMachineError::Corrupt {
@@ -470,7 +472,7 @@ mod tests {
         task: tokio::task::JoinHandle<()>,
     }
 
-    fn start(command_bytes_max: usize) -> Harness {
+    fn start() -> Harness {
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (applied_watch, _) = watch::channel(0);
@@ -480,7 +482,6 @@ mod tests {
             applied: Arc::new(AtomicU64::new(0)),
             applied_watch,
             waiting: Arc::new(AtomicUsize::new(0)),
-            command_bytes_max,
             propose_timeout: Duration::from_secs(1),
             tick_interval: Duration::from_millis(10),
             proposals: Arc::new(ProposalQueue::new(16)),
@@ -519,7 +520,7 @@ mod tests {
     /// safe"), and debug builds hit a `debug_assert!(false)`.
     #[tokio::test]
     async fn a_waiter_covered_by_an_installed_snapshot_is_told_its_outcome_is_indeterminate() {
-        let mut harness = start(1024);
+        let mut harness = start();
         let (same_term, same_term_answer) = one(3, 2);
         let (newer_term, newer_term_answer) = one(4, 3);
         let (after, after_answer) = one(6, 3);

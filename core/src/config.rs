@@ -68,6 +68,9 @@ pub struct Config {
     pub commit_apply_gap_max: u64,
     /// Largest encoded command `propose` accepts (`RequestTooLarge`
     /// otherwise). Default 1.5 MiB, as etcd.
+    ///
+    /// Checked when a command is proposed, never when a committed one is
+    /// applied: lowering it (or nodes that differ) leaves the log readable.
     pub request_bytes_max: usize,
     /// How long `propose` waits for its entry to be committed and applied
     /// before it returns `Timeout` (the outcome is then unknown: the entry

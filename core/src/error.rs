@@ -58,6 +58,16 @@ pub enum ProposeError {
         /// The limit.
         max: usize,
     },
+    /// The command cannot be encoded: its `Serialize` impl asks for what
+    /// postcard, which is not self-describing, lacks (a map or sequence of
+    /// unknown length, as `#[serde(flatten)]` makes), or fails. Nothing was
+    /// appended; the command type must change (see the crate docs on
+    /// `StateMachine::Command`).
+    #[error("command cannot be encoded: {message}")]
+    Unencodable {
+        /// The encoder's reason.
+        message: String,
+    },
     /// `propose_many` with more commands than `Config::proposal_batch_max`.
     /// Nothing was appended.
     #[error("{count} commands in one call is over the limit of {max}")]

@@ -135,7 +135,6 @@ impl<SM: StateMachine> Raft<SM> {
             applied: applied.clone(),
             applied_watch: applied_watch_tx,
             waiting: proposals_waiting.clone(),
-            command_bytes_max: config.request_bytes_max,
             propose_timeout: config.propose_timeout,
             tick_interval: config.tick_interval,
             proposals: proposals.clone(),
@@ -195,7 +194,7 @@ impl<SM: StateMachine> Raft<SM> {
     /// returning the state machine's response.
     ///
     /// Fails fast, with nothing appended, on `RequestTooLarge`,
-    /// `TooManyRequests`, `NotLeader` and `ProposalDropped`. `Timeout` (after
+    /// `Unencodable`, `TooManyRequests`, `NotLeader` and `ProposalDropped`. `Timeout` (after
     /// `Config::propose_timeout`) and `Stopped` leave the outcome unknown;
     /// `Overwritten` means it will never apply.
     ///
@@ -280,11 +279,18 @@ impl<SM: StateMachine> Raft<SM> {
         response.await.map_err(|_| ProposeError::Stopped)?
     }
 
-    /// Encodes a command, refusing one over the request size limit.
+    /// Encodes a command, refusing one over the request size limit or one
+    /// postcard cannot encode.
     fn encode_command(&self, command: &SM::Command) -> Result<CommandBytes, ProposeError> {
         let max = self.shared.config.request_bytes_max;
-        codec::encode_command(command, max)
-            .map_err(|size| ProposeError::RequestTooLarge { size, max })
+        codec::encode_command(command, max).map_err(|error| match error {
+            codec::EncodeError::TooLarge { size, max } => {
+                ProposeError::RequestTooLarge { size, max }
+            }
+            other => ProposeError::Unencodable {
+                message: other.to_string(),
+            },
+        })
     }
 
     /// Backpressure on the commit/apply gap (etcd's

@@ -43,11 +43,14 @@ pub enum ProposeError {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
     },
-    /// `commit − applied` is over `Config::commit_apply_gap_max`: the state
-    /// machine is behind. Nothing was appended; retry later.
-    #[error("too many requests: {gap} committed entries wait to be applied")]
+    /// `commit − applied` is over `Config::commit_apply_gap_max` (the state
+    /// machine is behind), or the leader's appended but uncommitted
+    /// commands are over `Config::uncommitted_bytes_max` (its followers are
+    /// behind or cut off). Nothing was appended; retry later.
+    #[error("too many requests: {gap} entries wait to be applied or committed")]
     TooManyRequests {
-        /// The current gap.
+        /// The gap over its limit: entries committed and not applied, or
+        /// appended and not committed.
         gap: u64,
     },
     /// The encoded command is over `Config::request_bytes_max`.

@@ -19,6 +19,7 @@ pub(crate) mod log;
 mod progress;
 mod quorum;
 mod read_index;
+mod uncommitted;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +31,7 @@ use log::{Missing, RaftLog};
 use progress::{Progress, ProgressState};
 use quorum::VoteResult;
 use read_index::ReadQueue;
+use uncommitted::Uncommitted;
 
 use crate::config::Config;
 use crate::error::{MembershipError, ProposeError, ReadError, TransferError};
@@ -58,6 +60,8 @@ pub(crate) struct EngineConfig {
     pub(crate) snapshot_interval_entries: u64,
     /// Entries kept in the log behind a snapshot.
     pub(crate) snapshot_trailing_entries: u64,
+    /// `Config::uncommitted_bytes_max`.
+    pub(crate) uncommitted_bytes_max: u64,
     /// A deliberately broken rule, so the simulator can prove it catches it.
     /// Only exists with the `testing` feature: normal builds pay nothing.
     #[cfg(feature = "testing")]
@@ -77,6 +81,7 @@ impl EngineConfig {
             rng_seed: config.rng_seed,
             snapshot_interval_entries: config.snapshot_interval_entries,
             snapshot_trailing_entries: config.snapshot_trailing_entries,
+            uncommitted_bytes_max: config.uncommitted_bytes_max,
             #[cfg(feature = "testing")]
             planted_bug: None,
         }
@@ -129,6 +134,9 @@ pub(crate) struct Engine {
     election_timeout: u64,
     lead_transferee: Option<NodeId>,
     transfer_elapsed: u64,
+    /// Leader only: command bytes appended in this term, not yet committed.
+    /// Invariant: empty unless leader.
+    uncommitted: Uncommitted,
     reads: ReadQueue,
 
     /// The (term, vote, commit) last given to storage.
@@ -197,6 +205,7 @@ impl Engine {
             heartbeat_elapsed: 0,
             election_timeout,
             lead_transferee: None,
+            uncommitted: Uncommitted::default(),
             transfer_elapsed: 0,
             reads: ReadQueue::default(),
             hard_state_handed: HardState {
@@ -538,7 +547,24 @@ impl Engine {
             });
         }
         assert!(!payloads.is_empty(), "empty proposal batch");
+        let bytes: u64 = payloads
+            .iter()
+            .map(|p| match p {
+                EntryPayload::Command(data) => data.len() as u64,
+                EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+            })
+            .sum();
+        if !self
+            .uncommitted
+            .admits(bytes, self.config.uncommitted_bytes_max)
+        {
+            return Err(ProposeError::TooManyRequests {
+                gap: self.log.last_index() - self.log.committed(),
+            });
+        }
         let first = LogId::new(self.term, self.log.last_index() + 1);
+        self.uncommitted
+            .add(first.index + payloads.len() as u64 - 1, bytes);
         let term = self.term;
         let entries = payloads.into_iter().enumerate().map(|(i, payload)| Entry {
             term,
@@ -729,6 +755,7 @@ impl Engine {
         }
         self.role = Role::Follower;
         self.leader = leader;
+        self.uncommitted.clear();
         self.progress.clear();
         self.votes.clear();
         self.lead_transferee = None;
@@ -1210,6 +1237,7 @@ impl Engine {
         let own_term = self.log.term_at(index) == Some(self.term);
         if index > self.log.committed() && (own_term || self.planted(PlantedBugKind::Figure8)) {
             self.log.commit_to(index);
+            self.uncommitted.committed(index);
             self.after_membership_commit();
         }
     }
@@ -1760,6 +1788,13 @@ impl Engine {
 
     /// The O(n) invariant walk; tests and the simulator call it every step.
     pub(crate) fn check_invariants(&self) {
+        if self.role != Role::Leader {
+            assert_eq!(
+                self.uncommitted.bytes(),
+                0,
+                "uncommitted bytes off the leader"
+            );
+        }
         self.log.check_invariants();
         if self.role == Role::Leader {
             assert_eq!(self.vote, Some(self.id), "a leader voted for itself");

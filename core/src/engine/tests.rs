@@ -33,6 +33,7 @@ fn config() -> EngineConfig {
         rng_seed: 7,
         snapshot_interval_entries: 0,
         snapshot_trailing_entries: 0,
+        uncommitted_bytes_max: 1 << 30,
         #[cfg(feature = "testing")]
         planted_bug: None,
     }
@@ -1306,6 +1307,37 @@ fn heartbeat_restarts_the_follower_election_timer() {
 }
 
 // ----- replication flow -----
+
+/// Issue 13, item 5 (etcd's MaxUncommittedEntriesSize): past
+/// `uncommitted_bytes_max` of uncommitted commands the leader refuses
+/// proposals, and takes them again once its entries commit. An empty
+/// account takes one batch of any size.
+#[test]
+fn leader_refuses_proposals_past_its_uncommitted_bytes_until_they_commit() {
+    let config = EngineConfig {
+        uncommitted_bytes_max: 20, // two and a half 8-byte commands
+        ..config()
+    };
+    let mut e = elected_by_hand(config, &[1, 2, 3]);
+    let first = e.propose((2..=4).map(command_payload).collect()).unwrap();
+    assert_eq!(
+        first,
+        LogId::new(1, 2),
+        "24 bytes: an empty account takes it"
+    );
+    assert_eq!(
+        e.propose(vec![command_payload(5)]),
+        Err(ProposeError::TooManyRequests { gap: 4 })
+    );
+    assert_eq!(e.last_log_id(), LogId::new(1, 4), "nothing appended");
+    let t = turn(&mut e);
+    e.on_write_done(t.write.expect("the commands").id);
+    step(&mut e, msg(2, 1, 1, ack(1)));
+    turn(&mut e);
+    step(&mut e, msg(2, 1, 1, ack(4)));
+    assert_eq!(e.commit_index(), 4);
+    assert_eq!(e.propose(vec![command_payload(5)]), Ok(LogId::new(1, 5)));
+}
 
 /// Replication flow (etcd's progress states): a peer in Probe gets one
 /// append at a time; its first acknowledgement moves it to Replicate, where

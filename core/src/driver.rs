@@ -209,6 +209,12 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 // More committed entries or proposals than one turn takes:
                 // go on without waiting, but let other tasks run first.
                 tokio::task::yield_now().await;
+                // Ticks are never starved: heartbeats, CheckQuorum, election
+                // and transfer timeouts run on time however long the flood
+                // (`next_input`, which also polls the ticker, is skipped).
+                if self.ticker.tick().now_or_never().is_some() {
+                    self.handle(Input::Tick)?;
+                }
                 self.try_next_input()
             } else {
                 Some(self.next_input().await)
@@ -246,6 +252,9 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let parts = &mut self.parts;
         tokio::select! {
             biased;
+            // First: it is ready once a period, so it cannot starve the
+            // others, and a busy inbox cannot starve it.
+            _ = self.ticker.tick() => Input::Tick,
             event = parts.apply_events.recv() => match event {
                 Some(event) => Input::Apply(event),
                 None => Input::TaskEnded("apply"),
@@ -257,7 +266,6 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             Some(control) = parts.control.recv() => Input::Control(control),
             Some(message) = parts.inbox.recv() => Input::Message(message),
             _ = parts.proposals.ready() => Input::Proposals,
-            _ = self.ticker.tick() => Input::Tick,
             // Every handle dropped: nobody can use this node any more.
             else => Input::Control(Control::Shutdown),
         }

@@ -20,6 +20,11 @@ use crate::types::{Entry, EntryPayload, HardState, LogId, SnapshotMeta};
 /// keeps decoding this one.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// Terms in messages must be below this: 2^63, which 2^63 elections would
+/// take to reach, and which leaves a node that adopts a term room for the
+/// `+ 1` of every election it may hold after.
+pub const TERM_LIMIT: u64 = 1 << 63;
+
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -218,13 +223,24 @@ fn validate_snapshot_meta(meta: &SnapshotMeta) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// The properties the core relies on for a message from the network. Every
-/// sum over decoded numbers is checked: the input may hold any `u64`, and an
-/// overflow must be an error here, not a panic (debug) or a wrapped index
-/// (release) further in.
-fn validate_message(message: &Message) -> Result<(), DecodeError> {
+/// The properties the core relies on for a message from the network: what
+/// [`decode_message`] checks after decoding, for a transport that decodes
+/// its own way. `Raft::receive` runs it on every message, so no input from
+/// a peer reaches an assertion of the engine.
+///
+/// Every sum over decoded numbers is checked: the input may hold any `u64`,
+/// and an overflow must be an error here, not a panic (debug) or a wrapped
+/// index (release) further in.
+pub fn validate_message(message: &Message) -> Result<(), DecodeError> {
     if message.from == 0 || message.to == 0 {
         return Err(DecodeError::Invalid("node id 0".into()));
+    }
+    // A node that adopts a term campaigns at the next ones: leave room.
+    if message.term >= TERM_LIMIT {
+        return Err(DecodeError::Invalid(format!(
+            "term {} is not below {TERM_LIMIT}",
+            message.term
+        )));
     }
     match &message.body {
         MessageBody::Append {
@@ -599,7 +615,7 @@ mod tests {
                 }
                 _ => true,
             };
-            message.from != 0 && message.to != 0 && body_ok
+            message.from != 0 && message.to != 0 && message.term < TERM_LIMIT && body_ok
         }
 
         /// Which variant a body is. Exhaustive, so a new `MessageBody` variant

@@ -234,6 +234,11 @@ pub enum ReceiveError {
         /// This node.
         me: NodeId,
     },
+    /// The message breaks a rule every message from a peer keeps
+    /// ([`crate::codec::validate_message`]): dropped before the engine sees
+    /// it.
+    #[error("invalid message: {0}")]
+    Invalid(crate::codec::DecodeError),
     /// The node is shut down or stopped on a fatal error (the reason is
     /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]

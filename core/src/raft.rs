@@ -548,6 +548,10 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Hands a message from the network to this node. Never waits: when the
     /// inbox is full the message is dropped (`InboxFull`) and Raft retries.
+    ///
+    /// A gateway: the message is validated as `codec::decode_message`
+    /// validates (`Invalid` otherwise), so a transport that decodes its own
+    /// way cannot feed the engine what it must not see.
     pub fn receive(&self, message: Message) -> Result<(), ReceiveError> {
         if message.to != self.shared.id {
             return Err(ReceiveError::WrongNode {
@@ -555,6 +559,7 @@ impl<SM: StateMachine> Raft<SM> {
                 me: self.shared.id,
             });
         }
+        codec::validate_message(&message).map_err(ReceiveError::Invalid)?;
         self.shared.inbox.try_send(message).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ReceiveError::InboxFull,
             mpsc::error::TrySendError::Closed(_) => ReceiveError::Stopped,

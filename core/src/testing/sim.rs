@@ -249,6 +249,14 @@ impl SimCore {
         self.engine.step(message);
     }
 
+    /// Handles a message from a peer as `Raft::receive` does: validated
+    /// first ([`crate::codec::validate_message`]), refused if invalid.
+    pub fn receive(&mut self, message: Message) -> Result<(), crate::codec::DecodeError> {
+        crate::codec::validate_message(&message)?;
+        self.engine.step(message);
+        Ok(())
+    }
+
     /// Appends commands (leader only); returns the first entry's log id.
     pub fn propose(&mut self, commands: Vec<CommandBytes>) -> Result<LogId, ProposeError> {
         self.engine

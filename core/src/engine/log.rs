@@ -114,6 +114,12 @@ impl RaftLog {
         self.committed
     }
 
+    /// Whether entries stored after the last index must still be removed by
+    /// the next write.
+    pub(crate) fn truncation_pending(&self) -> bool {
+        self.truncate_pending.is_some()
+    }
+
     pub(crate) fn persisted(&self) -> u64 {
         self.persisted
     }

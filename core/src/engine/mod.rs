@@ -160,6 +160,10 @@ pub(crate) struct Engine {
     /// overwrite what they did), and none handed before reaches past the
     /// snapshot (`on_snapshot_chunk_stored` checks).
     installing: bool,
+    /// Follower: the purge of an installed snapshot whose log held another
+    /// history after it; it goes out with the write that truncates that
+    /// history. Invariant: set only while the log has a truncation pending.
+    purge_after_truncation: Option<LogId>,
     out: Actions,
 }
 
@@ -206,6 +210,7 @@ impl Engine {
             election_timeout,
             lead_transferee: None,
             uncommitted: Uncommitted::default(),
+            purge_after_truncation: None,
             transfer_elapsed: 0,
             reads: ReadQueue::default(),
             hard_state_handed: HardState {
@@ -1522,8 +1527,10 @@ impl Engine {
         let snapshot = meta.last_log_id;
         let reply = |outcome| MessageBody::InstallSnapshotResponse { snapshot, outcome };
         if snapshot.index <= self.log.committed() {
-            // Everything it covers is committed here already.
-            self.send(from, reply(SnapshotOutcome::Installed));
+            // Everything it covers is committed here already, but maybe not
+            // durable yet: `Installed` sets our match index on the leader,
+            // which counts it as durable, so it waits for the write.
+            self.send_durable(from, reply(SnapshotOutcome::Installed));
             return;
         }
         if self.installing {
@@ -1572,7 +1579,8 @@ impl Engine {
             // back over those already applied.
             self.receiving = None;
             let outcome = SnapshotOutcome::Installed;
-            self.send(
+            // Durable first, as in `handle_install_snapshot`.
+            self.send_durable(
                 from,
                 MessageBody::InstallSnapshotResponse { snapshot, outcome },
             );
@@ -1607,7 +1615,15 @@ impl Engine {
         if *self.membership() != before {
             self.on_membership_changed();
         }
-        self.out.purge = Some(snapshot);
+        if self.log.truncation_pending() {
+            // The log held another history after the snapshot: its entries
+            // go with the next write, and the purge after that write, never
+            // before (storage runs jobs in order), so that no crash leaves
+            // entries of the replaced history right after the purge point.
+            self.purge_after_truncation = Some(snapshot);
+        } else {
+            self.out.purge = Some(snapshot);
+        }
         if let Some(leader) = self.leader {
             let body = MessageBody::InstallSnapshotResponse {
                 snapshot,
@@ -1777,6 +1793,9 @@ impl Engine {
             last,
             hard_state,
         });
+        if truncate_from.is_some() {
+            self.out.purge = self.purge_after_truncation.take().or(self.out.purge);
+        }
         let batch = WriteBatch {
             truncate_from,
             entries,
@@ -1788,6 +1807,12 @@ impl Engine {
 
     /// The O(n) invariant walk; tests and the simulator call it every step.
     pub(crate) fn check_invariants(&self) {
+        if self.purge_after_truncation.is_some() {
+            assert!(
+                self.log.truncation_pending(),
+                "a purge waits for no truncation"
+            );
+        }
         if self.role != Role::Leader {
             assert_eq!(
                 self.uncommitted.bytes(),

@@ -1676,6 +1676,69 @@ fn applied_in_turn(f: &mut Engine, disk: &[Entry]) -> Vec<Entry> {
     turn(f).apply
 }
 
+/// Issue 13, item 10: `Installed` sets the leader's match index, which
+/// counts as durable on the follower. A follower whose commit index covers
+/// the snapshot but whose write of those entries is still in flight answers
+/// only once that write is durable.
+#[test]
+fn follower_answers_installed_for_a_committed_snapshot_only_once_its_log_is_durable() {
+    let mut f = with_log(2, &[1, 2, 3], &[1; 2], hard_state(1, None, 0));
+    let entries: Vec<Entry> = (3..=6).map(|i| blank(1, i)).collect();
+    step(&mut f, msg(1, 2, 1, append(LogId::new(1, 2), entries, 6)));
+    assert_eq!(f.commit_index(), 6);
+    let t = turn(&mut f);
+    let write = t.write.expect("entries 3..=6").id;
+    let meta = SnapshotMeta {
+        last_log_id: LogId::new(1, 4),
+        membership: membership(&[1, 2, 3]),
+    };
+    step(&mut f, msg(1, 2, 1, snapshot_chunk(&meta, true)));
+    let t = turn(&mut f);
+    let installed = msg(
+        2,
+        1,
+        1,
+        MessageBody::InstallSnapshotResponse {
+            snapshot: meta.last_log_id,
+            outcome: SnapshotOutcome::Installed,
+        },
+    );
+    assert!(!t.messages.contains(&installed), "sent before durable");
+    assert_eq!(t.after_write, vec![(write, installed)]);
+}
+
+/// Issue 13, item 9: a follower whose log conflicts with an installed
+/// snapshot must drop the entries after it before it purges the log, or a
+/// crash in between leaves entries of the replaced history right after the
+/// purge point. With a write in flight at the install, the purge waits for
+/// the truncating write and goes with it (storage runs jobs in order).
+#[test]
+fn follower_purges_after_an_install_only_with_the_write_that_truncates_the_replaced_log() {
+    let (mut f, _) = follower_receiving_a_snapshot(true);
+    // The snapshot of a later term at index 5 conflicts with entry (1, 5).
+    let meta = SnapshotMeta {
+        last_log_id: LogId::new(2, 5),
+        membership: membership(&[1, 2, 3]),
+    };
+    step(&mut f, msg(1, 2, 2, snapshot_chunk(&meta, true)));
+    let actions = f.take_actions();
+    let in_flight = actions.write.expect("the new term is written").id;
+    f.on_snapshot_chunk_stored(1, meta.clone(), 5, true);
+    assert_eq!(f.take_actions().install, Some(meta.clone()));
+
+    f.on_snapshot_installed(meta.clone());
+    let actions = f.take_actions();
+    assert_eq!(actions.write, None, "a write is in flight");
+    assert_eq!(actions.purge, None, "no purge before the truncation");
+
+    f.on_write_done(in_flight);
+    let actions = f.take_actions();
+    let write = actions.write.expect("the truncation");
+    assert_eq!(write.batch.truncate_from, Some(6));
+    assert_eq!(actions.purge, Some(meta.last_log_id), "with its write");
+    f.check_invariants();
+}
+
 /// Regression (found by the simulator, seed 186): entries committed while a
 /// received snapshot is installed were handed to apply before the install,
 /// which then took the state machine back. They wait for the install.
@@ -1720,7 +1783,14 @@ fn follower_skips_a_snapshot_its_log_committed_meanwhile() {
         snapshot: meta.last_log_id,
         outcome: SnapshotOutcome::Installed,
     };
-    assert_eq!(actions.messages, vec![msg(2, 1, 1, installed)]);
+    // Once the write in flight (the commit index) is durable: `Installed`
+    // always waits for everything held now to be durable.
+    let gated: Vec<_> = actions
+        .messages_after_write
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(gated, vec![msg(2, 1, 1, installed)]);
     step(&mut f, msg(1, 2, 1, append(LogId::new(1, 6), vec![], 6)));
     assert_eq!(
         applied_in_turn(&mut f, &disk),

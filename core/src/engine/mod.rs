@@ -63,8 +63,9 @@ pub(crate) struct EngineConfig {
     /// `Config::uncommitted_bytes_max`.
     pub(crate) uncommitted_bytes_max: u64,
     /// A deliberately broken rule, so the simulator can prove it catches it.
-    /// Only exists with the `testing` feature: normal builds pay nothing.
-    #[cfg(feature = "testing")]
+    /// Only exists with the `planted-bugs` feature: other builds, `testing`
+    /// ones included, carry no trace of it.
+    #[cfg(feature = "planted-bugs")]
     pub(crate) planted_bug: Option<crate::testing::PlantedBug>,
 }
 
@@ -82,7 +83,7 @@ impl EngineConfig {
             snapshot_interval_entries: config.snapshot_interval_entries,
             snapshot_trailing_entries: config.snapshot_trailing_entries,
             uncommitted_bytes_max: config.uncommitted_bytes_max,
-            #[cfg(feature = "testing")]
+            #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
     }
@@ -322,12 +323,17 @@ impl Engine {
         }
     }
 
-    /// Whether `bug` is planted (always false without the `testing` feature).
+    /// Whether `bug` is planted (always false, and compiled to nothing,
+    /// without the `planted-bugs` feature).
     #[allow(unused_variables)]
+    #[inline(always)]
     fn planted(&self, bug: PlantedBugKind) -> bool {
-        #[cfg(feature = "testing")]
+        #[cfg(feature = "planted-bugs")]
         {
             use crate::testing::PlantedBug as B;
+            // In every binary that has the planted branches, and in no
+            // other: `.ci/run` looks for it.
+            std::hint::black_box(PLANTED_BUGS_MARKER);
             matches!(
                 (self.config.planted_bug, bug),
                 (
@@ -338,7 +344,7 @@ impl Engine {
                     | (Some(B::ReadWithoutQuorum), PlantedBugKind::Read)
             )
         }
-        #[cfg(not(feature = "testing"))]
+        #[cfg(not(feature = "planted-bugs"))]
         false
     }
 
@@ -1851,6 +1857,10 @@ impl Engine {
         assert!(self.election_timeout <= self.config.election_ticks_max);
     }
 }
+
+/// The text a binary holds when the planted-bug branches are compiled in.
+#[cfg(feature = "planted-bugs")]
+static PLANTED_BUGS_MARKER: &str = "rafter: planted-bugs compiled in";
 
 /// The rules a planted bug can break (see `testing::PlantedBug`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

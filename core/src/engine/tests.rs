@@ -34,7 +34,7 @@ fn config() -> EngineConfig {
         snapshot_interval_entries: 0,
         snapshot_trailing_entries: 0,
         uncommitted_bytes_max: 1 << 30,
-        #[cfg(feature = "testing")]
+        #[cfg(feature = "planted-bugs")]
         planted_bug: None,
     }
 }

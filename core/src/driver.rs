@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
-use crate::command_bytes::CommandBytes;
 use crate::config::Config;
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Actions, Engine};
@@ -26,38 +25,12 @@ use crate::error::{Fatal, MembershipError, ReadError, TransferError};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
 use crate::network::RaftNetwork;
-use crate::proposal_queue::ProposalQueue;
+use crate::proposal_queue::{Payloads, Proposal, ProposalQueue};
 use crate::storage_task::{StorageDone, StorageJob};
 use crate::types::{EntryPayload, LogId, NodeId};
 
 /// Messages taken from the inbox in one turn.
 const INBOX_TURN_MAX: usize = 4096;
-
-/// Commands waiting to be appended: one (`propose`) or several that are
-/// appended together as consecutive entries (`propose_many`).
-pub(crate) struct Proposal<R> {
-    pub(crate) payloads: Payloads,
-    pub(crate) responder: Responder<R>,
-    /// Set when the caller waited for room in the queue; otherwise the
-    /// deadline is `Config::propose_timeout` from the turn that takes it.
-    pub(crate) deadline: Option<Instant>,
-}
-
-/// The encoded commands of a proposal.
-pub(crate) enum Payloads {
-    One(CommandBytes),
-    Many(Vec<CommandBytes>),
-}
-
-impl Payloads {
-    /// How many commands.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Payloads::One(_) => 1,
-            Payloads::Many(payloads) => payloads.len(),
-        }
-    }
-}
 
 /// Requests from the handle other than proposals and messages.
 pub(crate) enum Control {

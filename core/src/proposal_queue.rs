@@ -24,8 +24,35 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 
-use crate::driver::Proposal;
+use crate::apply::Responder;
+use crate::command_bytes::CommandBytes;
 use crate::error::ProposeError;
+
+/// Commands waiting to be appended: one (`propose`) or several that are
+/// appended together as consecutive entries (`propose_many`).
+pub(crate) struct Proposal<R> {
+    pub(crate) payloads: Payloads,
+    pub(crate) responder: Responder<R>,
+    /// Set when the caller waited for room in the queue; otherwise the
+    /// deadline is `Config::propose_timeout` from the turn that takes it.
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// The encoded commands of a proposal.
+pub(crate) enum Payloads {
+    One(CommandBytes),
+    Many(Vec<CommandBytes>),
+}
+
+impl Payloads {
+    /// How many commands.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payloads::One(_) => 1,
+            Payloads::Many(payloads) => payloads.len(),
+        }
+    }
+}
 
 /// The most shards a queue is split into (one per available core, fewer if
 /// the queue is smaller).
@@ -284,9 +311,6 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::apply::Responder;
-    use crate::command_bytes::CommandBytes;
-    use crate::driver::Payloads;
     use crate::error::ProposeError;
 
     type Answer = oneshot::Receiver<Result<(), ProposeError>>;

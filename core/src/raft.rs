@@ -17,7 +17,7 @@ use crate::apply::Responder;
 use crate::codec;
 use crate::command_bytes::CommandBytes;
 use crate::config::Config;
-use crate::driver::{Control, Driver, DriverParts, Payloads, Proposal};
+use crate::driver::{Control, Driver, DriverParts};
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{
@@ -26,7 +26,7 @@ use crate::error::{
 use crate::message::Message;
 use crate::metrics::{Metrics, Role};
 use crate::network::RaftNetwork;
-use crate::proposal_queue::{ProposalQueue, PushError, WaitError};
+use crate::proposal_queue::{Payloads, Proposal, ProposalQueue, PushError, WaitError};
 use crate::restore::restore;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;

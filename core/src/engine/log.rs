@@ -422,6 +422,13 @@ impl RaftLog {
         (truncate, entries)
     }
 
+    /// The pending truncation alone, for a write that must not carry
+    /// entries yet (they follow the purge of an installed snapshot, so that
+    /// storage sees them after the purge point).
+    pub(crate) fn take_truncation(&mut self) -> Option<u64> {
+        self.truncate_pending.take()
+    }
+
     pub(crate) fn has_unhanded(&self) -> bool {
         self.truncate_pending.is_some() || self.handed < self.last.index
     }

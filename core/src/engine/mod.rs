@@ -1788,7 +1788,14 @@ impl Engine {
             return;
         }
         let must_sync = self.log.has_unhanded() || self.hard_state_dirty();
-        let (truncate_from, entries) = self.log.take_unhanded();
+        // After installing a snapshot over another history: the truncation
+        // alone, the purge right after it, and the entries (which follow
+        // the purge point) in the next write. Storage runs jobs in order.
+        let (truncate_from, entries) = if self.purge_after_truncation.is_some() {
+            (self.log.take_truncation(), Vec::new())
+        } else {
+            self.log.take_unhanded()
+        };
         let id = self.write_next_id;
         self.write_next_id += 1;
         let last = self.log.last_log_id();

@@ -1731,11 +1731,29 @@ fn follower_purges_after_an_install_only_with_the_write_that_truncates_the_repla
     assert_eq!(actions.write, None, "a write is in flight");
     assert_eq!(actions.purge, None, "no purge before the truncation");
 
+    // Meanwhile the leader sends the entries after the snapshot: they wait
+    // for the purge, so that storage gets them after the purge point.
+    let next = vec![blank(2, 6)];
+    step(
+        &mut f,
+        msg(1, 2, 2, append(meta.last_log_id, next.clone(), 5)),
+    );
+    assert_eq!(f.take_actions().write, None, "a write is in flight");
+
     f.on_write_done(in_flight);
     let actions = f.take_actions();
     let write = actions.write.expect("the truncation");
     assert_eq!(write.batch.truncate_from, Some(6));
+    assert_eq!(write.batch.entries, vec![], "the truncation alone");
     assert_eq!(actions.purge, Some(meta.last_log_id), "with its write");
+    f.check_invariants();
+
+    f.on_write_done(write.id);
+    let write = f.take_actions().write.expect("the entries");
+    assert_eq!(
+        (write.batch.truncate_from, write.batch.entries),
+        (None, next)
+    );
     f.check_invariants();
 }
 

@@ -2,27 +2,30 @@
 //! and resolves each waiting `propose` with its response.
 //!
 //! Waiters are keyed by log index and carry the term the entry was proposed
-//! in. When the entry at that index is applied, a matching term means it is
-//! the proposal (Log Matching: same index and term, same entry) and the
-//! caller gets the state machine's response; another term means a new leader
-//! overwrote it, and the caller learns it will never apply.
+//! in; what becomes of each (applied, overwritten, or indeterminate under an
+//! installed snapshot) is decided by [`crate::waiters`], the code the
+//! simulator runs too.
 
-use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::codec;
 use crate::error::{Fatal, ProposeError};
+use crate::metrics::{self, Metrics};
+use crate::proposal_queue::ProposalQueue;
 use crate::state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};
 use bytes::Bytes;
 
 use crate::engine::{SnapshotRead, SnapshotReceive};
 use crate::types::{Entry, EntryPayload, LogId, NodeId, SnapshotMeta};
+use crate::waiters::{self, Waiters};
 
 /// Where a proposer waits for its response.
 pub(crate) enum Responder<R> {
@@ -69,7 +72,8 @@ impl<R> Responder<R> {
 }
 
 /// A proposer waiting for the entry at `index` of `term` (for
-/// `propose_many`, `index` is the next of its entries to apply).
+/// `propose_many`, the first of its consecutive entries), as the driver
+/// registers it.
 pub(crate) struct Waiter<R> {
     pub(crate) index: u64,
     pub(crate) term: u64,
@@ -82,10 +86,6 @@ pub(crate) struct Waiter<R> {
 pub(crate) enum ApplyJob<R> {
     /// Proposers of entries just appended (indexes increase across jobs).
     Wait(Vec<Waiter<R>>),
-    /// Answer `Timeout` to the waiters whose deadline is at or before this
-    /// instant (sent by the driver on its ticks: one timer for all
-    /// proposals instead of one each).
-    Expire(Instant),
     /// Committed entries, consecutive across jobs.
     Apply(Vec<Entry>),
     /// Build a snapshot of the applied state.
@@ -119,6 +119,14 @@ pub(crate) enum ApplyEvent {
     Fatal(Fatal),
 }
 
+/// What the apply task keeps of a waiter.
+struct Pending<R> {
+    deadline: Instant,
+    responder: Responder<R>,
+}
+
+type ApplyWaiters<R> = Waiters<Pending<R>>;
+
 /// Waiters above this count trigger a sweep of the ones whose caller gave up
 /// (timed out): the bound on memory held for abandoned proposals.
 const WAITERS_SWEEP_THRESHOLD: usize = 1 << 16;
@@ -133,44 +141,90 @@ pub(crate) struct ApplyTask<SM: StateMachine> {
     /// Callers waiting for their entry, published after every run of jobs
     /// (`Metrics::proposals_waiting`).
     pub(crate) waiting: Arc<AtomicUsize>,
-    pub(crate) command_bytes_max: usize,
     /// `Config::propose_timeout`, reported in `Timeout` errors.
     pub(crate) propose_timeout: Duration,
+    /// How often proposals' deadlines are enforced (`Config::tick_interval`).
+    pub(crate) tick_interval: Duration,
+    /// Proposals the driver has not taken yet: their deadlines are enforced
+    /// here too, so they hold while the driver is stuck.
+    pub(crate) proposals: Arc<ProposalQueue<SM::Response>>,
     /// Where results and failures are reported to the driver.
     pub(crate) events: mpsc::UnboundedSender<ApplyEvent>,
+    /// The node's metrics: a failure is published here before any waiter
+    /// is answered `Stopped`.
+    pub(crate) metrics: Arc<watch::Sender<Metrics>>,
     /// Scratch for `apply`: the log id of each entry of a batch, and whether
     /// it is a command.
     pub(crate) ids: Vec<(LogId, bool)>,
 }
 
 impl<SM: StateMachine> ApplyTask<SM> {
-    pub(crate) async fn run(mut self) {
-        let mut waiters: VecDeque<Waiter<SM::Response>> = VecDeque::new();
+    /// Runs jobs until the driver closes the channel or the state machine
+    /// fails or panics. A panic stops the node like an error: the metrics
+    /// say why, the driver is told, and only then are the waiters (held by
+    /// the unwound future) dropped, which answers them `Stopped`.
+    pub(crate) async fn run(self) {
+        let events = self.events.clone();
+        let metrics = self.metrics.clone();
+        let run = AssertUnwindSafe(self.run_jobs()).catch_unwind();
+        tokio::pin!(run);
+        if let Err(payload) = run.as_mut().await {
+            let fatal = metrics::panicked("apply", payload);
+            tracing::error!(error = %fatal, "apply task panicked; stopping the node");
+            metrics::publish_fatal(&metrics, fatal.clone());
+            let _ = events.send(ApplyEvent::Fatal(fatal));
+        }
+    }
+
+    async fn run_jobs(mut self) {
+        let mut waiters: ApplyWaiters<SM::Response> = Waiters::default();
         let mut applied = self.applied.load(Ordering::Acquire);
         let mut batch = Vec::new();
-        while let Some(job) = self.jobs.recv().await {
+        // Deadlines are this task's own business, on its own clock: they
+        // hold while the driver is stuck (one timer for all proposals
+        // instead of one each).
+        // TODO: a state machine stuck inside `apply` holds its callers with
+        // it; their deadlines are enforced once it returns. Answering them
+        // from elsewhere would move the responders out of this task, behind
+        // a lock every answer would pay for.
+        let mut ticker = tokio::time::interval(self.tick_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            // The tick first: it is ready once a period, so it cannot
+            // starve the jobs, and a busy job channel cannot starve it.
+            let (first, expire_at) = tokio::select! {
+                biased;
+                _ = ticker.tick() => (None, Some(Instant::now())),
+                job = self.jobs.recv() => match job {
+                    Some(job) => (Some(job), None),
+                    None => return,
+                },
+            };
             // Take everything queued: one state machine call per run of
             // entries; other jobs run in their place in the order.
-            let mut next = Some(job);
+            let mut next = first;
             while let Some(job) = next.take().or_else(|| self.jobs.try_recv().ok()) {
                 let result = match job {
                     ApplyJob::Wait(new) => {
-                        waiters.extend(new);
+                        for waiter in new {
+                            waiters.push(waiters::Waiter {
+                                index: waiter.index,
+                                last: waiter.index + waiter.responder.entries() - 1,
+                                term: waiter.term,
+                                token: Pending {
+                                    deadline: waiter.deadline,
+                                    responder: waiter.responder,
+                                },
+                            });
+                        }
                         Ok(())
                     }
                     ApplyJob::Apply(entries) => {
                         batch.extend(entries);
                         Ok(())
                     }
-                    ApplyJob::Expire(now) => {
-                        // Apply what came before first: an entry committed
-                        // in time is answered, not timed out.
-                        let result = self.flush(&mut applied, &mut batch, &mut waiters).await;
-                        self.expire(&mut waiters, now);
-                        result
-                    }
                     other => match self.flush(&mut applied, &mut batch, &mut waiters).await {
-                        Ok(()) => self.snapshot_job(other, &mut applied).await,
+                        Ok(()) => self.snapshot_job(other, &mut applied, &mut waiters).await,
                         Err(error) => Err(error),
                     },
                 };
@@ -179,10 +233,16 @@ impl<SM: StateMachine> ApplyTask<SM> {
                 }
             }
             if waiters.len() > WAITERS_SWEEP_THRESHOLD {
-                waiters.retain(|w| !w.responder.is_closed());
+                waiters.remove_if(|p| p.responder.is_closed(), drop);
             }
             if let Err(error) = self.flush(&mut applied, &mut batch, &mut waiters).await {
                 return self.fail(error);
+            }
+            if let Some(now) = expire_at {
+                // After applying what was queued: an entry committed in
+                // time is answered, not timed out.
+                self.expire(&mut waiters, now);
+                self.proposals.expire(now, self.propose_timeout);
             }
             self.waiting.store(waiters.len(), Ordering::Release);
         }
@@ -190,28 +250,19 @@ impl<SM: StateMachine> ApplyTask<SM> {
 
     /// Answers `Timeout` to every waiter past its deadline. The caller's
     /// entry may still apply later: its outcome is unknown.
-    fn expire(&self, waiters: &mut VecDeque<Waiter<SM::Response>>, now: Instant) {
-        if !waiters.iter().any(|w| w.deadline <= now) {
-            return;
-        }
-        let mut kept = VecDeque::with_capacity(waiters.len());
-        for waiter in waiters.drain(..) {
-            if waiter.deadline <= now {
-                waiter
-                    .responder
-                    .fail(ProposeError::Timeout(self.propose_timeout));
-            } else {
-                kept.push_back(waiter);
-            }
-        }
-        *waiters = kept;
+    fn expire(&self, waiters: &mut ApplyWaiters<SM::Response>, now: Instant) {
+        let timeout = self.propose_timeout;
+        waiters.remove_if(
+            |p| p.deadline <= now,
+            |p| p.responder.fail(ProposeError::Timeout(timeout)),
+        );
     }
 
     fn fail(&self, error: StateMachineError) {
         tracing::error!(%error, "state machine failed; stopping the node");
-        let _ = self
-            .events
-            .send(ApplyEvent::Fatal(Fatal::StateMachine(error)));
+        let fatal = Fatal::StateMachine(error);
+        metrics::publish_fatal(&self.metrics, fatal.clone());
+        let _ = self.events.send(ApplyEvent::Fatal(fatal));
     }
 
     fn publish(&self, applied: u64) {
@@ -224,7 +275,7 @@ impl<SM: StateMachine> ApplyTask<SM> {
         &mut self,
         applied: &mut u64,
         batch: &mut Vec<Entry>,
-        waiters: &mut VecDeque<Waiter<SM::Response>>,
+        waiters: &mut ApplyWaiters<SM::Response>,
     ) -> Result<(), StateMachineError> {
         if batch.is_empty() {
             return Ok(());
@@ -239,10 +290,11 @@ impl<SM: StateMachine> ApplyTask<SM> {
         &mut self,
         job: ApplyJob<SM::Response>,
         applied: &mut u64,
+        waiters: &mut ApplyWaiters<SM::Response>,
     ) -> Result<(), StateMachineError> {
         let sm = &mut self.state_machine;
         let event = match job {
-            ApplyJob::Wait(_) | ApplyJob::Apply(_) | ApplyJob::Expire(_) => {
+            ApplyJob::Wait(_) | ApplyJob::Apply(_) => {
                 unreachable!("handled by run")
             }
             ApplyJob::BuildSnapshot => match sm.build_snapshot().await {
@@ -277,6 +329,9 @@ impl<SM: StateMachine> ApplyTask<SM> {
                 sm.install_snapshot(meta.last_log_id).await?;
                 *applied = (*applied).max(meta.last_log_id.index);
                 self.publish(*applied);
+                // The entries the snapshot covers are never applied one by
+                // one: their proposers learn what can be known.
+                waiters.take_covered(meta.last_log_id, |p, error| p.responder.fail(error));
                 ApplyEvent::SnapshotInstalled(meta)
             }
         };
@@ -290,7 +345,7 @@ impl<SM: StateMachine> ApplyTask<SM> {
         &mut self,
         applied: u64,
         entries: Vec<Entry>,
-        waiters: &mut VecDeque<Waiter<SM::Response>>,
+        waiters: &mut ApplyWaiters<SM::Response>,
     ) -> Result<u64, StateMachineError> {
         let first = entries[0].index;
         assert_eq!(
@@ -309,8 +364,11 @@ impl<SM: StateMachine> ApplyTask<SM> {
             let payload = match entry.payload {
                 EntryPayload::Blank => CommittedPayload::Blank,
                 EntryPayload::Membership(m) => CommittedPayload::Membership(m),
-                EntryPayload::Command(bytes) => match codec::decode(&bytes, self.command_bytes_max)
-                {
+                // No size limit but the entry's own: it is in memory
+                // already, and a command committed under a larger
+                // `request_bytes_max` (before the operator lowered it, or
+                // on a node that runs with another value) must still apply.
+                EntryPayload::Command(bytes) => match codec::decode(&bytes, bytes.len()) {
                     Ok(command) => CommittedPayload::Command(command),
                     Err(e) => {
                         return Err(StateMachineError::Corrupt {
@@ -332,40 +390,23 @@ impl<SM: StateMachine> ApplyTask<SM> {
             });
         }
         let mut responses = responses.into_iter();
-        for &(LogId { term, index }, is_command) in &ids {
-            while waiters.front().is_some_and(|w| w.index < index) {
-                // Registered for an index already applied: cannot happen, as
-                // waiters are registered before their entry commits; answer
-                // rather than leak.
-                let waiter = waiters.pop_front().expect("front exists");
-                debug_assert!(false, "waiter for {} left behind at {index}", waiter.index);
-                waiter.responder.fail(ProposeError::Overwritten {
-                    index: waiter.index,
-                });
-            }
+        for &(log_id, is_command) in &ids {
             let response = if is_command { responses.next() } else { None };
-            let Some(waiter) = waiters.front_mut().filter(|w| w.index == index) else {
+            let Some(mut waiter) = waiters.take_applied(log_id, is_command, |p, error| {
+                p.responder.fail(error);
+            }) else {
                 continue;
             };
-            let response = match response {
-                Some(response) if waiter.term == term => response,
-                _ => {
-                    let waiter = waiters.pop_front().expect("front exists");
-                    waiter.responder.fail(ProposeError::Overwritten { index });
-                    continue;
-                }
-            };
-            match &mut waiter.responder {
-                Responder::Many {
-                    responses, count, ..
-                } if responses.len() + 1 < *count => {
+            let response = response.expect("a command has a response (counted above)");
+            match &mut waiter.token.responder {
+                Responder::Many { responses, .. } if waiter.index < waiter.last => {
                     responses.push(response);
                     waiter.index += 1;
+                    waiters.put_back(waiter);
                 }
                 _ => {
-                    let waiter = waiters.pop_front().expect("front exists");
                     // The caller may have timed out and gone: nothing to do.
-                    match waiter.responder {
+                    match waiter.token.responder {
                         Responder::One(sender) => {
                             let _ = sender.send(Ok(response));
                         }
@@ -383,5 +424,135 @@ impl<SM: StateMachine> ApplyTask<SM> {
         }
         self.ids = ids;
         Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::command_bytes::CommandBytes;
+    use crate::types::Membership;
+
+    /// Sums its commands; installs any snapshot it is given.
+    struct Sum {
+        total: u64,
+    }
+
+    impl StateMachine for Sum {
+        type Command = u64;
+        type Response = u64;
+
+        async fn applied(&mut self) -> Result<LogId, StateMachineError> {
+            Ok(LogId::default())
+        }
+
+        async fn apply(
+            &mut self,
+            entries: Vec<Committed<u64>>,
+        ) -> Result<Vec<u64>, StateMachineError> {
+            let mut responses = Vec::new();
+            for entry in entries {
+                if let CommittedPayload::Command(n) = entry.payload {
+                    self.total += n;
+                    responses.push(self.total);
+                }
+            }
+            Ok(responses)
+        }
+
+        async fn install_snapshot(&mut self, _snapshot: LogId) -> Result<(), StateMachineError> {
+            Ok(())
+        }
+    }
+
+    struct Harness {
+        jobs: mpsc::UnboundedSender<ApplyJob<u64>>,
+        events: mpsc::UnboundedReceiver<ApplyEvent>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start() -> Harness {
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (applied_watch, _) = watch::channel(0);
+        let task = ApplyTask {
+            state_machine: Sum { total: 0 },
+            jobs: jobs_rx,
+            applied: Arc::new(AtomicU64::new(0)),
+            applied_watch,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            propose_timeout: Duration::from_secs(1),
+            tick_interval: Duration::from_millis(10),
+            proposals: Arc::new(ProposalQueue::new(16)),
+            events: events_tx,
+            metrics: Arc::new(watch::channel(Metrics::default()).0),
+            ids: Vec::new(),
+        };
+        Harness {
+            jobs,
+            events,
+            task: tokio::spawn(task.run()),
+        }
+    }
+
+    fn command(term: u64, index: u64, n: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            payload: EntryPayload::Command(CommandBytes::from(codec::encode(&n))),
+        }
+    }
+
+    fn one(index: u64, term: u64) -> (Waiter<u64>, oneshot::Receiver<Result<u64, ProposeError>>) {
+        let (sender, receiver) = oneshot::channel();
+        let waiter = Waiter {
+            index,
+            term,
+            deadline: Instant::now() + Duration::from_secs(3600),
+            responder: Responder::One(sender),
+        };
+        (waiter, receiver)
+    }
+
+    /// Issue 13, item 1: a proposal whose index a received snapshot covers
+    /// may be inside it. It was answered `Overwritten` ("retrying is
+    /// safe"), and debug builds hit a `debug_assert!(false)`.
+    #[tokio::test]
+    async fn a_waiter_covered_by_an_installed_snapshot_is_told_its_outcome_is_indeterminate() {
+        let mut harness = start();
+        let (same_term, same_term_answer) = one(3, 2);
+        let (newer_term, newer_term_answer) = one(4, 3);
+        let (after, after_answer) = one(6, 3);
+        harness
+            .jobs
+            .send(ApplyJob::Wait(vec![same_term, newer_term, after]))
+            .unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: LogId::new(2, 5),
+            membership: Membership::default(),
+        };
+        harness.jobs.send(ApplyJob::InstallSnapshot(meta)).unwrap();
+        harness
+            .jobs
+            .send(ApplyJob::Apply(vec![command(3, 6, 7)]))
+            .unwrap();
+        assert_eq!(
+            same_term_answer.await,
+            Ok(Err(ProposeError::Indeterminate { index: 3 })),
+            "term 2 at index 3 may be in a snapshot ending at term 2"
+        );
+        assert_eq!(
+            newer_term_answer.await,
+            Ok(Err(ProposeError::Overwritten { index: 4 })),
+            "term 3 at index 4 cannot be in a snapshot ending at term 2"
+        );
+        assert_eq!(after_answer.await, Ok(Ok(7)));
+        assert!(matches!(
+            harness.events.recv().await,
+            Some(ApplyEvent::SnapshotInstalled(_))
+        ));
+        drop(harness.jobs);
+        harness.task.await.expect("the apply task does not panic");
     }
 }

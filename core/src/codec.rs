@@ -20,6 +20,11 @@ use crate::types::{Entry, EntryPayload, HardState, LogId, SnapshotMeta};
 /// keeps decoding this one.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// Terms in messages must be below this: 2^63, which 2^63 elections would
+/// take to reach, and which leaves a node that adopts a term room for the
+/// `+ 1` of every election it may hold after.
+pub const TERM_LIMIT: u64 = 1 << 63;
+
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -50,6 +55,26 @@ pub enum DecodeError {
     /// Bytes were left after the value.
     #[error("{0} trailing bytes after the value")]
     Trailing(usize),
+}
+
+/// Why a value could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoding is longer than the caller's limit; nothing was
+    /// allocated.
+    #[error("encoding of {size} bytes is over the limit of {max}")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// postcard cannot encode the value: its `Serialize` impl asks for a
+    /// map or sequence of unknown length (as `#[serde(flatten)]` makes),
+    /// or fails.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Encodes a message.
@@ -114,31 +139,48 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 /// Encodes a user command (the same bytes as [`encode`]) straight into the
-/// entry payload, refusing one over `limit` bytes (returning its size)
-/// before allocating anything. A command that fits inline costs no
-/// allocation at all; a larger one costs exactly one, of its exact size.
+/// entry payload, refusing one over `limit` bytes before allocating
+/// anything. A command that fits inline costs no allocation at all; a
+/// larger one costs exactly one, of its exact size.
+///
+/// User types are outside our control, so what postcard cannot encode is
+/// an error here, not a panic: `#[serde(flatten)]`, a map or sequence
+/// serialized without its length, or an impl that fails (or that writes
+/// more the second time than it measured the first).
 pub fn encode_command<T: Serialize + ?Sized>(
     value: &T,
     limit: usize,
-) -> Result<CommandBytes, usize> {
-    // Serializing only fails if the value's Serialize impl fails, which
-    // derive-generated impls never do (as in `encode_into`).
+) -> Result<CommandBytes, EncodeError> {
     let len = 1 + postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .expect("postcard measuring cannot fail");
+        .map_err(|e| EncodeError::Unsupported(e.to_string()))?;
     if len > limit {
-        return Err(len);
+        return Err(EncodeError::TooLarge {
+            size: len,
+            max: limit,
+        });
     }
-    Ok(CommandBytes::build(len, |out| {
+    let mut failed = None;
+    let bytes = CommandBytes::build(len, |out| {
         out[0] = FORMAT_VERSION;
-        postcard::to_slice(value, &mut out[1..]).expect("the encoding fits the size just measured");
-    }))
+        if let Err(e) = postcard::to_slice(value, &mut out[1..]) {
+            failed = Some(e);
+        }
+    });
+    match failed {
+        None => Ok(bytes),
+        Some(e) => Err(EncodeError::Unsupported(e.to_string())),
+    }
 }
 
 /// Appends the encoding of `value` (the same bytes as [`encode`]) to `out`.
+///
+/// Panics if postcard cannot encode `value` (see [`encode_command`], which
+/// returns an error instead: use it for types you do not control).
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     out.push(FORMAT_VERSION);
-    // Serializing into a Vec only fails if the value's Serialize impl fails,
-    // which derive-generated impls of our types never do.
+    // Serializing into a Vec only fails if the value's Serialize impl fails
+    // or asks for a length postcard must know; the derived impls of our
+    // types do neither (no flatten, no map without its length).
     postcard::to_io(value, &mut *out).expect("postcard encoding into a Vec cannot fail");
 }
 
@@ -181,13 +223,24 @@ fn validate_snapshot_meta(meta: &SnapshotMeta) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// The properties the core relies on for a message from the network. Every
-/// sum over decoded numbers is checked: the input may hold any `u64`, and an
-/// overflow must be an error here, not a panic (debug) or a wrapped index
-/// (release) further in.
-fn validate_message(message: &Message) -> Result<(), DecodeError> {
+/// The properties the core relies on for a message from the network: what
+/// [`decode_message`] checks after decoding, for a transport that decodes
+/// its own way. `Raft::receive` runs it on every message, so no input from
+/// a peer reaches an assertion of the engine.
+///
+/// Every sum over decoded numbers is checked: the input may hold any `u64`,
+/// and an overflow must be an error here, not a panic (debug) or a wrapped
+/// index (release) further in.
+pub fn validate_message(message: &Message) -> Result<(), DecodeError> {
     if message.from == 0 || message.to == 0 {
         return Err(DecodeError::Invalid("node id 0".into()));
+    }
+    // A node that adopts a term campaigns at the next ones: leave room.
+    if message.term >= TERM_LIMIT {
+        return Err(DecodeError::Invalid(format!(
+            "term {} is not below {TERM_LIMIT}",
+            message.term
+        )));
     }
     match &message.body {
         MessageBody::Append {
@@ -290,11 +343,37 @@ mod tests {
             );
             assert_eq!(
                 encode_command(&value, expected.len() - 1),
-                Err(expected.len())
+                Err(EncodeError::TooLarge {
+                    size: expected.len(),
+                    max: expected.len() - 1
+                })
             );
             let back: serde_bytes::ByteBuf = decode(&payload, usize::MAX).unwrap();
             assert_eq!(back, value);
         }
+    }
+
+    #[test]
+    fn a_value_postcard_cannot_encode_is_an_error() {
+        #[derive(serde::Serialize)]
+        struct Inner {
+            n: u64,
+        }
+        #[derive(serde::Serialize)]
+        struct Flat {
+            #[serde(flatten)]
+            inner: Inner,
+        }
+        let result = encode_command(
+            &Flat {
+                inner: Inner { n: 1 },
+            },
+            usize::MAX,
+        );
+        assert!(
+            matches!(result, Err(EncodeError::Unsupported(_))),
+            "{result:?}"
+        );
     }
 
     fn append(entries: Vec<Entry>) -> Message {
@@ -536,7 +615,7 @@ mod tests {
                 }
                 _ => true,
             };
-            message.from != 0 && message.to != 0 && body_ok
+            message.from != 0 && message.to != 0 && message.term < TERM_LIMIT && body_ok
         }
 
         /// Which variant a body is. Exhaustive, so a new `MessageBody` variant

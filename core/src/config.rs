@@ -68,10 +68,29 @@ pub struct Config {
     pub commit_apply_gap_max: u64,
     /// Largest encoded command `propose` accepts (`RequestTooLarge`
     /// otherwise). Default 1.5 MiB, as etcd.
+    ///
+    /// Checked when a command is proposed, never when a committed one is
+    /// applied: lowering it (or nodes that differ) leaves the log readable.
     pub request_bytes_max: usize,
+    /// Bytes of commands a leader holds appended but not yet committed
+    /// (etcd's `MaxUncommittedEntriesSize`); past it, proposals fail fast
+    /// with `TooManyRequests` and nothing is appended. The bound on the log
+    /// a leader cut off from its followers builds before it steps down.
+    /// An empty uncommitted log always takes one batch, however large, so
+    /// no command under `request_bytes_max` is refused for ever.
+    ///
+    /// Trade-off: it caps throughput at this many bytes per commit round
+    /// trip (Little's law: 64 MiB allows 640 MB/s at 100 ms from append to
+    /// commit), and memory at about this much (plus one batch) for entries
+    /// that may never commit. Too small and a healthy leader refuses work
+    /// under bursts; default 64 MiB.
+    pub uncommitted_bytes_max: u64,
     /// How long `propose` waits for its entry to be committed and applied
     /// before it returns `Timeout` (the outcome is then unknown: the entry
-    /// may still commit).
+    /// may still commit). Enforced on the apply task's ticks, so an answer
+    /// comes up to one `tick_interval` late, and it holds while the driver
+    /// is stuck. Also the deadline of `read_index`, `linearizable_read`, and
+    /// of the driver's acceptance of a transfer or membership change.
     pub propose_timeout: Duration,
     /// Bytes of recent log entries kept in memory, so appends to followers
     /// that are nearly caught up and the apply task never wait for a storage
@@ -127,6 +146,7 @@ impl Default for Config {
             inbox_msgs_max: 65536,
             commit_apply_gap_max: 4 * 4096,
             request_bytes_max: 1536 * 1024,
+            uncommitted_bytes_max: 64 << 20,
             propose_timeout: Duration::from_secs(7),
             log_cache_bytes_max: 64 << 20,
             learner_catchup_lag_max: 1000,
@@ -194,6 +214,9 @@ impl Config {
         }
         if self.request_bytes_max == 0 {
             return invalid("request_bytes_max", "must be positive");
+        }
+        if self.uncommitted_bytes_max == 0 {
+            return invalid("uncommitted_bytes_max", "must be positive");
         }
         // In u128: the sum of a u64 and a usize cannot overflow there.
         let message_bytes_min = u128::from(self.append_bytes_max)

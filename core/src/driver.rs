@@ -8,54 +8,29 @@
 //! wait for completes), committed entries go to the apply task.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
-use crate::command_bytes::CommandBytes;
 use crate::config::Config;
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Actions, Engine};
 use crate::error::{Fatal, MembershipError, ReadError, TransferError};
 use crate::message::Message;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::network::RaftNetwork;
-use crate::proposal_queue::ProposalQueue;
+use crate::proposal_queue::{Payloads, Proposal, ProposalQueue};
 use crate::storage_task::{StorageDone, StorageJob};
 use crate::types::{EntryPayload, LogId, NodeId};
 
 /// Messages taken from the inbox in one turn.
 const INBOX_TURN_MAX: usize = 4096;
-
-/// Commands waiting to be appended: one (`propose`) or several that are
-/// appended together as consecutive entries (`propose_many`).
-pub(crate) struct Proposal<R> {
-    pub(crate) payloads: Payloads,
-    pub(crate) responder: Responder<R>,
-    /// Set when the caller waited for room in the queue; otherwise the
-    /// deadline is `Config::propose_timeout` from the turn that takes it.
-    pub(crate) deadline: Option<Instant>,
-}
-
-/// The encoded commands of a proposal.
-pub(crate) enum Payloads {
-    One(CommandBytes),
-    Many(Vec<CommandBytes>),
-}
-
-impl Payloads {
-    /// How many commands.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Payloads::One(_) => 1,
-            Payloads::Many(payloads) => payloads.len(),
-        }
-    }
-}
 
 /// Requests from the handle other than proposals and messages.
 pub(crate) enum Control {
@@ -80,6 +55,9 @@ enum Input {
     Storage(StorageDone),
     Apply(ApplyEvent),
     Tick,
+    /// The storage or apply task is gone without a report (a bug: both
+    /// report their failures and panics before they end).
+    TaskEnded(&'static str),
 }
 
 /// The channels and shared cells the driver works with.
@@ -94,7 +72,9 @@ pub(crate) struct DriverParts<N, R> {
     pub(crate) storage_done: mpsc::UnboundedReceiver<StorageDone>,
     pub(crate) apply_jobs: mpsc::UnboundedSender<ApplyJob<R>>,
     pub(crate) apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
-    pub(crate) metrics: watch::Sender<Metrics>,
+    /// Shared with the storage and apply tasks, which publish their own
+    /// failures.
+    pub(crate) metrics: Arc<watch::Sender<Metrics>>,
     pub(crate) commit_index: Arc<AtomicU64>,
     pub(crate) applied: Arc<AtomicU64>,
     /// Whether the commit/apply gap is over `commit_apply_gap_max`; written
@@ -150,14 +130,20 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         }
     }
 
-    /// Runs the node until shutdown or a fatal error, then stops the tasks
-    /// it owns and publishes the final metrics.
+    /// Runs the node until shutdown or a fatal error (a panic of its own
+    /// included), then stops the tasks it owns and publishes the final
+    /// metrics. Fail-stop: on a fatal error the metrics say why before any
+    /// caller is answered `Stopped`.
     pub(crate) async fn run(mut self) {
         let id = self.parts.engine.id();
-        let result = self.run_turns().await;
-        let fatal = result.err();
+        let result = AssertUnwindSafe(self.run_turns()).catch_unwind().await;
+        let fatal = match result {
+            Ok(result) => result.err(),
+            Err(payload) => Some(metrics::panicked("driver", payload)),
+        };
         if let Some(error) = &fatal {
             tracing::error!(id, %error, "raft node stopped on a fatal error");
+            metrics::publish_fatal(&self.parts.metrics, error.clone());
         } else {
             tracing::info!(id, "raft node shut down");
         }
@@ -182,7 +168,9 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         }
         metrics.send_modify(|m| {
             m.stopped = true;
-            m.fatal = fatal;
+            if m.fatal.is_none() {
+                m.fatal = fatal;
+            }
             m.role = engine.role();
         });
     }
@@ -194,6 +182,12 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 // More committed entries or proposals than one turn takes:
                 // go on without waiting, but let other tasks run first.
                 tokio::task::yield_now().await;
+                // Ticks are never starved: heartbeats, CheckQuorum, election
+                // and transfer timeouts run on time however long the flood
+                // (`next_input`, which also polls the ticker, is skipped).
+                if self.ticker.tick().now_or_never().is_some() {
+                    self.handle(Input::Tick)?;
+                }
                 self.try_next_input()
             } else {
                 Some(self.next_input().await)
@@ -231,12 +225,20 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let parts = &mut self.parts;
         tokio::select! {
             biased;
-            Some(event) = parts.apply_events.recv() => Input::Apply(event),
-            Some(done) = parts.storage_done.recv() => Input::Storage(done),
+            // First: it is ready once a period, so it cannot starve the
+            // others, and a busy inbox cannot starve it.
+            _ = self.ticker.tick() => Input::Tick,
+            event = parts.apply_events.recv() => match event {
+                Some(event) => Input::Apply(event),
+                None => Input::TaskEnded("apply"),
+            },
+            done = parts.storage_done.recv() => match done {
+                Some(done) => Input::Storage(done),
+                None => Input::TaskEnded("storage"),
+            },
             Some(control) = parts.control.recv() => Input::Control(control),
             Some(message) = parts.inbox.recv() => Input::Message(message),
             _ = parts.proposals.ready() => Input::Proposals,
-            _ = self.ticker.tick() => Input::Tick,
             // Every handle dropped: nobody can use this node any more.
             else => Input::Control(Control::Shutdown),
         }
@@ -304,10 +306,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             // Taken by `drain`, which every turn runs.
             Input::Proposals => {}
             Input::Message(message) => engine.step(message),
-            Input::Tick => {
-                engine.tick();
-                let _ = self.parts.apply_jobs.send(ApplyJob::Expire(Instant::now()));
-            }
+            Input::Tick => engine.tick(),
             Input::Storage(StorageDone::Written(id)) => {
                 engine.on_write_done(id);
                 self.written = id;
@@ -318,6 +317,13 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             }
             Input::Storage(StorageDone::Loaded(entries)) => engine.on_loaded(entries),
             Input::Storage(StorageDone::Failed(error)) => return Err(Fatal::Storage(error)),
+            Input::Storage(StorageDone::Panicked(fatal)) => return Err(fatal),
+            Input::TaskEnded(task) => {
+                return Err(Fatal::Panicked {
+                    task,
+                    message: "ended without a report".to_owned(),
+                })
+            }
             Input::Storage(StorageDone::SnapshotMetaSaved(meta)) => {
                 let _ = self.parts.apply_jobs.send(ApplyJob::InstallSnapshot(meta));
             }

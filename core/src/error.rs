@@ -8,8 +8,10 @@ use crate::state_machine::StateMachineError;
 use crate::storage::StorageError;
 use crate::types::NodeId;
 
-/// Why a node stopped on its own. Once stopped, every call returns
-/// `Stopped`; the reason stays readable in [`crate::Metrics::fatal`].
+/// Why a node stopped on its own: an error of its storage or state
+/// machine, or a panic in any of its tasks (driver, storage, apply). Once
+/// stopped, every waiting and later call returns `Stopped`; the reason is
+/// published in [`crate::Metrics::fatal`] before the first of them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Fatal {
@@ -19,6 +21,15 @@ pub enum Fatal {
     /// The state machine failed.
     #[error(transparent)]
     StateMachine(#[from] StateMachineError),
+    /// One of the node's tasks panicked: a bug, in Rafter or in the
+    /// storage, state machine or network it was calling.
+    #[error("the {task} task panicked: {message}")]
+    Panicked {
+        /// `"driver"`, `"storage"` or `"apply"`.
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// Why `propose` did not return a response.
@@ -32,11 +43,14 @@ pub enum ProposeError {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
     },
-    /// `commit − applied` is over `Config::commit_apply_gap_max`: the state
-    /// machine is behind. Nothing was appended; retry later.
-    #[error("too many requests: {gap} committed entries wait to be applied")]
+    /// `commit − applied` is over `Config::commit_apply_gap_max` (the state
+    /// machine is behind), or the leader's appended but uncommitted
+    /// commands are over `Config::uncommitted_bytes_max` (its followers are
+    /// behind or cut off). Nothing was appended; retry later.
+    #[error("too many requests: {gap} entries wait to be applied or committed")]
     TooManyRequests {
-        /// The current gap.
+        /// The gap over its limit: entries committed and not applied, or
+        /// appended and not committed.
         gap: u64,
     },
     /// The encoded command is over `Config::request_bytes_max`.
@@ -46,6 +60,16 @@ pub enum ProposeError {
         size: usize,
         /// The limit.
         max: usize,
+    },
+    /// The command cannot be encoded: its `Serialize` impl asks for what
+    /// postcard, which is not self-describing, lacks (a map or sequence of
+    /// unknown length, as `#[serde(flatten)]` makes), or fails. Nothing was
+    /// appended; the command type must change (see the crate docs on
+    /// `StateMachine::Command`).
+    #[error("command cannot be encoded: {message}")]
+    Unencodable {
+        /// The encoder's reason.
+        message: String,
     },
     /// `propose_many` with more commands than `Config::proposal_batch_max`.
     /// Nothing was appended.
@@ -67,14 +91,30 @@ pub enum ProposeError {
         /// Why.
         reason: &'static str,
     },
-    /// The entry was appended but another leader overwrote it: it will never
-    /// be applied. Retrying is safe.
+    /// The entry was appended, and another entry provably replaced it: an
+    /// entry of another term was applied at `index`, or a snapshot that
+    /// cannot hold it was installed over it. It will never be applied.
+    /// Retrying is safe.
     #[error("proposal at index {index} was overwritten by a new leader")]
     Overwritten {
         /// The index it had.
         index: u64,
     },
-    /// The node is shut down or stopped on a fatal error.
+    /// A snapshot received from the leader was installed over `index`
+    /// before this node applied the entry there: the command may or may
+    /// not be in that snapshot, and its response is lost. Retrying may
+    /// apply it twice: only a command the state machine deduplicates (a
+    /// client session, see `Raft::propose`) is safe to retry.
+    #[error(
+        "outcome of the proposal at index {index} is unknown: a snapshot replaced the log there"
+    )]
+    Indeterminate {
+        /// The index it had (for `propose_many`, the first of its commands
+        /// without a response).
+        index: u64,
+    },
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }
@@ -95,7 +135,8 @@ pub enum ReadError {
     /// The node stopped being leader before the read was confirmed.
     #[error("leadership lost before the read was confirmed")]
     LeadershipLost,
-    /// The node is shut down or stopped on a fatal error.
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }
@@ -120,7 +161,8 @@ pub enum TransferError {
         /// The target.
         to: NodeId,
     },
-    /// The node is shut down or stopped on a fatal error.
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }
@@ -170,7 +212,8 @@ pub enum MembershipError {
     /// The change was appended but did not commit in time; it may still.
     #[error("membership change not committed after {0:?}")]
     Timeout(Duration),
-    /// The node is shut down or stopped on a fatal error.
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }
@@ -191,7 +234,13 @@ pub enum ReceiveError {
         /// This node.
         me: NodeId,
     },
-    /// The node is shut down or stopped on a fatal error.
+    /// The message breaks a rule every message from a peer keeps
+    /// ([`crate::codec::validate_message`]): dropped before the engine sees
+    /// it.
+    #[error("invalid message: {0}")]
+    Invalid(crate::codec::DecodeError),
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
 }

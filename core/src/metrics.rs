@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use std::any::Any;
+
+use tokio::sync::watch;
+
 use crate::error::Fatal;
 use crate::types::{Membership, NodeId};
 
@@ -57,4 +61,28 @@ pub struct Metrics {
     pub fatal: Option<Fatal>,
     /// Whether the node has stopped (shutdown or fatal).
     pub stopped: bool,
+}
+
+/// Marks the node stopped on `fatal` (the first fatal error wins). Called by
+/// the task that fails before any caller is answered `Stopped`, so a caller
+/// that gets `Stopped` finds the reason in the metrics.
+pub(crate) fn publish_fatal(metrics: &watch::Sender<Metrics>, fatal: Fatal) {
+    metrics.send_modify(|m| {
+        m.stopped = true;
+        if m.fatal.is_none() {
+            m.fatal = Some(fatal);
+        }
+    });
+}
+
+/// The fatal error of a task that panicked with `payload`.
+pub(crate) fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Fatal {
+    let message = if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_owned()
+    };
+    Fatal::Panicked { task, message }
 }

@@ -19,10 +19,40 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use std::time::Duration;
+
 use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 
-use crate::driver::Proposal;
+use crate::apply::Responder;
+use crate::command_bytes::CommandBytes;
+use crate::error::ProposeError;
+
+/// Commands waiting to be appended: one (`propose`) or several that are
+/// appended together as consecutive entries (`propose_many`).
+pub(crate) struct Proposal<R> {
+    pub(crate) payloads: Payloads,
+    pub(crate) responder: Responder<R>,
+    /// Set when the caller waited for room in the queue; otherwise the
+    /// deadline is `Config::propose_timeout` from the turn that takes it.
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// The encoded commands of a proposal.
+pub(crate) enum Payloads {
+    One(CommandBytes),
+    Many(Vec<CommandBytes>),
+}
+
+impl Payloads {
+    /// How many commands.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payloads::One(_) => 1,
+            Payloads::Many(payloads) => payloads.len(),
+        }
+    }
+}
 
 /// The most shards a queue is split into (one per available core, fewer if
 /// the queue is smaller).
@@ -215,6 +245,49 @@ impl<R> ProposalQueue<R> {
         left
     }
 
+    /// The deadline of proposals the driver has not taken: each gets one,
+    /// `timeout` from the first sweep that finds it (so at most a sweep
+    /// period later than the call), and one past it is answered `Timeout`.
+    /// Run by the apply task on its ticks, so a proposal's deadline holds
+    /// even while the driver is stuck or gone; the driver itself gives a
+    /// proposal without one `timeout` from the turn that takes it.
+    pub(crate) fn expire(&self, now: Instant, timeout: Duration) {
+        let mut made_room = false;
+        for shard in self.shards.iter() {
+            let expired = {
+                let mut state = shard.lock();
+                if state.proposals.is_empty() {
+                    continue;
+                }
+                let was_full = state.proposals.len() >= shard.capacity;
+                let mut expired = Vec::new();
+                if state
+                    .proposals
+                    .iter()
+                    .any(|p| p.deadline.is_some_and(|d| d <= now))
+                {
+                    let (gone, kept) = std::mem::take(&mut state.proposals)
+                        .into_iter()
+                        .partition(|p| p.deadline.is_some_and(|d| d <= now));
+                    state.proposals = kept;
+                    expired = gone;
+                }
+                for proposal in &mut state.proposals {
+                    proposal.deadline.get_or_insert(now + timeout);
+                }
+                made_room |= was_full && !expired.is_empty();
+                expired
+            };
+            // Answered outside the lock: each answer wakes a caller.
+            for proposal in expired {
+                proposal.responder.fail(ProposeError::Timeout(timeout));
+            }
+        }
+        if made_room {
+            self.room.notify_waiters();
+        }
+    }
+
     /// Refuses every later push and drops what is queued, so that each
     /// waiting caller learns the node stopped.
     pub(crate) fn close(&self) {
@@ -238,9 +311,6 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::apply::Responder;
-    use crate::command_bytes::CommandBytes;
-    use crate::driver::Payloads;
     use crate::error::ProposeError;
 
     type Answer = oneshot::Receiver<Result<(), ProposeError>>;

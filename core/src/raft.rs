@@ -17,7 +17,7 @@ use crate::apply::Responder;
 use crate::codec;
 use crate::command_bytes::CommandBytes;
 use crate::config::Config;
-use crate::driver::{Control, Driver, DriverParts, Payloads, Proposal};
+use crate::driver::{Control, Driver, DriverParts};
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{
@@ -26,7 +26,7 @@ use crate::error::{
 use crate::message::Message;
 use crate::metrics::{Metrics, Role};
 use crate::network::RaftNetwork;
-use crate::proposal_queue::{ProposalQueue, PushError, WaitError};
+use crate::proposal_queue::{Payloads, Proposal, ProposalQueue, PushError, WaitError};
 use crate::restore::restore;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -116,20 +116,36 @@ impl<SM: StateMachine> Raft<SM> {
         let proposals_waiting = Arc::new(AtomicUsize::new(0));
         let over_gap = Arc::new(AtomicBool::new(false));
 
-        let storage_task =
-            tokio::spawn(storage_task::run(storage, storage_jobs_rx, storage_done_tx));
+        let metrics_tx = Arc::new(metrics_tx);
+        // All three tasks run in the node's span, so every line they log
+        // names the node.
+        let span = tracing::info_span!("raft", id);
+        let storage_task = tokio::spawn(tracing::Instrument::instrument(
+            storage_task::run(
+                storage,
+                storage_jobs_rx,
+                storage_done_tx,
+                metrics_tx.clone(),
+            ),
+            span.clone(),
+        ));
         let apply_task = ApplyTask {
             state_machine,
             jobs: apply_rx,
             applied: applied.clone(),
             applied_watch: applied_watch_tx,
             waiting: proposals_waiting.clone(),
-            command_bytes_max: config.request_bytes_max,
             propose_timeout: config.propose_timeout,
+            tick_interval: config.tick_interval,
+            proposals: proposals.clone(),
             events: events_tx,
+            metrics: metrics_tx.clone(),
             ids: Vec::new(),
         };
-        let apply_task = tokio::spawn(apply_task.run());
+        let apply_task = tokio::spawn(tracing::Instrument::instrument(
+            apply_task.run(),
+            span.clone(),
+        ));
         let parts = DriverParts {
             config: config.clone(),
             engine,
@@ -148,7 +164,6 @@ impl<SM: StateMachine> Raft<SM> {
             proposals_waiting,
             tasks: vec![storage_task, apply_task],
         };
-        let span = tracing::info_span!("raft", id);
         let driver = tokio::spawn(tracing::Instrument::instrument(
             Driver::new(parts).run(),
             span,
@@ -179,9 +194,20 @@ impl<SM: StateMachine> Raft<SM> {
     /// returning the state machine's response.
     ///
     /// Fails fast, with nothing appended, on `RequestTooLarge`,
-    /// `TooManyRequests`, `NotLeader` and `ProposalDropped`. `Timeout` (after
+    /// `Unencodable`, `TooManyRequests`, `NotLeader` and `ProposalDropped`. `Timeout` (after
     /// `Config::propose_timeout`) and `Stopped` leave the outcome unknown;
     /// `Overwritten` means it will never apply.
+    ///
+    /// Retry safety: an error that says nothing was appended, and
+    /// `Overwritten` (another entry provably took its place), may be
+    /// retried: the command cannot apply twice. `Timeout`, `Stopped` and
+    /// `Indeterminate` (a snapshot from the leader replaced the log over the
+    /// entry) leave it unknown whether the command was or will be applied,
+    /// so a retry may apply it twice. A command that must apply at most once
+    /// needs a client session (Raft dissertation §6.3): the command carries
+    /// a client id and a sequence number, and the state machine remembers
+    /// the last of each client with its response, answering a duplicate
+    /// with that response instead of applying it again.
     ///
     /// Order: proposals made from one thread are appended in the order they
     /// were made (several futures polled in one poll of a task, say);
@@ -212,8 +238,10 @@ impl<SM: StateMachine> Raft<SM> {
     /// Errors are those of [`Raft::propose`], for the whole call, plus
     /// `TooManyCommands` over `Config::proposal_batch_max`. The commands are
     /// not a transaction: on `Overwritten { index }` the commands before
-    /// `index` were applied and the rest never will be; on `Timeout` or
-    /// `Stopped` any prefix of them may yet apply.
+    /// `index` were applied and the rest never will be; on
+    /// `Indeterminate { index }` those before `index` were applied and any
+    /// prefix of the rest may have been; on `Timeout` or `Stopped` any
+    /// prefix of them may yet apply.
     pub async fn propose_many(
         &self,
         commands: Vec<SM::Command>,
@@ -251,11 +279,18 @@ impl<SM: StateMachine> Raft<SM> {
         response.await.map_err(|_| ProposeError::Stopped)?
     }
 
-    /// Encodes a command, refusing one over the request size limit.
+    /// Encodes a command, refusing one over the request size limit or one
+    /// postcard cannot encode.
     fn encode_command(&self, command: &SM::Command) -> Result<CommandBytes, ProposeError> {
         let max = self.shared.config.request_bytes_max;
-        codec::encode_command(command, max)
-            .map_err(|size| ProposeError::RequestTooLarge { size, max })
+        codec::encode_command(command, max).map_err(|error| match error {
+            codec::EncodeError::TooLarge { size, max } => {
+                ProposeError::RequestTooLarge { size, max }
+            }
+            other => ProposeError::Unencodable {
+                message: other.to_string(),
+            },
+        })
     }
 
     /// Backpressure on the commit/apply gap (etcd's
@@ -316,9 +351,15 @@ impl<SM: StateMachine> Raft<SM> {
     /// Returns a read index (dissertation §6.4): once this node has applied
     /// up to it, its state reflects every write acknowledged before the call.
     /// Leader only; reads that arrive together share one heartbeat round.
+    /// Fails with `Timeout` after `Config::propose_timeout`, whatever the
+    /// driver is doing.
     pub async fn read_index(&self) -> Result<u64, ReadError> {
+        let deadline = Instant::now() + self.shared.config.propose_timeout;
+        self.read_index_until(deadline).await
+    }
+
+    async fn read_index_until(&self, deadline: Instant) -> Result<u64, ReadError> {
         let timeout = self.shared.config.propose_timeout;
-        let deadline = Instant::now() + timeout;
         let (responder, answer) = oneshot::channel();
         match timeout_at(
             deadline,
@@ -339,12 +380,14 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Waits until a linearizable read of this node's state machine is
     /// possible: gets a read index and waits until it is applied. Read your
-    /// state right after this returns; the value is the read index.
+    /// state right after this returns; the value is the read index. One
+    /// deadline, `Config::propose_timeout` from the call, covers both steps.
     pub async fn linearizable_read(&self) -> Result<u64, ReadError> {
-        let index = self.read_index().await?;
         let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        let index = self.read_index_until(deadline).await?;
         let mut applied = self.shared.applied_watch.clone();
-        let result = tokio::time::timeout(timeout, applied.wait_for(|&a| a >= index)).await;
+        let result = timeout_at(deadline, applied.wait_for(|&a| a >= index)).await;
         match result {
             Err(_) => Err(ReadError::Timeout(timeout)),
             Ok(Err(_)) => Err(ReadError::Stopped),
@@ -354,19 +397,22 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Hands leadership to voter `to` (dissertation §3.10) and waits until
     /// this node sees `to` lead. While the transfer runs the leader drops new
-    /// proposals; it gives up after an election timeout.
+    /// proposals; it gives up after an election timeout. The driver must
+    /// accept the request within `Config::propose_timeout` (else `Timeout`).
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), TransferError> {
         let (responder, answer) = oneshot::channel();
-        if self
-            .shared
-            .control
-            .send(Control::TransferLeader { to, responder })
-            .await
-            .is_err()
-        {
-            return Err(TransferError::Stopped);
+        let deadline = Instant::now() + self.shared.config.propose_timeout;
+        let control = Control::TransferLeader { to, responder };
+        match timeout_at(deadline, self.shared.control.send(control)).await {
+            Err(_) => return Err(TransferError::Timeout { to }),
+            Ok(Err(_)) => return Err(TransferError::Stopped),
+            Ok(Ok(())) => {}
         }
-        answer.await.map_err(|_| TransferError::Stopped)??;
+        match timeout_at(deadline, answer).await {
+            Err(_) => return Err(TransferError::Timeout { to }),
+            Ok(Err(_)) => return Err(TransferError::Stopped),
+            Ok(Ok(result)) => result?,
+        }
         let config = &self.shared.config;
         let patience = config.tick_interval * (2 * config.election_ticks_max) as u32;
         let mut metrics = self.shared.metrics.clone();
@@ -424,14 +470,23 @@ impl<SM: StateMachine> Raft<SM> {
         .await
     }
 
+    /// Hands `change` to the driver and returns the index of its entry,
+    /// within `Config::propose_timeout` whatever the driver is doing.
     async fn change(&self, change: MembershipChange) -> Result<u64, MembershipError> {
         let (responder, answer) = oneshot::channel();
         let control = Control::ChangeMembership { change, responder };
-        if self.shared.control.send(control).await.is_err() {
-            return Err(MembershipError::Stopped);
+        let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        match timeout_at(deadline, self.shared.control.send(control)).await {
+            Err(_) => return Err(MembershipError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(MembershipError::Stopped),
+            Ok(Ok(())) => {}
         }
-        let log_id = answer.await.map_err(|_| MembershipError::Stopped)??;
-        Ok(log_id.index)
+        match timeout_at(deadline, answer).await {
+            Err(_) => Err(MembershipError::Timeout(timeout)),
+            Ok(Err(_)) => Err(MembershipError::Stopped),
+            Ok(Ok(result)) => Ok(result?.index),
+        }
     }
 
     async fn wait_caught_up(&self, voters: &BTreeSet<NodeId>) -> Result<(), MembershipError> {
@@ -493,6 +548,10 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Hands a message from the network to this node. Never waits: when the
     /// inbox is full the message is dropped (`InboxFull`) and Raft retries.
+    ///
+    /// A gateway: the message is validated as `codec::decode_message`
+    /// validates (`Invalid` otherwise), so a transport that decodes its own
+    /// way cannot feed the engine what it must not see.
     pub fn receive(&self, message: Message) -> Result<(), ReceiveError> {
         if message.to != self.shared.id {
             return Err(ReceiveError::WrongNode {
@@ -500,6 +559,7 @@ impl<SM: StateMachine> Raft<SM> {
                 me: self.shared.id,
             });
         }
+        codec::validate_message(&message).map_err(ReceiveError::Invalid)?;
         self.shared.inbox.try_send(message).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ReceiveError::InboxFull,
             mpsc::error::TrySendError::Closed(_) => ReceiveError::Stopped,

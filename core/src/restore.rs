@@ -66,6 +66,18 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
     // machine restarted): restore it from its own latest snapshot.
     if applied.index < initial.purged.index {
         applied = restore_from_own_snapshot(state_machine, initial.purged).await?;
+    } else if let Some(meta) = &initial.snapshot {
+        // An in-memory state machine behind the saved snapshot, which is
+        // its latest: an install that crashed after the state machine made
+        // it and before the purge (or its own snapshot kept no log behind
+        // it). Load it, so the install below is finished, not left to a
+        // replay of a log that may hold another history.
+        let snapshot = meta.last_log_id;
+        if applied.index < snapshot.index
+            && state_machine.latest_snapshot().await? == Some(snapshot)
+        {
+            applied = restore_from_own_snapshot(state_machine, initial.purged).await?;
+        }
     }
     // A follower crashed after installing a received snapshot but before
     // purging its log: finish the job (the snapshot's metadata was saved

@@ -55,7 +55,10 @@ pub enum StateMachineError {
 /// The replicated state. Rafter calls it from one apply task, never
 /// concurrently, with committed entries in log order.
 pub trait StateMachine: Send + 'static {
-    /// What clients propose. Encoded with [`crate::codec`] into the log.
+    /// What clients propose. Encoded with [`crate::codec`] into the log:
+    /// it is an on-disk and wire format, to evolve as the crate docs say
+    /// (a versioned enum; new variants at the end; decoders before
+    /// encoders).
     type Command: Serialize + DeserializeOwned + Send + 'static;
     /// What applying a command returns to the proposer.
     type Response: Send + 'static;

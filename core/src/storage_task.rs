@@ -5,8 +5,13 @@
 //! engine (and the leader keep sending appends) while an fsync is in flight.
 
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::{self, Metrics};
 
 use crate::storage::{RaftStorage, StorageError, WriteBatch};
 use crate::types::{Entry, LogId, SnapshotMeta};
@@ -35,10 +40,33 @@ pub(crate) enum StorageDone {
     Nothing,
     /// The storage failed; the node must stop (fail-stop, no retry).
     Failed(StorageError),
+    /// The task panicked (the reason is in the metrics already); the node
+    /// must stop.
+    Panicked(crate::error::Fatal),
 }
 
-/// Runs jobs until the job channel closes or a job fails.
+/// Runs jobs until the job channel closes, a job fails or the storage
+/// panics. A panic is reported like a failure, after the metrics say why:
+/// the node stops rather than run on without its storage.
 pub(crate) async fn run<S: RaftStorage>(
+    storage: S,
+    jobs: mpsc::UnboundedReceiver<StorageJob>,
+    done: mpsc::UnboundedSender<StorageDone>,
+    metrics: Arc<watch::Sender<Metrics>>,
+) {
+    let report = done.clone();
+    let result = AssertUnwindSafe(run_jobs(storage, jobs, done))
+        .catch_unwind()
+        .await;
+    if let Err(payload) = result {
+        let fatal = metrics::panicked("storage", payload);
+        tracing::error!(error = %fatal, "storage task panicked; stopping the node");
+        metrics::publish_fatal(&metrics, fatal.clone());
+        let _ = report.send(StorageDone::Panicked(fatal));
+    }
+}
+
+async fn run_jobs<S: RaftStorage>(
     mut storage: S,
     mut jobs: mpsc::UnboundedReceiver<StorageJob>,
     done: mpsc::UnboundedSender<StorageDone>,

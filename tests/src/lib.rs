@@ -10,3 +10,4 @@
 
 pub mod cluster;
 pub mod sim;
+pub mod trapped;

@@ -1,5 +1,7 @@
 //! Snapshots and log compaction on whole in-process clusters.
 
+use std::time::Duration;
+
 use rafter::testing::{CrashPoint, CrashSwitch, KvCommand};
 use rafter::Config;
 use rafter_tests::cluster::{test_config, Cluster, PATIENCE};
@@ -274,5 +276,86 @@ async fn the_log_stays_bounded_over_one_hundred_thousand_proposals() {
             log.len()
         );
     }
+    cluster.shutdown().await;
+}
+
+/// Issue 13, item 9: a node that led alone for a while holds entries no one
+/// else has; the others move on and compact past them, so it gets a
+/// snapshot over a log of another history. The install truncates that
+/// history (a write of its own), then purges; a crash between the two is
+/// finished at restart, and no entry of the replaced history survives
+/// after the purge point.
+#[tokio::test(start_paused = true)]
+async fn a_crash_between_truncating_a_replaced_log_and_the_purge_is_finished_at_restart() {
+    let mut cluster = Cluster::start(3, compacting_config()).await;
+    let old = cluster.leader().await;
+    write(&cluster, old, 20).await;
+    let storage = cluster.nodes[&old].storage.clone();
+    let switch = CrashSwitch::new();
+    storage.attach_crash_switch(&switch);
+    cluster.nodes[&old]
+        .state_machine
+        .attach_crash_switch(&switch);
+
+    // Cut off, the old leader appends entries no one else gets.
+    cluster.router.isolate(old);
+    let raft = cluster.raft(old).clone();
+    for i in 0..5 {
+        let command = KvCommand::Set {
+            key: format!("lost{i}"),
+            value: b"x".to_vec(),
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(1), raft.propose(command)).await;
+    }
+    let lost = storage.last_log_id();
+    let rest: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|&id| id != old)
+        .collect();
+    let new = cluster.leader_among(&rest).await;
+    let last = write(&cluster, new, 250).await;
+    assert!(
+        cluster.nodes[&new].storage.purged().index > lost.index,
+        "the new leader compacted past the lost entries"
+    );
+
+    switch.arm(CrashPoint::SnapshotLogTruncated);
+    cluster.router.heal(old);
+    let crashed = cluster
+        .raft(old)
+        .wait_for(PATIENCE, |m| m.stopped)
+        .await
+        .expect("the old leader crashes during the install");
+    assert!(crashed.fatal.is_some(), "{crashed:?}");
+    assert_eq!(switch.tripped(), Some(CrashPoint::SnapshotLogTruncated));
+    let meta = storage.snapshot_meta().expect("metadata saved first");
+    assert!(
+        storage.purged() < meta.last_log_id,
+        "crashed before the purge"
+    );
+
+    cluster.kill(old).await;
+    switch.reset();
+    cluster.router.isolate(old);
+    cluster.restart(old).await;
+    cluster
+        .raft(old)
+        .wait_for(PATIENCE, |m| m.applied_index >= meta.last_log_id.index)
+        .await
+        .expect("the restarted node holds the snapshot");
+    assert_eq!(
+        storage.purged(),
+        meta.last_log_id,
+        "restore finished the purge"
+    );
+    assert_eq!(
+        storage.last_log_id(),
+        meta.last_log_id,
+        "nothing of the replaced history after the purge point"
+    );
+
+    cluster.router.heal(old);
+    cluster.check_same_state(&cluster.running(), last).await;
     cluster.shutdown().await;
 }

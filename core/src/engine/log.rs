@@ -114,6 +114,12 @@ impl RaftLog {
         self.committed
     }
 
+    /// Whether entries stored after the last index must still be removed by
+    /// the next write.
+    pub(crate) fn truncation_pending(&self) -> bool {
+        self.truncate_pending.is_some()
+    }
+
     pub(crate) fn persisted(&self) -> u64 {
         self.persisted
     }
@@ -414,6 +420,13 @@ impl RaftLog {
         };
         self.handed = self.last.index;
         (truncate, entries)
+    }
+
+    /// The pending truncation alone, for a write that must not carry
+    /// entries yet (they follow the purge of an installed snapshot, so that
+    /// storage sees them after the purge point).
+    pub(crate) fn take_truncation(&mut self) -> Option<u64> {
+        self.truncate_pending.take()
     }
 
     pub(crate) fn has_unhanded(&self) -> bool {

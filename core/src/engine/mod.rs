@@ -14,11 +14,17 @@
 
 mod actions;
 pub(crate) mod config_change;
+mod elections;
+mod heartbeats;
 mod inflights;
 pub(crate) mod log;
+mod persistence;
 mod progress;
 mod quorum;
 mod read_index;
+mod replication;
+mod snapshot_transfer;
+mod uncommitted;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +36,7 @@ use log::{Missing, RaftLog};
 use progress::{Progress, ProgressState};
 use quorum::VoteResult;
 use read_index::ReadQueue;
+use uncommitted::Uncommitted;
 
 use crate::config::Config;
 use crate::error::{MembershipError, ProposeError, ReadError, TransferError};
@@ -58,9 +65,12 @@ pub(crate) struct EngineConfig {
     pub(crate) snapshot_interval_entries: u64,
     /// Entries kept in the log behind a snapshot.
     pub(crate) snapshot_trailing_entries: u64,
+    /// `Config::uncommitted_bytes_max`.
+    pub(crate) uncommitted_bytes_max: u64,
     /// A deliberately broken rule, so the simulator can prove it catches it.
-    /// Only exists with the `testing` feature: normal builds pay nothing.
-    #[cfg(feature = "testing")]
+    /// Only exists with the `planted-bugs` feature: other builds, `testing`
+    /// ones included, carry no trace of it.
+    #[cfg(feature = "planted-bugs")]
     pub(crate) planted_bug: Option<crate::testing::PlantedBug>,
 }
 
@@ -77,7 +87,8 @@ impl EngineConfig {
             rng_seed: config.rng_seed,
             snapshot_interval_entries: config.snapshot_interval_entries,
             snapshot_trailing_entries: config.snapshot_trailing_entries,
-            #[cfg(feature = "testing")]
+            uncommitted_bytes_max: config.uncommitted_bytes_max,
+            #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
     }
@@ -129,6 +140,9 @@ pub(crate) struct Engine {
     election_timeout: u64,
     lead_transferee: Option<NodeId>,
     transfer_elapsed: u64,
+    /// Leader only: command bytes appended in this term, not yet committed.
+    /// Invariant: empty unless leader.
+    uncommitted: Uncommitted,
     reads: ReadQueue,
 
     /// The (term, vote, commit) last given to storage.
@@ -152,6 +166,10 @@ pub(crate) struct Engine {
     /// overwrite what they did), and none handed before reaches past the
     /// snapshot (`on_snapshot_chunk_stored` checks).
     installing: bool,
+    /// Follower: the purge of an installed snapshot whose log held another
+    /// history after it; it goes out with the write that truncates that
+    /// history. Invariant: set only while the log has a truncation pending.
+    purge_after_truncation: Option<LogId>,
     out: Actions,
 }
 
@@ -197,6 +215,8 @@ impl Engine {
             heartbeat_elapsed: 0,
             election_timeout,
             lead_transferee: None,
+            uncommitted: Uncommitted::default(),
+            purge_after_truncation: None,
             transfer_elapsed: 0,
             reads: ReadQueue::default(),
             hard_state_handed: HardState {
@@ -308,12 +328,17 @@ impl Engine {
         }
     }
 
-    /// Whether `bug` is planted (always false without the `testing` feature).
+    /// Whether `bug` is planted (always false, and compiled to nothing,
+    /// without the `planted-bugs` feature).
     #[allow(unused_variables)]
+    #[inline(always)]
     fn planted(&self, bug: PlantedBugKind) -> bool {
-        #[cfg(feature = "testing")]
+        #[cfg(feature = "planted-bugs")]
         {
             use crate::testing::PlantedBug as B;
+            // In every binary that has the planted branches, and in no
+            // other: `.ci/run` looks for it.
+            std::hint::black_box(PLANTED_BUGS_MARKER);
             matches!(
                 (self.config.planted_bug, bug),
                 (
@@ -324,7 +349,7 @@ impl Engine {
                     | (Some(B::ReadWithoutQuorum), PlantedBugKind::Read)
             )
         }
-        #[cfg(not(feature = "testing"))]
+        #[cfg(not(feature = "planted-bugs"))]
         false
     }
 
@@ -538,7 +563,24 @@ impl Engine {
             });
         }
         assert!(!payloads.is_empty(), "empty proposal batch");
+        let bytes: u64 = payloads
+            .iter()
+            .map(|p| match p {
+                EntryPayload::Command(data) => data.len() as u64,
+                EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+            })
+            .sum();
+        if !self
+            .uncommitted
+            .admits(bytes, self.config.uncommitted_bytes_max)
+        {
+            return Err(ProposeError::TooManyRequests {
+                gap: self.log.last_index() - self.log.committed(),
+            });
+        }
         let first = LogId::new(self.term, self.log.last_index() + 1);
+        self.uncommitted
+            .add(first.index + payloads.len() as u64 - 1, bytes);
         let term = self.term;
         let entries = payloads.into_iter().enumerate().map(|(i, payload)| Entry {
             term,
@@ -690,1076 +732,21 @@ impl Engine {
             && !self.installing
     }
 
-    // ----- elections -----
-
-    /// A voter campaigns; so does a voter of the previous configuration
-    /// while the latest one, which removes it, is not known committed (a
-    /// leader that appended C_new without itself and then crashed may hold
-    /// the only copy of C_new: the joint quorum needs its vote, it refuses
-    /// shorter logs, so it must be able to lead and commit C_new; found by
-    /// the simulator). Once its removal is known committed it stops.
-    fn can_campaign(&self) -> bool {
-        if self.membership().is_voter(self.id) {
-            return true;
-        }
-        match self.memberships.as_slice() {
-            [.., (_, previous), (index, _)] => {
-                *index > self.log.committed() && previous.is_voter(self.id)
-            }
-            _ => false,
-        }
-    }
-
-    fn reset_timers(&mut self) {
-        self.election_elapsed = 0;
-        self.heartbeat_elapsed = 0;
-        self.election_timeout = random_timeout(&mut self.rng, &self.config);
-    }
-
-    fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
-        assert!(term >= self.term, "term {term} < {}", self.term);
-        if term > self.term {
-            self.term = term;
-            self.vote = None;
-        }
-        let was = self.role;
-        if was == Role::Leader {
-            self.reads
-                .fail_all(ReadError::LeadershipLost, &mut self.out.reads);
-        }
-        self.role = Role::Follower;
-        self.leader = leader;
-        self.progress.clear();
-        self.votes.clear();
-        self.lead_transferee = None;
-        self.reset_timers();
-        if was != Role::Follower {
-            tracing::info!(id = self.id, term, ?leader, from = ?was, "became follower");
-        }
-    }
-
-    fn campaign_pre_vote(&mut self) {
-        // Pre-Vote (dissertation §9.6): ask whether we could win before
-        // disturbing anyone's term.
-        assert!(self.role != Role::Leader, "a leader does not campaign");
-        self.role = Role::PreCandidate;
-        self.leader = None;
-        self.votes.clear();
-        self.reset_timers();
-        tracing::info!(id = self.id, term = self.term, "became pre-candidate");
-        self.request_votes(true, false);
-        self.record_vote(self.id, true);
-    }
-
-    fn campaign(&mut self, leader_transfer: bool) {
-        assert!(self.role != Role::Leader, "a leader does not campaign");
-        self.term += 1;
-        self.vote = Some(self.id);
-        self.role = Role::Candidate;
-        self.leader = None;
-        self.votes.clear();
-        self.reset_timers();
-        tracing::info!(id = self.id, term = self.term, "became candidate");
-        // Our own vote is recorded in on_write_done, once durable.
-        self.request_votes(false, leader_transfer);
-    }
-
-    fn request_votes(&mut self, pre_vote: bool, leader_transfer: bool) {
-        let term = if pre_vote { self.term + 1 } else { self.term };
-        let last_log_id = self.log.last_log_id();
-        let voters: Vec<NodeId> = self
-            .voters()
-            .into_iter()
-            .filter(|&v| v != self.id)
-            .collect();
-        for to in voters {
-            self.out.messages.push(Message {
-                from: self.id,
-                to,
-                term,
-                body: MessageBody::VoteRequest {
-                    pre_vote,
-                    last_log_id,
-                    leader_transfer,
-                },
-            });
-        }
-    }
-
-    fn voters(&self) -> BTreeSet<NodeId> {
-        let m = self.membership();
-        m.voters.union(&m.voters_outgoing).copied().collect()
-    }
-
-    fn handle_vote_request(
-        &mut self,
-        from: NodeId,
-        term: u64,
-        pre_vote: bool,
-        candidate_last: LogId,
-    ) {
-        // Vote restriction (§5.4.1): grant only to a candidate whose log is
-        // at least as up-to-date as ours, comparing last (term, index).
-        let up_to_date = candidate_last >= self.log.last_log_id();
-        let free = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
-        // A pre-vote for a later term is granted on the log alone: we have
-        // not moved to that term and promise nothing.
-        let can_vote = free || (pre_vote && term > self.term);
-        // Whether we are a voter is not asked (dissertation §4.1): a node
-        // promoted before the configuration reached it (a learner far
-        // behind, a new node with an empty log) must vote, or a quorum that
-        // needs it is stuck. The candidate counts only its voters' grants.
-        let granted = can_vote && up_to_date;
-        tracing::debug!(id = self.id, from, term, pre_vote, granted, "vote request");
-        let body = MessageBody::VoteResponse { pre_vote, granted };
-        if pre_vote {
-            // Answer in the candidate's prospective term when granting.
-            let reply_term = if granted { term } else { self.term };
-            self.out.messages.push(Message {
-                from: self.id,
-                to: from,
-                term: reply_term,
-                body,
-            });
-        } else {
-            if granted {
-                // Election Safety (§5.2): at most one vote per term, durable
-                // before the response leaves (the response waits for it).
-                assert!(
-                    self.vote.is_none() || self.vote == Some(from),
-                    "second vote in term {}",
-                    self.term
-                );
-                self.vote = Some(from);
-                self.election_elapsed = 0;
-            }
-            if self.planted(PlantedBugKind::Vote) {
-                self.send(from, body);
-            } else {
-                self.send_durable(from, body);
-            }
-        }
-    }
-
-    fn handle_vote_response(&mut self, from: NodeId, term: u64, pre_vote: bool, granted: bool) {
-        let expected = match (pre_vote, self.role) {
-            // Grants come in the prospective term; refusals in the voter's
-            // own term, which may be ours.
-            (true, Role::PreCandidate) => term == self.term + 1 || (!granted && term == self.term),
-            (false, Role::Candidate) => term == self.term,
-            _ => false,
-        };
-        if expected {
-            self.record_vote(from, granted);
-        }
-    }
-
-    fn record_vote(&mut self, from: NodeId, granted: bool) {
-        self.votes.entry(from).or_insert(granted);
-        match quorum::vote_result(self.membership(), &self.votes) {
-            VoteResult::Won if self.role == Role::PreCandidate => self.campaign(false),
-            VoteResult::Won if self.role == Role::Candidate => self.become_leader(),
-            VoteResult::Lost => {
-                tracing::info!(
-                    id = self.id,
-                    term = self.term,
-                    pre_vote = self.role == Role::PreCandidate,
-                    "election lost"
-                );
-                self.become_follower(self.term, None);
-            }
-            _ => {}
-        }
-    }
-
-    fn become_leader(&mut self) {
-        assert_eq!(
-            self.role,
-            Role::Candidate,
-            "only a candidate becomes leader"
-        );
-        assert_eq!(self.vote, Some(self.id), "a leader voted for itself");
-        self.role = Role::Leader;
-        self.leader = Some(self.id);
-        self.votes.clear();
-        self.reset_timers();
-        self.reads = ReadQueue::default();
-        self.progress.clear();
-        self.rebuild_progress();
-        for progress in self.progress.values_mut() {
-            // A grace period: every peer starts as active for CheckQuorum.
-            progress.recent_active = true;
-        }
-        tracing::info!(id = self.id, term = self.term, last = ?self.log.last_log_id(), "became leader");
-        // A blank entry of our term lets us commit entries of earlier terms
-        // (§5.4.2) and learn the commit index for ReadIndex (§6.4).
-        let entry = Entry {
-            term: self.term,
-            index: self.log.last_index() + 1,
-            payload: EntryPayload::Blank,
-        };
-        self.append_own([entry]);
-    }
-
-    /// Makes `progress` hold exactly the current members other than us.
-    fn rebuild_progress(&mut self) {
-        let members = self.membership().members();
-        self.progress.retain(|id, _| members.contains(id));
-        let next = self.log.last_index() + 1;
-        for id in members {
-            if id != self.id && !self.progress.contains_key(&id) {
-                let inflights = inflights::Inflights::new(
-                    self.config.inflight_msgs_max,
-                    self.config
-                        .append_bytes_max
-                        .saturating_mul(self.config.inflight_msgs_max as u64),
-                );
-                let mut progress = Progress::new(next, inflights);
-                progress.recent_active = true;
-                self.progress.insert(id, progress);
-            }
-        }
-    }
-
-    fn handle_timeout_now(&mut self, from: NodeId) {
-        if self.role == Role::Leader || !self.can_campaign() {
-            return;
-        }
-        tracing::info!(
-            id = self.id,
-            from,
-            term = self.term,
-            "timeout-now: campaigning for transfer"
-        );
-        self.campaign(true);
-    }
-
-    fn quorum_recently_active(&self) -> bool {
-        let votes: BTreeMap<NodeId, bool> = self
-            .voters()
-            .into_iter()
-            .map(|id| {
-                (
-                    id,
-                    id == self.id || self.progress.get(&id).is_some_and(|p| p.recent_active),
-                )
-            })
-            .collect();
-        quorum::vote_result(self.membership(), &votes) == VoteResult::Won
-    }
-
-    // ----- replication -----
-
-    /// Leader: appends our own new entries.
-    fn append_own(&mut self, entries: impl IntoIterator<Item = Entry>) {
-        assert_eq!(self.role, Role::Leader);
-        let before = self.log.last_index();
-        self.log.append(entries);
-        self.note_memberships(before + 1);
-        // A single-voter cluster commits as soon as the entry is durable.
-        self.maybe_commit();
-    }
-
-    /// Records membership entries appended from `from` on.
-    fn note_memberships(&mut self, from: u64) {
-        let appended = self.log.memberships_from(from);
-        let changed = !appended.is_empty();
-        // A configuration takes effect when appended (dissertation §4.1).
-        self.memberships.extend(appended);
-        if changed {
-            self.on_membership_changed();
-        }
-    }
-
-    fn on_membership_changed(&mut self) {
-        self.membership_version += 1;
-        self.out.members = Some(self.membership().nodes.clone());
-        if self.role == Role::Leader {
-            self.rebuild_progress();
-        }
-    }
-
-    /// Leader: sends `peer` as many appends as its progress allows.
-    fn send_appends(&mut self, peer: NodeId) {
-        loop {
-            let committed = self.log.committed();
-            let last = self.log.last_index();
-            let Some(progress) = self.progress.get(&peer) else {
-                return;
-            };
-            if progress.is_paused() {
-                return;
-            }
-            let next = progress.next_index;
-            let probing = progress.state == ProgressState::Probe;
-            let has_entries = next <= last;
-            let commit_behind = progress.commit_sent < committed.min(last);
-            let probe_due = probing && progress.match_index < last;
-            if !(has_entries || commit_behind || probe_due) {
-                return;
-            }
-            let Some(prev_term) = self.log.term_at(next - 1) else {
-                // The entries this follower needs are purged: send the
-                // latest snapshot instead (Raft §7).
-                self.start_snapshot_transfer(peer);
-                return;
-            };
-            let entries = if has_entries {
-                match self.log.entries(next, self.config.append_bytes_max) {
-                    Ok(entries) => entries,
-                    Err(Missing(range)) => {
-                        let end = range.end.min(range.start + 4096);
-                        self.request_load(range.start..end);
-                        return;
-                    }
-                }
-            } else {
-                Vec::new()
-            };
-            let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
-            let last_sent = entries.last().map(|e| e.index);
-            let progress = self.progress.get_mut(&peer).expect("checked above");
-            progress.on_append_sent(last_sent, bytes);
-            progress.commit_sent = committed;
-            let prev_log_id = LogId::new(prev_term, next - 1);
-            self.out.messages.push(Message {
-                from: self.id,
-                to: peer,
-                term: self.term,
-                body: MessageBody::Append {
-                    prev_log_id,
-                    entries,
-                    commit: committed,
-                },
-            });
-            if last_sent.is_none() || probing {
-                return;
-            }
-        }
-    }
-
-    fn request_load(&mut self, range: std::ops::Range<u64>) {
-        if !self.load_in_flight && !range.is_empty() {
-            self.load_in_flight = true;
-            self.out.load = Some(range);
-        }
-    }
-
-    fn handle_append(&mut self, from: NodeId, prev: LogId, entries: Vec<Entry>, commit: u64) {
-        if self.role != Role::Follower {
-            // Same term: someone else won (§5.2).
-            self.become_follower(self.term, Some(from));
-        }
-        self.leader = Some(from);
-        self.election_elapsed = 0;
-
-        let committed = self.log.committed();
-        if prev.index < committed {
-            // Everything up to our commit index matches the leader (Leader
-            // Completeness); skip what we already hold.
-            let skip = (committed - prev.index) as usize;
-            if skip >= entries.len() {
-                let match_index = committed;
-                self.reply_append(from, AppendOutcome::Success { match_index });
-                return;
-            }
-            let prev = LogId::new(entries[skip - 1].term, entries[skip - 1].index);
-            let rest = entries[skip..].to_vec();
-            return self.handle_append(from, prev, rest, commit);
-        }
-
-        if !self.log.matches(prev) {
-            // Log Matching (§5.3): we do not hold prev, so reject with a
-            // hint: the last index whose term is at most prev's term.
-            let hint_index = self.log.last_index_with_term_at_most(prev.index, prev.term);
-            let hint_term = self
-                .log
-                .term_at(hint_index)
-                .expect("hint index is in the log");
-            tracing::debug!(id = self.id, from, ?prev, hint_index, "append rejected");
-            let outcome = AppendOutcome::Reject {
-                rejected_index: prev.index,
-                hint: LogId::new(hint_term, hint_index),
-            };
-            self.send(from, MessageBody::AppendResponse { outcome });
-            return;
-        }
-
-        let match_index = prev.index + entries.len() as u64;
-        // Find the first entry we do not already hold; truncate a
-        // conflicting suffix from there (§5.3) and append the rest.
-        if let Some(pos) = entries.iter().position(|e| !self.log.matches(e.log_id())) {
-            let first_new = entries[pos].index;
-            if first_new <= self.log.last_index() {
-                tracing::info!(
-                    id = self.id,
-                    from,
-                    at = first_new,
-                    "truncating conflicting entries"
-                );
-                self.log.truncate(first_new);
-                self.drop_memberships_from(first_new);
-            }
-            self.log.append(entries.into_iter().skip(pos));
-            self.note_memberships(first_new);
-        }
-        // Commit what the leader committed, but never beyond what this
-        // append proved we hold.
-        self.log
-            .commit_to(commit.min(match_index).max(self.log.committed()));
-        self.reply_append(from, AppendOutcome::Success { match_index });
-    }
-
-    fn reply_append(&mut self, to: NodeId, outcome: AppendOutcome) {
-        let body = MessageBody::AppendResponse { outcome };
-        match outcome {
-            // The ack promises the entries are durable: it waits for them
-            // (Figure 2: respond after persisting; dissertation §3.8).
-            AppendOutcome::Success { match_index }
-                if match_index > self.log.persisted() && !self.planted(PlantedBugKind::Ack) =>
-            {
-                self.send_durable(to, body)
-            }
-            _ if self.hard_state_dirty() => self.send_durable(to, body),
-            _ => self.send(to, body),
-        }
-    }
-
-    fn drop_memberships_from(&mut self, from: u64) {
-        let before = self.memberships.len();
-        self.memberships.retain(|(index, _)| *index < from);
-        assert!(
-            !self.memberships.is_empty(),
-            "truncation removed the base membership"
-        );
-        if self.memberships.len() != before {
-            self.on_membership_changed();
-        }
-    }
-
-    fn handle_append_response(&mut self, from: NodeId, outcome: AppendOutcome) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let last = self.log.last_index();
-        let Some(progress) = self.progress.get_mut(&from) else {
-            return;
-        };
-        progress.recent_active = true;
-        match outcome {
-            AppendOutcome::Success { match_index } => {
-                if match_index > last {
-                    tracing::warn!(
-                        id = self.id,
-                        from,
-                        match_index,
-                        last,
-                        "ack beyond our log ignored"
-                    );
-                    return;
-                }
-                if match_index < progress.match_index {
-                    return; // a stale ack, overtaken by a later one
-                }
-                let grew = progress.on_ack(match_index);
-                if progress.state == ProgressState::Probe {
-                    // The match point is found: start streaming.
-                    progress.become_replicate();
-                }
-                if grew {
-                    self.maybe_commit();
-                }
-                if self.lead_transferee == Some(from) && self.progress[&from].match_index == last {
-                    self.send(from, MessageBody::TimeoutNow);
-                }
-            }
-            AppendOutcome::Reject {
-                rejected_index,
-                hint,
-            } => {
-                // Skip back over a whole conflicting term at once.
-                let probe = self.log.last_index_with_term_at_most(hint.index, hint.term);
-                let progress = self.progress.get_mut(&from).expect("checked above");
-                if progress.on_reject(rejected_index, probe) {
-                    tracing::debug!(
-                        id = self.id,
-                        from,
-                        rejected_index,
-                        next = progress.next_index,
-                        "append rejected; probing"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Commits the largest index a quorum holds, if it is of our term.
-    fn maybe_commit(&mut self) {
-        let persisted = self.log.persisted();
-        let progress = &self.progress;
-        let id = self.id;
-        let index = quorum::committed_index(self.membership(), |voter| {
-            if voter == id {
-                persisted
-            } else {
-                progress.get(&voter).map_or(0, |p| p.match_index)
-            }
-        });
-        // Figure 8 (§5.4.2): count replicas only for an entry of the current
-        // term; earlier entries commit with it.
-        let own_term = self.log.term_at(index) == Some(self.term);
-        if index > self.log.committed() && (own_term || self.planted(PlantedBugKind::Figure8)) {
-            self.log.commit_to(index);
-            self.after_membership_commit();
-        }
-    }
-
-    /// Leader: the configuration in force just committed. A joint one is
-    /// followed by C_new; a C_new without us means we step down (the
-    /// dissertation's §4.2.2: the leader manages the cluster until C_new is
-    /// committed, then steps down).
-    fn after_membership_commit(&mut self) {
-        if self.role != Role::Leader || self.membership_index() > self.log.committed() {
-            return;
-        }
-        if self.membership().is_joint() {
-            let next = config_change::leave_joint(self.membership());
-            let index = self.log.last_index() + 1;
-            tracing::info!(id = self.id, index, voters = ?next.voters, "leaving joint configuration");
-            let entry = Entry {
-                term: self.term,
-                index,
-                payload: EntryPayload::Membership(Box::new(next)),
-            };
-            self.append_own([entry]);
-        } else if !self.membership().is_voter(self.id) {
-            tracing::info!(
-                id = self.id,
-                term = self.term,
-                "removed from the configuration; stepping down"
-            );
-            self.become_follower(self.term, None);
-        }
-    }
-
-    // ----- snapshots (Raft §7) -----
-
-    /// The apply task has applied up to `applied`.
-    pub(crate) fn on_applied(&mut self, applied: u64) {
-        self.applied = self.applied.max(applied);
-    }
-
-    fn maybe_build_snapshot(&mut self) {
-        let interval = self.config.snapshot_interval_entries;
-        if interval == 0 || self.snapshot_building || self.snapshots_unsupported || self.installing
-        {
-            return;
-        }
-        if self.applied >= self.snapshot.index + interval {
-            self.snapshot_building = true;
-            self.out.build_snapshot = true;
-        }
-    }
-
-    /// The state machine finished a snapshot (or cannot make one). Saves its
-    /// metadata and purges the log behind it, keeping
-    /// `snapshot_trailing_entries` so slightly lagging followers still
-    /// catch up from the log. A snapshot that cannot be what was applied
-    /// (beyond the commit index, or of another term than the log's entry
-    /// there) is the state machine's error: the node must stop.
-    pub(crate) fn on_snapshot_built(
-        &mut self,
-        result: Result<LogId, StateMachineError>,
-    ) -> Result<(), StateMachineError> {
-        self.snapshot_building = false;
-        let snapshot = match result {
-            Ok(snapshot) => snapshot,
-            Err(StateMachineError::SnapshotUnsupported) => {
-                tracing::warn!(
-                    id = self.id,
-                    "state machine has no snapshots; the log will not be compacted"
-                );
-                self.snapshots_unsupported = true;
-                return Ok(());
-            }
-            Err(error) => return Err(error),
-        };
-        if snapshot.index <= self.snapshot.index {
-            return Ok(());
-        }
-        let corrupt = |message: String| StateMachineError::Corrupt {
-            index: snapshot.index,
-            message,
-        };
-        if snapshot.index > self.log.committed() {
-            return Err(corrupt(format!(
-                "snapshot {snapshot:?} reaches beyond the commit index {}",
-                self.log.committed()
-            )));
-        }
-        if let Some(term) = self.log.term_at(snapshot.index) {
-            if term != snapshot.term {
-                return Err(corrupt(format!(
-                    "snapshot {snapshot:?}, but the log holds term {term} there"
-                )));
-            }
-        }
-        self.snapshot = snapshot;
-        let membership = self.membership_at(snapshot.index);
-        self.out.snapshot_meta = Some(SnapshotMeta {
-            last_log_id: snapshot,
-            membership,
-        });
-        let purge = snapshot
-            .index
-            .saturating_sub(self.config.snapshot_trailing_entries)
-            .min(self.log.persisted())
-            .min(self.log.applied_handed());
-        if purge > self.log.purged().index {
-            let up_to = LogId::new(
-                self.log.term_at(purge).expect("purge point is in the log"),
-                purge,
-            );
-            self.log.purge_to(up_to);
-            self.forget_memberships_before(purge);
-            self.out.purge = Some(up_to);
-            tracing::debug!(
-                id = self.id,
-                ?snapshot,
-                ?up_to,
-                "snapshot built; log purged"
-            );
-        }
-        Ok(())
-    }
-
-    /// The configuration in force at `index`.
-    fn membership_at(&self, index: u64) -> Membership {
-        self.memberships
-            .iter()
-            .rev()
-            .find(|(i, _)| *i <= index)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    }
-
-    /// Drops membership entries superseded before `index`, keeping the one
-    /// in force there.
-    fn forget_memberships_before(&mut self, index: u64) {
-        let keep_from = self
-            .memberships
-            .iter()
-            .rposition(|(i, _)| *i <= index)
-            .unwrap_or(0);
-        self.memberships.drain(..keep_from);
-    }
-
-    /// Leader: `peer` needs purged entries; stream the latest snapshot.
-    fn start_snapshot_transfer(&mut self, peer: NodeId) {
-        let snapshot = self.snapshot;
-        let progress = self.progress.get_mut(&peer).expect("peer has progress");
-        if progress.state == ProgressState::Snapshot {
-            return;
-        }
-        assert!(
-            snapshot.index >= self.log.purged().index,
-            "purged {:?} beyond snapshot {snapshot:?}",
-            self.log.purged()
-        );
-        tracing::info!(
-            id = self.id,
-            peer,
-            ?snapshot,
-            "follower needs purged entries; sending a snapshot"
-        );
-        progress.become_snapshot(snapshot);
-        self.out.snapshot_reads.push(SnapshotRead {
-            to: peer,
-            snapshot,
-            offset: 0,
-        });
-    }
-
-    /// A chunk read for `to` (None: past the end). Sends it.
-    pub(crate) fn on_snapshot_chunk(
-        &mut self,
-        to: NodeId,
-        snapshot: LogId,
-        offset: u64,
-        chunk: Result<Option<Bytes>, StateMachineError>,
-    ) {
-        let term = self.term;
-        let membership = self.membership_at(snapshot.index);
-        let Some(progress) = self.progress.get_mut(&to) else {
-            return;
-        };
-        let Some(transfer) = progress.transfer.as_mut() else {
-            return;
-        };
-        if transfer.snapshot != snapshot || transfer.offset != offset || self.role != Role::Leader {
-            return;
-        }
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(error) => {
-                tracing::info!(id = self.id, to, %error, "snapshot unreadable; starting over");
-                progress.become_probe();
-                return;
-            }
-        };
-        let done = chunk.is_none();
-        let data = chunk.unwrap_or_default();
-        transfer.chunk_len = Some(data.len() as u64);
-        let meta = SnapshotMeta {
-            last_log_id: snapshot,
-            membership,
-        };
-        self.out.messages.push(Message {
-            from: self.id,
-            to,
-            term,
-            body: MessageBody::InstallSnapshot {
-                meta,
-                offset,
-                data,
-                done,
-            },
-        });
-    }
-
-    fn handle_install_snapshot_response(
-        &mut self,
-        from: NodeId,
-        snapshot: LogId,
-        outcome: SnapshotOutcome,
-    ) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let Some(progress) = self.progress.get_mut(&from) else {
-            return;
-        };
-        progress.recent_active = true;
-        let Some(transfer) = progress.transfer.as_mut() else {
-            return;
-        };
-        if transfer.snapshot != snapshot {
-            return;
-        }
-        transfer.idle_ticks = 0;
-        match outcome {
-            SnapshotOutcome::Received { next_offset } => {
-                // Only the answer to the chunk in flight moves the transfer
-                // on; a duplicated or late answer to an earlier chunk (or one
-                // arriving while a chunk is read) is ignored, so copies never
-                // multiply the chunks in flight.
-                let expected = transfer.chunk_len.map(|len| transfer.offset + len);
-                if expected == Some(next_offset) {
-                    transfer.offset = next_offset;
-                    transfer.chunk_len = None;
-                    self.out.snapshot_reads.push(SnapshotRead {
-                        to: from,
-                        snapshot,
-                        offset: next_offset,
-                    });
-                }
-            }
-            SnapshotOutcome::Installed => {
-                tracing::info!(
-                    id = self.id,
-                    peer = from,
-                    ?snapshot,
-                    "follower installed the snapshot"
-                );
-                progress.on_snapshot_installed(snapshot);
-                self.maybe_commit();
-            }
-            SnapshotOutcome::Restart => progress.become_probe(),
-        }
-    }
-
-    fn handle_install_snapshot(
-        &mut self,
-        from: NodeId,
-        meta: SnapshotMeta,
-        offset: u64,
-        data: Bytes,
-        done: bool,
-    ) {
-        if self.role != Role::Follower {
-            self.become_follower(self.term, Some(from));
-        }
-        self.leader = Some(from);
-        self.election_elapsed = 0;
-        let snapshot = meta.last_log_id;
-        let reply = |outcome| MessageBody::InstallSnapshotResponse { snapshot, outcome };
-        if snapshot.index <= self.log.committed() {
-            // Everything it covers is committed here already.
-            self.send(from, reply(SnapshotOutcome::Installed));
-            return;
-        }
-        if self.installing {
-            return; // the leader retries after a quiet spell
-        }
-        let next = match self.receiving {
-            _ if offset == 0 => 0,
-            Some((receiving, next)) if receiving == snapshot && next == offset => next,
-            Some((receiving, next)) if receiving == snapshot && offset < next => {
-                // A copy of a chunk taken already (duplicated, or sent again
-                // because our answer was lost): say where we are.
-                let outcome = SnapshotOutcome::Received { next_offset: next };
-                self.send(from, reply(outcome));
-                return;
-            }
-            _ => {
-                self.send(from, reply(SnapshotOutcome::Restart));
-                return;
-            }
-        };
-        self.receiving = Some((snapshot, next + data.len() as u64));
-        self.out.snapshot_receives.push(SnapshotReceive {
-            from,
-            meta,
-            offset,
-            data,
-            done,
-        });
-    }
-
-    /// A received chunk is stored in the state machine.
-    pub(crate) fn on_snapshot_chunk_stored(
-        &mut self,
-        from: NodeId,
-        meta: SnapshotMeta,
-        next_offset: u64,
-        done: bool,
-    ) {
-        let snapshot = meta.last_log_id;
-        if self.receiving != Some((snapshot, next_offset)) || self.role != Role::Follower {
-            return; // superseded by a restart or a newer snapshot
-        }
-        if done && snapshot.index <= self.log.committed() {
-            // Entries committed meanwhile cover it: they are (or will be)
-            // applied from the log; installing would take the state machine
-            // back over those already applied.
-            self.receiving = None;
-            let outcome = SnapshotOutcome::Installed;
-            self.send(
-                from,
-                MessageBody::InstallSnapshotResponse { snapshot, outcome },
-            );
-        } else if done {
-            debug_assert!(self.log.applied_handed() < snapshot.index);
-            self.installing = true;
-            self.out.install = Some(meta);
-        } else {
-            let outcome = SnapshotOutcome::Received { next_offset };
-            self.send(
-                from,
-                MessageBody::InstallSnapshotResponse { snapshot, outcome },
-            );
-        }
-    }
-
-    /// The received snapshot is installed in the state machine (and its
-    /// metadata saved): drop the log it covers and tell the leader.
-    pub(crate) fn on_snapshot_installed(&mut self, meta: SnapshotMeta) {
-        let snapshot = meta.last_log_id;
-        self.installing = false;
-        self.receiving = None;
-        self.applied = self.applied.max(snapshot.index);
-        self.snapshot = self.snapshot.max(snapshot);
-        tracing::info!(id = self.id, ?snapshot, "snapshot installed");
-        let before = self.membership().clone();
-        self.log.install_snapshot(snapshot);
-        self.memberships
-            .retain(|(index, _)| *index > snapshot.index && *index <= self.log.last_index());
-        self.memberships
-            .insert(0, (snapshot.index, meta.membership));
-        if *self.membership() != before {
-            self.on_membership_changed();
-        }
-        self.out.purge = Some(snapshot);
-        if let Some(leader) = self.leader {
-            let body = MessageBody::InstallSnapshotResponse {
-                snapshot,
-                outcome: SnapshotOutcome::Installed,
-            };
-            self.send(leader, body);
-        }
-    }
-
-    // ----- heartbeats and reads -----
-
-    fn broadcast_heartbeat(&mut self) {
-        let committed = self.log.committed();
-        let read_seq = self.reads.seq();
-        let peers: Vec<(NodeId, u64)> = self
-            .progress
-            .iter()
-            .map(|(&id, p)| (id, p.match_index))
-            .collect();
-        for (peer, match_index) in peers {
-            self.send(
-                peer,
-                MessageBody::Heartbeat {
-                    commit: committed.min(match_index),
-                    read_seq,
-                },
-            );
-        }
-    }
-
-    fn handle_heartbeat(&mut self, from: NodeId, commit: u64, read_seq: u64) {
-        if self.role != Role::Follower {
-            self.become_follower(self.term, Some(from));
-        }
-        self.leader = Some(from);
-        self.election_elapsed = 0;
-        // The leader sends min(commit, our match), so this never commits an
-        // entry we do not hold.
-        let commit = commit.min(self.log.last_index());
-        self.log.commit_to(commit.max(self.log.committed()));
-        self.send(from, MessageBody::HeartbeatResponse { read_seq });
-    }
-
-    fn handle_heartbeat_response(&mut self, from: NodeId, read_seq: u64) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let Some(progress) = self.progress.get_mut(&from) else {
-            return;
-        };
-        progress.recent_active = true;
-        progress.read_seq_acked = progress.read_seq_acked.max(read_seq);
-        // A lost probe, or lost acks of a full window, must not stall the
-        // follower forever: the follower is alive, so let one append through.
-        // If appends were lost it rejects it and the leader probes again.
-        progress.probe_sent = false;
-        if progress.state == ProgressState::Replicate && progress.inflights.is_full() {
-            progress.inflights.free_first();
-        }
-        // The last appends to a lagging follower in Replicate may have been
-        // lost with nothing new to send after them, so nothing would resend
-        // them. Ask about the end of what we sent: an empty append at
-        // next - 1, which the follower rejects if it lacks it, sending it back
-        // to Probe (etcd sends an append on such a response too).
-        let lag_prev = (progress.state == ProgressState::Replicate
-            && progress.match_index < self.log.last_index())
-        .then(|| progress.next_index - 1);
-        if let Some(prev_index) = lag_prev {
-            if let Some(prev_term) = self.log.term_at(prev_index) {
-                let commit = self.log.committed();
-                self.send(
-                    from,
-                    MessageBody::Append {
-                        prev_log_id: LogId::new(prev_term, prev_index),
-                        entries: Vec::new(),
-                        commit,
-                    },
-                );
-            }
-        }
-        self.confirm_reads();
-    }
-
-    fn committed_in_current_term(&self) -> bool {
-        self.log.term_at(self.log.committed()) == Some(self.term)
-    }
-
-    fn flush_reads(&mut self) {
-        if self.reads.has_unsent() && self.committed_in_current_term() {
-            self.reads.start_round(self.log.committed());
-            if self.planted(PlantedBugKind::Read) {
-                // The bug: answer on the leader's belief alone.
-                let seq = self.reads.seq();
-                self.reads.confirm(seq, &mut self.out.reads);
-            }
-            self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat();
-            self.confirm_reads();
-        }
-    }
-
-    fn confirm_reads(&mut self) {
-        let progress = &self.progress;
-        let (id, seq) = (self.id, self.reads.seq());
-        let acked = quorum::committed_index(self.membership(), |voter| {
-            if voter == id {
-                seq
-            } else {
-                progress.get(&voter).map_or(0, |p| p.read_seq_acked)
-            }
-        });
-        self.reads.confirm(acked, &mut self.out.reads);
-    }
-
-    // ----- persistence and sending -----
-
-    fn hard_state_dirty(&self) -> bool {
-        self.term != self.hard_state_handed.term || self.vote != self.hard_state_handed.vote
-    }
-
-    fn send(&mut self, to: NodeId, body: MessageBody) {
-        self.out.messages.push(Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        });
-    }
-
-    /// Sends `body` once everything this engine holds now is durable: tags
-    /// it with the write that will carry (or already carries) that state.
-    fn send_durable(&mut self, to: NodeId, body: MessageBody) {
-        let msg = Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        };
-        let after = if self.log.has_unhanded() || self.hard_state_dirty() {
-            Some(self.write_next_id)
-        } else {
-            self.write_in_flight.map(|w| w.id)
-        };
-        match after {
-            Some(write_id) => self.out.messages_after_write.push((write_id, msg)),
-            None => self.out.messages.push(msg),
-        }
-    }
-
-    fn maybe_issue_write(&mut self) {
-        if self.write_in_flight.is_some() {
-            return;
-        }
-        let hard_state = self.hard_state();
-        if !self.log.has_unhanded() && hard_state == self.hard_state_handed {
-            return;
-        }
-        let must_sync = self.log.has_unhanded() || self.hard_state_dirty();
-        let (truncate_from, entries) = self.log.take_unhanded();
-        let id = self.write_next_id;
-        self.write_next_id += 1;
-        let last = self.log.last_log_id();
-        let changed = hard_state != self.hard_state_handed;
-        self.hard_state_handed = hard_state;
-        self.write_in_flight = Some(WriteInFlight {
-            id,
-            last,
-            hard_state,
-        });
-        let batch = WriteBatch {
-            truncate_from,
-            entries,
-            hard_state: changed.then_some(hard_state),
-            must_sync,
-        };
-        self.out.write = Some(Write { id, batch });
-    }
-
     /// The O(n) invariant walk; tests and the simulator call it every step.
     pub(crate) fn check_invariants(&self) {
+        if self.purge_after_truncation.is_some() {
+            assert!(
+                self.log.truncation_pending(),
+                "a purge waits for no truncation"
+            );
+        }
+        if self.role != Role::Leader {
+            assert_eq!(
+                self.uncommitted.bytes(),
+                0,
+                "uncommitted bytes off the leader"
+            );
+        }
         self.log.check_invariants();
         if self.role == Role::Leader {
             assert_eq!(self.vote, Some(self.id), "a leader voted for itself");
@@ -1791,6 +778,10 @@ impl Engine {
         assert!(self.election_timeout <= self.config.election_ticks_max);
     }
 }
+
+/// The text a binary holds when the planted-bug branches are compiled in.
+#[cfg(feature = "planted-bugs")]
+static PLANTED_BUGS_MARKER: &str = "rafter: planted-bugs compiled in";
 
 /// The rules a planted bug can break (see `testing::PlantedBug`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

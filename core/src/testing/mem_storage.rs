@@ -157,8 +157,22 @@ impl RaftStorage for MemStorage {
                 message: "injected failure".into(),
             });
         }
+        // The shape of the write that follows an install over a log that
+        // held another history: its truncation alone (see CrashPoint).
+        let truncation_alone = batch.truncate_from.is_some() && batch.entries.is_empty();
         inner.apply(batch)?;
         inner.writes += 1;
+        if truncation_alone
+            && inner
+                .crash
+                .as_ref()
+                .is_some_and(|s| s.trip_at(CrashPoint::SnapshotLogTruncated))
+        {
+            return Err(StorageError::Io {
+                operation: "write",
+                message: "the node crashed right after truncating the replaced log".into(),
+            });
+        }
         Ok(())
     }
 

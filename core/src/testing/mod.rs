@@ -2,12 +2,14 @@
 //! (feature `testing`): an in-memory storage, an in-process network, small
 //! state machines, the conformance suite every `RaftStorage` should pass,
 //! [`CrashSwitch`], which crashes a node at a chosen point of a snapshot
-//! install, and [`strategies`], proptest generators of messages for codec
+//! install, [`ProposalWaiters`] (the apply task's answers to proposers, for
+//! simulators), and [`strategies`], proptest generators of messages for codec
 //! and transport tests.
 
 mod kv;
 mod mem_network;
 mod mem_storage;
+mod proposal_waiters;
 mod sim;
 mod storage_suite;
 pub mod strategies;
@@ -17,15 +19,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use kv::{KvCommand, KvResponse, KvState, KvStateMachine, NoopStateMachine};
 pub use mem_network::{MemNetwork, MemRouter};
 pub use mem_storage::MemStorage;
+pub use proposal_waiters::ProposalWaiters;
 pub use sim::{PlantedBug, SimActions, SimCore, SimDurable, SnapshotRead, SnapshotReceive};
 pub use storage_suite::run_storage_suite;
 
 /// Where a [`CrashSwitch`] crashes a follower that installs a received
-/// snapshot. The install makes three steps durable, in order: the
+/// snapshot. The install makes up to four steps durable, in order: the
 /// snapshot's metadata (in storage), the snapshot (in the state machine,
-/// atomically), the purge of the log it covers (ARCHITECTURE.md,
-/// Snapshots). Each point is a crash between two of them, or inside the
-/// second.
+/// atomically), the truncation of what the log held after it if that was
+/// another history (a storage write), the purge of the log it covers
+/// (ARCHITECTURE.md, Snapshots). Each point is a crash between two of
+/// them, or inside the second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CrashPoint {
@@ -41,6 +45,10 @@ pub enum CrashPoint {
     /// In [`KvStateMachine`]'s `install_snapshot`, right after the snapshot
     /// is installed: the node never hears of it, so its log is not purged.
     SnapshotInstalled,
+    /// In [`MemStorage`]'s next write that truncates the log and carries no
+    /// entries (the write that drops another history after an installed
+    /// snapshot), right after it: the purge that follows never runs.
+    SnapshotLogTruncated,
 }
 
 /// The power switch of one node, shared by its [`MemStorage`] and its

@@ -29,7 +29,9 @@ use crate::state_machine::StateMachineError;
 use crate::storage::{StorageError, WriteBatch};
 use crate::types::{Entry, EntryPayload, HardState, LogId, Membership, NodeId, SnapshotMeta};
 
-/// A rule broken on purpose, to prove the simulator catches it.
+/// A rule broken on purpose, to prove the simulator catches it. Planted
+/// only with rafter's `planted-bugs` feature (`SimCore` refuses one
+/// without it), so that no other build carries the broken branches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PlantedBug {
@@ -232,8 +234,17 @@ impl SimCore {
             memberships,
             applied,
         };
+        #[allow(unused_mut)]
         let mut engine_config = EngineConfig::from_config(config);
-        engine_config.planted_bug = planted_bug;
+        #[cfg(feature = "planted-bugs")]
+        {
+            engine_config.planted_bug = planted_bug;
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        assert!(
+            planted_bug.is_none(),
+            "{planted_bug:?} needs rafter's `planted-bugs` feature"
+        );
         Ok(Self {
             engine: Engine::new(id, engine_config, restored),
         })
@@ -247,6 +258,14 @@ impl SimCore {
     /// Handles a message addressed to this node.
     pub fn step(&mut self, message: Message) {
         self.engine.step(message);
+    }
+
+    /// Handles a message from a peer as `Raft::receive` does: validated
+    /// first ([`crate::codec::validate_message`]), refused if invalid.
+    pub fn receive(&mut self, message: Message) -> Result<(), crate::codec::DecodeError> {
+        crate::codec::validate_message(&message)?;
+        self.engine.step(message);
+        Ok(())
     }
 
     /// Appends commands (leader only); returns the first entry's log id.

@@ -38,6 +38,13 @@ pub fn number() -> BoxedStrategy<u64> {
     .boxed()
 }
 
+/// A term a valid message may carry: like [`number`], below
+/// [`crate::codec::TERM_LIMIT`] (with the values next to it).
+pub fn term() -> BoxedStrategy<u64> {
+    let limit = crate::codec::TERM_LIMIT;
+    prop_oneof![Just(0), Just(1), 0u64..16, (limit - 16)..limit, 0..limit,].boxed()
+}
+
 /// A node id: like [`number`], but never 0 (no node has id 0).
 pub fn node_id() -> BoxedStrategy<u64> {
     number().prop_map(|id| id.max(1)).boxed()
@@ -133,8 +140,8 @@ pub fn payload(membership: BoxedStrategy<Membership>) -> BoxedStrategy<EntryPayl
 pub fn valid_append() -> BoxedStrategy<(u64, MessageBody)> {
     (
         number(),
-        number(),
-        number(),
+        term(),
+        term(),
         vec((payload(membership()), any::<u64>()), 0..6),
         number(),
     )
@@ -238,8 +245,8 @@ pub fn free_body() -> BoxedStrategy<MessageBody> {
 pub fn valid_message() -> BoxedStrategy<Message> {
     let body = prop_oneof![
         valid_append(),
-        (number(), valid_install_snapshot()),
-        (number(), free_body()),
+        (term(), valid_install_snapshot()),
+        (term(), free_body()),
     ];
     (node_id(), node_id(), body)
         .prop_map(|(from, to, (term, body))| Message {

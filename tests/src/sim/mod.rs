@@ -52,10 +52,13 @@
 //!   `RunConfig::heal_ticks_max` ticks (a liveness check).
 //! - **Clients** ([`workload`]): a few clients on a few keys, one operation
 //!   at a time, retrying at the hinted leader after a definite failure and
-//!   recording a [`history`] of invocations and outcomes. A write completes
-//!   when its (index, term) is applied on the node that proposed it, fails
-//!   if another term is applied at that index, and is *unknown* if its node
-//!   crashes or the client stops waiting. A get asks the node for a read
+//!   recording a [`history`] of invocations and outcomes. A write's answer
+//!   comes from the shipped waiter code (`rafter::testing::ProposalWaiters`,
+//!   the apply task's): it completes when its (index, term) is applied on
+//!   the node that proposed it, fails (and is retried) when provably
+//!   overwritten, and is *unknown* when a received snapshot is installed
+//!   over it (`Indeterminate`), its node crashes or the client stops
+//!   waiting. A get asks the node for a read
 //!   index and answers from the state machine once applied reaches it.
 //!
 //! - **Membership** ([`faults::Fault::ChangeMembership`]): each run has

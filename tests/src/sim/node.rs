@@ -13,18 +13,11 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use rafter::testing::{SimCore, SimDurable};
+use rafter::testing::{ProposalWaiters, SimCore, SimDurable};
 use rafter::{LogId, Message, NodeId};
 
 use super::disk::Disk;
 use super::kv::KvStore;
-
-/// A client's proposal waiting for its entry to be applied on this node.
-#[derive(Debug, Clone, Copy)]
-pub struct ProposalWaiter {
-    pub log_id: LogId,
-    pub client: usize,
-}
 
 /// One node.
 pub struct SimNode {
@@ -48,8 +41,9 @@ pub struct SimNode {
     pub incarnation: u64,
     /// Messages waiting for the write with that id to be durable.
     pub held: Vec<(u64, Message)>,
-    /// Proposals by index.
-    pub proposals: BTreeMap<u64, ProposalWaiter>,
+    /// Clients whose proposals wait for their entry, answered by the
+    /// shipped waiter code (the apply task's).
+    pub proposals: ProposalWaiters<usize>,
     /// Read requests sent to the core: request id → client.
     pub reads: BTreeMap<u64, usize>,
     /// Reads with a read index, waiting for `applied` to reach it:
@@ -82,7 +76,7 @@ impl SimNode {
             installing: false,
             incarnation: 0,
             held: Vec::new(),
-            proposals: BTreeMap::new(),
+            proposals: ProposalWaiters::new(),
             reads: BTreeMap::new(),
             reads_ready: Vec::new(),
             tick_period,
@@ -128,10 +122,7 @@ impl SimNode {
         self.installing = false;
         self.incarnation += 1;
         self.held.clear();
-        let writers = std::mem::take(&mut self.proposals)
-            .into_values()
-            .map(|w| w.client)
-            .collect();
+        let writers = self.proposals.drain();
         let mut readers: Vec<usize> = std::mem::take(&mut self.reads).into_values().collect();
         readers.extend(self.reads_ready.drain(..).map(|(_, _, client)| client));
         (writers, readers)

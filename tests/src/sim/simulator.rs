@@ -17,7 +17,7 @@ use super::history::{History, Outcome};
 use super::invariants::{Checker, Violation};
 use super::kv::{self, KvInput, KvOutput, KvStore};
 use super::network::Network;
-use super::node::{ProposalWaiter, SimNode};
+use super::node::SimNode;
 use super::rng::SimRng;
 use super::trace::{describe, Trace};
 use super::workload::{Client, OpGenerator, Waiting};
@@ -609,6 +609,10 @@ impl Simulator {
         node.snapshot = Some((snapshot, Bytes::from(buffer)));
         self.snapshots_installed += 1;
         self.note(format!("node {id} installed snapshot {snapshot:?}"));
+        let answers = self.node(id).proposals.on_snapshot_installed(snapshot);
+        for (client, error) in answers {
+            self.proposal_failed(id, client, error);
+        }
         self.core(id).expect("up").on_snapshot_installed(meta);
         self.turn(id)?;
         self.answer_ready_reads(id);
@@ -654,23 +658,20 @@ impl Simulator {
             }
             _ => None,
         };
-        if let Some(waiter) = node.proposals.remove(&entry.index) {
-            if waiter.log_id.term == entry.term {
-                let output = output.expect("a proposal is a command");
-                self.client_done(
-                    waiter.client,
-                    Outcome::Ok {
-                        at: self.now,
-                        output,
-                    },
-                );
-            } else {
-                // Another entry holds the index: ours was never committed.
-                self.note(format!(
-                    "client {} proposal {:?} overwritten",
-                    waiter.client, waiter.log_id
-                ));
-                self.client_retry(waiter.client, None);
+        let answers = node.proposals.on_applied(entry.log_id(), output.is_some());
+        for (client, answer) in answers {
+            match answer {
+                Ok(()) => {
+                    let output = output.expect("a proposal is a command");
+                    self.client_done(
+                        client,
+                        Outcome::Ok {
+                            at: self.now,
+                            output,
+                        },
+                    );
+                }
+                Err(error) => self.proposal_failed(id, client, error),
             }
         }
         Ok(())
@@ -807,38 +808,29 @@ impl Simulator {
             }
             self.trace
                 .mix(&[id, term, role as u64, commit, last.index, last.term]);
-            self.fail_overwritten(id);
         }
         Ok(())
     }
 
-    /// Proposals whose entry is no longer in their node's log: a leader
-    /// overwrote it, so by Leader Completeness it was never committed
-    /// (the handle's `ProposeError::Overwritten`). They are retried.
-    fn fail_overwritten(&mut self, id: NodeId) {
-        let node = &mut self.nodes[id as usize - 1];
-        let Some(core) = node.core.as_ref() else {
-            return;
-        };
-        let gone: Vec<u64> = node
-            .proposals
-            .iter()
-            .filter(|(&index, w)| core.term_at(index) != Some(w.log_id.term))
-            .map(|(&index, _)| index)
-            .collect();
-        let snapshot = core.snapshot_index();
-        for index in gone {
-            let waiter = self.node(id).proposals.remove(&index).expect("listed");
-            if index <= snapshot {
-                // Covered by an installed snapshot: it may have committed.
-                self.client_done(waiter.client, Outcome::Unknown);
-                continue;
+    /// A proposal answered with an error, as `Raft::propose` would answer
+    /// it: a provably replaced entry is retried; an indeterminate one (a
+    /// snapshot covered it) is an unknown outcome, as a retry could apply
+    /// it twice.
+    fn proposal_failed(&mut self, id: NodeId, client: usize, error: ProposeError) {
+        match error {
+            ProposeError::Overwritten { index } => {
+                self.note(format!(
+                    "client {client} proposal at {index} overwritten on node {id}"
+                ));
+                self.client_retry(client, None);
             }
-            self.note(format!(
-                "client {} proposal {:?} overwritten on node {id}",
-                waiter.client, waiter.log_id
-            ));
-            self.client_retry(waiter.client, None);
+            ProposeError::Indeterminate { index } => {
+                self.note(format!(
+                    "client {client} proposal at {index} indeterminate on node {id}"
+                ));
+                self.client_done(client, Outcome::Unknown);
+            }
+            other => unreachable!("waiters answer only Overwritten or Indeterminate: {other}"),
         }
     }
 
@@ -1267,12 +1259,7 @@ impl Simulator {
                         "client {c} op {op} proposed at {node} as {log_id:?}"
                     ));
                     self.clients[c].waiting = Waiting::Proposal { node };
-                    let waiter = ProposalWaiter { log_id, client: c };
-                    if let Some(old) = self.node(node).proposals.insert(log_id.index, waiter) {
-                        // Its entry was truncated from this log: a new leader's
-                        // entry sits there. Conservatively unknown.
-                        self.client_done(old.client, Outcome::Unknown);
-                    }
+                    self.node(node).proposals.push(log_id, c);
                 }
                 Err(ProposeError::NotLeader { leader_hint }) => {
                     self.client_retry(c, leader_hint);
@@ -1325,7 +1312,7 @@ impl Simulator {
         match self.clients[c].waiting {
             Waiting::Nothing => {}
             Waiting::Proposal { node } => {
-                self.node(node).proposals.retain(|_, w| w.client != c);
+                self.node(node).proposals.remove_if(|&client| client == c);
                 self.client_done(c, Outcome::Unknown);
             }
             Waiting::Read { node } => {

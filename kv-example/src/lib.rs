@@ -10,11 +10,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod demo;
 pub mod forward;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod server;

@@ -109,6 +109,10 @@ pub struct Endpoints {
     /// The session id writes carry (random per command: one command, one
     /// write, sequence number 1).
     session_client: u64,
+    /// Set when a try that was not answered finally may have reached a
+    /// node (no answer, 503, 504): its effect is unknown. Membership
+    /// changes carry no session, so they check the configuration then.
+    uncertain: std::sync::atomic::AtomicBool,
 }
 
 impl Endpoints {
@@ -142,6 +146,7 @@ impl Endpoints {
             client: Client::builder(TokioExecutor::new()).build(connector),
             deadline: Instant::now() + timeout,
             session_client: random_u64().max(1),
+            uncertain: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -182,8 +187,16 @@ impl Endpoints {
                     .await
                 {
                     Ok(answer) if !retriable(answer.status) => return classify(answer),
-                    Ok(answer) => format!("answered {}: {}", answer.status, error_message(&answer)),
-                    Err(reason) => reason,
+                    Ok(answer) => {
+                        self.set_uncertain();
+                        format!("answered {}: {}", answer.status, error_message(&answer))
+                    }
+                    Err(reason) => {
+                        if !reason.starts_with(NOT_SENT) {
+                            self.set_uncertain();
+                        }
+                        reason
+                    }
                 };
                 // One reason per endpoint: its latest.
                 reasons.retain(|r| !r.starts_with(&format!("{url}: ")));
@@ -198,6 +211,17 @@ impl Endpoints {
             let pause = (Instant::now() + ROUND_PAUSE).min(self.deadline);
             tokio::time::sleep_until(pause).await;
         }
+    }
+
+    /// Whether an earlier try of this command may have taken effect
+    /// without an answer.
+    pub fn uncertain(&self) -> bool {
+        self.uncertain.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_uncertain(&self) {
+        self.uncertain
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// One request to each endpoint (no retries): for `status` and
@@ -238,7 +262,7 @@ impl Endpoints {
         let response = match timeout_at(self.deadline, self.client.request(request)).await {
             Err(_) => return Err("no answer before the deadline".into()),
             Ok(Err(error)) if error.is_connect() => {
-                return Err(format!("cannot connect ({})", source_text(&error)))
+                return Err(format!("{NOT_SENT} ({})", source_text(&error)))
             }
             Ok(Err(error)) => return Err(format!("no answer ({})", source_text(&error))),
             Ok(Ok(response)) => response,
@@ -261,6 +285,9 @@ impl Endpoints {
         })
     }
 }
+
+/// How the reason of a try that reached no node begins.
+const NOT_SENT: &str = "cannot connect";
 
 /// Statuses that mean "this node cannot answer now; another may":
 /// 503 (no leader, removed, stopped), 504 (deadline), 429 (overloaded).

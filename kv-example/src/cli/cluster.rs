@@ -127,17 +127,40 @@ pub async fn members(endpoints: &Endpoints, out: &Output) -> Result<u8, Failure>
 }
 
 /// A membership change: `method path body`, then the new configuration.
+/// A change carries no client session, so when an earlier try may have
+/// made it without an answer and a later one is refused, the
+/// configuration says whether `done_already` holds (then it succeeded).
 async fn change(
     endpoints: &Endpoints,
     out: &Output,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
+    request: (Method, &str, Option<&Value>),
     done: String,
+    done_already: impl Fn(&Value) -> bool,
 ) -> Result<u8, Failure> {
-    let status = endpoints.request(method, path, body).await?.json()?;
+    let (method, path, body) = request;
+    let status = match endpoints.request(method, path, body).await {
+        Ok(answer) => answer.json()?,
+        Err(Failure::Refused(refusal)) if endpoints.uncertain() => {
+            let status = endpoints
+                .request(Method::GET, "/cluster/status", None)
+                .await?
+                .json()?;
+            if !done_already(&status) {
+                return Err(Failure::Refused(refusal));
+            }
+            status
+        }
+        Err(failure) => return Err(failure),
+    };
     out.print(|| format!("{done}\n{}", members_table(&status)), &status);
     Ok(0)
+}
+
+fn member(status: &Value, id: u64) -> Option<&Value> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"].as_u64() == Some(id))
 }
 
 /// `add-learner ID RAFT_ADDR HTTP_ADDR`.
@@ -148,29 +171,20 @@ pub async fn add_learner(
 ) -> Result<u8, Failure> {
     let body = json!({"id": args.id, "raft_addr": args.raft_addr, "http_addr": args.http_addr});
     let done = format!("node {} added as a learner", args.id);
-    change(
-        endpoints,
-        out,
-        Method::POST,
-        "/cluster/learners",
-        Some(&body),
-        done,
-    )
-    .await
+    let id = args.id;
+    let request = (Method::POST, "/cluster/learners", Some(&body));
+    change(endpoints, out, request, done, |s| member(s, id).is_some()).await
 }
 
 /// `promote ID`.
 pub async fn promote(endpoints: &Endpoints, out: &Output, args: NodeArgs) -> Result<u8, Failure> {
     let body = json!({"id": args.id});
     let done = format!("node {} is a voter", args.id);
-    change(
-        endpoints,
-        out,
-        Method::POST,
-        "/cluster/promote",
-        Some(&body),
-        done,
-    )
+    let id = args.id;
+    let request = (Method::POST, "/cluster/promote", Some(&body));
+    change(endpoints, out, request, done, |s| {
+        member(s, id).is_some_and(|m| m["voter"] == true)
+    })
     .await
 }
 
@@ -178,7 +192,9 @@ pub async fn promote(endpoints: &Endpoints, out: &Output, args: NodeArgs) -> Res
 pub async fn remove(endpoints: &Endpoints, out: &Output, args: NodeArgs) -> Result<u8, Failure> {
     let path = format!("/cluster/members/{}", args.id);
     let done = format!("node {} removed", args.id);
-    change(endpoints, out, Method::DELETE, &path, None, done).await
+    let id = args.id;
+    let request = (Method::DELETE, path.as_str(), None);
+    change(endpoints, out, request, done, |s| member(s, id).is_none()).await
 }
 
 /// `transfer-leader ID`.
@@ -189,14 +205,11 @@ pub async fn transfer_leader(
 ) -> Result<u8, Failure> {
     let body = json!({"to": args.id});
     let done = format!("node {} leads", args.id);
-    change(
-        endpoints,
-        out,
-        Method::POST,
-        "/cluster/transfer-leader",
-        Some(&body),
-        done,
-    )
+    let id = args.id;
+    let request = (Method::POST, "/cluster/transfer-leader", Some(&body));
+    change(endpoints, out, request, done, |s| {
+        s["leader"].as_u64() == Some(id)
+    })
     .await
 }
 

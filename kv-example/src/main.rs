@@ -13,7 +13,13 @@ use rafter_kv::node::Node;
 
 /// A replicated key-value store on Raft, speaking etcd's v3 JSON API.
 #[derive(Debug, Parser)]
-#[command(name = "rafter-kv", version)]
+#[command(
+    name = "rafter-kv",
+    version,
+    after_help = "Client exit codes: 0 done, 1 error on this side, 2 bad command line, 3 not found,\n\
+                  4 refused by the cluster, 5 cluster unreachable (health: not all healthy),\n\
+                  6 txn-cas compare failed."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,11 +28,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node.
-    ///
-    /// Example (first of three; `--init` founds the cluster):
-    ///   rafter-kv serve --id 1 --raft-addr 127.0.0.1:7001 --http-addr 127.0.0.1:8001
-    ///     --data-dir n1 --init
-    ///     --peers 1=127.0.0.1:7001/127.0.0.1:8001,2=127.0.0.1:7002/127.0.0.1:8002,3=127.0.0.1:7003/127.0.0.1:8003
+    #[command(after_help = "Examples:
+  # the first of three founders (--init, on every founder)
+  rafter-kv serve --id 1 --raft-addr 127.0.0.1:7001 --http-addr 127.0.0.1:8001 --data-dir n1 --init \\
+    --peers 1=127.0.0.1:7001/127.0.0.1:8001,2=127.0.0.1:7002/127.0.0.1:8002,3=127.0.0.1:7003/127.0.0.1:8003
+  # a fourth node joining the running cluster (certs --add-node 4 first)
+  rafter-kv serve --id 4 --raft-addr 127.0.0.1:7004 --http-addr 127.0.0.1:8004 --data-dir n4 \\
+    --join http://127.0.0.1:8001 --auto-promote")]
     Serve(ServeArgs),
     /// Run a 3-node cluster on loopback until Ctrl-C.
     ///

@@ -89,12 +89,28 @@ pub fn encode_members(members: &BTreeMap<NodeId, MemberAddr>) -> BTreeMap<NodeId
 #[derive(Debug)]
 pub struct RaftHalf<N> {
     inner: N,
+    /// Where the members are while this node is in no configuration (it is
+    /// joining): without them it could not answer the leader adding it.
+    /// Invariant: used only while the configuration names no node.
+    seeds: BTreeMap<NodeId, String>,
 }
 
 impl<N> RaftHalf<N> {
     /// Wraps a transport.
     pub fn new(inner: N) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            seeds: BTreeMap::new(),
+        }
+    }
+
+    /// Wraps a transport that reaches `seeds` until a configuration names
+    /// some node.
+    pub fn with_seeds(inner: N, seeds: &BTreeMap<NodeId, MemberAddr>) -> Self {
+        Self {
+            inner,
+            seeds: encode_members(seeds),
+        }
     }
 }
 
@@ -104,6 +120,7 @@ impl<N: RaftNetwork> RaftNetwork for RaftHalf<N> {
     }
 
     async fn set_members(&mut self, nodes: &BTreeMap<NodeId, String>) {
+        let nodes = if nodes.is_empty() { &self.seeds } else { nodes };
         let raft: BTreeMap<NodeId, String> = nodes
             .iter()
             .map(|(id, addr)| {

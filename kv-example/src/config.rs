@@ -45,9 +45,26 @@ pub struct ServeArgs {
     #[arg(long, value_name = "LIST")]
     pub peers: Option<String>,
     /// Found a new cluster from `--peers` if the data dir is empty (give it
-    /// to every founding member; ignored once the node has state).
+    /// to every founding member; ignored once the node has state). Without
+    /// `--init`, `--peers` only says where members are, so a node that is
+    /// not yet in the configuration can answer them.
     #[arg(long)]
     pub init: bool,
+    /// Join a running cluster through one of its members (URLs separated
+    /// by commas): learn the members from it, ask it to add this node as a
+    /// learner, catch up. Only when the data dir is empty (ignored once the
+    /// node has state, so a restart with the same flags resumes).
+    #[arg(long, value_name = "URL,...", conflicts_with = "init")]
+    pub join: Option<String>,
+    /// With `--join`: once caught up, ask to be made a voter (retried until
+    /// the leader agrees). Without it, run `rafter-kv promote ID`.
+    #[arg(long)]
+    pub auto_promote: bool,
+    /// The addresses other nodes and clients reach this node at,
+    /// RAFT_ADDR/HTTP_ADDR (default: this node's `--peers` entry, else
+    /// `--raft-addr`/`--http-addr`, which then must not be 0.0.0.0).
+    #[arg(long, value_name = "RAFT_ADDR/HTTP_ADDR")]
+    pub advertise: Option<String>,
     /// Directory with `ca.pem`, `node-<id>.pem` and `node-<id>.key.pem`
     /// (default: `<data-dir>/tls`; make them with `rafter-kv certs`).
     #[arg(long, value_name = "DIR")]
@@ -77,6 +94,9 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     peers: Option<String>,
     init: Option<bool>,
+    join: Option<String>,
+    auto_promote: Option<bool>,
+    advertise: Option<String>,
     tls_dir: Option<PathBuf>,
     max_request_bytes: Option<usize>,
     request_timeout: Option<String>,
@@ -99,6 +119,13 @@ pub struct ServeConfig {
     pub peers: std::collections::BTreeMap<NodeId, MemberAddr>,
     /// Found the cluster if the data dir is empty.
     pub init: bool,
+    /// Members' URLs to join through if the data dir is empty (empty: do
+    /// not join).
+    pub join: Vec<String>,
+    /// Ask to become a voter once caught up.
+    pub auto_promote: bool,
+    /// Where others reach this node.
+    pub advertise: MemberAddr,
     /// Where the certificates are.
     pub tls_dir: PathBuf,
     /// Largest request body.
@@ -143,6 +170,42 @@ impl ServeArgs {
         if init && !peers.contains_key(&id) {
             return Err(format!("--init needs --peers listing this node ({id})"));
         }
+        let join: Vec<String> = self
+            .join
+            .clone()
+            .or(file.join)
+            .map(|urls| {
+                urls.split(',')
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if init && !join.is_empty() {
+            return Err("--init and --join exclude each other: found a cluster or join one".into());
+        }
+        let auto_promote = self.auto_promote || file.auto_promote.unwrap_or(false);
+        if auto_promote && join.is_empty() {
+            return Err("--auto-promote needs --join".into());
+        }
+        let advertise = match self.advertise.clone().or(file.advertise) {
+            Some(text) => MemberAddr::parse(&text).map_err(|e| format!("--advertise: {e}"))?,
+            None => match peers.get(&id) {
+                Some(addr) => addr.clone(),
+                None if !join.is_empty()
+                    && (raft_addr.ip().is_unspecified() || http_addr.ip().is_unspecified()) =>
+                {
+                    return Err(
+                        "--join needs --advertise RAFT_ADDR/HTTP_ADDR when listening on an unspecified address"
+                            .into(),
+                    )
+                }
+                None => MemberAddr {
+                    raft: raft_addr.to_string(),
+                    http: http_addr.to_string(),
+                },
+            },
+        };
         let duration = |flag: Option<Duration>, text: Option<String>, default, name: &str| match (
             flag, text,
         ) {
@@ -176,6 +239,9 @@ impl ServeArgs {
             data_dir,
             peers,
             init,
+            join,
+            auto_promote,
+            advertise,
             max_request_bytes,
             request_timeout: duration(
                 self.request_timeout,
@@ -273,6 +339,34 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(error.contains("--init"), "{error}");
+        let joiner = ServeArgs {
+            id: Some(4),
+            raft_addr: Some("0.0.0.0:7001".parse().unwrap()),
+            http_addr: Some("0.0.0.0:8001".parse().unwrap()),
+            data_dir: Some("d".into()),
+            join: Some("http://node1:8001".into()),
+            ..ServeArgs::default()
+        };
+        let error = joiner.resolve().unwrap_err();
+        assert!(error.contains("--advertise"), "{error}");
+        let config = ServeArgs {
+            advertise: Some("node4:7001/node4:8001".into()),
+            auto_promote: true,
+            ..joiner.clone()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.advertise.http, "node4:8001");
+        assert_eq!(config.join, ["http://node1:8001"]);
+        let error = ServeArgs {
+            join: None,
+            auto_promote: true,
+            advertise: Some("node4:7001/node4:8001".into()),
+            ..joiner
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.contains("--auto-promote"), "{error}");
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0s").is_err());
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));

@@ -51,6 +51,28 @@ pub fn ensure_certs(dir: &Path, ids: &[NodeId]) -> Result<(), String> {
     Ok(())
 }
 
+/// Issues node `id`'s certificate from the CA already in `dir` (for a node
+/// that will join a running cluster); keeps one that exists. Never makes a
+/// CA: a new CA would not be trusted by the running nodes.
+pub fn add_node_cert(dir: &Path, id: NodeId) -> Result<(), String> {
+    if id == 0 {
+        return Err("node id 0 is reserved".to_owned());
+    }
+    if dir.join(format!("node-{id}.pem")).exists() {
+        return Ok(());
+    }
+    let ca = ClusterCa::load(dir).map_err(|e| {
+        format!(
+            "no cluster CA in {} ({e}); make one with `rafter-kv certs --out {} --nodes 1,2,3`",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    ca.issue_node_cert(id)
+        .and_then(|cert| cert.save(dir))
+        .map_err(|e| format!("node {id}'s certificate: {e}"))
+}
+
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run(args: DemoArgs) -> Result<(), String> {
     let ids: [NodeId; 3] = [1, 2, 3];

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod cluster;
 pub mod command;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod demo;
 pub mod follower_reads;
 pub mod forward;
 pub mod forward_proposals;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod server;

@@ -20,6 +20,7 @@ use crate::config::ServeConfig;
 use crate::follower_reads::ReadIndexClient;
 use crate::forward::Forwarder;
 use crate::forward_proposals::ProposalForwarder;
+use crate::membership::{self, Standing};
 use crate::metrics::{ServiceMetrics, TimedStorage};
 use crate::server::{router, AppState};
 use crate::state_machine::KvStateMachine;
@@ -36,6 +37,8 @@ pub struct Node {
     stop_http: watch::Sender<bool>,
     /// Where its HTTP server listens (the bound address).
     pub http_addr: std::net::SocketAddr,
+    /// Its standing in the cluster (member, joining, removed).
+    pub standing: watch::Receiver<Standing>,
 }
 
 /// The Raft settings of a node.
@@ -54,6 +57,21 @@ impl Node {
     pub async fn start(config: ServeConfig) -> Result<Self, String> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // An empty data dir: the only time `--init` founds and `--join`
+        // joins (so a restart with the same flags resumes instead).
+        let fresh = !dir.join("log").exists();
+        // Where the members are before this node is in a configuration
+        // (which brings their addresses): without them it could not answer
+        // the leader that adds it.
+        let seeds = if fresh && !config.join.is_empty() {
+            let cluster = membership::discover(&config.join).await?;
+            write_cluster_id(dir, cluster.cluster_id)?;
+            cluster.members
+        } else if config.init {
+            Default::default()
+        } else {
+            config.peers.clone()
+        };
         let cert = NodeCert::load(&config.tls_dir, config.id).map_err(|e| {
             format!(
                 "node {}'s certificates in {} ({e}); make them with `rafter-kv certs`",
@@ -78,6 +96,7 @@ impl Node {
         )
         .map_err(|e| format!("raft endpoint {}: {e}", config.raft_addr))?;
         let handle = network.handle();
+        let network = RaftHalf::with_seeds(network, &seeds);
         let members = config
             .init
             .then(|| Membership::new_voters(encode_members(&config.peers)));
@@ -86,7 +105,7 @@ impl Node {
             raft_config,
             members,
             storage,
-            RaftHalf::new(network),
+            network,
             state_machine,
         )
         .await
@@ -128,7 +147,12 @@ impl Node {
             request_timeout: config.request_timeout,
         });
         let (stop_http, mut stopped) = watch::channel(false);
-        let app = router(state);
+        let (standing_tx, standing) = watch::channel(Standing::Member);
+        membership::spawn_standing_watch(raft.clone(), standing_tx);
+        let app = router(state).layer(axum::middleware::from_fn_with_state(
+            standing.clone(),
+            membership::guard,
+        ));
         let http = tokio::spawn(async move {
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
@@ -138,13 +162,28 @@ impl Node {
             }
         });
         tracing::info!(id = config.id, raft = %config.raft_addr, http = %http_addr, "node started");
-        Ok(Self {
+        let node = Self {
             raft,
             network: handle,
             http,
             stop_http,
             http_addr,
-        })
+            standing,
+        };
+        if fresh && !config.join.is_empty() {
+            tracing::info!(id = config.id, through = ?config.join, "joining as a learner");
+            if let Err(error) =
+                membership::request_learner(&config.join, config.id, &config.advertise).await
+            {
+                node.shutdown().await;
+                return Err(error);
+            }
+            tracing::info!(id = config.id, "added as a learner; catching up");
+        }
+        if config.auto_promote {
+            membership::spawn_auto_promote(node.raft.clone(), config.join.clone());
+        }
+        Ok(node)
     }
 
     /// Stops taking requests, lets those in flight finish (each within its
@@ -161,8 +200,9 @@ impl Node {
 }
 
 /// The cluster id: computed from the founders when the cluster is founded
-/// here, then kept in `<data-dir>/cluster-id` (0 for a node that joined and
-/// has not learned it: etcd's header then says 0 too).
+/// here, or learned from the member joined through (`--join`), then kept
+/// in `<data-dir>/cluster-id` (0 for a node added by hand, which has not
+/// learned it: etcd's header then says 0 too).
 fn cluster_id_of(dir: &Path, config: &ServeConfig) -> Result<u64, String> {
     let path = dir.join("cluster-id");
     match std::fs::read_to_string(&path) {
@@ -175,12 +215,19 @@ fn cluster_id_of(dir: &Path, config: &ServeConfig) -> Result<u64, String> {
                 return Ok(0);
             }
             let id = cluster_id(&config.peers);
-            let tmp = dir.join("cluster-id.tmp");
-            std::fs::write(&tmp, format!("{id}\n"))
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            write_cluster_id(dir, id)?;
             Ok(id)
         }
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Keeps the cluster id in `<dir>/cluster-id` (written whole or not at
+/// all).
+fn write_cluster_id(dir: &Path, id: u64) -> Result<(), String> {
+    let path = dir.join("cluster-id");
+    let tmp = dir.join("cluster-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

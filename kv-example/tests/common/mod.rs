@@ -46,6 +46,8 @@ pub struct Proc {
     pub dir: PathBuf,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// `serve` flags in place of `--peers ... --init` (a node that joined).
+    pub own_args: Vec<String>,
 }
 
 /// Processes of one cluster, killed on drop.
@@ -80,6 +82,7 @@ impl Cluster {
                 dir: root.path().join(format!("node-{id}")),
                 child: None,
                 log: root.path().join(format!("node-{id}.log")),
+                own_args: Vec::new(),
             });
         }
         let peers = nodes
@@ -118,7 +121,15 @@ impl Cluster {
             .arg(&node.dir)
             .arg("--tls-dir")
             .arg(self.root.path().join("tls"))
-            .args(["--peers", &self.peers, "--init"])
+            .args(if node.own_args.is_empty() {
+                vec![
+                    "--peers".to_owned(),
+                    self.peers.clone(),
+                    "--init".to_owned(),
+                ]
+            } else {
+                node.own_args.clone()
+            })
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -126,6 +137,40 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.nodes[i].child = Some(child);
+    }
+
+    /// Adds node `id` (its certificate issued from the cluster's CA by
+    /// `certs --add-node`) and starts it with `args` instead of `--peers
+    /// ... --init` (say `--join URL`); returns its index.
+    pub fn spawn_new(&mut self, id: u64, args: &[&str]) -> usize {
+        let status = Command::new(BIN)
+            .args(["certs", "--out"])
+            .arg(self.root.path().join("tls"))
+            .args(["--add-node", &id.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "certs --add-node failed");
+        self.nodes.push(Proc {
+            id,
+            raft: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
+            http: format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap(),
+            dir: self.root.path().join(format!("node-{id}")),
+            child: None,
+            log: self.root.path().join(format!("node-{id}.log")),
+            own_args: args.iter().map(|s| s.to_string()).collect(),
+        });
+        let i = self.nodes.len() - 1;
+        self.spawn(i);
+        i
+    }
+
+    /// Nodes `indexes`' URLs, comma-separated (a CLI `--endpoints`).
+    pub fn endpoints_of(&self, indexes: &[usize]) -> String {
+        indexes
+            .iter()
+            .map(|i| self.url(*i))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// SIGKILLs node `i`.
@@ -241,6 +286,35 @@ impl Drop for Cluster {
                 eprintln!("---- node {} log ----\n{}", i + 1, self.log(i));
             }
         }
+    }
+}
+
+/// What a CLI run gave.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// Its stdout as one JSON value (panics if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Runs `rafter-kv ARGS` (a client subcommand) to the end.
+pub fn cli(args: &[&str]) -> CliRun {
+    let output = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    CliRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

@@ -6,15 +6,12 @@
 //! arrive while one is out wait for the next, so each read's index is taken
 //! after the read began, which is what makes it linearizable.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::http::{Method, Request, StatusCode, Uri};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::forward_proposals::Forwarded;
@@ -41,10 +38,7 @@ impl ReadIndexClient {
     /// Starts the task that asks the leader.
     pub fn start(metrics: Arc<ServiceMetrics>) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE_MAX);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = crate::forward::peer_client();
         tokio::spawn(ask_loop(waiting, client, metrics));
         Self { queue }
     }

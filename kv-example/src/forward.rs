@@ -53,14 +53,9 @@ impl Default for Forwarder {
 impl Forwarder {
     /// A client keeping idle connections for 90 s.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        Self { client }
+        Self {
+            client: peer_client(),
+        }
     }
 
     /// Sends `method path_and_query` with `body` to the node at `http_addr`
@@ -93,6 +88,19 @@ impl Forwarder {
             Err(error) => Err(ForwardError::Unknown(error.to_string())),
         }
     }
+}
+
+/// The HTTP/1.1 client nodes use to reach each other: no Nagle delay, a
+/// short connect timeout (a dead leader is noticed fast), idle connections
+/// kept for 90 s.
+pub fn peer_client() -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
 }
 
 /// The hop count a request arrived with.

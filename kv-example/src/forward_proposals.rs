@@ -10,16 +10,13 @@
 //! The internal route takes exactly what the public API takes (commands
 //! built from it); it adds no authority, so it needs none of its own.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::http::{Method, Request, StatusCode, Uri};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rafter::codec;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::api::error::{code, ApiError};
@@ -79,10 +76,7 @@ impl ProposalForwarder {
     /// Starts the batching task.
     pub fn start(metrics: Arc<ServiceMetrics>) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE_MAX);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = crate::forward::peer_client();
         tokio::spawn(batch_loop(pending, client, metrics));
         Self { queue }
     }

@@ -256,18 +256,11 @@ impl AppState {
         let hops = forward::hops(&relay.headers);
         let mut watch = self.raft.metrics();
         loop {
-            let (role, leader, leader_http, stopped) = {
-                let m = watch.borrow_and_update();
-                let http = m
-                    .leader
-                    .and_then(|l| m.membership.nodes.get(&l))
-                    .and_then(|a| MemberAddr::parse(a).ok())
-                    .map(|a| a.http);
-                (m.role, m.leader, http, m.stopped)
-            };
-            if stopped {
-                return Err(ApiError::stopped("the node stopped"));
-            }
+            let LeaderView {
+                role,
+                leader,
+                leader_http,
+            } = LeaderView::of(&mut watch)?;
             match leader {
                 Some(leader) if leader == self.id && role == Role::Leader => {
                     match timeout_at(deadline, attempt()).await {
@@ -307,18 +300,7 @@ impl AppState {
                 }
                 _ => {}
             }
-            if Instant::now() >= deadline {
-                return Err(if leader.is_some() {
-                    ApiError::timeout()
-                } else {
-                    ApiError::no_leader()
-                });
-            }
-            let pause = (Instant::now() + LEADER_POLL).min(deadline);
-            tokio::select! {
-                _ = watch.changed() => {}
-                _ = sleep_until(pause) => {}
-            }
+            wait_for_change(&mut watch, deadline, leader, LEADER_POLL).await?;
         }
     }
 
@@ -334,18 +316,11 @@ impl AppState {
         let deadline = Instant::now() + self.request_timeout;
         let mut watch = self.raft.metrics();
         loop {
-            let (role, leader, leader_http, stopped) = {
-                let m = watch.borrow_and_update();
-                let http = m
-                    .leader
-                    .and_then(|l| m.membership.nodes.get(&l))
-                    .and_then(|a| MemberAddr::parse(a).ok())
-                    .map(|a| a.http);
-                (m.role, m.leader, http, m.stopped)
-            };
-            if stopped {
-                return Err(ApiError::stopped("the node stopped"));
-            }
+            let LeaderView {
+                role,
+                leader,
+                leader_http,
+            } = LeaderView::of(&mut watch)?;
             let command = || {
                 KvCommand::V1(CommandV1 {
                     session,
@@ -420,18 +395,11 @@ impl AppState {
         let deadline = Instant::now() + self.request_timeout;
         let mut watch = self.raft.metrics();
         loop {
-            let (role, leader, leader_http, stopped) = {
-                let m = watch.borrow_and_update();
-                let http = m
-                    .leader
-                    .and_then(|l| m.membership.nodes.get(&l))
-                    .and_then(|a| MemberAddr::parse(a).ok())
-                    .map(|a| a.http);
-                (m.role, m.leader, http, m.stopped)
-            };
-            if stopped {
-                return Err(ApiError::stopped("the node stopped"));
-            }
+            let LeaderView {
+                role,
+                leader,
+                leader_http,
+            } = LeaderView::of(&mut watch)?;
             let index = match (leader, leader_http) {
                 (Some(leader), _) if leader == self.id && role == Role::Leader => {
                     match timeout_at(deadline, self.raft.linearizable_read()).await {
@@ -476,20 +444,61 @@ impl AppState {
                     Ok(Ok(true)) => return read().map(Routed::Local),
                 }
             }
-            if Instant::now() >= deadline {
-                return Err(if leader.is_some() {
-                    ApiError::timeout()
-                } else {
-                    ApiError::no_leader()
-                });
-            }
-            let pause = (Instant::now() + Duration::from_millis(10)).min(deadline);
-            tokio::select! {
-                _ = watch.changed() => {}
-                _ = sleep_until(pause) => {}
-            }
+            wait_for_change(&mut watch, deadline, leader, Duration::from_millis(10)).await?;
         }
     }
+}
+
+/// What routing needs of the node's metrics, read under a short borrow.
+struct LeaderView {
+    role: Role,
+    leader: Option<NodeId>,
+    /// The leader's HTTP address, from the configuration.
+    leader_http: Option<String>,
+}
+
+impl LeaderView {
+    /// The current view, marked seen; `Stopped` if the node stopped.
+    fn of(watch: &mut tokio::sync::watch::Receiver<rafter::Metrics>) -> Result<Self, ApiError> {
+        let m = watch.borrow_and_update();
+        if m.stopped {
+            return Err(ApiError::stopped("the node stopped"));
+        }
+        let leader_http = m
+            .leader
+            .and_then(|l| m.membership.nodes.get(&l))
+            .and_then(|a| MemberAddr::parse(a).ok())
+            .map(|a| a.http);
+        Ok(Self {
+            role: m.role,
+            leader: m.leader,
+            leader_http,
+        })
+    }
+}
+
+/// Waits for the node's view to change, or `pause`, before routing again;
+/// past `deadline`, the request's error: 503 "no leader" when none was
+/// known, a timeout otherwise.
+async fn wait_for_change(
+    watch: &mut tokio::sync::watch::Receiver<rafter::Metrics>,
+    deadline: Instant,
+    leader: Option<NodeId>,
+    pause: Duration,
+) -> Result<(), ApiError> {
+    if Instant::now() >= deadline {
+        return Err(if leader.is_some() {
+            ApiError::timeout()
+        } else {
+            ApiError::no_leader()
+        });
+    }
+    let until = (Instant::now() + pause).min(deadline);
+    tokio::select! {
+        _ = watch.changed() => {}
+        _ = sleep_until(until) => {}
+    }
+    Ok(())
 }
 
 fn propose_attempt<T>(error: ProposeError) -> Attempt<T> {

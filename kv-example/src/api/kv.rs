@@ -10,6 +10,7 @@ use super::json::{
     de_bool, de_bytes, de_enum, de_i64, is_zero, ser_bytes, ser_i64, ser_u64, ProtoEnum,
 };
 use crate::store;
+use crate::store::{CompareResult, SortOrder, SortTarget};
 
 /// etcd's limit on operations in one branch of a transaction
 /// (`--max-txn-ops`, default 128).
@@ -93,39 +94,6 @@ proto_enum!(SortTarget { Key = "KEY", Version = "VERSION", Create = "CREATE", Mo
 proto_enum!(CompareResult { Equal = "EQUAL", Greater = "GREATER", Less = "LESS", NotEqual = "NOT_EQUAL" });
 proto_enum!(CompareTarget { Version = "VERSION", Create = "CREATE", Mod = "MOD", Value = "VALUE", Lease = "LEASE" });
 
-/// etcd's `RangeRequest.SortOrder`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SortOrder {
-    #[default]
-    None,
-    Ascend,
-    Descend,
-}
-
-/// etcd's `RangeRequest.SortTarget`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SortTarget {
-    #[default]
-    Key,
-    Version,
-    Create,
-    Mod,
-    Value,
-}
-
-/// etcd's `Compare.CompareResult`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum CompareResult {
-    #[default]
-    Equal,
-    Greater,
-    Less,
-    NotEqual,
-}
-
 /// etcd's `Compare.CompareTarget`.
 #[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -182,18 +150,8 @@ impl RangeRequestJson {
             range_end: self.range_end,
             limit: self.limit,
             revision: self.revision,
-            sort_order: match self.sort_order {
-                SortOrder::None => store::SortOrder::None,
-                SortOrder::Ascend => store::SortOrder::Ascend,
-                SortOrder::Descend => store::SortOrder::Descend,
-            },
-            sort_target: match self.sort_target {
-                SortTarget::Key => store::SortTarget::Key,
-                SortTarget::Version => store::SortTarget::Version,
-                SortTarget::Create => store::SortTarget::Create,
-                SortTarget::Mod => store::SortTarget::Mod,
-                SortTarget::Value => store::SortTarget::Value,
-            },
+            sort_order: self.sort_order,
+            sort_target: self.sort_target,
             keys_only: self.keys_only,
             count_only: self.count_only,
             min_mod_revision: self.min_mod_revision,
@@ -336,12 +294,7 @@ impl CompareJson {
             key: self.key,
             range_end: self.range_end,
             target,
-            result: match self.result {
-                CompareResult::Equal => store::CompareResult::Equal,
-                CompareResult::Greater => store::CompareResult::Greater,
-                CompareResult::Less => store::CompareResult::Less,
-                CompareResult::NotEqual => store::CompareResult::NotEqual,
-            },
+            result: self.result,
         })
     }
 }

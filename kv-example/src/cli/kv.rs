@@ -1,6 +1,7 @@
 //! The key-value subcommands, over the etcd routes (`/v3/kv/*`), so keys
 //! and values of any bytes given as text work the same as etcd's.
 
+use crate::api::prefix_end;
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -110,19 +111,6 @@ fn kv_json(kv: &Value) -> Result<Value, Failure> {
 
 fn revision_of(answer: &Value) -> Result<i64, Failure> {
     int_of(&answer["header"], "revision")
-}
-
-/// The end of the range of keys starting with `prefix` (etcd's rule:
-/// `"\0"` means every key from the start key on).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// `put KEY VALUE`.
@@ -304,17 +292,4 @@ pub async fn compact(
         &json!({"compacted": args.revision, "revision": revision}),
     );
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn prefix_end_follows_etcd() {
-        assert_eq!(prefix_end(b"a"), b"b");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), [0]);
-        assert_eq!(prefix_end(b""), [0]);
-    }
 }

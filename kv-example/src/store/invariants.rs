@@ -92,7 +92,13 @@ pub(crate) fn check(
                         ..
                     },
                 )),
-            ) if (*create_revision, *version) != (*prev_create, prev_version + 1) => {
+                // A put follows the previous put of its generation, or starts a
+                // new one at its own revision: a txn may delete a key and put
+                // it again in one revision (etcd 3.4 allows it), and the put's
+                // record then replaces the tombstone at that revision.
+            ) if (*create_revision, *version) != (*prev_create, prev_version + 1)
+                && (*create_revision, *version) != (rev, 1) =>
+            {
                 return Err(corrupt(
                     "kv_history",
                     format!("key {key:?}: put at {rev} does not follow the previous one"),

@@ -1158,3 +1158,25 @@ fn txn_reads_at_negative_revisions_follow_etcd() {
     assert!(s.txn(read_at(2)).is_ok());
     assert_eq!(s.txn(read_at(9)).unwrap_err(), KvError::FutureRevision);
 }
+
+/// etcd 3.4 accepts a txn that deletes to the end (`\0`) and puts a key
+/// of that range in the same revision; the put's record replaces the
+/// tombstone, and the store (and a snapshot of it) stays valid. Found by
+/// the model test after the duplicate-key rule followed etcd.
+#[test]
+fn a_delete_and_a_put_of_one_key_in_one_revision_keep_the_store_valid() {
+    let s = Kv::new();
+    s.put("c\0", "1");
+    let (revision, _) = s
+        .txn(TxnRequest {
+            success: vec![delete_op("c", "\0"), put_op("c\0", "2")],
+            ..Default::default()
+        })
+        .unwrap();
+    let kv = s.get("c\0").unwrap();
+    assert_eq!(
+        (kv.create_revision, kv.version, kv.value.as_slice()),
+        (revision, 1, &b"2"[..])
+    );
+    s.reader().check_invariants().unwrap();
+}

@@ -352,11 +352,26 @@ impl Model {
                 Self::intervals(&t.failure)?;
                 let mut path = vec![];
                 self.path_ops(t, &mut path);
+                let mut deleted: Vec<&DeleteRangeRequest> = vec![];
                 for op in &path {
-                    if let RequestOp::Put(p) = op {
-                        if p.ignore_value && !state.contains_key(&p.key) {
-                            return Err(KvError::KeyNotFound);
+                    match op {
+                        RequestOp::DeleteRange(d) => deleted.push(d),
+                        RequestOp::Put(p) if p.ignore_value => {
+                            let gone = deleted.iter().any(|d| {
+                                let end = &d.range_end;
+                                if end.is_empty() {
+                                    p.key == d.key
+                                } else if end.as_slice() == [0] {
+                                    p.key >= d.key
+                                } else {
+                                    p.key >= d.key && p.key < *end
+                                }
+                            });
+                            if gone || !state.contains_key(&p.key) {
+                                return Err(KvError::KeyNotFound);
+                            }
                         }
+                        _ => {}
                     }
                 }
                 for op in &path {

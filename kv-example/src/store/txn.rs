@@ -13,7 +13,9 @@ use redb::ReadableTable;
 
 use super::error::{storage, KvError, StoreError};
 use super::range::{live_entries, KeySpan};
-use super::request::{Compare, CompareResult, CompareTarget, RequestOp, TxnRequest};
+use super::request::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, RequestOp, TxnRequest,
+};
 use super::tables::live_value;
 
 /// etcd's default `--max-txn-ops`: compares, and ops of each branch (nested
@@ -247,11 +249,23 @@ pub(crate) fn check_path(
 ) -> Result<Result<(), KvError>, StoreError> {
     let mut ops = Vec::new();
     path_ops(request, path, &mut ops);
+    // An `ignore_value` put needs its key live when it runs: before the txn,
+    // and not deleted by an earlier op of the path. (etcd 3.4 checks only
+    // the first and panics on the second, when the put finds no value; a
+    // delete to the end lets such a txn past its duplicate-key check.)
+    let mut deleted: Vec<&DeleteRangeRequest> = Vec::new();
     for op in &ops {
-        if let RequestOp::Put(p) = op {
-            if p.ignore_value && live.get(p.key.as_slice()).map_err(storage)?.is_none() {
-                return Ok(Err(KvError::KeyNotFound));
+        match op {
+            RequestOp::DeleteRange(d) => deleted.push(d),
+            RequestOp::Put(p) if p.ignore_value => {
+                let gone = deleted
+                    .iter()
+                    .any(|d| KeySpan::new(&d.key, &d.range_end).contains(&p.key));
+                if gone || live.get(p.key.as_slice()).map_err(storage)?.is_none() {
+                    return Ok(Err(KvError::KeyNotFound));
+                }
             }
+            _ => {}
         }
     }
     // etcd 3.4 compares a txn read's revision with its store's first

@@ -442,9 +442,9 @@ async fn run_case(
 }
 
 /// The figures of a case from its members' counters: the leader's synced
-/// log writes (per second, mean time, requests per write) and, for
-/// rafter-kv, the share of requests relayed to the leader and the entries
-/// per apply transaction.
+/// log writes (per second, mean time, requests per write), its key-value
+/// store's commits (each an fsync too) and, for rafter-kv, the share of
+/// requests relayed to the leader and the entries per apply transaction.
 fn figures(
     system: System,
     delta: &[MemberFigures],
@@ -455,21 +455,28 @@ fn figures(
         tracing::warn!("no member says it leads: no leader figures");
         return Vec::new();
     };
-    let mut figures = vec![
-        ("leader_fsyncs_per_sec", leader.fsyncs / seconds),
-        (
+    let mut figures = vec![("leader_fsyncs_per_sec", leader.fsyncs / seconds)];
+    // Reads sync nothing: no mean time, no requests per fsync.
+    if leader.fsyncs > 0.0 {
+        figures.push((
             "leader_fsync_ms_mean",
-            1000.0 * leader.fsync_seconds / leader.fsyncs.max(1.0),
-        ),
-        ("ops_per_leader_fsync", ops as f64 / leader.fsyncs.max(1.0)),
-    ];
+            1000.0 * leader.fsync_seconds / leader.fsyncs,
+        ));
+        figures.push(("ops_per_leader_fsync", ops as f64 / leader.fsyncs));
+    }
+    figures.push((
+        "leader_state_commits_per_sec",
+        leader.state_commits / seconds,
+    ));
     if system == System::RafterKv {
         let forwarded: f64 = delta.iter().map(|m| m.forwarded).sum();
         figures.push(("forwarded_pct", 100.0 * forwarded / (ops as f64).max(1.0)));
-        figures.push((
-            "entries_per_apply",
-            leader.entries_applied / leader.apply_batches.max(1.0),
-        ));
+        if leader.apply_batches > 0.0 {
+            figures.push((
+                "entries_per_apply",
+                leader.entries_applied / leader.apply_batches,
+            ));
+        }
     }
     figures
 }

@@ -265,6 +265,10 @@ pub struct MemberFigures {
     /// `wal_fsync_duration_seconds`), count and total seconds.
     pub fsyncs: f64,
     pub fsync_seconds: f64,
+    /// Commits of the key-value store, each with an fsync (rafter-kv: one
+    /// per apply batch, `apply_batches_total`; etcd: the bbolt backend's
+    /// periodic commit, `backend_commit_duration_seconds`).
+    pub state_commits: f64,
     /// rafter-kv only: requests relayed to the leader over HTTP.
     pub forwarded: f64,
     /// rafter-kv only: entries applied, and the store transactions they
@@ -281,6 +285,7 @@ impl MemberFigures {
                 is_leader: get("rafter_kv_is_leader") > 0.0,
                 fsyncs: get("rafter_kv_fsync_seconds_count"),
                 fsync_seconds: get("rafter_kv_fsync_seconds_sum"),
+                state_commits: get("rafter_kv_apply_batches_total"),
                 forwarded: get("rafter_kv_forwarded_total"),
                 entries_applied: get("rafter_kv_entries_applied_total"),
                 apply_batches: get("rafter_kv_apply_batches_total"),
@@ -289,6 +294,7 @@ impl MemberFigures {
                 is_leader: get("etcd_server_is_leader") > 0.0,
                 fsyncs: get("etcd_disk_wal_fsync_duration_seconds_count"),
                 fsync_seconds: get("etcd_disk_wal_fsync_duration_seconds_sum"),
+                state_commits: get("etcd_disk_backend_commit_duration_seconds_count"),
                 ..MemberFigures::default()
             },
         }
@@ -300,6 +306,7 @@ impl MemberFigures {
             is_leader: self.is_leader,
             fsyncs: self.fsyncs - earlier.fsyncs,
             fsync_seconds: self.fsync_seconds - earlier.fsync_seconds,
+            state_commits: self.state_commits - earlier.state_commits,
             forwarded: self.forwarded - earlier.forwarded,
             entries_applied: self.entries_applied - earlier.entries_applied,
             apply_batches: self.apply_batches - earlier.apply_batches,

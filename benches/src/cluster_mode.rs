@@ -236,7 +236,7 @@ async fn measure(args: &ClusterArgs, clients: usize, nodes: &[Node]) -> Result<R
     // read between it and the measured phase.
     let warmup = LoadSpec {
         clients,
-        ops: 0,
+        measure: load::Measure::Ops(0),
         ops_per_call: args.batch,
         warmup: Duration::from_secs_f64(args.warmup),
         label: label.clone(),
@@ -245,7 +245,7 @@ async fn measure(args: &ClusterArgs, clients: usize, nodes: &[Node]) -> Result<R
     let before: Vec<CounterReading> = nodes.iter().map(|n| n.counters.read()).collect();
     let spec = LoadSpec {
         clients,
-        ops: args.ops,
+        measure: load::Measure::Ops(args.ops),
         ops_per_call: args.batch,
         warmup: Duration::ZERO,
         label,

@@ -123,7 +123,7 @@ pub async fn run(args: &CoreArgs) -> Result<Report, String> {
     };
     let spec = LoadSpec {
         clients: args.clients,
-        ops: args.ops,
+        measure: load::Measure::Ops(args.ops),
         ops_per_call: args.batch,
         warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
         label: format!("core {}n {}c", args.nodes, args.clients),

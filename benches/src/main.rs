@@ -4,9 +4,13 @@
 
 mod cluster_mode;
 mod core_mode;
+mod http_connection;
+mod kv_mode;
 mod latency_recorder;
 mod load;
+mod local_clusters;
 mod progress;
+mod prometheus_text;
 mod report;
 mod storage_mode;
 mod transport_mode;
@@ -44,6 +48,9 @@ enum Mode {
     Storage(storage_mode::StorageArgs),
     /// rafter-quic alone on loopback: one message at a time and pipelined.
     Transport(transport_mode::TransportArgs),
+    /// Closed-loop HTTP clients on etcd's v3 JSON API (put, range) against
+    /// any endpoints, or rafter-kv and etcd side by side (`--against-etcd`).
+    Kv(kv_mode::KvArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
             Mode::Cluster(args) => cluster_mode::run(args).await,
             Mode::Storage(args) => storage_mode::run(args).await,
             Mode::Transport(args) => transport_mode::run(args).await,
+            Mode::Kv(args) => kv_mode::run(args).await,
         }
     });
     let reports = match result {
@@ -83,8 +91,17 @@ fn main() -> ExitCode {
         }
     };
     report::print_table(&reports);
+    let comparison = kv_mode::compare(&reports);
+    kv_mode::print_comparison(&comparison);
     if let Some(path) = &cli.json {
-        if let Err(error) = report::append_json(path, &reports) {
+        let written = report::append_json(path, &reports).and_then(|()| {
+            let lines: Vec<_> = comparison
+                .iter()
+                .map(kv_mode::Comparison::to_json)
+                .collect();
+            report::append_json_values(path, &lines)
+        });
+        if let Err(error) = written {
             eprintln!("rafter-bench: cannot write {}: {error}", path.display());
             return ExitCode::FAILURE;
         }

@@ -42,3 +42,15 @@ pub fn ops(label: &str, total: u64) -> ProgressBar {
     bar.set_prefix(label.to_string());
     bar
 }
+
+/// A bar over a timed phase of `duration`: its position is milliseconds
+/// elapsed, its message the operations done so far.
+pub fn timed(label: &str, duration: Duration) -> ProgressBar {
+    let bar = ProgressBar::new(duration.as_millis() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {msg}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}

@@ -118,6 +118,18 @@ pub fn append_json(path: &Path, reports: &[Report]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Appends each value as one JSON line to `path` (nothing when empty).
+pub fn append_json_values(path: &Path, values: &[Value]) -> std::io::Result<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    for value in values {
+        writeln!(file, "{value}")?;
+    }
+    Ok(())
+}
+
 /// Prints the reports as one table: the common columns, then each extra
 /// figure that any report has, then errors by kind.
 pub fn print_table(reports: &[Report]) {

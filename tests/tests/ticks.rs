@@ -1,7 +1,8 @@
 //! Ticks are never starved (issue 13, item 4): a driver with more work
 //! than one turn takes goes on without waiting, and it must still tick,
 //! or a leader under a flood of proposals stops heartbeating, stops
-//! checking its quorum and never steps down when cut off.
+//! checking its quorum and never steps down when cut off; and proposals
+//! still expire on time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,15 +66,38 @@ async fn a_flooded_leader_still_ticks_and_steps_down_when_cut_off() {
     // Cut off and still flooded: CheckQuorum must step it down within two
     // election timeouts, which takes ticks.
     cluster.router.isolate(leader);
+    // A patient caller among the flood: its proposal cannot commit, so it
+    // must be answered by its deadline.
+    let patient = {
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let command = KvCommand::Delete { key: "p".into() };
+            let result = raft.propose(command).await;
+            (result, started.elapsed())
+        })
+    };
     advance(3 * election_ticks, tick).await;
     let m = raft.status();
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.abort();
-    }
     assert_ne!(
         m.role,
         Role::Leader,
         "the cut-off leader never stepped down: its ticks starved ({m:?})"
     );
+
+    // Proposal expiry runs on time under the flood too.
+    let propose_timeout = test_config().propose_timeout;
+    let ticks_to_deadline = (propose_timeout.as_millis() / tick.as_millis()) as u64;
+    advance(ticks_to_deadline + 5, tick).await;
+    assert!(patient.is_finished(), "the patient proposal is unanswered");
+    let (result, took) = patient.await.expect("the patient caller runs");
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        took <= propose_timeout + tick * 5,
+        "answered after {took:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.abort();
+    }
 }

@@ -25,6 +25,10 @@ use crate::metrics::{ServiceMetrics, TimedStorage};
 use crate::server::{router, AppState};
 use crate::state_machine::KvStateMachine;
 
+/// The file that says this node, started with `--join`, has received a
+/// configuration: `--join` is done.
+const JOINED_MARKER: &str = "joined";
+
 /// Room the log's encoding of a command adds to the request body.
 const COMMAND_OVERHEAD_BYTES: usize = 4096;
 
@@ -57,13 +61,16 @@ impl Node {
     pub async fn start(config: ServeConfig) -> Result<Self, String> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        // An empty data dir: the only time `--init` founds and `--join`
-        // joins (so a restart with the same flags resumes instead).
-        let fresh = !dir.join("log").exists();
+        // `--join` works until this node has received a configuration
+        // (`<data-dir>/joined` then says so), so a join cut short by a
+        // crash is taken up again by a restart with the same flags, and a
+        // node that joined restarts like any other.
+        let joining = !config.join.is_empty() && !dir.join(JOINED_MARKER).exists();
+        let had_log = dir.join("log").exists();
         // Where the members are before this node is in a configuration
         // (which brings their addresses): without them it could not answer
         // the leader that adds it.
-        let seeds = if fresh && !config.join.is_empty() {
+        let seeds = if joining {
             let cluster = membership::discover(&config.join).await?;
             write_cluster_id(dir, cluster.cluster_id)?;
             cluster.members
@@ -170,15 +177,31 @@ impl Node {
             http_addr,
             standing,
         };
-        if fresh && !config.join.is_empty() {
-            tracing::info!(id = config.id, through = ?config.join, "joining as a learner");
-            if let Err(error) =
-                membership::request_learner(&config.join, config.id, &config.advertise).await
-            {
-                node.shutdown().await;
-                return Err(error);
+        if joining {
+            // A log from an earlier start may hold a configuration; the
+            // metrics show it after the driver's first turn. (Asking again
+            // would be refused as AlreadyMember and count as done, so this
+            // wait only saves a request.)
+            let has_config = had_log
+                && tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    node.raft
+                        .metrics()
+                        .wait_for(|m| !m.membership.nodes.is_empty()),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !has_config {
+                tracing::info!(id = config.id, through = ?config.join, "joining as a learner");
+                if let Err(error) =
+                    membership::request_learner(&config.join, config.id, &config.advertise).await
+                {
+                    node.shutdown().await;
+                    return Err(error);
+                }
+                tracing::info!(id = config.id, "added as a learner; catching up");
             }
-            tracing::info!(id = config.id, "added as a learner; catching up");
+            spawn_mark_joined(node.raft.clone(), dir.join(JOINED_MARKER));
         }
         if config.auto_promote {
             membership::spawn_auto_promote(node.raft.clone(), config.join.clone());
@@ -220,6 +243,23 @@ fn cluster_id_of(dir: &Path, config: &ServeConfig) -> Result<u64, String> {
         }
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Writes `marker` once the node holds a configuration (the leader that
+/// added it sent one).
+fn spawn_mark_joined(raft: Raft<KvStateMachine>, marker: std::path::PathBuf) {
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let has_config = metrics
+            .wait_for(|m| m.stopped || !m.membership.nodes.is_empty())
+            .await
+            .is_ok_and(|m| !m.stopped);
+        if has_config {
+            if let Err(error) = std::fs::write(&marker, "joined\n") {
+                tracing::warn!(%error, path = %marker.display(), "cannot mark the join done");
+            }
+        }
+    });
 }
 
 /// Keeps the cluster id in `<dir>/cluster-id` (written whole or not at

@@ -271,3 +271,25 @@ fn every_subcommand_has_help_with_an_example() {
     let run = cli(&["txn-cas", "k", "v"]);
     assert_eq!(run.code, 2, "--expect or --absent is required: {run:?}");
 }
+
+#[test]
+fn certs_add_node_issues_from_the_existing_ca_and_never_makes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let tls = tls.to_str().unwrap();
+    let run = cli(&["certs", "--out", tls, "--add-node", "4"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no cluster CA"), "{run:?}");
+    assert!(!dir.path().join("tls/ca.pem").exists(), "a CA was made");
+    assert_eq!(cli(&["certs", "--out", tls, "--nodes", "1,2,3"]).code, 0);
+    let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let run = cli(&["certs", "--out", tls, "--add-node", "4"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(dir.path().join("tls/node-4.pem").exists());
+    assert!(dir.path().join("tls/node-4.key.pem").exists());
+    assert_eq!(
+        std::fs::read(dir.path().join("tls/ca.pem")).unwrap(),
+        ca,
+        "the CA changed"
+    );
+}

@@ -153,8 +153,16 @@ async fn a_node_joins_by_snapshot_is_promoted_serves_and_a_removed_node_says_so(
     assert_eq!(run.code, 0, "{run:?}");
     cluster.kill(three);
 
-    // Node 4 restarts with the same flags: `--join` is ignored, it resumes.
+    // Node 4 restarts with the same flags and resumes. Its `joined` mark
+    // is removed first, as if it had crashed before writing it: the join
+    // is taken up again, finds a configuration and does not ask again.
+    let marker = cluster.nodes[four].dir.join("joined");
+    assert!(
+        marker.exists(),
+        "node 4 holds a configuration: joined is written"
+    );
     cluster.kill(four);
+    std::fs::remove_file(&marker).unwrap();
     put(&http, &cluster.url(0), "while-4-down", "yes").await;
     cluster.spawn(four);
     let converged = cluster.wait_converged(Duration::from_secs(30)).await;
@@ -165,4 +173,5 @@ async fn a_node_joins_by_snapshot_is_promoted_serves_and_a_removed_node_says_so(
     assert_eq!(scan["revision"], converged["revision"]);
     let log = cluster.log(four);
     assert_eq!(log.matches("joining as a learner").count(), 1, "{log}");
+    assert!(marker.exists(), "joined is written again");
 }

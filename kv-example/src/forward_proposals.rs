@@ -27,8 +27,13 @@ use crate::metrics::ServiceMetrics;
 pub const PROPOSE_PATH: &str = "/internal/propose";
 /// Most commands in one batch (below `rafter::Config::proposal_batch_max`).
 pub const BATCH_COMMANDS_MAX: usize = 1024;
-/// Most bytes of one batch's body; also the leader's decode limit.
-pub const BATCH_BYTES_MAX: usize = 16 << 20;
+/// A batch stops growing past this many bytes of encoded commands (a
+/// single larger command travels alone).
+const BATCH_BYTES_TARGET: usize = 4 << 20;
+/// Most bytes of one batch's body, and the leader's decode limit: a batch
+/// of target size plus one command of the largest request `serve` accepts
+/// (`--max-request-bytes` is at most 64 MiB) and its encoding.
+pub const BATCH_BYTES_MAX: usize = BATCH_BYTES_TARGET + (64 << 20) + (1 << 20);
 /// Batches in flight to the leader at once: while they are out, new writes
 /// gather into the next batch.
 const BATCHES_IN_FLIGHT_MAX: usize = 4;
@@ -54,6 +59,8 @@ pub enum Forwarded {
 
 struct Pending {
     leader: String,
+    /// The command's encoded size.
+    size: usize,
     command: KvCommand,
     answer: oneshot::Sender<Result<KvResponse, Forwarded>>,
 }
@@ -92,6 +99,7 @@ impl ProposalForwarder {
         let (answer, answered) = oneshot::channel();
         let pending = Pending {
             leader,
+            size: codec::encode(&command).len(),
             command,
             answer,
         };
@@ -114,7 +122,8 @@ async fn batch_loop(
     metrics: Arc<ServiceMetrics>,
 ) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
-    // A write taken while the batch for another leader filled up.
+    // A write taken that belongs to another leader, or did not fit in the
+    // batch being made: it starts the next one.
     let mut held: Option<Pending> = None;
     loop {
         // Wait for a free slot first: writes keep gathering meanwhile.
@@ -129,17 +138,8 @@ async fn batch_loop(
             },
         };
         let leader = first.leader.clone();
-        let mut batch = vec![first];
-        while batch.len() < BATCH_COMMANDS_MAX {
-            match pending.try_recv() {
-                Ok(next) if next.leader == leader => batch.push(next),
-                Ok(next) => {
-                    held = Some(next);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let (batch, next) = fill_batch(first, || pending.try_recv().ok());
+        held = next;
         metrics.forwarded_batches.inc();
         metrics.forwarded.inc_by(batch.len() as u64);
         let client = client.clone();
@@ -148,6 +148,27 @@ async fn batch_loop(
             drop(permit);
         });
     }
+}
+
+/// A batch led by `first`: the writes `next` yields for the same leader,
+/// up to [`BATCH_COMMANDS_MAX`] and [`BATCH_BYTES_TARGET`] (a first write
+/// larger than that travels alone); the write that did not fit, if any,
+/// is returned to start the next batch.
+fn fill_batch(
+    first: Pending,
+    mut next: impl FnMut() -> Option<Pending>,
+) -> (Vec<Pending>, Option<Pending>) {
+    let mut bytes = first.size;
+    let mut batch = vec![first];
+    while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_TARGET {
+        let Some(write) = next() else { break };
+        if write.leader != batch[0].leader || bytes + write.size > BATCH_BYTES_TARGET {
+            return (batch, Some(write));
+        }
+        bytes += write.size;
+        batch.push(write);
+    }
+    (batch, None)
 }
 
 /// Sends one batch and answers each of its writes.
@@ -193,11 +214,11 @@ async fn exchange(
     commands: &[KvCommand],
 ) -> Result<Vec<KvResponse>, Forwarded> {
     let body = codec::encode(commands);
-    if body.len() > BATCH_BYTES_MAX {
-        // Each command is under the request limit; a batch of big ones may
-        // not be: refuse them all rather than split (rare, and retryable).
-        return Err(Forwarded::Retry);
-    }
+    debug_assert!(
+        body.len() <= BATCH_BYTES_MAX,
+        "a batch of {} bytes: batches are cut at {BATCH_BYTES_TARGET} plus one command",
+        body.len()
+    );
     let uri: Uri = format!("http://{leader}{PROPOSE_PATH}")
         .parse()
         .map_err(|e| {
@@ -238,5 +259,65 @@ async fn exchange(
             "leader {leader} answered {status}: {}",
             String::from_utf8_lossy(&body)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::CommandV1;
+    use crate::store::{DeleteRangeRequest, WriteRequest};
+
+    fn write(leader: &str, size: usize) -> Pending {
+        let command = KvCommand::V1(CommandV1 {
+            session: None,
+            time_ms: 0,
+            request: WriteRequest::DeleteRange(DeleteRangeRequest::default()),
+        });
+        Pending {
+            leader: leader.into(),
+            size,
+            command,
+            answer: oneshot::channel().0,
+        }
+    }
+
+    fn sizes(batch: &[Pending]) -> Vec<usize> {
+        batch.iter().map(|p| p.size).collect()
+    }
+
+    /// A batch of big writes used to grow past what the leader decodes,
+    /// and was then retried whole until its writes timed out.
+    #[test]
+    fn a_batch_is_cut_at_its_byte_target_and_big_writes_travel_alone() {
+        const MIB: usize = 1 << 20;
+        let mut queue = vec![write("a", 3 * MIB), write("a", 1024)].into_iter();
+        let (batch, held) = fill_batch(write("a", 3 * MIB), || queue.next());
+        assert_eq!(sizes(&batch), [3 * MIB]);
+        assert_eq!(held.map(|p| p.size), Some(3 * MIB));
+
+        let mut queue = vec![write("a", 1024)].into_iter();
+        let (batch, held) = fill_batch(write("a", 17 * MIB), || queue.next());
+        assert_eq!(sizes(&batch), [17 * MIB]);
+        assert!(held.is_none());
+
+        let mut queue = vec![
+            write("a", 10),
+            write("a", 20),
+            write("b", 30),
+            write("a", 40),
+        ]
+        .into_iter();
+        let (batch, held) = fill_batch(write("a", 1), || queue.next());
+        assert_eq!(sizes(&batch), [1, 10, 20]);
+        assert_eq!(held.map(|p| p.leader), Some("b".to_owned()));
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_its_command_count() {
+        let mut queue = (0..BATCH_COMMANDS_MAX + 5).map(|_| write("a", 1));
+        let (batch, held) = fill_batch(write("a", 1), || queue.next());
+        assert_eq!(batch.len(), BATCH_COMMANDS_MAX);
+        assert!(held.is_none(), "the queue keeps the rest");
     }
 }

@@ -356,7 +356,10 @@ impl AppState {
                         Ok(Err(Forwarded::Refused(error))) => return Err(error),
                         Ok(Err(Forwarded::Unknown(reason))) => {
                             tracing::debug!(%reason, "forwarded write outcome unknown");
-                            return Err(ApiError::timeout());
+                            return Err(ApiError::new(
+                                crate::api::error::code::UNAVAILABLE,
+                                format!("etcdserver: request timed out ({reason})"),
+                            ));
                         }
                     }
                 }

@@ -88,7 +88,7 @@ async fn ask_loop(
         for answer in answers {
             let _ = answer.send(match &result {
                 Ok(index) => Ok(*index),
-                Err(error) => Err(error.copy()),
+                Err(error) => Err(error.clone()),
             });
         }
     }

@@ -44,7 +44,7 @@ const QUEUE_MAX: usize = 65_536;
 const ANSWER_BYTES_MAX: usize = 64 << 20;
 
 /// Why a forwarded write got no response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Forwarded {
     /// The node asked is not the leader: nothing was appended.
     NotLeader,
@@ -190,20 +190,8 @@ async fn send_batch(client: &HttpClient, leader: &str, batch: Vec<Pending>) {
         }
         Err(failure) => {
             for answer in answers {
-                let _ = answer.send(Err(failure.copy()));
+                let _ = answer.send(Err(failure.clone()));
             }
-        }
-    }
-}
-
-impl Forwarded {
-    /// A copy (`ApiError` is cloned).
-    pub fn copy(&self) -> Self {
-        match self {
-            Forwarded::NotLeader => Forwarded::NotLeader,
-            Forwarded::Retry => Forwarded::Retry,
-            Forwarded::Refused(e) => Forwarded::Refused(e.clone()),
-            Forwarded::Unknown(s) => Forwarded::Unknown(s.clone()),
         }
     }
 }

@@ -43,7 +43,7 @@ fn many_seeds_stay_safe_and_linearizable() {
     let first = env_u64("SIM_FIRST_SEED").unwrap_or(0);
     let progress_every = if seeds > 10_000 { 1000 } else { 100 };
     let started = Instant::now();
-    let (mut steps, mut ops, mut sizes, mut inconclusive) = (0, 0, [0; 2], 0);
+    let (mut steps, mut ops, mut sizes) = (0, 0, [0; 2]);
     let (mut appended, mut configurations, mut built, mut installed) = (0, 0, 0, 0);
     for (done, seed) in (first..first.saturating_add(seeds)).enumerate() {
         match sim::run(&options(seed)) {
@@ -51,7 +51,6 @@ fn many_seeds_stay_safe_and_linearizable() {
                 steps += report.steps;
                 ops += report.ops_completed;
                 sizes[usize::from(report.nodes == 5)] += 1;
-                inconclusive += report.inconclusive_keys;
                 appended += report.membership_changes_appended;
                 configurations += report.configurations_committed;
                 built += report.snapshots_built;
@@ -74,7 +73,7 @@ fn many_seeds_stay_safe_and_linearizable() {
     );
     eprintln!(
         "sim: {seeds} seeds ({} of 3 nodes, {} of 5), {steps} steps, {ops} client ops, \
-         {inconclusive} inconclusive key histories, {appended} membership changes \
+         {appended} membership changes \
          accepted, {configurations} configurations committed, {built} snapshots built, \
          {installed} installed by followers, in {:.1?}",
         sizes[0],
@@ -92,10 +91,6 @@ fn many_seeds_stay_safe_and_linearizable() {
             "only {installed} snapshots installed by followers in {seeds} seeds"
         );
     }
-    assert!(
-        inconclusive as u64 * 50 <= seeds,
-        "{inconclusive} inconclusive key histories in {seeds} seeds: the checker needs pruning"
-    );
 }
 
 #[test]

@@ -85,7 +85,9 @@
 //! index monotonic) and
 //! `SimCore::check_invariants` on each node the step touched (the others
 //! did not change). Any panic in the engine fails the seed too. At the end,
-//! the history must be linearizable per key ([`linearizability`]).
+//! the history must be linearizable per key ([`linearizability`]); a key
+//! whose search reaches `linearizability::SEARCH_STATES_MAX` fails the
+//! seed (a search that did not finish proves nothing).
 //!
 //! A failure prints the seed, the configuration, the fault schedule up to
 //! the failure and the last events; `SIM_SEED=<seed> cargo test -p
@@ -136,7 +138,7 @@ use rafter::Config;
 
 use faults::FaultWeights;
 use history::Outcome;
-use linearizability::{CheckError, KeyOp};
+use linearizability::{CheckError, KeyOp, Stamp};
 use network::NetworkConfig;
 use rng::SimRng;
 use simulator::Simulator;
@@ -255,9 +257,6 @@ pub struct Report {
     pub trace_hash: u64,
     pub ops_invoked: usize,
     pub ops_completed: usize,
-    /// Keys whose linearizability search gave up (see
-    /// `linearizability::SEARCH_STATES_MAX`).
-    pub inconclusive_keys: usize,
     /// Membership changes a leader accepted.
     pub membership_changes_appended: u64,
     /// Times the committed configuration changed (a voter change counts
@@ -301,15 +300,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
     let config = RunConfig::random(&mut rng, options);
     let mut sim = Simulator::new(options.clone(), config, rng);
     let outcome = catch_unwind(AssertUnwindSafe(|| sim.run()));
-    let mut inconclusive_keys = 0;
     let reason = match outcome {
-        Ok(Ok(())) => match check_history(&sim.history) {
-            Ok(keys) => {
-                inconclusive_keys = keys;
-                None
-            }
-            Err(reason) => Some(reason),
-        },
+        Ok(Ok(())) => check_history(&sim.history).err(),
         Ok(Err(violation)) => Some(violation),
         Err(panic) => Some(format!("panic: {}", panic_message(&panic))),
     };
@@ -322,7 +314,6 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             trace_hash: sim.trace.hash(),
             ops_invoked: sim.history.ops().len(),
             ops_completed: sim.history.completed(),
-            inconclusive_keys,
             membership_changes_appended: sim.membership_changes_appended,
             configurations_committed: sim.checker.configurations_committed,
             snapshots_built: sim.snapshots_built,
@@ -408,14 +399,23 @@ fn describe_failure(sim: &Simulator) -> String {
     out
 }
 
-/// Checks the whole history, key by key. Returns how many keys were
-/// inconclusive (the search gave up).
-pub fn check_history(history: &history::History) -> Result<usize, String> {
-    let mut inconclusive = 0;
+/// Checks the whole history, key by key, each key's search capped at
+/// [`linearizability::SEARCH_STATES_MAX`] configurations.
+pub fn check_history(history: &history::History) -> Result<(), String> {
+    check_history_with_cap(history, linearizability::SEARCH_STATES_MAX)
+}
+
+/// [`check_history`] with a cap of `states_max` configurations per key. A
+/// key whose search reaches the cap fails the history: a search that did
+/// not finish proves nothing.
+pub fn check_history_with_cap(history: &history::History, states_max: usize) -> Result<(), String> {
     let mut by_key: BTreeMap<kv::Key, Vec<(usize, KeyOp)>> = BTreeMap::new();
     for (id, op) in history.ops().iter().enumerate() {
         let ret = match op.outcome {
-            Outcome::Ok { at, output } => Some((at, output)),
+            Outcome::Ok { output, .. } => Some((
+                op.ret.expect("an operation that ended Ok has a return"),
+                output,
+            )),
             Outcome::Unknown => None,
             Outcome::Failed => continue,
             Outcome::Pending => panic!("history not closed: op {id} pending"),
@@ -431,7 +431,7 @@ pub fn check_history(history: &history::History) -> Result<usize, String> {
     }
     for (key, ops) in by_key {
         let key_ops: Vec<KeyOp> = ops.iter().map(|(_, op)| *op).collect();
-        match linearizability::check(&key_ops, None) {
+        match linearizability::check_with_cap(&key_ops, None, states_max) {
             Ok(()) => {}
             Err(CheckError::NotLinearizable { longest }) => {
                 // The ops the search got stuck on: those it could not
@@ -444,7 +444,7 @@ pub fn check_history(history: &history::History) -> Result<usize, String> {
                     .filter(|(i, _)| !linearized.contains(i))
                     .map(|(_, op)| op.call)
                     .min()
-                    .unwrap_or(0);
+                    .unwrap_or(Stamp::new(0, 0));
                 let mut text = format!(
                     "history of key {key} is not linearizable ({} ops); {} linearize, \
                      the last of them {:?}; ops from the first one left out:\n",
@@ -464,26 +464,97 @@ pub fn check_history(history: &history::History) -> Result<usize, String> {
                 });
                 for (_, (id, op)) in relevant.take(30) {
                     let ret = op.ret.map_or("unknown".to_string(), |(at, out)| {
-                        format!("{at} -> {out:?}")
+                        format!("{}#{} -> {out:?}", at.time, at.seq)
                     });
                     text += &format!(
-                        "    op {id} client {}: [{} .. {ret}] {:?}\n",
+                        "    op {id} client {}: [{}#{} .. {ret}] {:?}\n",
                         history.get(*id).client,
-                        op.call,
+                        op.call.time,
+                        op.call.seq,
                         op.input
                     );
                 }
                 return Err(text);
             }
             Err(CheckError::GaveUp(states)) => {
-                eprintln!(
-                    "sim: linearizability check of key {key} ({} ops) gave up after \
-                     {states} states: inconclusive",
+                return Err(format!(
+                    "linearizability check of key {key} ({} ops) gave up after {states} \
+                     states: a search that does not finish is not a pass",
                     key_ops.len()
-                );
-                inconclusive += 1;
+                ));
             }
         }
     }
-    Ok(inconclusive)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::history::{History, Outcome};
+    use super::kv::{KvInput, KvOutput};
+    use super::*;
+
+    /// One client writes, then 30 clients each start a write and give up
+    /// on it, then the first reads its own value: linearizable, and a
+    /// search with room to finish says so.
+    fn history_with_unknown_writes() -> History {
+        let mut history = History::default();
+        let put = history.invoke(0, KvInput::Put { key: 0, value: 1 }, 0);
+        history.end(
+            put,
+            Outcome::Ok {
+                at: 1,
+                output: KvOutput::Put,
+            },
+        );
+        for client in 1..=30 {
+            let value = 100 + client as u64;
+            let id = history.invoke(client, KvInput::Put { key: 0, value }, 2);
+            history.end(id, Outcome::Unknown);
+        }
+        let get = history.invoke(0, KvInput::Get { key: 0 }, 3);
+        history.end(
+            get,
+            Outcome::Ok {
+                at: 4,
+                output: KvOutput::Get(Some(1)),
+            },
+        );
+        history.close();
+        history
+    }
+
+    #[test]
+    fn a_search_that_hits_its_cap_fails_the_history() {
+        let history = history_with_unknown_writes();
+        assert_eq!(check_history(&history), Ok(()));
+        let error = check_history_with_cap(&history, 2).expect_err("gave up");
+        assert!(error.contains("gave up after 2 states"), "{error}");
+    }
+
+    #[test]
+    fn a_clients_consecutive_operations_at_one_time_are_ordered() {
+        // Client 0's put returns at time 5, and its get is invoked at the
+        // same time 5; the get must see the put.
+        let mut history = History::default();
+        let put = history.invoke(0, KvInput::Put { key: 0, value: 1 }, 0);
+        history.end(
+            put,
+            Outcome::Ok {
+                at: 5,
+                output: KvOutput::Put,
+            },
+        );
+        let get = history.invoke(0, KvInput::Get { key: 0 }, 5);
+        history.end(
+            get,
+            Outcome::Ok {
+                at: 6,
+                output: KvOutput::Get(None),
+            },
+        );
+        history.close();
+        let error = check_history(&history).expect_err("a read from before its own write");
+        assert!(error.contains("not linearizable"), "{error}");
+    }
 }

@@ -300,6 +300,13 @@ impl Engine {
         if self.receiving != Some((snapshot, next_offset)) || self.role != Role::Follower {
             return; // superseded by a restart or a newer snapshot
         }
+        if self.installing {
+            // A copy of the last chunk, stored after the original started
+            // the install: an empty chunk's copy has the same offset as
+            // the original, so both were taken. One install only (the
+            // second would find the received snapshot gone).
+            return;
+        }
         if done && snapshot.index <= self.log.committed() {
             // Entries committed meanwhile cover it: they are (or will be)
             // applied from the log; installing would take the state machine

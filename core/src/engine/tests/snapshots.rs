@@ -320,3 +320,29 @@ fn follower_answers_a_copy_of_a_snapshot_chunk_with_its_offset() {
         vec![msg(2, 1, 1, snapshot_received(meta.last_log_id, 9))]
     );
 }
+
+/// Regression (found by the whole-node simulation, seed 0): a duplicated
+/// empty last chunk is taken twice, its offset being the next one both
+/// times; the second store started a second install, which found the
+/// received snapshot gone and stopped the node. One install only.
+#[test]
+fn follower_installs_once_when_an_empty_last_chunk_is_duplicated() {
+    let (mut f, meta) = follower_receiving_a_snapshot(false);
+    f.on_snapshot_chunk_stored(1, meta.clone(), 5, false);
+    f.take_actions();
+    let last = MessageBody::InstallSnapshot {
+        meta: meta.clone(),
+        offset: 5,
+        data: Bytes::new(),
+        done: true,
+    };
+    step(&mut f, msg(1, 2, 1, last.clone()));
+    step(&mut f, msg(1, 2, 1, last));
+    f.take_actions();
+    f.on_snapshot_chunk_stored(1, meta.clone(), 5, true);
+    assert_eq!(f.take_actions().install, Some(meta.clone()));
+    f.on_snapshot_chunk_stored(1, meta.clone(), 5, true);
+    assert_eq!(f.take_actions().install, None, "installed once");
+    f.on_snapshot_installed(meta);
+    f.check_invariants();
+}

@@ -281,6 +281,11 @@ impl<SM: StateMachine> ApplyTask<SM> {
             return Ok(());
         }
         let entries = std::mem::take(batch);
+        #[cfg(feature = "planted-bugs")]
+        if crate::testing::node_bug_planted(crate::testing::NodeBug::PublishBeforeApply) {
+            self.publish(entries[entries.len() - 1].index);
+            tokio::task::yield_now().await;
+        }
         *applied = self.apply(*applied, entries, waiters).await?;
         self.publish(*applied);
         Ok(())

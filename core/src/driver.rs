@@ -7,7 +7,7 @@
 //! storage task, messages go to the network at once (or when the write they
 //! wait for completes), committed entries go to the apply task.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -103,7 +103,11 @@ pub(crate) struct Driver<N, R> {
     /// The highest write id known durable.
     written: u64,
     outbox: BTreeMap<NodeId, Vec<Message>>,
-    reads: HashMap<u64, oneshot::Sender<Result<u64, ReadError>>>,
+    /// Read requests waiting for their index. A `BTreeMap`, not a hash
+    /// map: when the driver stops they are dropped (answering `Stopped`)
+    /// in id order, so the callers wake in the same order every run (the
+    /// whole-node simulation replays a seed exactly).
+    reads: BTreeMap<u64, oneshot::Sender<Result<u64, ReadError>>>,
     read_next_id: u64,
     /// The engine's membership version the metrics were last checked at.
     published_membership: Option<u64>,
@@ -124,7 +128,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             gated: VecDeque::new(),
             written: 0,
             outbox: BTreeMap::new(),
-            reads: HashMap::new(),
+            reads: BTreeMap::new(),
             read_next_id: 1,
             published_membership: None,
         }
@@ -429,6 +433,11 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             let _ = storage.send(StorageJob::Purge(up_to));
         }
         if let Some(meta) = install {
+            #[cfg(feature = "planted-bugs")]
+            if crate::testing::node_bug_planted(crate::testing::NodeBug::PurgeBeforeSavingSnapshot)
+            {
+                let _ = storage.send(StorageJob::Purge(meta.last_log_id));
+            }
             // Metadata first, so a crash after the install knows what the
             // state machine holds (see restore).
             let _ = storage.send(StorageJob::SaveSnapshotMeta {
@@ -453,6 +462,11 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             self.outbox.entry(message.to).or_default().push(message);
         }
         for (after, message) in messages_after_write {
+            #[cfg(feature = "planted-bugs")]
+            if crate::testing::node_bug_planted(crate::testing::NodeBug::SendBeforeWrite) {
+                self.outbox.entry(message.to).or_default().push(message);
+                continue;
+            }
             if after <= self.written {
                 self.outbox.entry(message.to).or_default().push(message);
             } else {

@@ -198,8 +198,22 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
         last,
         term_runs,
         memberships,
-        applied: applied.index,
+        applied: planted_replay_from(applied.index, purged.index),
     })
+}
+
+/// The applied index the engine starts from: the state machine's, unless
+/// the `RestoreReplaysFromWrongIndex` bug is planted (one entry earlier,
+/// when the log still holds it).
+#[allow(unused_variables)]
+fn planted_replay_from(applied: u64, purged: u64) -> u64 {
+    #[cfg(feature = "planted-bugs")]
+    if applied > purged
+        && crate::testing::node_bug_planted(crate::testing::NodeBug::RestoreReplaysFromWrongIndex)
+    {
+        return applied - 1;
+    }
+    applied
 }
 
 /// Loads the state machine's own latest snapshot into it, through the same

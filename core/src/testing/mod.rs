@@ -9,6 +9,8 @@
 mod kv;
 mod mem_network;
 mod mem_storage;
+#[cfg(feature = "planted-bugs")]
+mod node_bug;
 mod proposal_waiters;
 mod sim;
 mod storage_suite;
@@ -19,6 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use kv::{KvCommand, KvResponse, KvState, KvStateMachine, NoopStateMachine};
 pub use mem_network::{MemNetwork, MemRouter};
 pub use mem_storage::MemStorage;
+#[cfg(feature = "planted-bugs")]
+pub(crate) use node_bug::node_bug_planted;
+#[cfg(feature = "planted-bugs")]
+pub use node_bug::{plant_node_bug, NodeBug};
 pub use proposal_waiters::ProposalWaiters;
 pub use sim::{PlantedBug, SimActions, SimCore, SimDurable, SnapshotRead, SnapshotReceive};
 pub use storage_suite::run_storage_suite;

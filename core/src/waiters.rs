@@ -109,7 +109,13 @@ impl<T> Waiters<T> {
         let mut found = None;
         while self.queue.front().is_some_and(|w| w.index == entry.index) {
             let waiter = self.queue.pop_front().expect("front exists");
-            if waiter.term == entry.term && is_command {
+            #[cfg(feature = "planted-bugs")]
+            let overwritten_as_applied = crate::testing::node_bug_planted(
+                crate::testing::NodeBug::AnswerOverwrittenAsApplied,
+            ) && found.is_none();
+            #[cfg(not(feature = "planted-bugs"))]
+            let overwritten_as_applied = false;
+            if (waiter.term == entry.term || overwritten_as_applied) && is_command {
                 // Log Matching: one entry per (index, term).
                 assert!(found.is_none(), "two waiters for {entry:?}");
                 found = Some(waiter);

@@ -6,8 +6,11 @@
 //! time and no test sleeps.
 //!
 //! [`sim`] runs whole clusters of the pure engine deterministically under
-//! seeded faults, and checks them (see its module docs).
+//! seeded faults, and checks them (see its module docs); [`node_sim`] does
+//! the same with whole shipped nodes (`Raft::start`) on a paused
+//! current-thread runtime.
 
 pub mod cluster;
+pub mod node_sim;
 pub mod sim;
 pub mod trapped;

@@ -1,4 +1,5 @@
-//! Planted bugs in the shipped node layers (driver, apply task, restore):
+//! Planted bugs in the shipped node layers (driver, apply task and its
+//! waiters, restore):
 //! rules broken on purpose, to prove that the whole-node simulation
 //! (`rafter_tests::node_sim`) catches them. Compiled only with rafter's
 //! `planted-bugs` feature, like [`super::PlantedBug`], the engine's.
@@ -21,6 +22,10 @@ pub enum NodeBug {
     /// `linearizable_read` waits on) before the state machine applied the
     /// batch.
     PublishBeforeApply,
+    /// The apply task answers a proposer whose entry was overwritten by
+    /// another command as if its own had applied (with the other's
+    /// response), instead of `Overwritten`.
+    AnswerOverwrittenAsApplied,
     /// `restore` starts the engine one entry before the state machine's
     /// applied index, so the last applied entry is replayed.
     RestoreReplaysFromWrongIndex,

@@ -367,10 +367,13 @@ async fn queue_bound_holds_while_a_peer_is_down_and_the_peer_is_redialled_when_i
         one.handle.stats().raft_lane(2).unwrap().connected
     })
     .await;
-    one.network.send(2, vec![heartbeat(1, 2, 99)]).await;
+    // On the lane that reconnected (a heartbeat would take the control
+    // lane, which may still be waiting out its own backoff).
+    let last = big(sent + 1);
+    one.network.send(2, vec![last.clone()]).await;
     loop {
         let message = two.recv().await;
-        if message == heartbeat(1, 2, 99) {
+        if message == last {
             break;
         }
     }
@@ -472,6 +475,66 @@ impl Drop for OpenOnDrop {
     }
 }
 
+/// Node 2 with a sink that parks the reader of whatever stream delivers a
+/// message `parks` picks (in that message, until the gate opens), and node
+/// 1 with node 2 as its member. Parked messages come out of `parked`, the
+/// others out of `passed`.
+struct ParkedPeer {
+    one: Node,
+    two: QuicNetwork,
+    gate: Arc<Gate>,
+    _open_on_exit: OpenOnDrop,
+    parked: mpsc::UnboundedReceiver<Message>,
+    passed: mpsc::UnboundedReceiver<Message>,
+}
+
+impl ParkedPeer {
+    async fn start(parks: fn(&Message) -> bool) -> ParkedPeer {
+        init_tracing();
+        let ca = ClusterCa::generate("test").unwrap();
+        let mut one = Node::bind(&ca, 1, test_config());
+        let two = QuicNetwork::bind(
+            2,
+            localhost(),
+            TlsMode::MutualTls(ca.issue_node_cert(2).unwrap()),
+            test_config(),
+        )
+        .unwrap();
+        let two_handle = two.handle();
+        let gate = Arc::new(Gate::default());
+        let (parked_tx, parked) = mpsc::unbounded_channel();
+        let (passed_tx, passed) = mpsc::unbounded_channel();
+        let sink_gate = gate.clone();
+        two_handle
+            .set_inbound(move |message: Message| {
+                if parks(&message) {
+                    let _ = parked_tx.send(message);
+                    // Parks this stream's reader; block_in_place hands the
+                    // worker's other tasks to another thread meanwhile.
+                    tokio::task::block_in_place(|| sink_gate.wait());
+                } else {
+                    let _ = passed_tx.send(message);
+                }
+            })
+            .unwrap();
+        one.network
+            .set_members(
+                &[(2, two_handle.local_addr().unwrap().to_string())]
+                    .into_iter()
+                    .collect(),
+            )
+            .await;
+        ParkedPeer {
+            one,
+            two,
+            _open_on_exit: OpenOnDrop(gate.clone()),
+            gate,
+            parked,
+            passed,
+        }
+    }
+}
+
 const SNAPSHOT_CHUNKS: u64 = 32;
 const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
 
@@ -504,42 +567,14 @@ fn snapshot_chunk(i: u64) -> Message {
 /// (`stream_class`); then every chunk arrives, intact and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_chunks_on_a_stalled_stream_never_hold_up_appends() {
-    init_tracing();
-    let ca = ClusterCa::generate("test").unwrap();
-    let mut one = Node::bind(&ca, 1, test_config());
-    let two = QuicNetwork::bind(
-        2,
-        localhost(),
-        TlsMode::MutualTls(ca.issue_node_cert(2).unwrap()),
-        test_config(),
-    )
-    .unwrap();
-    let two_handle = two.handle();
-    let gate = Arc::new(Gate::default());
-    let _open_on_exit = OpenOnDrop(gate.clone());
-    let (raft_tx, mut raft_rx) = mpsc::unbounded_channel();
-    let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
-    let sink_gate = gate.clone();
-    two_handle
-        .set_inbound(move |message: Message| {
-            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-                let _ = chunk_tx.send(message);
-                // Parks this stream's reader; block_in_place hands the
-                // worker's other tasks to another thread meanwhile.
-                tokio::task::block_in_place(|| sink_gate.wait());
-            } else {
-                let _ = raft_tx.send(message);
-            }
-        })
-        .unwrap();
-    one.network
-        .set_members(
-            &[(2, two_handle.local_addr().unwrap().to_string())]
-                .into_iter()
-                .collect(),
-        )
-        .await;
-
+    let ParkedPeer {
+        mut one,
+        two,
+        gate,
+        _open_on_exit,
+        parked: mut chunk_rx,
+        passed: mut raft_rx,
+    } = ParkedPeer::start(|m| matches!(m.body, MessageBody::InstallSnapshot { .. })).await;
     let chunks: Vec<Message> = (0..SNAPSHOT_CHUNKS).map(snapshot_chunk).collect();
     one.network.send(2, chunks.clone()).await;
     const APPENDS: u64 = 200;
@@ -602,40 +637,14 @@ async fn snapshot_chunks_on_a_stalled_stream_never_hold_up_appends() {
 /// had a stream of their own, none of them arrived until the gate opened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_append_stream_never_holds_up_heartbeats_and_votes() {
-    init_tracing();
-    let ca = ClusterCa::generate("test").unwrap();
-    let mut one = Node::bind(&ca, 1, test_config());
-    let two = QuicNetwork::bind(
-        2,
-        localhost(),
-        TlsMode::MutualTls(ca.issue_node_cert(2).unwrap()),
-        test_config(),
-    )
-    .unwrap();
-    let two_handle = two.handle();
-    let gate = Arc::new(Gate::default());
-    let _open_on_exit = OpenOnDrop(gate.clone());
-    let (append_tx, mut append_rx) = mpsc::unbounded_channel();
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-    let sink_gate = gate.clone();
-    two_handle
-        .set_inbound(move |message: Message| {
-            if matches!(message.body, MessageBody::Append { .. }) {
-                let _ = append_tx.send(message);
-                tokio::task::block_in_place(|| sink_gate.wait());
-            } else {
-                let _ = control_tx.send(message);
-            }
-        })
-        .unwrap();
-    one.network
-        .set_members(
-            &[(2, two_handle.local_addr().unwrap().to_string())]
-                .into_iter()
-                .collect(),
-        )
-        .await;
-
+    let ParkedPeer {
+        mut one,
+        two,
+        gate,
+        _open_on_exit,
+        parked: mut append_rx,
+        passed: mut control_rx,
+    } = ParkedPeer::start(|m| matches!(m.body, MessageBody::Append { .. })).await;
     one.network.send(2, vec![append(1)]).await;
     let first = within("the first append", append_rx.recv()).await;
     assert_eq!(first, Some(append(1)));

@@ -163,9 +163,15 @@ fn caught_by(bug: NodeBug, seeds_max: u64) -> Check {
 #[test]
 fn planted_send_before_write_is_caught() {
     let check = caught_by(NodeBug::SendBeforeWrite, 100);
-    // a follower acknowledged entries a crash then lost; another entry was
-    // committed and applied at the same index elsewhere.
-    assert_eq!(check, Check::StateMachineSafety, "{check:?}");
+    // Followers acknowledged entries a crash then lost. Either another
+    // entry was committed and applied at such an index elsewhere, or the
+    // leader, whose match index for the follower is past the follower's
+    // log, never sends it those entries again and the cluster never
+    // converges (which of the two comes first depends on the seed).
+    assert!(
+        matches!(check, Check::StateMachineSafety | Check::Convergence),
+        "{check:?}"
+    );
 }
 
 #[test]

@@ -26,11 +26,11 @@ pub fn converged(w: &WorldState, members: &BTreeSet<NodeId>) -> bool {
         return false;
     };
     let commit = leader.status().commit_index;
+    // The state machine's own applied index, not the metrics' (which
+    // the apply task publishes).
     members.iter().all(|&id| {
-        w.node(id)
-            .raft
-            .as_ref()
-            .is_some_and(|raft| raft.status().applied_index == commit)
+        let slot = w.node(id);
+        slot.raft.is_some() && slot.kv.applied_log_id().index == commit
     })
 }
 

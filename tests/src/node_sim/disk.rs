@@ -20,8 +20,8 @@
 //! Faults armed by the world: an I/O error on the next write (the node
 //! must stop; an error is injected *before* the write reaches the disk),
 //! a panic in the next write, a crash in the middle of the next fsync, a
-//! crash as snapshot metadata is saved (before or after it is durable),
-//! and slow fsyncs.
+//! crash as snapshot metadata (the latest snapshot's, or that of one being
+//! installed) is saved, before or after it is durable, and slow fsyncs.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -42,6 +42,7 @@ enum DiskOp {
     Write(WriteBatch),
     Purge(LogId),
     SaveSnapshotMeta(SnapshotMeta),
+    SaveInstallingSnapshotMeta(Option<SnapshotMeta>),
 }
 
 /// A node's disk, kept by the world across the node's incarnations.
@@ -67,6 +68,9 @@ fn apply(storage: &mut MemStorage, op: &DiskOp) -> Result<(), StorageError> {
         DiskOp::Write(batch) => now(storage.write(batch.clone())),
         DiskOp::Purge(up_to) => now(storage.purge(*up_to)),
         DiskOp::SaveSnapshotMeta(meta) => now(storage.save_snapshot_meta(meta.clone())),
+        DiskOp::SaveInstallingSnapshotMeta(meta) => {
+            now(storage.save_installing_snapshot_meta(meta.clone()))
+        }
     }
 }
 
@@ -86,6 +90,9 @@ fn deep_copy(from: &MemStorage) -> MemStorage {
     now(copy.write(batch)).expect("a store's own entries are consecutive");
     if let Some(meta) = from.snapshot_meta() {
         now(copy.save_snapshot_meta(meta)).expect("saving metadata");
+    }
+    if let Some(meta) = from.installing_snapshot_meta() {
+        now(copy.save_installing_snapshot_meta(Some(meta))).expect("saving metadata");
     }
     copy
 }
@@ -299,6 +306,14 @@ impl RaftStorage for SimDisk {
     async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.run("save_snapshot_meta", DiskOp::SaveSnapshotMeta(meta), true)
             .await
+    }
+
+    async fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<SnapshotMeta>,
+    ) -> Result<(), StorageError> {
+        let op = DiskOp::SaveInstallingSnapshotMeta(meta);
+        self.run("save_installing_snapshot_meta", op, true).await
     }
 }
 

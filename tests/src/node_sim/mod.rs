@@ -445,15 +445,23 @@ async fn run_world(world: Shared, ticks: u64) -> Result<(), (Check, String)> {
         }
         tokio::time::sleep(tick).await;
     };
-    // Every call gets its full deadline to return.
-    let (propose_timeout, election_max) = {
+    // Every call gets its full deadline to return (most are back already).
+    let calls_deadline = {
         let w = world.lock();
-        (
-            w.config.raft.propose_timeout,
-            w.config.raft.election_ticks_max,
-        )
+        let raft = &w.config.raft;
+        let longest = 4 * raft.propose_timeout + tick * (4 * raft.election_ticks_max) as u32;
+        w.now_micros() + longest.as_micros() as u64
     };
-    tokio::time::sleep(4 * propose_timeout + tick * (4 * election_max) as u32).await;
+    loop {
+        {
+            let w = world.lock();
+            let pending = w.calls.iter().any(|(_, task)| !task.is_finished());
+            if !pending || w.now_micros() > calls_deadline {
+                break;
+            }
+        }
+        tokio::time::sleep(tick).await;
+    }
     let mut w = world.lock();
     if let Some(failed) = w.failed.clone() {
         return Err(failed);

@@ -424,27 +424,6 @@ async fn run_world(world: Shared, ticks: u64) -> Result<(), (Check, String)> {
             return Err((Check::Panic, "a client task panicked".into()));
         }
     }
-    // Convergence: every member applies what the leader committed.
-    let members = loop {
-        {
-            let w = world.lock();
-            if let Some(failed) = w.failed.clone() {
-                return Err(failed);
-            }
-            if let Some(members) = checks::final_members(&w) {
-                if checks::converged(&w, &members) {
-                    break members;
-                }
-            }
-        }
-        if past_deadline(&world) {
-            return Err((
-                Check::Convergence,
-                "the members did not reach the leader's commit index after the heal".into(),
-            ));
-        }
-        tokio::time::sleep(tick).await;
-    };
     // Every call gets its full deadline to return (most are back already).
     let calls_deadline = {
         let w = world.lock();
@@ -462,10 +441,32 @@ async fn run_world(world: Shared, ticks: u64) -> Result<(), (Check, String)> {
         }
         tokio::time::sleep(tick).await;
     }
-    let mut w = world.lock();
-    if let Some(failed) = w.failed.clone() {
-        return Err(failed);
+    // Convergence: every member applies what the leader committed (after
+    // the calls, whose membership changes may commit entries).
+    // Checked in the same turn as the end checks: nothing changes between.
+    let converge_deadline = {
+        let w = world.lock();
+        w.now_micros() + w.config.heal_ticks_max * tick.as_micros() as u64
+    };
+    loop {
+        {
+            let mut w = world.lock();
+            if let Some(failed) = w.failed.clone() {
+                return Err(failed);
+            }
+            if let Some(members) = checks::final_members(&w) {
+                if checks::converged(&w, &members) {
+                    w.finished = true;
+                    return checks::check_end(&mut w, &members);
+                }
+            }
+        }
+        if world.lock().now_micros() > converge_deadline {
+            return Err((
+                Check::Convergence,
+                "the members did not reach the leader's commit index after the heal".into(),
+            ));
+        }
+        tokio::time::sleep(tick).await;
     }
-    w.finished = true;
-    checks::check_end(&mut w, &members)
 }

@@ -115,9 +115,11 @@ pub enum Check {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The seed everything is drawn from.
     pub seed: u64,
     /// Ticks of the faulty phase; the heal comes after.
     pub ticks: u64,
+    /// A bug planted in the shipped node layers for this run.
     pub planted: Option<NodeBug>,
 }
 
@@ -135,21 +137,31 @@ impl Options {
 /// Everything drawn from the seed before the run starts.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// The seed of the run.
     pub seed: u64,
     /// Founding voters.
     pub nodes: usize,
     /// Nodes beyond them that start empty and may be added.
     pub spares: usize,
+    /// The nodes' configuration (each incarnation skews `tick_interval`).
     pub raft: Config,
+    /// The network's drops, duplicates and delays.
     pub network: NetworkConfig,
+    /// Client tasks.
     pub clients: usize,
+    /// Keys the clients use.
     pub keys: u8,
+    /// Share of client operations that are reads.
     pub read_per_mille: u64,
+    /// Longest pause between a client's calls.
     pub think_micros_max: u64,
+    /// Fsync latency range (slow fsyncs multiply it).
     pub fsync_micros: (u64, u64),
     /// How long the state machine takes to apply a batch.
     pub apply_micros: (u64, u64),
+    /// How long a crashed node stays down.
     pub downtime_micros: (u64, u64),
+    /// Time between two faults.
     pub fault_gap_micros: (u64, u64),
     /// Each incarnation's tick is off by up to this, per mille.
     pub skew_per_mille: u64,
@@ -209,28 +221,44 @@ impl RunConfig {
 /// A passing run.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The seed.
     pub seed: u64,
+    /// Founding voters.
     pub nodes: usize,
+    /// The hash of every traced event: equal for equal seeds.
     pub trace_hash: u64,
+    /// Traced events.
     pub steps: u64,
     /// Simulated time, in milliseconds.
     pub simulated_ms: u64,
+    /// Client operations started.
     pub ops_invoked: usize,
+    /// Client operations answered.
     pub ops_completed: usize,
+    /// Writes answered Ok.
     pub acked_writes: usize,
+    /// Crashes, injected or after an injected fault stopped a node.
     pub crashes: u64,
+    /// Incarnations started.
     pub starts: u64,
+    /// Snapshots built by state machines.
     pub snapshots_built: u64,
+    /// Received snapshots installed.
     pub snapshots_installed: u64,
+    /// Operator calls that succeeded, transfers aside.
     pub membership_changes: u64,
 }
 
 /// A failing run: which check, why, and how to replay it.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// The seed, to replay.
     pub seed: u64,
+    /// The check that failed.
     pub check: Check,
+    /// What it saw.
     pub reason: String,
+    /// The configuration and the last events.
     pub details: String,
 }
 

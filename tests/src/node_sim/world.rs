@@ -45,6 +45,7 @@ impl Shared {
 
 /// One node as the world sees it, across its incarnations.
 pub struct NodeSlot {
+    /// The node's id.
     pub id: NodeId,
     /// A founding member (bootstraps with the initial membership); spares
     /// start empty and wait to be added.
@@ -57,8 +58,11 @@ pub struct NodeSlot {
     pub raft: Option<Raft<SimStateMachine>>,
     /// The state machine of the current incarnation (reads go here).
     pub kv: KvStateMachine,
+    /// Its disk, kept across incarnations.
     pub disk: DiskStore,
+    /// Faults armed on its disk.
     pub disk_faults: DiskFaults,
+    /// Faults armed on its state machine.
     pub sm_faults: StateMachineFaults,
     /// When the node comes back after a crash (simulated micros).
     pub restart_at: u64,
@@ -71,25 +75,35 @@ pub struct NodeSlot {
 /// An acknowledged write: its operation and where it was applied.
 #[derive(Debug, Clone)]
 pub struct Acked {
+    /// The operation in the history.
     pub op: usize,
+    /// The log index its answer named.
     pub index: u64,
+    /// Its command, encoded as the log holds it.
     pub command: Vec<u8>,
 }
 
 /// Everything the run shares.
 pub struct WorldState {
+    /// What the seed drew.
     pub config: RunConfig,
+    /// The one random stream.
     pub rng: SimRng,
+    /// Every event, hashed.
     pub trace: Trace,
     step: u64,
     start: Instant,
+    /// Founders and spares.
     pub nodes: BTreeMap<NodeId, NodeSlot>,
     /// The founding membership.
     pub founders: Membership,
+    /// The network as it is now (the heal stops drops).
     pub network: NetworkConfig,
     /// Directed pairs (from, to) the network cuts.
     cuts: BTreeSet<(NodeId, NodeId)>,
+    /// The clients' operations.
     pub history: History,
+    /// Draws the clients' operations.
     pub generator: OpGenerator,
     /// The first check that failed.
     pub failed: Option<(Check, String)>,
@@ -99,8 +113,9 @@ pub struct WorldState {
     states: BTreeMap<u64, (NodeId, u64)>,
     /// The leader seen in each term.
     leaders: BTreeMap<u64, NodeId>,
+    /// Writes answered Ok.
     pub acked: Vec<Acked>,
-    /// Calls (clients, membership and transfer requests, shutdowns) that
+    /// Calls (operator requests, shutdowns of crashed nodes) that
     /// must all have returned when the world stops.
     pub calls: Vec<(String, JoinHandle<()>)>,
     /// Clients start no new operation.
@@ -109,7 +124,9 @@ pub struct WorldState {
     pub healed: bool,
     /// The run is over: supervisors stop.
     pub finished: bool,
+    /// Message copies on the wire.
     pub deliveries_in_flight: u64,
+    /// Counters for the report.
     pub crashes: u64,
     pub starts: u64,
     pub snapshots_built: u64,
@@ -205,10 +222,12 @@ impl WorldState {
         }
     }
 
+    /// Node `id`.
     pub fn node(&self, id: NodeId) -> &NodeSlot {
         &self.nodes[&id]
     }
 
+    /// Node `id`, to change.
     pub fn node_mut(&mut self, id: NodeId) -> &mut NodeSlot {
         self.nodes.get_mut(&id).expect("a simulated node")
     }

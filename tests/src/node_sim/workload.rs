@@ -1,6 +1,7 @@
 //! The clients: tasks that call the public API of whichever node they
 //! believe leads — `propose` (puts and compare-and-swaps), `propose_many`
-//! (a few puts at once) and `linearizable_read` followed by a read of that
+//! (a few puts at once), and `linearizable_read` (or `read_index` and a
+//! wait for the metrics to show it applied) followed by a read of that
 //! node's state machine — one call at a time, and record every call in the
 //! history with its outcome: an answer, a certain failure (nothing was
 //! appended, or another entry took its place), or unknown (timeout,
@@ -109,7 +110,7 @@ pub async fn client(world: Shared, c: usize) {
 
 /// Makes one call at `node`; returns where to go next.
 async fn one_call(world: &Shared, c: usize, node: NodeId) -> Option<NodeId> {
-    let (raft, kv, inputs, ops, deadline) = {
+    let (raft, kv, inputs, ops, deadline, by_read_index) = {
         let mut w = world.lock();
         let slot = w.node(node);
         let (Some(raft), kv) = (slot.raft.clone(), slot.kv.clone()) else {
@@ -138,13 +139,30 @@ async fn one_call(world: &Shared, c: usize, node: NodeId) -> Option<NodeId> {
             .collect();
         w.note(format!("client {c} at node {node}: ops {ops:?} {inputs:?}"));
         let deadline = 2 * w.config.raft.propose_timeout + 2 * w.config.raft.tick_interval;
-        (raft, kv, inputs, ops, deadline)
+        // Some reads take the read index and wait for it themselves.
+        let by_read_index = w.rng.chance(300);
+        (raft, kv, inputs, ops, deadline, by_read_index)
     };
     let mut next = Some(node);
     let outcomes: Vec<(Outcome, Option<Acked>)> = match &inputs[..] {
         [KvInput::Get { key }] => {
             let key = *key;
-            match tokio::time::timeout(deadline, raft.linearizable_read()).await {
+            let read = async {
+                if !by_read_index {
+                    return raft.linearizable_read().await;
+                }
+                let index = raft.read_index().await?;
+                let propose_timeout = world.lock().config.raft.propose_timeout;
+                match raft
+                    .wait_for(propose_timeout, |m| m.applied_index >= index || m.stopped)
+                    .await
+                {
+                    Some(m) if !m.stopped => Ok(index),
+                    Some(_) => Err(ReadError::Stopped),
+                    None => Err(ReadError::Timeout(propose_timeout)),
+                }
+            };
+            match tokio::time::timeout(deadline, read).await {
                 Err(_) => return deadline_missed(world, c, "linearizable_read", &ops),
                 Ok(Ok(index)) => {
                     // Read right away: no other task runs in between. The

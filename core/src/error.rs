@@ -37,11 +37,16 @@ pub enum Fatal {
 #[non_exhaustive]
 pub enum ProposeError {
     /// This node is not the leader. The entry was not appended; send it to
-    /// `leader_hint` if known.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    /// `leader_hint`, at `leader_addr`, if known.
+    #[error("not the leader (leader hint: {leader_hint:?} at {leader_addr:?})")]
     NotLeader {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
+        /// That leader's address in the configuration this node knows
+        /// (`Membership::nodes`); `None` if no leader is known or the
+        /// configuration lacks it (this node has not yet heard of the
+        /// change that added it).
+        leader_addr: Option<String>,
     },
     /// `commit − applied` is over `Config::commit_apply_gap_max` (the state
     /// machine is behind), or the leader's appended but uncommitted
@@ -123,11 +128,14 @@ pub enum ProposeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
-    /// This node is not the leader; ask `leader_hint`.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    /// This node is not the leader; ask `leader_hint`, at `leader_addr`.
+    #[error("not the leader (leader hint: {leader_hint:?} at {leader_addr:?})")]
     NotLeader {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
+        /// That leader's address in the configuration this node knows, if
+        /// known (as in [`ProposeError::NotLeader`]).
+        leader_addr: Option<String>,
     },
     /// Leadership could not be confirmed by a quorum in time.
     #[error("read index not confirmed after {0:?}")]
@@ -146,10 +154,13 @@ pub enum ReadError {
 #[non_exhaustive]
 pub enum TransferError {
     /// Only the leader can transfer leadership.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (leader hint: {leader_hint:?} at {leader_addr:?})")]
     NotLeader {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
+        /// That leader's address in the configuration this node knows, if
+        /// known (as in [`ProposeError::NotLeader`]).
+        leader_addr: Option<String>,
     },
     /// The target is not a voter of the current configuration.
     #[error("node {0} is not a voter")]
@@ -172,10 +183,13 @@ pub enum TransferError {
 #[non_exhaustive]
 pub enum MembershipError {
     /// Only the leader changes the membership.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (leader hint: {leader_hint:?} at {leader_addr:?})")]
     NotLeader {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
+        /// That leader's address in the configuration this node knows, if
+        /// known (as in [`ProposeError::NotLeader`]).
+        leader_addr: Option<String>,
     },
     /// Another change is not committed yet (or the configuration is still
     /// joint): one change at a time. Retry once it completes.

@@ -63,6 +63,15 @@ pub struct Metrics {
     pub stopped: bool,
 }
 
+impl Metrics {
+    /// The address of [`Metrics::leader`] in [`Metrics::membership`], if
+    /// both are known.
+    pub fn leader_addr(&self) -> Option<&str> {
+        let leader = self.leader?;
+        self.membership.nodes.get(&leader).map(String::as_str)
+    }
+}
+
 /// Marks the node stopped on `fatal` (the first fatal error wins). Called by
 /// the task that fails before any caller is answered `Stopped`, so a caller
 /// that gets `Stopped` finds the reason in the metrics.

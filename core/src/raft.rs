@@ -500,6 +500,7 @@ impl<SM: StateMachine> Raft<SM> {
             if m.role != Role::Leader {
                 return Err(MembershipError::NotLeader {
                     leader_hint: m.leader,
+                    leader_addr: m.leader_addr().map(str::to_owned),
                 });
             }
             // Refusals that waiting cannot cure come first (the engine checks
@@ -564,6 +565,18 @@ impl<SM: StateMachine> Raft<SM> {
             mpsc::error::TrySendError::Full(_) => ReceiveError::InboxFull,
             mpsc::error::TrySendError::Closed(_) => ReceiveError::Stopped,
         })
+    }
+
+    /// The leader this node knows of in its current term, with its address
+    /// from the configuration this node has (`None` as the address when
+    /// that configuration does not list the leader yet). `None` while no
+    /// leader is known, during an election for one. A hint, as every
+    /// `NotLeader` error's: by the time the caller uses it, leadership may
+    /// have moved on.
+    pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
+        let metrics = self.shared.metrics.borrow();
+        let id = metrics.leader?;
+        Some((id, metrics.leader_addr().map(str::to_owned)))
     }
 
     /// The node's current metrics.

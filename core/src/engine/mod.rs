@@ -285,6 +285,15 @@ impl Engine {
             .expect("memberships is never empty")
             .1
     }
+
+    /// The address of the leader this node knows of, from the configuration
+    /// in force (`None` without a leader, or when that configuration does
+    /// not list it yet). Only refusals call it: it allocates.
+    pub(crate) fn leader_addr(&self) -> Option<String> {
+        let leader = self.leader?;
+        self.membership().nodes.get(&leader).cloned()
+    }
+
     /// Changes whenever the configuration in force may have changed.
     pub(crate) fn membership_version(&self) -> u64 {
         self.membership_version
@@ -550,6 +559,7 @@ impl Engine {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader_hint: self.leader,
+                leader_addr: self.leader_addr(),
             });
         }
         if !self.membership().is_member(self.id) {
@@ -602,6 +612,7 @@ impl Engine {
         if self.role != Role::Leader {
             return Err(MembershipError::NotLeader {
                 leader_hint: self.leader,
+                leader_addr: self.leader_addr(),
             });
         }
         if self.lead_transferee.is_some() {
@@ -638,6 +649,7 @@ impl Engine {
                 id,
                 Err(ReadError::NotLeader {
                     leader_hint: self.leader,
+                    leader_addr: self.leader_addr(),
                 }),
             ));
             return;
@@ -650,6 +662,7 @@ impl Engine {
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader {
                 leader_hint: self.leader,
+                leader_addr: self.leader_addr(),
             });
         }
         if to == self.id {

@@ -27,7 +27,15 @@ pub enum CommittedPayload<C> {
     Membership(Box<Membership>),
 }
 
-/// Why the state machine failed. Any error stops the node.
+/// Why the state machine cannot go on. **Any error stops the node**
+/// (fail-stop: `Metrics::fatal` holds it, every caller gets `Stopped`), so
+/// these are for failures after which applying the next entry would be
+/// wrong: the state machine's storage failed, or its state or the log is
+/// corrupt. A command that is refused by the application's own rules (a
+/// failed compare-and-swap, a missing key, a permission check) is not one:
+/// it is applied, deterministically, as a refusal, and the refusal is its
+/// `Response` (for example `Response = Result<Value, AppError>`). Every
+/// replica refuses it the same way, and the cluster goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateMachineError {
@@ -42,7 +50,11 @@ pub enum StateMachineError {
     /// transfer starts over with the latest.
     #[error("snapshot {0:?} is not available")]
     SnapshotUnavailable(LogId),
-    /// A command could not be decoded or broke the state machine's rules.
+    /// The entry cannot be applied because something is corrupt: the
+    /// command does not decode as any version of `Command` this node knows
+    /// (a newer node wrote it: see the crate docs on rolling out command
+    /// changes), or the state the state machine holds breaks its own
+    /// invariants. Never a business-rule refusal: that is a `Response`.
     #[error("state machine cannot apply entry {index}: {message}")]
     Corrupt {
         /// The entry's index.
@@ -54,6 +66,16 @@ pub enum StateMachineError {
 
 /// The replicated state. Rafter calls it from one apply task, never
 /// concurrently, with committed entries in log order.
+///
+/// # Application errors are responses
+///
+/// `apply` must be deterministic: every replica applies the same entries
+/// and must reach the same state and the same responses. A command the
+/// application refuses (a compare that fails, a key that is missing) is
+/// applied as a refusal and answered through `Response`, which the proposer
+/// receives from `Raft::propose`. An `Err(StateMachineError)` from any
+/// method stops the node (see [`StateMachineError`]): return one only when
+/// the state machine cannot safely apply anything more.
 pub trait StateMachine: Send + 'static {
     /// What clients propose. Encoded with [`crate::codec`] into the log:
     /// it is an on-disk and wire format, to evolve as the crate docs say
@@ -71,7 +93,9 @@ pub trait StateMachine: Send + 'static {
 
     /// Applies `entries` (consecutive, in log order, starting right after
     /// the previous batch) and returns one response per
-    /// [`CommittedPayload::Command`], in order.
+    /// [`CommittedPayload::Command`], in order. A command the application
+    /// refuses still gets a response (the refusal); an `Err` stops the
+    /// node.
     fn apply(
         &mut self,
         entries: Vec<Committed<Self::Command>>,

@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
-use crate::apply::ApplyTask;
 use crate::apply::Responder;
+use crate::apply::{ApplyTask, Query};
 use crate::codec;
 use crate::command_bytes::CommandBytes;
 use crate::config::Config;
@@ -35,6 +35,10 @@ use crate::types::{Membership, NodeId};
 
 /// Control requests (reads, transfers, shutdown) that may queue.
 const CONTROL_QUEUE_MAX: usize = 4096;
+
+/// Reads of the state machine (`Raft::with_state_machine`) that may queue
+/// for the apply task; callers past it wait, under their deadline.
+const QUERY_QUEUE_MAX: usize = 1024;
 
 /// A proposer's wait for room in a full proposal queue (boxed: see
 /// `Raft::queue`).
@@ -61,6 +65,7 @@ struct Shared<SM: StateMachine> {
     proposals: Arc<ProposalQueue<SM::Response>>,
     inbox: mpsc::Sender<Message>,
     control: mpsc::Sender<Control>,
+    queries: mpsc::Sender<Query<SM>>,
     metrics: watch::Receiver<Metrics>,
     commit_index: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
@@ -100,6 +105,7 @@ impl<SM: StateMachine> Raft<SM> {
         let proposals = Arc::new(ProposalQueue::new(config.proposal_queue_max));
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_msgs_max);
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
+        let (queries_tx, queries_rx) = mpsc::channel(QUERY_QUEUE_MAX);
         let (storage_jobs_tx, storage_jobs_rx) = mpsc::unbounded_channel();
         let (storage_done_tx, storage_done_rx) = mpsc::unbounded_channel();
         // Unbounded, but bounded in practice: waiters by the proposal queue
@@ -132,6 +138,7 @@ impl<SM: StateMachine> Raft<SM> {
         let apply_task = ApplyTask {
             state_machine,
             jobs: apply_rx,
+            queries: queries_rx,
             applied: applied.clone(),
             applied_watch: applied_watch_tx,
             waiting: proposals_waiting.clone(),
@@ -175,6 +182,7 @@ impl<SM: StateMachine> Raft<SM> {
                 proposals,
                 inbox: inbox_tx,
                 control: control_tx,
+                queries: queries_tx,
                 metrics: metrics_rx,
                 commit_index: commit,
                 applied,
@@ -380,7 +388,9 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Waits until a linearizable read of this node's state machine is
     /// possible: gets a read index and waits until it is applied. Read your
-    /// state right after this returns; the value is the read index. One
+    /// state right after this returns (with [`Raft::with_state_machine`],
+    /// or a read handle your state machine hands out); the value is the
+    /// read index. One
     /// deadline, `Config::propose_timeout` from the call, covers both steps.
     pub async fn linearizable_read(&self) -> Result<u64, ReadError> {
         let timeout = self.shared.config.propose_timeout;
@@ -392,6 +402,62 @@ impl<SM: StateMachine> Raft<SM> {
             Err(_) => Err(ReadError::Timeout(timeout)),
             Ok(Err(_)) => Err(ReadError::Stopped),
             Ok(Ok(_)) => Ok(index),
+        }
+    }
+
+    /// Runs `read` on this node's state machine and returns what it
+    /// returns: the documented way to read the replicated state.
+    ///
+    /// `read` runs on the apply task, between two batches of applied
+    /// entries, after every batch that was queued when the call arrived: it
+    /// sees a state at least as new as this node's applied index when it
+    /// was called. So a linearizable read is the pair:
+    ///
+    /// ```no_run
+    /// # async fn example(raft: rafter::Raft<rafter::testing::KvStateMachine>)
+    /// # -> Result<(), rafter::ReadError> {
+    /// raft.linearizable_read().await?; // applied ≥ the read index now
+    /// let value = raft.with_state_machine(|sm| sm.get("greeting")).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Alone, it is a local (serializable) read: whatever this node has
+    /// applied, which on a follower may lag the leader.
+    ///
+    /// Contract: `read` blocks the apply task while it runs, and with it
+    /// every apply on this node, so keep it short (copy out what you need).
+    /// A panic in `read` is resumed in the caller, and the node goes on.
+    /// Waits at most `Config::propose_timeout` (`Timeout`), longer only if
+    /// `read` itself runs long; `Stopped` once the node has stopped.
+    ///
+    /// A state machine that keeps its state behind a shared handle (an
+    /// `Arc`, a database it can open read transactions on) may also hand
+    /// that out and be read from any task, without this queue, once
+    /// `linearizable_read` returns; `testing::KvStateMachine` is one.
+    pub async fn with_state_machine<R, F>(&self, read: F) -> Result<R, ReadError>
+    where
+        F: FnOnce(&SM) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        let (responder, answer) = oneshot::channel();
+        let query: Query<SM> = Box::new(move |state_machine: &SM| {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(state_machine)));
+            // The caller may have timed out and gone: nothing to do then.
+            let _ = responder.send(result);
+        });
+        match timeout_at(deadline, self.shared.queries.send(query)).await {
+            Err(_) => return Err(ReadError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(ReadError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match timeout_at(deadline, answer).await {
+            Err(_) => Err(ReadError::Timeout(timeout)),
+            Ok(Err(_)) => Err(ReadError::Stopped),
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(panic))) => std::panic::resume_unwind(panic),
         }
     }
 

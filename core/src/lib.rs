@@ -54,6 +54,11 @@ pub mod testing;
 mod types;
 mod waiters;
 
+/// The top-level README's snippets, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub use command_bytes::CommandBytes;
 pub use config::{Config, ConfigError};
 pub use error::{

@@ -50,6 +50,16 @@ pub enum StateMachineError {
     /// transfer starts over with the latest.
     #[error("snapshot {0:?} is not available")]
     SnapshotUnavailable(LogId),
+    /// `install_snapshot` was asked to install `snapshot`, which is behind
+    /// what the machine has applied: installing it would take the state
+    /// back, which Rafter never asks (a bug, in Rafter or in the caller).
+    #[error("snapshot {snapshot:?} is behind the applied entry {applied:?}; not installed")]
+    SnapshotBehind {
+        /// The snapshot refused.
+        snapshot: LogId,
+        /// What the machine has applied.
+        applied: LogId,
+    },
     /// The entry cannot be applied because something is corrupt: the
     /// command does not decode as any version of `Command` this node knows
     /// (a newer node wrote it: see the crate docs on rolling out command
@@ -153,7 +163,10 @@ pub trait StateMachine: Send + 'static {
     /// Atomically replaces the applied state with the fully received
     /// snapshot `snapshot`, which also becomes the latest snapshot; after it,
     /// `applied()` is `snapshot`. A crash before it returns leaves the old
-    /// state intact.
+    /// state intact. A snapshot behind `applied()` is refused with
+    /// [`StateMachineError::SnapshotBehind`], changing nothing: the state
+    /// never goes back. (`testing::run_state_machine_suite` checks all of
+    /// this.)
     fn install_snapshot(
         &mut self,
         snapshot: LogId,

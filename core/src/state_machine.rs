@@ -124,6 +124,22 @@ pub trait StateMachine: Send + 'static {
     /// Makes a durable snapshot of everything applied so far and returns
     /// the last entry it covers. The previous snapshot stays readable until
     /// this one is complete (a crash mid-build leaves the old one).
+    ///
+    /// **What blocks.** Rafter calls this on the apply task, in order with
+    /// the applies, and applies nothing more until it returns: a machine
+    /// that writes its whole state here stalls every apply (and so every
+    /// proposal's answer) for the length of that write. The way out is to
+    /// build from a consistent view off the apply task: take the view here
+    /// (a read transaction, a copy-on-write clone: the state is exactly
+    /// the state at `applied()`, since no apply runs meanwhile), write it
+    /// from a background task, and return at once with the newest
+    /// *complete* snapshot, which may be an older one, or
+    /// `LogId::default()` while none is complete. Rafter ignores an answer
+    /// no newer than the snapshot it has, and asks again after the next
+    /// `Config::snapshot_interval_entries` entries (or on
+    /// `Raft::trigger_snapshot`), when the finished build is collected.
+    /// `rafter-kv`'s state machine does this (`kv-example/src/snapshots.rs`).
+    /// Never return an id beyond what is applied.
     fn build_snapshot(&mut self) -> impl Future<Output = Result<LogId, StateMachineError>> + Send {
         async { Err(StateMachineError::SnapshotUnsupported) }
     }
@@ -136,7 +152,9 @@ pub trait StateMachine: Send + 'static {
     }
 
     /// Up to `bytes_max` bytes of snapshot `snapshot` from `offset`; `None`
-    /// past the end. `SnapshotUnavailable` if it is no longer the latest.
+    /// past the end. `SnapshotUnavailable` if it is not there (never built,
+    /// or no longer kept); a machine may keep a replaced snapshot readable,
+    /// unchanged, for a transfer under way.
     fn read_snapshot(
         &mut self,
         snapshot: LogId,

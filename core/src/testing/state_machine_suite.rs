@@ -17,7 +17,9 @@
 //! When the machine builds snapshots (its `build_snapshot` does not say
 //! `SnapshotUnsupported`):
 //!
-//! - a built snapshot covers everything applied and is the latest;
+//! - a built snapshot covers everything applied and is the latest (a
+//!   machine that builds in the background may answer with its newest
+//!   complete one meanwhile: the suite asks again until it is built);
 //! - reading it by offset, in small chunks, gives the bytes of one read in
 //!   full, never more than `bytes_max` per chunk, and `None` at the end;
 //! - a snapshot received in chunks at their offsets and installed gives
@@ -25,7 +27,8 @@
 //!   alike on both;
 //! - a chunk at offset 0 starts the receive over (a partial one is
 //!   dropped);
-//! - a snapshot replaced by a newer one is `SnapshotUnavailable`;
+//! - a snapshot that is not there is `SnapshotUnavailable` (a replaced one
+//!   may stay readable, unchanged);
 //! - an install of a snapshot older than what is applied is refused and
 //!   changes nothing (the state machine never goes back);
 //!
@@ -84,6 +87,10 @@ const MEMBERSHIP_AT: u64 = 9;
 /// Chunks read from one snapshot before the suite calls the read endless
 /// (the test snapshots are a few hundred bytes).
 const READ_CHUNKS_MAX: usize = 1 << 16;
+/// How often, and how many times, the suite asks a machine that builds
+/// snapshots in the background for one that covers what it applied.
+const BUILD_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+const BUILD_ATTEMPTS_MAX: u32 = 4000;
 /// Small chunks, so that any real snapshot takes several.
 const CHUNK_BYTES: usize = 5;
 
@@ -303,11 +310,33 @@ async fn transfer<M: StateMachine>(source: &mut M, target: &mut M, snapshot: Log
     }
 }
 
+/// Asks for a snapshot until one covers everything applied: a machine that
+/// builds in the background answers with its newest complete snapshot
+/// (older, or zero while none is complete) until the build finishes. Every
+/// answer must be that latest snapshot, and never ahead of `applied()`.
 async fn build<M: StateMachine>(machine: &mut M) -> LogId {
-    machine
-        .build_snapshot()
-        .await
-        .unwrap_or_else(|e| panic!("build_snapshot failed: {e}"))
+    let target = applied(machine).await;
+    for _ in 0..BUILD_ATTEMPTS_MAX {
+        let built = machine
+            .build_snapshot()
+            .await
+            .unwrap_or_else(|e| panic!("build_snapshot failed: {e}"));
+        assert!(
+            built.index <= target.index,
+            "build_snapshot returned {built:?}, ahead of applied {target:?}"
+        );
+        let latest = latest(machine).await;
+        if built == LogId::default() {
+            assert_eq!(latest, None, "build_snapshot said none is complete");
+        } else {
+            assert_eq!(latest, Some(built), "build_snapshot's answer is the latest");
+        }
+        if built == target {
+            return built;
+        }
+        tokio::time::sleep(BUILD_RETRY_INTERVAL).await;
+    }
+    panic!("build_snapshot never covered applied {target:?}");
 }
 
 async fn a_new_machine_has_applied_nothing<S: StateMachineSubject>(subject: &mut S) {
@@ -485,14 +514,24 @@ async fn a_replaced_snapshot_is_unavailable<S: StateMachineSubject>(subject: &mu
     let mut machine = subject.create();
     apply(subject, &mut machine, 1, 20, 20).await;
     let old = build(&mut machine).await;
+    let old_bytes: Vec<u8> = read_all(&mut machine, old, 0, CHUNK_BYTES).await.concat();
     apply(subject, &mut machine, 21, 30, 10).await;
     let new = build(&mut machine).await;
     assert_eq!(new, log_id(30));
     assert_eq!(latest(&mut machine).await, Some(new));
+    // A machine may keep a replaced snapshot readable (for a transfer under
+    // way); if it does, its bytes have not changed.
+    match machine.read_snapshot(old, 0, usize::MAX >> 1).await {
+        Err(StateMachineError::SnapshotUnavailable(id)) => assert_eq!(id, old),
+        Ok(Some(chunk)) => assert_eq!(chunk[..], old_bytes[..], "the replaced snapshot changed"),
+        other => panic!("a read of the replaced snapshot {old:?}: {other:?}"),
+    }
+    // One that never existed is unavailable.
+    let never = LogId::new(1, 7);
     assert_eq!(
-        machine.read_snapshot(old, 0, CHUNK_BYTES).await,
-        Err(StateMachineError::SnapshotUnavailable(old)),
-        "a read of the replaced snapshot"
+        machine.read_snapshot(never, 0, CHUNK_BYTES).await,
+        Err(StateMachineError::SnapshotUnavailable(never)),
+        "a read of a snapshot never built"
     );
 }
 

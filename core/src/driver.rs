@@ -21,7 +21,7 @@ use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
 use crate::config::Config;
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Actions, Engine};
-use crate::error::{Fatal, MembershipError, ReadError, TransferError};
+use crate::error::{CompactionError, Fatal, MembershipError, ReadError, TransferError};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
 use crate::network::RaftNetwork;
@@ -42,6 +42,13 @@ pub(crate) enum Control {
     ChangeMembership {
         change: MembershipChange,
         responder: oneshot::Sender<Result<LogId, MembershipError>>,
+    },
+    /// `Raft::trigger_snapshot`.
+    TriggerSnapshot(oneshot::Sender<Result<(), CompactionError>>),
+    /// `Raft::purge_log`.
+    PurgeLog {
+        up_to: u64,
+        responder: oneshot::Sender<Result<LogId, CompactionError>>,
     },
     Shutdown,
 }
@@ -354,6 +361,12 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             Input::Control(Control::ChangeMembership { change, responder }) => {
                 let _ = responder.send(engine.change_membership(change));
             }
+            Input::Control(Control::TriggerSnapshot(responder)) => {
+                let _ = responder.send(engine.trigger_snapshot());
+            }
+            Input::Control(Control::PurgeLog { up_to, responder }) => {
+                let _ = responder.send(engine.purge_log(up_to));
+            }
             Input::Control(Control::Shutdown) => return Ok(false),
         }
         Ok(true)
@@ -512,6 +525,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 || m.last_log_index != engine.last_log_id().index
                 || m.persisted_index != engine.persisted_index()
                 || m.snapshot_index != engine.snapshot_index()
+                || m.purged_index != engine.purged_index()
                 || m.membership_index != engine.membership_index();
             m.role = engine.role();
             m.term = engine.term();
@@ -522,6 +536,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             m.last_log_index = engine.last_log_id().index;
             m.persisted_index = engine.persisted_index();
             m.snapshot_index = engine.snapshot_index();
+            m.purged_index = engine.purged_index();
             m.membership_index = engine.membership_index();
             if membership_may_differ && m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();

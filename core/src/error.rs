@@ -232,6 +232,27 @@ pub enum MembershipError {
     Stopped,
 }
 
+/// Why `Raft::trigger_snapshot` or `Raft::purge_log` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompactionError {
+    /// The state machine does not build snapshots (it said
+    /// `SnapshotUnsupported`): the log is never purged.
+    #[error("the state machine does not support snapshots")]
+    SnapshotsUnsupported,
+    /// A snapshot received from the leader is being installed; ask again
+    /// once it is (the install purges the log itself).
+    #[error("a received snapshot is being installed")]
+    InstallInProgress,
+    /// The driver did not take the request within `Config::propose_timeout`.
+    #[error("compaction request not taken after {0:?}")]
+    Timeout(Duration),
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
+    #[error("raft node is stopped")]
+    Stopped,
+}
+
 /// Why an inbound message was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -62,7 +62,8 @@ struct ReadmeDoctests;
 pub use command_bytes::CommandBytes;
 pub use config::{Config, ConfigError};
 pub use error::{
-    Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,
+    CompactionError, Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError,
+    TransferError,
 };
 pub use message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
 pub use metrics::{Metrics, Role};

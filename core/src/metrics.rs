@@ -50,6 +50,9 @@ pub struct Metrics {
     pub persisted_index: u64,
     /// Last index covered by a snapshot (0 if none).
     pub snapshot_index: u64,
+    /// Last index purged from the log (0 if none): entries up to it are
+    /// only in the snapshot. Invariant: `purged_index <= snapshot_index`.
+    pub purged_index: u64,
     /// The configuration in force (the latest appended).
     pub membership: Membership,
     /// The index of the entry holding `membership`; it is committed once

@@ -21,7 +21,8 @@ use crate::driver::{Control, Driver, DriverParts};
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{
-    MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,
+    CompactionError, MembershipError, ProposeError, ReadError, ReceiveError, StartError,
+    TransferError,
 };
 use crate::message::Message;
 use crate::metrics::{Metrics, Role};
@@ -31,7 +32,7 @@ use crate::restore::restore;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::storage_task;
-use crate::types::{Membership, NodeId};
+use crate::types::{LogId, Membership, NodeId};
 
 /// Control requests (reads, transfers, shutdown) that may queue.
 const CONTROL_QUEUE_MAX: usize = 4096;
@@ -610,6 +611,54 @@ impl<SM: StateMachine> Raft<SM> {
             Some(m) if !m.stopped => Ok(()),
             Some(_) => Err(MembershipError::Stopped),
             None => Err(MembershipError::Timeout(timeout)),
+        }
+    }
+
+    /// Asks the state machine for a snapshot now, as if
+    /// `Config::snapshot_interval_entries` entries had been applied, and
+    /// returns once the driver took the request (a build already under way
+    /// answers for it). The snapshot is built on the apply task (see
+    /// `StateMachine::build_snapshot` for what that blocks); once built, its
+    /// metadata is saved and the log purged behind it, keeping
+    /// `Config::snapshot_trailing_entries`: watch `Metrics::snapshot_index`
+    /// and `Metrics::purged_index` for that.
+    pub async fn trigger_snapshot(&self) -> Result<(), CompactionError> {
+        let (responder, answer) = oneshot::channel();
+        self.compaction(Control::TriggerSnapshot(responder), answer)
+            .await
+    }
+
+    /// Purges the log up to `up_to` now, without keeping
+    /// `Config::snapshot_trailing_entries`: only entries covered by the
+    /// latest durable snapshot, and only durable, applied ones, so `up_to`
+    /// is capped at `Metrics::snapshot_index` (call
+    /// [`Raft::trigger_snapshot`] first, and wait for it, to purge what was
+    /// applied since). Returns the log's purge point after the call. A
+    /// follower that needs a purged entry then gets the snapshot instead.
+    pub async fn purge_log(&self, up_to: u64) -> Result<LogId, CompactionError> {
+        let (responder, answer) = oneshot::channel();
+        self.compaction(Control::PurgeLog { up_to, responder }, answer)
+            .await
+    }
+
+    /// Hands a compaction request to the driver and waits for its answer,
+    /// within `Config::propose_timeout`.
+    async fn compaction<T>(
+        &self,
+        control: Control,
+        answer: oneshot::Receiver<Result<T, CompactionError>>,
+    ) -> Result<T, CompactionError> {
+        let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        match timeout_at(deadline, self.shared.control.send(control)).await {
+            Err(_) => return Err(CompactionError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(CompactionError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match timeout_at(deadline, answer).await {
+            Err(_) => Err(CompactionError::Timeout(timeout)),
+            Ok(Err(_)) => Err(CompactionError::Stopped),
+            Ok(Ok(result)) => result,
         }
     }
 

@@ -39,7 +39,7 @@ use read_index::ReadQueue;
 use uncommitted::Uncommitted;
 
 use crate::config::Config;
-use crate::error::{MembershipError, ProposeError, ReadError, TransferError};
+use crate::error::{CompactionError, MembershipError, ProposeError, ReadError, TransferError};
 use crate::message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
 use crate::metrics::Role;
 use crate::state_machine::StateMachineError;
@@ -277,6 +277,9 @@ impl Engine {
     }
     pub(crate) fn snapshot_index(&self) -> u64 {
         self.snapshot.index
+    }
+    pub(crate) fn purged_index(&self) -> u64 {
+        self.log.purged().index
     }
     pub(crate) fn membership(&self) -> &Membership {
         &self

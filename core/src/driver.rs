@@ -20,10 +20,10 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
 use crate::config::Config;
 use crate::engine::config_change::MembershipChange;
-use crate::engine::{Actions, Engine};
+use crate::engine::{Actions, Engine, ProgressState};
 use crate::error::{CompactionError, Fatal, MembershipError, ReadError, TransferError};
 use crate::message::Message;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, PeerMetrics, ReplicationState};
 use crate::network::RaftNetwork;
 use crate::proposal_queue::{Payloads, Proposal, ProposalQueue};
 use crate::storage_task::{StorageDone, StorageJob};
@@ -114,6 +114,10 @@ pub(crate) struct Driver<N, R> {
     read_next_id: u64,
     /// The engine's membership version the metrics were last checked at.
     published_membership: Option<u64>,
+    /// Per peer, the engine's count of answers heard and when it last
+    /// changed: the time of `PeerMetrics::last_ack` (the engine has no
+    /// clock). Rebuilt with the leader's progress.
+    peer_acks: BTreeMap<NodeId, (u64, std::time::Instant)>,
 }
 
 impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
@@ -134,6 +138,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             reads: HashMap::new(),
             read_next_id: 1,
             published_membership: None,
+            peer_acks: BTreeMap::new(),
         }
     }
 
@@ -494,6 +499,38 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         }
     }
 
+    /// Each peer's replication for the metrics, stamping the time of the
+    /// answers heard since the last turn.
+    fn peer_metrics(&mut self) -> BTreeMap<NodeId, PeerMetrics> {
+        let now = Instant::now().into_std();
+        let mut peers = BTreeMap::new();
+        let mut acks = BTreeMap::new();
+        for (id, state, match_index, next_index, heard) in self.parts.engine.peer_progress() {
+            let stamp = match self.peer_acks.get(&id) {
+                Some(&(seen, at)) if seen == heard => Some((seen, at)),
+                _ if heard > 0 => Some((heard, now)),
+                _ => None,
+            };
+            if let Some(stamp) = stamp {
+                acks.insert(id, stamp);
+            }
+            let state = match state {
+                ProgressState::Probe => ReplicationState::Probe,
+                ProgressState::Replicate => ReplicationState::Replicate,
+                ProgressState::Snapshot => ReplicationState::Snapshot,
+            };
+            let peer = PeerMetrics {
+                state,
+                match_index,
+                next_index,
+                last_ack: stamp.map(|(_, at)| at),
+            };
+            peers.insert(id, peer);
+        }
+        self.peer_acks = acks;
+        peers
+    }
+
     fn publish_metrics(&mut self) {
         let engine = &self.parts.engine;
         // Stored only on change: every proposal reads these cells, and a
@@ -513,6 +550,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let membership_version = Some(engine.membership_version());
         let membership_may_differ = self.published_membership != membership_version;
         self.published_membership = membership_version;
+        let peers = self.peer_metrics();
+        let engine = &self.parts.engine;
         self.parts.metrics.send_if_modified(|m| {
             // Compare the cheap fields first; rebuild the maps only when the
             // membership or the replication picture changed.
@@ -544,6 +583,10 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             }
             if !engine.replication_equals(&m.replication) {
                 m.replication = engine.replication();
+                changed = true;
+            }
+            if m.peers != peers {
+                m.peers = peers;
                 changed = true;
             }
             changed

@@ -42,6 +42,7 @@ mod engine;
 mod error;
 mod message;
 mod metrics;
+mod metrics_watch;
 mod network;
 mod proposal_queue;
 mod raft;
@@ -66,7 +67,8 @@ pub use error::{
     TransferError,
 };
 pub use message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
-pub use metrics::{Metrics, Role};
+pub use metrics::{Metrics, PeerMetrics, ReplicationState, Role};
+pub use metrics_watch::{MetricsClosed, MetricsRef, MetricsWatch};
 pub use network::RaftNetwork;
 pub use raft::Raft;
 pub use state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};

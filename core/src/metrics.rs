@@ -25,6 +25,37 @@ pub enum Role {
     Learner,
 }
 
+/// How the leader replicates to one peer (etcd's progress states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ReplicationState {
+    /// The match point is unknown: one append at a time until it is found.
+    #[default]
+    Probe,
+    /// In sync: appends stream, up to the inflight window.
+    Replicate,
+    /// The peer needs purged entries: a snapshot streams to it.
+    Snapshot,
+}
+
+/// What the leader knows of one peer's replication.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PeerMetrics {
+    /// How the leader sends to it.
+    pub state: ReplicationState,
+    /// Highest index known durable on the peer and equal to the leader's.
+    /// Invariant: `match_index < next_index`.
+    pub match_index: u64,
+    /// The next index the leader sends it.
+    pub next_index: u64,
+    /// When the leader last heard an answer from it (an append, heartbeat
+    /// or snapshot chunk acknowledged), to within one driver turn; `None`
+    /// if not since this node became leader. A `std` instant: compare it
+    /// with `Instant::now()` for the time since.
+    pub last_ack: Option<std::time::Instant>,
+}
+
 /// A snapshot of a node's state. Published after every driver turn that
 /// changed it; read with [`crate::Raft::metrics`] or [`crate::Raft::status`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -58,8 +89,12 @@ pub struct Metrics {
     /// The index of the entry holding `membership`; it is committed once
     /// `commit_index` reaches it.
     pub membership_index: u64,
-    /// On the leader: each peer's match index.
+    /// On the leader: each peer's match index (the same as in `peers`,
+    /// kept for the callers that need only that).
     pub replication: BTreeMap<NodeId, u64>,
+    /// On the leader: each peer's replication state, match and next index,
+    /// and when it last answered. Empty on other roles.
+    pub peers: BTreeMap<NodeId, PeerMetrics>,
     /// Set when the node stopped on an error.
     pub fatal: Option<Fatal>,
     /// Whether the node has stopped (shutdown or fatal).

@@ -26,6 +26,7 @@ use crate::error::{
 };
 use crate::message::Message;
 use crate::metrics::{Metrics, Role};
+use crate::metrics_watch::MetricsWatch;
 use crate::network::RaftNetwork;
 use crate::proposal_queue::{Payloads, Proposal, ProposalQueue, PushError, WaitError};
 use crate::restore::restore;
@@ -700,9 +701,10 @@ impl<SM: StateMachine> Raft<SM> {
     }
 
     /// A watch of the node's metrics, updated after every driver turn that
-    /// changed them. `wait_for` on it is how to wait for a condition.
-    pub fn metrics(&self) -> watch::Receiver<Metrics> {
-        self.shared.metrics.clone()
+    /// changed them. `wait_for` on it is how to wait for a condition; its
+    /// docs show how to export them.
+    pub fn metrics(&self) -> MetricsWatch {
+        MetricsWatch::new(self.shared.metrics.clone())
     }
 
     /// Waits until `condition` holds for this node's metrics, or `timeout`.

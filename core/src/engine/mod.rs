@@ -33,7 +33,8 @@ use rand_core::{RngCore, SeedableRng};
 
 pub(crate) use actions::{Actions, SnapshotRead, SnapshotReceive, Write};
 use log::{Missing, RaftLog};
-use progress::{Progress, ProgressState};
+use progress::Progress;
+pub(crate) use progress::ProgressState;
 use quorum::VoteResult;
 use read_index::ReadQueue;
 use uncommitted::Uncommitted;
@@ -320,6 +321,15 @@ impl Engine {
                 .iter()
                 .zip(replication)
                 .all(|((a, p), (b, m))| a == b && p.match_index == *m)
+    }
+    /// On the leader, each peer's progress: state, match, next, and the
+    /// count of answers heard from it.
+    pub(crate) fn peer_progress(
+        &self,
+    ) -> impl Iterator<Item = (NodeId, ProgressState, u64, u64, u64)> + '_ {
+        self.progress
+            .iter()
+            .map(|(&id, p)| (id, p.state, p.match_index, p.next_index, p.acks))
     }
     /// On the leader, each peer's match index.
     pub(crate) fn replication(&self) -> BTreeMap<NodeId, u64> {

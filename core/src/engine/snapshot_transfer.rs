@@ -239,7 +239,7 @@ impl Engine {
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
-        progress.recent_active = true;
+        progress.heard();
         let Some(transfer) = progress.transfer.as_mut() else {
             return;
         };

@@ -11,6 +11,7 @@ use crate::types::{Membership, NodeId};
 
 /// A node's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Role {
     /// Follows a leader (or waits for one).
     #[default]
@@ -27,6 +28,7 @@ pub enum Role {
 
 /// How the leader replicates to one peer (etcd's progress states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum ReplicationState {
     /// The match point is unknown: one append at a time until it is found.
@@ -40,6 +42,7 @@ pub enum ReplicationState {
 
 /// What the leader knows of one peer's replication.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct PeerMetrics {
     /// How the leader sends to it.
@@ -52,13 +55,24 @@ pub struct PeerMetrics {
     /// When the leader last heard an answer from it (an append, heartbeat
     /// or snapshot chunk acknowledged), to within one driver turn; `None`
     /// if not since this node became leader. A `std` instant: compare it
-    /// with `Instant::now()` for the time since.
+    /// with `Instant::now()` for the time since. Serialized (feature
+    /// `serde`) as `last_ack_ms_ago`, the milliseconds from it to the
+    /// serialization.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "last_ack_ms_ago", serialize_with = "serialize_ms_ago")
+    )]
     pub last_ack: Option<std::time::Instant>,
 }
 
 /// A snapshot of a node's state. Published after every driver turn that
 /// changed it; read with [`crate::Raft::metrics`] or [`crate::Raft::status`].
+///
+/// `#[non_exhaustive]`: fields will be added. With the `serde` feature it
+/// is `Serialize` (for exporters that speak JSON), `fatal` as its message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Metrics {
     /// This node.
     pub id: NodeId,
@@ -96,9 +110,27 @@ pub struct Metrics {
     /// and when it last answered. Empty on other roles.
     pub peers: BTreeMap<NodeId, PeerMetrics>,
     /// Set when the node stopped on an error.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_display"))]
     pub fatal: Option<Fatal>,
     /// Whether the node has stopped (shutdown or fatal).
     pub stopped: bool,
+}
+
+#[cfg(feature = "serde")]
+fn serialize_ms_ago<S: serde::Serializer>(
+    at: &Option<std::time::Instant>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let ms = at.map(|at| at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64);
+    serde::Serialize::serialize(&ms, serializer)
+}
+
+#[cfg(feature = "serde")]
+fn serialize_display<S: serde::Serializer>(
+    fatal: &Option<Fatal>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&fatal.as_ref().map(ToString::to_string), serializer)
 }
 
 impl Metrics {

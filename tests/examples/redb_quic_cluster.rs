@@ -111,10 +111,7 @@ async fn write(
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let root = tempfile::tempdir()?;
-    let config = Config {
-        tick_interval: Duration::from_millis(20),
-        ..Config::default()
-    };
+    let config = Config::default().with_tick_interval(Duration::from_millis(20));
     let ca = ClusterCa::generate("rafter-example")?;
 
     // Bind first: the membership names each node by its address.

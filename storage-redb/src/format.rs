@@ -36,8 +36,12 @@ pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_HARD_STATE: &str = "hard_state";
 /// Record of `rafter::codec::encode(&LogId)`: the purge point.
 pub(crate) const META_PURGED: &str = "purged";
-/// Record of `rafter::codec::encode_snapshot_meta`.
+/// Record of `rafter::codec::encode_snapshot_meta`: the latest snapshot.
 pub(crate) const META_SNAPSHOT: &str = "snapshot";
+/// Record of `rafter::codec::encode_snapshot_meta`: a received snapshot
+/// whose install has begun (`RaftStorage::save_installing_snapshot_meta`).
+/// Absent in stores written before it existed, which reads as "none".
+pub(crate) const META_INSTALLING_SNAPSHOT: &str = "installing_snapshot";
 
 /// The largest log record read back: an entry whose record is longer is
 /// refused at write (`StorageError::InvalidBatch`, nothing written) and

@@ -1,6 +1,7 @@
 //! Building blocks for tests, benchmarks and downstream implementors
 //! (feature `testing`): an in-memory storage, an in-process network, small
-//! state machines, the conformance suite every `RaftStorage` should pass,
+//! state machines, the conformance suites every `RaftStorage` and every
+//! `StateMachine` should pass,
 //! [`CrashSwitch`], which crashes a node at a chosen point of a snapshot
 //! install, [`ProposalWaiters`] (the apply task's answers to proposers, for
 //! simulators), and [`strategies`], proptest generators of messages for codec
@@ -13,6 +14,7 @@ mod mem_storage;
 mod node_bug;
 mod proposal_waiters;
 mod sim;
+mod state_machine_suite;
 mod storage_suite;
 pub mod strategies;
 
@@ -27,6 +29,7 @@ pub(crate) use node_bug::node_bug_planted;
 pub use node_bug::{plant_node_bug, NodeBug};
 pub use proposal_waiters::ProposalWaiters;
 pub use sim::{PlantedBug, SimActions, SimCore, SimDurable, SnapshotRead, SnapshotReceive};
+pub use state_machine_suite::{run_state_machine_suite, StateMachineSubject};
 pub use storage_suite::run_storage_suite;
 
 /// Where a [`CrashSwitch`] crashes a follower that installs a received

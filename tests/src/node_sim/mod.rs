@@ -185,21 +185,19 @@ impl RunConfig {
         let tick = Duration::from_millis(10);
         let tick_us = tick.as_micros() as u64;
         let election_ticks_min = rng.between(6, 12);
-        let raft = Config {
-            tick_interval: tick,
-            heartbeat_ticks: rng.between(1, 3),
-            election_ticks_min,
-            election_ticks_max: election_ticks_min + rng.between(3, 12),
-            inflight_msgs_max: rng.pick(&[1, 4, 256]),
-            append_bytes_max: rng.pick(&[64, 200, 1 << 20]),
-            log_cache_bytes_max: rng.pick(&[256, 4096, 64 << 20]),
-            snapshot_interval_entries: rng.pick(&[0, 5, 10, 40]),
-            snapshot_trailing_entries: rng.pick(&[0, 3, 20]),
-            learner_catchup_lag_max: rng.pick(&[0, 5, 1000]),
-            propose_timeout: tick * rng.between(20, 60) as u32,
-            rng_seed: seed,
-            ..Config::default()
-        };
+        let raft = Config::default()
+            .with_tick_interval(tick)
+            .with_heartbeat_ticks(rng.between(1, 3))
+            .with_election_ticks_min(election_ticks_min)
+            .with_election_ticks_max(election_ticks_min + rng.between(3, 12))
+            .with_inflight_msgs_max(rng.pick(&[1, 4, 256]))
+            .with_append_bytes_max(rng.pick(&[64, 200, 1 << 20]))
+            .with_log_cache_bytes_max(rng.pick(&[256, 4096, 64 << 20]))
+            .with_snapshot_interval_entries(rng.pick(&[0, 5, 10, 40]))
+            .with_snapshot_trailing_entries(rng.pick(&[0, 3, 20]))
+            .with_learner_catchup_lag_max(rng.pick(&[0, 5, 1000]))
+            .with_propose_timeout(tick * rng.between(20, 60) as u32)
+            .with_rng_seed(seed);
         raft.validate().expect("the simulation draws valid configs");
         let delay_max = rng.between(100, 1500);
         let network = NetworkConfig {

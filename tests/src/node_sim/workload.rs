@@ -66,7 +66,7 @@ fn output(input: &KvInput, response: &KvResponse) -> KvOutput {
 /// How a failed proposal ended for the history, and where to go next.
 fn propose_failure(error: &ProposeError) -> (Outcome, Option<NodeId>) {
     match error {
-        ProposeError::NotLeader { leader_hint } => (Outcome::Failed, *leader_hint),
+        ProposeError::NotLeader { leader_hint, .. } => (Outcome::Failed, *leader_hint),
         ProposeError::Timeout(_) | ProposeError::Stopped | ProposeError::Indeterminate { .. } => {
             (Outcome::Unknown, None)
         }
@@ -190,7 +190,7 @@ async fn one_call(world: &Shared, c: usize, node: NodeId) -> Option<NodeId> {
                     )]
                 }
                 Ok(Err(error)) => {
-                    if let ReadError::NotLeader { leader_hint } = error {
+                    if let ReadError::NotLeader { leader_hint, .. } = error {
                         next = leader_hint;
                     } else {
                         next = None;

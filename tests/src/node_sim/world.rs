@@ -462,11 +462,9 @@ async fn start_node(world: &Shared, id: NodeId) {
         let micros = base.tick_interval.as_micros() as i64;
         let tick = Duration::from_micros((micros + micros * skew / 1000) as u64);
         let incarnation = w.incarnation(id);
-        let config = rafter::Config {
-            tick_interval: tick,
-            rng_seed: w.config.seed ^ (incarnation << 32),
-            ..base
-        };
+        let config = base
+            .with_tick_interval(tick)
+            .with_rng_seed(w.config.seed ^ (incarnation << 32));
         let members = w.node(id).founder.then(|| w.founders.clone());
         let slot = w.node_mut(id);
         slot.up = true;

@@ -132,12 +132,18 @@ impl DiskStore {
         (kept, total)
     }
 
-    /// The durable log (purge point, entries) and hard state.
-    pub fn durable_log(&self) -> (LogId, Vec<Entry>, HardState) {
+    /// The durable log (purge point, entries), hard state, and the index
+    /// of the latest snapshot's metadata (0 if none).
+    pub fn durable_log(&self) -> (LogId, Vec<Entry>, HardState, u64) {
+        let snapshot = self
+            .durable
+            .snapshot_meta()
+            .map_or(0, |meta| meta.last_log_id.index);
         (
             self.durable.purged(),
             self.durable.all_entries(),
             self.durable.hard_state(),
+            snapshot,
         )
     }
 }

@@ -78,14 +78,25 @@ fn propose_failure(error: &ProposeError) -> (Outcome, Option<NodeId>) {
 /// One client: runs until the world stops clients.
 pub async fn client(world: Shared, c: usize) {
     let mut guess: Option<NodeId> = None;
+    let mut answered = true;
     loop {
         let (think, target) = {
             let mut w = world.lock();
             if w.clients_stopped || w.failed.is_some() {
                 return;
             }
-            let think_max = w.config.think_micros_max;
-            let think = w.rng.between(0, think_max);
+            // After a call that failed at once (no leader, node stopping)
+            // or with no node up, back off: simulated time only moves when
+            // every task waits, so a client retrying without a pause would
+            // hold the clock still (and the ticks that would elect a
+            // leader) forever.
+            let tick = w.config.raft.tick_interval.as_micros() as u64;
+            let (low, high) = if answered {
+                (0, w.config.think_micros_max)
+            } else {
+                (tick / 2, 2 * tick)
+            };
+            let think = w.rng.between(low, high);
             let target = match guess.filter(|id| w.node(*id).raft.is_some()) {
                 Some(id) => Some(id),
                 None => {
@@ -101,20 +112,21 @@ pub async fn client(world: Shared, c: usize) {
             (think, target)
         };
         tokio::time::sleep(Duration::from_micros(think)).await;
-        guess = match target {
+        (guess, answered) = match target {
             Some(node) => one_call(&world, c, node).await,
-            None => None,
+            None => (None, false),
         };
     }
 }
 
-/// Makes one call at `node`; returns where to go next.
-async fn one_call(world: &Shared, c: usize, node: NodeId) -> Option<NodeId> {
+/// Makes one call at `node`; returns where to go next, and whether the
+/// call was answered.
+async fn one_call(world: &Shared, c: usize, node: NodeId) -> (Option<NodeId>, bool) {
     let (raft, kv, inputs, ops, deadline, by_read_index) = {
         let mut w = world.lock();
         let slot = w.node(node);
         let (Some(raft), kv) = (slot.raft.clone(), slot.kv.clone()) else {
-            return None;
+            return (None, false);
         };
         let keys = w.config.keys;
         let read_per_mille = w.config.read_per_mille;
@@ -261,6 +273,9 @@ async fn one_call(world: &Shared, c: usize, node: NodeId) -> Option<NodeId> {
             }
         }
     };
+    let answered = outcomes
+        .iter()
+        .any(|(outcome, _)| matches!(outcome, Outcome::Ok { .. }));
     let mut w = world.lock();
     for (&op, (outcome, acked)) in ops.iter().zip(outcomes) {
         w.note(format!("client {c} op {op} ends {outcome:?}"));
@@ -269,11 +284,11 @@ async fn one_call(world: &Shared, c: usize, node: NodeId) -> Option<NodeId> {
             w.acked.push(acked);
         }
     }
-    next
+    (next, answered)
 }
 
 /// The call did not return by its deadline: a failure of the run.
-fn deadline_missed(world: &Shared, c: usize, call: &str, ops: &[usize]) -> Option<NodeId> {
+fn deadline_missed(world: &Shared, c: usize, call: &str, ops: &[usize]) -> (Option<NodeId>, bool) {
     let mut w = world.lock();
     for &op in ops {
         w.history.end(op, Outcome::Unknown);
@@ -282,7 +297,7 @@ fn deadline_missed(world: &Shared, c: usize, call: &str, ops: &[usize]) -> Optio
         Check::Deadline,
         format!("client {c}: {call} (ops {ops:?}) did not return by its deadline"),
     );
-    None
+    (None, false)
 }
 
 struct WorldStateParts<'a> {

@@ -290,3 +290,109 @@ pub async fn acknowledged_writes_readable(events: &[Event], nodes: &Nodes) -> (V
     };
     (verdict, writes.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history builder: events get consecutive seqs.
+    #[derive(Default)]
+    struct H(Vec<Event>);
+
+    impl H {
+        fn push(
+            &mut self,
+            client: u64,
+            t: EventType,
+            op: OpKind,
+            value: Option<u64>,
+        ) -> &mut Event {
+            let mut event = Event::new(t, client, op, "k");
+            event.seq = self.0.len() as u64;
+            event.value = value;
+            self.0.push(event);
+            self.0.last_mut().unwrap()
+        }
+        fn put(&mut self, client: u64, value: u64, outcome: EventType) {
+            self.push(client, EventType::Invoke, OpKind::Put, Some(value));
+            self.push(client, outcome, OpKind::Put, Some(value));
+        }
+        fn get(&mut self, client: u64, value: Option<u64>) {
+            self.push(client, EventType::Invoke, OpKind::Get, None);
+            self.push(client, EventType::Ok, OpKind::Get, value);
+        }
+        fn cas(&mut self, client: u64, expected: u64, new: u64, succeeded: bool) {
+            self.push(client, EventType::Invoke, OpKind::Cas, Some(new))
+                .expected = Some(expected);
+            let done = self.push(client, EventType::Ok, OpKind::Cas, Some(new));
+            done.expected = Some(expected);
+            done.succeeded = Some(succeeded);
+        }
+    }
+
+    fn verdict(h: &H) -> (Verdict, usize) {
+        linearizable(&h.0)
+    }
+
+    #[test]
+    fn a_sequential_history_passes_and_a_stale_read_fails() {
+        let mut h = H::default();
+        h.put(1, 10, EventType::Ok);
+        h.get(2, Some(10));
+        h.cas(1, 10, 11, true);
+        h.cas(2, 10, 12, false);
+        h.get(2, Some(11));
+        assert_eq!(verdict(&h).0, Verdict::Pass);
+        h.get(3, Some(10));
+        let (v, _) = verdict(&h);
+        assert!(
+            matches!(&v, Verdict::Fail(why) if why.contains("not linearizable")),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn failed_writes_never_happened_and_unknown_ones_may_have() {
+        let mut h = H::default();
+        h.put(1, 10, EventType::Ok);
+        h.put(2, 20, EventType::Unknown);
+        h.put(3, 30, EventType::Fail);
+        h.get(1, Some(20));
+        assert_eq!(verdict(&h), (Verdict::Pass, 0));
+        // A failed write read back is a violation.
+        h.get(1, Some(30));
+        assert!(!verdict(&h).0.passed());
+    }
+
+    #[test]
+    fn unknown_writes_nobody_saw_are_left_out_first() {
+        let mut h = H::default();
+        h.put(1, 10, EventType::Ok);
+        for client in 2..6 {
+            h.put(client, client * 100, EventType::Unknown);
+        }
+        h.get(1, Some(10));
+        assert_eq!(verdict(&h), (Verdict::Pass, 4));
+    }
+
+    #[test]
+    fn a_failed_swap_explained_only_by_an_unseen_unknown_write_passes() {
+        // The swap from 10 fails: only the unknown put of 20 (never read)
+        // can have moved the value. The first search (without it) fails,
+        // the full one passes.
+        let mut h = H::default();
+        h.put(1, 10, EventType::Ok);
+        h.put(2, 20, EventType::Unknown);
+        h.cas(1, 10, 11, false);
+        assert_eq!(verdict(&h), (Verdict::Pass, 0));
+    }
+
+    #[test]
+    fn an_invocation_without_completion_counts_as_unknown() {
+        let mut h = H::default();
+        h.put(1, 10, EventType::Ok);
+        h.push(2, EventType::Invoke, OpKind::Put, Some(20));
+        h.get(1, Some(20));
+        assert_eq!(verdict(&h).0, Verdict::Pass);
+    }
+}

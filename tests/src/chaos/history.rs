@@ -212,3 +212,34 @@ pub fn read(path: &Path) -> Result<Vec<Event>, ReadError> {
     }
     Ok(events)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_history_reads_back_and_a_gap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let recorder = Recorder::create(&path, Instant::now()).unwrap();
+        let mut put = Event::new(EventType::Invoke, 3, OpKind::Put, "chaos-1");
+        put.value = Some(42);
+        recorder.record(put.clone());
+        put.event_type = EventType::Ok;
+        put.revision = Some(7);
+        recorder.record(put);
+        let events = recorder.finish().unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1]);
+        assert!(events[0].time_ns <= events[1].time_ns);
+        assert_eq!(read(&path).unwrap(), events);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().next().unwrap().contains(r#""type":"invoke""#),
+            "{text}"
+        );
+        // Drop the first line: seq 1 where 0 was due.
+        let rest: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, rest).unwrap();
+        assert!(matches!(read(&path), Err(ReadError::Line { line: 1, .. })));
+    }
+}

@@ -153,13 +153,16 @@ impl Hosts {
         &self.cuts
     }
 
-    /// Replaces the cuts in force by `cuts` (empty: heal everything).
-    /// Each host drops, on input, the packets of the hosts cut from it,
-    /// so a one-way cut is a single rule.
+    /// Replaces the cuts in force by `cuts` (empty: heal everything); the
+    /// same cuts again change nothing. Each host drops, on input, the
+    /// packets of the hosts cut from it, so a one-way cut is a single rule.
     pub fn set_cuts(&mut self, cuts: &[Cut]) -> Result<(), HostsError> {
         let mut cuts = cuts.to_vec();
         cuts.sort();
         cuts.dedup();
+        if cuts == self.cuts {
+            return Ok(());
+        }
         for cut in &cuts {
             assert!(cut.from != cut.to, "a host is never cut from itself");
             assert!(cut.from < self.count && cut.to < self.count, "{cut}");

@@ -135,18 +135,23 @@ impl Draw {
 }
 
 impl Schedule {
-    /// Episodes filling `duration` for a cluster of `hosts` (at least 3),
-    /// drawn from `seed`. `replacements` allows membership changes.
+    /// Episodes for a cluster of `hosts` (at least 3) drawn from `seed`,
+    /// as many as fit in `duration` (at least one); `replacements` allows
+    /// membership changes. Running them takes a little longer: finding
+    /// the leader, setting cuts and replacing nodes take time too.
     pub fn generate(seed: u64, duration: Duration, hosts: usize, replacements: bool) -> Schedule {
         assert!(hosts >= 3, "a schedule needs 3 hosts or more, not {hosts}");
         let mut draw = Draw(ChaCha8Rng::seed_from_u64(seed));
         let mut episodes = Vec::new();
         let mut total = Duration::ZERO;
-        while total < duration {
+        loop {
             let gap = draw.millis(1_000, 3_000);
             let hold = draw.millis(2_000, 6_000);
             let faults = Self::faults(&mut draw, hosts, replacements);
             total += gap + hold;
+            if total > duration && !episodes.is_empty() {
+                break;
+            }
             episodes.push(Episode { gap, faults, hold });
         }
         Schedule { episodes }
@@ -367,4 +372,54 @@ async fn apply(
         }
     };
     (description, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(schedule: &Schedule) -> String {
+        format!("{:?}", schedule.episodes)
+    }
+
+    #[test]
+    fn a_seed_fixes_the_schedule_and_it_fits_the_duration() {
+        let duration = Duration::from_secs(300);
+        let a = Schedule::generate(5, duration, 5, true);
+        assert_eq!(text(&a), text(&Schedule::generate(5, duration, 5, true)));
+        assert_ne!(text(&a), text(&Schedule::generate(6, duration, 5, true)));
+        // Full: another episode (9 s at most) would not fit.
+        let total: Duration = a.episodes.iter().map(|e| e.gap + e.hold).sum();
+        assert!(total <= duration, "{total:?}");
+        assert!(total + Duration::from_secs(9) > duration, "{total:?}");
+    }
+
+    #[test]
+    fn partitions_keep_to_the_hosts_and_replacements_can_be_left_out() {
+        for seed in 0..50 {
+            let schedule = Schedule::generate(seed, Duration::from_secs(120), 5, false);
+            for fault in schedule.episodes.iter().flat_map(|e| &e.faults) {
+                assert!(!matches!(fault, Fault::Replace(_)), "{fault}");
+                match fault {
+                    Fault::Split { side } => {
+                        assert!(!side.is_empty() && side.len() <= 2, "{fault}");
+                        assert!(side.iter().all(|&i| i < 5), "{fault}");
+                    }
+                    Fault::Bridge {
+                        left,
+                        bridge,
+                        right,
+                    } => {
+                        let mut all = [left.clone(), right.clone(), vec![*bridge]].concat();
+                        all.sort_unstable();
+                        assert_eq!(all, [0, 1, 2, 3, 4], "{fault}");
+                    }
+                    Fault::Kill(Target::Host(i)) | Fault::Pause(Target::Host(i)) => {
+                        assert!(*i < 5)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }

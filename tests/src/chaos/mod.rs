@@ -6,6 +6,9 @@
 //! full heal, checks of the history and of the nodes' states
 //! ([`checks`]) and a printed [`summary`].
 //!
+//! A node that exits without being killed (a panic, a fail-stop) fails
+//! the run too: nothing in a chaos run justifies it.
+//!
 //! A run: make the hosts and start the nodes; wait for a first write;
 //! start the clients and the nemesis; when the schedule ends, heal
 //! everything (links restored, paused nodes continued, dead ones
@@ -176,6 +179,8 @@ pub async fn run(options: &Options) -> Result<Summary, RunError> {
         }
         Err(e) => Verdict::Fail(e.to_string()),
     };
+    nodes.reap();
+    let unexpected_exits = nodes.exits().to_vec();
     let (acknowledged, acknowledged_writes) = if converged.passed() {
         checks::acknowledged_writes_readable(&events, &nodes).await
     } else {
@@ -206,6 +211,7 @@ pub async fn run(options: &Options) -> Result<Summary, RunError> {
         acknowledged,
         acknowledged_writes,
         converged,
+        unexpected_exits,
         kept: None,
     };
     drop(nodes);
@@ -218,6 +224,7 @@ pub async fn run(options: &Options) -> Result<Summary, RunError> {
 /// Restores every link, continues every paused node, restarts every dead
 /// one; returns the first error.
 fn heal_all(nodes: &mut Nodes) -> Result<(), String> {
+    nodes.reap();
     let mut result = nodes.hosts_mut().set_cuts(&[]).map_err(|e| e.to_string());
     for i in 0..nodes.count() {
         let step = if nodes.is_up(i) {

@@ -279,6 +279,7 @@ pub async fn run(
 
 /// Undoes an episode: restarts, continues, restores links.
 fn heal(nodes: &mut Nodes, undo: &Undo) -> Result<(), String> {
+    nodes.reap();
     let mut result = nodes.hosts_mut().set_cuts(&[]).map_err(|e| e.to_string());
     for &i in &undo.resume {
         if let Err(e) = nodes.set_paused(i, false) {

@@ -61,6 +61,8 @@ pub struct Nodes {
     extra_args: Vec<String>,
     next_id: u64,
     http: Http,
+    /// Nodes that exited without being killed: "node ID on host I: STATUS".
+    exits: Vec<String>,
 }
 
 impl Nodes {
@@ -81,6 +83,7 @@ impl Nodes {
             extra_args: extra_args.to_vec(),
             next_id: count + 1,
             http: Http::new(),
+            exits: Vec::new(),
         };
         nodes.certs(&["--nodes", &ids.join(",")])?;
         let peers = (0..nodes.hosts.count())
@@ -203,6 +206,28 @@ impl Nodes {
         self.nodes[i].child = Some(child);
         self.nodes[i].paused = false;
         Ok(())
+    }
+
+    /// Notices the nodes that exited on their own (a crash, a fail-stop,
+    /// a join that gave up): they count as down from now on, and are
+    /// listed by [`Nodes::exits`].
+    pub fn reap(&mut self) {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let Some(child) = &mut node.child else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                self.exits
+                    .push(format!("node {} on host {i}: {status}", node.id));
+                node.child = None;
+                node.paused = false;
+            }
+        }
+    }
+
+    /// The nodes that exited without being killed, so far.
+    pub fn exits(&self) -> &[String] {
+        &self.exits
     }
 
     /// SIGKILLs host `i`'s node (paused or not) and reaps it.

@@ -42,6 +42,8 @@ pub struct Summary {
     pub acknowledged_writes: usize,
     /// Check 3.
     pub converged: Verdict,
+    /// Nodes that exited without being killed (each fails the run).
+    pub unexpected_exits: Vec<String>,
     /// The run's directory (history, node logs) if it is kept.
     pub kept: Option<PathBuf>,
 }
@@ -49,7 +51,10 @@ pub struct Summary {
 impl Summary {
     /// Whether every check passed.
     pub fn passed(&self) -> bool {
-        self.linearizable.passed() && self.acknowledged.passed() && self.converged.passed()
+        self.linearizable.passed()
+            && self.acknowledged.passed()
+            && self.converged.passed()
+            && self.unexpected_exits.is_empty()
     }
 }
 
@@ -170,6 +175,15 @@ impl fmt::Display for Summary {
             "check 3, nodes converged, same digest: {}",
             self.converged
         )?;
+        if self.unexpected_exits.is_empty() {
+            writeln!(f, "no node exited on its own")?;
+        } else {
+            writeln!(
+                f,
+                "FAIL: nodes exited on their own (see their logs): {}",
+                self.unexpected_exits.join("; ")
+            )?;
+        }
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
         writeln!(f, "verdict: {verdict}")?;
         if let Some(dir) = &self.kept {

@@ -1,7 +1,8 @@
 //! `chaos`: runs seeded chaos rounds against real `rafter-kv` processes
 //! (see `rafter_tests::chaos` and `tests/README.md`), or checks a history
 //! file. Needs root. Exit status 0 when every round passed, 1 when one
-//! failed, 2 when a round could not run.
+//! failed, 2 when a round could not run, 130 when interrupted (Ctrl-C
+//! kills the round's nodes and removes its network first).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,7 +83,19 @@ fn main() -> ExitCode {
         options.workload.keys = cli.keys;
         options.workload.stale_reads = stale_reads;
         options.parent_dir = cli.dir.clone();
-        match runtime.block_on(chaos::run(&options)) {
+        // On Ctrl-C the round's future is dropped, and with it its nodes
+        // (killed) and hosts (removed).
+        let round = runtime.block_on(async {
+            tokio::select! {
+                result = chaos::run(&options) => Some(result),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        let Some(round) = round else {
+            eprintln!("chaos: interrupted in the round with seed {seed}");
+            return ExitCode::from(130);
+        };
+        match round {
             Ok(summary) => {
                 println!("{summary}");
                 if !summary.passed() {

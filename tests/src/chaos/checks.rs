@@ -193,11 +193,10 @@ pub fn linearizable(events: &[Event]) -> (Verdict, usize) {
 /// Names the operations a failed search got stuck on.
 fn explain(name: &str, ops: &[KeyOp], longest: &[usize]) -> String {
     let linearized: HashSet<usize> = longest.iter().copied().collect();
-    let stuck_from = ops
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !linearized.contains(i))
-        .map(|(_, op)| op.call)
+    // The call of the first operation the search could not place.
+    let stuck_from = (0..ops.len())
+        .filter(|i| !linearized.contains(i))
+        .map(|i| ops[i].call)
         .min()
         .unwrap_or(0);
     let mut text = format!(

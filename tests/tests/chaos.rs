@@ -1,7 +1,9 @@
 //! Chaos rounds with real `rafter-kv` processes (`rafter_tests::chaos`):
 //! one seeded round must pass every check, and a round with a planted
 //! fault (serializable reads sold as linearizable) must be flagged by the
-//! linearizability check, and by it alone.
+//! linearizability check, and by it alone. First, the nemesis's means are
+//! shown to work: a cut drops the traffic of its direction only, and an
+//! isolated leader is replaced.
 //!
 //! Needs root (network namespaces, iptables) and iproute2 and iptables.
 //! Without them it skips, loudly, unless `CI` is set: then it fails.
@@ -9,9 +11,12 @@
 //! run side by side, about 4 minutes in all (150 s and 60 s of faults,
 //! plus the heal, convergence and checks).
 
+use std::future::Future;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rafter_tests::chaos::hosts::{Cut, Hosts};
+use rafter_tests::chaos::nodes::Nodes;
 use rafter_tests::chaos::{self, checks::Verdict, Options};
 
 /// Whether this machine can run the rounds; skips (or fails under CI)
@@ -44,6 +49,89 @@ fn available() -> bool {
     }
     eprintln!("\n!!! SKIPPED tests/chaos.rs: {why} (it fails instead when CI is set)\n");
     false
+}
+
+/// Polls `check` every 200 ms until it gives `Some`, or panics with `what`
+/// after `patience`.
+async fn eventually<T, F, Fut>(patience: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} within {patience:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_drops_its_direction_only_and_an_isolated_leader_is_replaced() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let binary = chaos::binary::rafter_kv().expect("a rafter-kv binary");
+    let hosts = Hosts::create(3).expect("hosts");
+    let mut nodes = Nodes::start(&binary, dir.path(), hosts, &[]).expect("nodes");
+    let patience = Duration::from_secs(30);
+    let leader = eventually(patience, "a leader", || nodes.leader()).await;
+    let old_leader = nodes.id(leader);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+
+    // One way: what the leader sends to one follower is dropped there (its
+    // heartbeats), and nothing is dropped at the leader.
+    let follower = others[0];
+    let one_way = [Cut {
+        from: leader,
+        to: follower,
+    }];
+    nodes.hosts_mut().set_cuts(&one_way).unwrap();
+    let hosts = nodes.hosts();
+    eventually(
+        patience,
+        "the follower drops the leader's packets",
+        || async { (hosts.dropped_packets(follower).unwrap() > 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(hosts.dropped_packets(leader).unwrap(), 0);
+    assert_eq!(hosts.dropped_packets(others[1]).unwrap(), 0);
+
+    // Both ways, from everyone: the other two elect one of them.
+    let isolated: Vec<Cut> = others
+        .iter()
+        .flat_map(|&o| {
+            [
+                Cut {
+                    from: leader,
+                    to: o,
+                },
+                Cut {
+                    from: o,
+                    to: leader,
+                },
+            ]
+        })
+        .collect();
+    nodes.hosts_mut().set_cuts(&isolated).unwrap();
+    let watcher = others[1];
+    let new_leader = eventually(patience, "another leader", || async {
+        let status = nodes.status(watcher).await.ok()?;
+        status["leader"].as_u64().filter(|&id| id != old_leader)
+    })
+    .await;
+    assert!(others.iter().any(|&o| nodes.id(o) == new_leader));
+
+    // Healed: the old leader follows the new one.
+    nodes.hosts_mut().set_cuts(&[]).unwrap();
+    eventually(patience, "the old leader follows", || async {
+        let status = nodes.status(leader).await.ok()?;
+        (status["leader"].as_u64() == Some(new_leader)).then_some(())
+    })
+    .await;
 }
 
 fn options(seed: u64, duration: Duration) -> Options {

@@ -148,11 +148,6 @@ impl Hosts {
         command
     }
 
-    /// The cuts in force.
-    pub fn cuts(&self) -> &[Cut] {
-        &self.cuts
-    }
-
     /// Replaces the cuts in force by `cuts` (empty: heal everything); the
     /// same cuts again change nothing. Each host drops, on input, the
     /// packets of the hosts cut from it, so a one-way cut is a single rule.
@@ -183,6 +178,29 @@ impl Hosts {
         }
         self.cuts = cuts;
         Ok(())
+    }
+
+    /// Packets host `i` dropped so far under the cuts in force (the
+    /// counters of its DROP rules; setting cuts resets them).
+    pub fn dropped_packets(&self, i: usize) -> Result<u64, HostsError> {
+        let ns = self.namespace(i);
+        let args = ["netns", "exec", &ns, "iptables-save", "-c", "-t", "filter"];
+        let output = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| HostsError::Command {
+                command: format!("ip {}", args.join(" ")),
+                detail: e.to_string(),
+            })?;
+        // Rules read "[packets:bytes] -A INPUT -s ADDR/32 -j DROP".
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.ends_with("-j DROP"))
+            .filter_map(|line| {
+                let counters = line.strip_prefix('[')?.split(']').next()?;
+                counters.split(':').next()?.parse::<u64>().ok()
+            })
+            .sum())
     }
 
     /// Removes the namespaces (killing whatever still runs in them), the

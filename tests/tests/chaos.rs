@@ -2,8 +2,9 @@
 //! one seeded round must pass every check, and a round with a planted
 //! fault (serializable reads sold as linearizable) must be flagged by the
 //! linearizability check, and by it alone. First, the nemesis's means are
-//! shown to work: a cut drops the traffic of its direction only, and an
-//! isolated leader is replaced.
+//! shown to work (a cut drops the traffic of its direction only, and an
+//! isolated leader is replaced), and the acknowledged-writes check to
+//! fail on a write that does not read back.
 //!
 //! Needs root (network namespaces, iptables) and iproute2 and iptables.
 //! Without them it skips, loudly, unless `CI` is set: then it fails.
@@ -15,9 +16,13 @@ use std::future::Future;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rafter_tests::chaos::checks::{self, Verdict};
+use rafter_tests::chaos::history::{Event, EventType, OpKind};
 use rafter_tests::chaos::hosts::{Cut, Hosts};
+use rafter_tests::chaos::http::{b64, int, Http};
 use rafter_tests::chaos::nodes::Nodes;
-use rafter_tests::chaos::{self, checks::Verdict, Options};
+use rafter_tests::chaos::{self, Options};
+use serde_json::json;
 
 /// Whether this machine can run the rounds; skips (or fails under CI)
 /// with the reason otherwise.
@@ -186,4 +191,60 @@ async fn serializable_reads_sold_as_linearizable_are_flagged_by_the_linearizabil
         .to_string_lossy()
         .ends_with(".log")));
     std::fs::remove_dir_all(kept).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_write_that_does_not_read_back_fails_the_acknowledged_writes_check() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let binary = chaos::binary::rafter_kv().expect("a rafter-kv binary");
+    let hosts = Hosts::create(3).expect("hosts");
+    let nodes = Nodes::start(&binary, dir.path(), hosts, &[]).expect("nodes");
+    let patience = Duration::from_secs(30);
+    let http = Http::new();
+    let mut events = Vec::new();
+    for value in [41u64, 42] {
+        let body = json!({"key": b64("chaos-0"), "value": b64(value.to_string())});
+        let answer = eventually(patience, "a put", || async {
+            http.post(&format!("{}/v3/kv/put", nodes.url(0)), &[], &body, patience)
+                .await
+                .ok()
+        })
+        .await;
+        let mut ok = Event::new(EventType::Ok, 1, OpKind::Put, "chaos-0");
+        ok.seq = events.len() as u64;
+        ok.value = Some(value);
+        ok.revision = int(&answer["header"]["revision"]);
+        events.push(ok);
+    }
+    nodes.wait_converged(patience).await.expect("converged");
+    let (verdict, writes) = checks::acknowledged_writes_readable(&events, &nodes).await;
+    assert_eq!((verdict, writes), (Verdict::Pass, 2));
+
+    // A value that was never written, claimed at the second revision.
+    let mut claimed = events.clone();
+    claimed[1].value = Some(43);
+    let (verdict, _) = checks::acknowledged_writes_readable(&claimed, &nodes).await;
+    assert!(
+        matches!(&verdict, Verdict::Fail(why) if why.starts_with("1 of 2") && why.contains("\"42\"")),
+        "{verdict}"
+    );
+
+    // The first write compacted away: it no longer reads back.
+    let revision = events[1].revision.unwrap();
+    http.post(
+        &format!("{}/v3/kv/compaction", nodes.url(0)),
+        &[],
+        &json!({ "revision": revision }),
+        patience,
+    )
+    .await
+    .expect("compaction");
+    let (verdict, _) = checks::acknowledged_writes_readable(&events, &nodes).await;
+    assert!(
+        matches!(&verdict, Verdict::Fail(why) if why.starts_with("1 of 2") && why.contains("no read succeeded")),
+        "{verdict}"
+    );
 }

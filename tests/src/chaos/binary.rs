@@ -17,7 +17,21 @@ pub fn rafter_kv() -> Result<PathBuf, String> {
         let target_dir = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(WORKSPACE).join("target"));
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // The variables cargo sets for the test or binary running now
+        // (package, crate, manifest) would make this build differ from a
+        // plain `cargo build -p rafter-kv`, and rebuild crates each time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_for_us = ["CARGO_PKG_", "CARGO_CRATE_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                || name == "CARGO_PRIMARY_PACKAGE";
+            if set_for_us {
+                build.env_remove(&*name);
+            }
+        }
+        let status = build
             .args(["build", "-p", "rafter-kv", "--bin", "rafter-kv"])
             .env("CARGO_TARGET_DIR", &target_dir)
             .current_dir(WORKSPACE)

@@ -23,9 +23,14 @@ pub fn rafter_kv() -> Result<PathBuf, String> {
         // plain `cargo build -p rafter-kv`, and rebuild crates each time.
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
-            let set_for_us = ["CARGO_PKG_", "CARGO_CRATE_", "CARGO_MANIFEST_", "CARGO_BIN_"]
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
+            let set_for_us = [
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_MANIFEST_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
                 || name == "CARGO_PRIMARY_PACKAGE";
             if set_for_us {
                 build.env_remove(&*name);

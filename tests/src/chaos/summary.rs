@@ -32,15 +32,15 @@ pub struct Summary {
     /// After each leader kill: the fault and the time until the first
     /// write invoked after it succeeded (`None`: none did).
     pub recoveries: Vec<(String, Option<Duration>)>,
-    /// Check 1, with how many unknown writes nobody observed.
+    /// Check 1: the history is linearizable.
     pub linearizable: Verdict,
     /// Unknown writes the first linearizability search could leave out.
     pub unobserved_unknown_writes: usize,
-    /// Check 2, with how many writes were read back.
+    /// Check 2: every acknowledged write reads back at its revision.
     pub acknowledged: Verdict,
     /// Acknowledged writes read back.
     pub acknowledged_writes: usize,
-    /// Check 3.
+    /// Check 3: the nodes converged to one digest.
     pub converged: Verdict,
     /// Nodes that exited without being killed (each fails the run).
     pub unexpected_exits: Vec<String>,

@@ -100,7 +100,7 @@ impl Hosts {
         run("iptables", &forward_rule("-I", &bridge))?;
         for i in 0..self.count {
             let ns = self.namespace(i);
-            let veth = format!("rkc{}h{}", self.slot, i + 1);
+            let veth = veth_name(self.slot, i);
             run("ip", &["netns", "add", &ns])?;
             run(
                 "ip",
@@ -223,6 +223,11 @@ fn bridge_name(slot: u32) -> String {
     format!("rkcb{slot}")
 }
 
+/// The host side of host `i`'s veth pair.
+fn veth_name(slot: u32, i: usize) -> String {
+    format!("rkc{slot}h{}", i + 1)
+}
+
 fn forward_rule<'a>(op: &'a str, bridge: &'a str) -> [&'a str; 9] {
     [
         "-w", op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
@@ -274,7 +279,18 @@ fn link_exists(name: &str) -> bool {
 }
 
 /// Removes everything of `slot`; each step may find nothing to remove.
+/// The veth pairs are deleted first, from the root namespace: deleting a
+/// namespace frees its devices only later, in the background, and the
+/// next run on this slot would find their names taken.
 fn remove_slot(slot: u32) {
+    for i in 0..9 {
+        let veth = veth_name(slot, i);
+        if link_exists(&veth) {
+            if let Err(e) = run("ip", &["link", "del", &veth]) {
+                eprintln!("chaos: {e}");
+            }
+        }
+    }
     let prefix = format!("rkc{slot}s");
     let namespaces = Command::new("ip")
         .args(["netns", "list"])

@@ -9,7 +9,12 @@
 //! seeded faults, and checks them (see its module docs); [`node_sim`] does
 //! the same with whole shipped nodes (`Raft::start`) on a paused
 //! current-thread runtime.
+//!
+//! [`chaos`] runs real `rafter-kv` processes in network namespaces under a
+//! seeded nemesis (kills, pauses, partitions, membership changes) and
+//! checks the clients' history and the nodes' states (`tests/README.md`).
 
+pub mod chaos;
 pub mod cluster;
 pub mod node_sim;
 pub mod sim;

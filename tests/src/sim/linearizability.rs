@@ -69,6 +69,13 @@ impl Stamp {
     }
 }
 
+impl std::fmt::Display for Stamp {
+    /// `time#seq`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.time, self.seq)
+    }
+}
+
 /// One operation on one key, as the checker sees it.
 ///
 /// Invariant: `call < ret`, and no two events of a checked history share

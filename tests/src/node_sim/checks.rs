@@ -19,13 +19,20 @@ pub fn final_members(w: &WorldState) -> Option<BTreeSet<NodeId>> {
     Some(raft.status().membership.members())
 }
 
-/// Whether every member runs and has applied the same entries as the
-/// leader has committed.
+/// Whether the leader has committed its whole log and every member runs
+/// and has applied exactly that.
 pub fn converged(w: &WorldState, members: &BTreeSet<NodeId>) -> bool {
     let Some((_, leader)) = super::faults::leader(w) else {
         return false;
     };
-    let commit = leader.status().commit_index;
+    // Everything in the leader's log committed: a leader elected after a
+    // restart may not know yet that its predecessor committed more (it
+    // learns it when an entry of its own term commits; seed 9212).
+    let status = leader.status();
+    let commit = status.commit_index;
+    if commit < status.last_log_index {
+        return false;
+    }
     // The state machine's own applied index, not the metrics' (which
     // the apply task publishes).
     members.iter().all(|&id| {

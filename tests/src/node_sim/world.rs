@@ -496,6 +496,11 @@ async fn start_node(world: &Shared, id: NodeId) {
                 .push((format!("shutdown of node {id} crashed at start"), task));
         }
         Err(_) if !alive => {}
+        Err(error) if w.node(id).fatal_expected_since.is_some() => {
+            // A fault armed while it was down hit its start (seed 9281).
+            w.note(format!("node {id} fails to start as it must: {error}"));
+            w.crash(id);
+        }
         Err(error) => {
             let text = format!("node {id} does not start after a crash: {error}");
             w.violation(Check::Restart, text);

@@ -175,6 +175,13 @@ impl<S: RaftStorage> RaftStorage for CountingStorage<S> {
     async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.inner.save_snapshot_meta(meta).await
     }
+
+    async fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<SnapshotMeta>,
+    ) -> Result<(), StorageError> {
+        self.inner.save_installing_snapshot_meta(meta).await
+    }
 }
 
 struct Node {

@@ -413,24 +413,30 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         } = actions;
         let storage = &self.parts.storage_jobs;
         let apply_jobs = &self.parts.apply_jobs;
-        if let Some(write) = write {
-            let _ = storage.send(StorageJob::Write {
-                id: write.id,
-                batch: write.batch,
-            });
-        }
+        // The latest snapshot's metadata before the write: after an install,
+        // that write may truncate the history the snapshot replaced, and the
+        // installed snapshot is then already the latest (the crash points of
+        // `testing::CrashPoint`, in order). It names a snapshot the state
+        // machine holds durably, so no write needs to precede it.
         if let Some(meta) = snapshot_meta {
             let _ = storage.send(StorageJob::SaveSnapshotMeta {
                 meta,
                 install: false,
             });
         }
+        if let Some(write) = write {
+            let _ = storage.send(StorageJob::Write {
+                id: write.id,
+                batch: write.batch,
+            });
+        }
         if let Some(up_to) = purge {
             let _ = storage.send(StorageJob::Purge(up_to));
         }
         if let Some(meta) = install {
-            // Metadata first, so a crash after the install knows what the
-            // state machine holds (see restore).
+            // Its metadata first, apart from the latest snapshot's, so a
+            // crash right after the install can still name the snapshot's
+            // membership (see restore).
             let _ = storage.send(StorageJob::SaveSnapshotMeta {
                 meta,
                 install: true,

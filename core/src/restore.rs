@@ -62,6 +62,40 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
 
     let mut applied = state_machine.applied().await?;
 
+    // A received snapshot whose install had begun when the node stopped.
+    // No entry is applied during an install, so the state machine reached
+    // the snapshot's index only by installing it (or by building a newer
+    // snapshot after it): then the install is finished below, with the
+    // membership this record alone keeps. Otherwise it is dropped, and the
+    // latest snapshot is still the one the state machine holds.
+    if let Some(installing) = initial.installing_snapshot.take() {
+        let snapshot = installing.last_log_id;
+        let latest = state_machine.latest_snapshot().await?;
+        if applied.index == snapshot.index && applied != snapshot {
+            return Err(StateMachineError::Corrupt {
+                index: applied.index,
+                message: format!(
+                    "state machine applied {applied:?} where the snapshot being installed \
+                     holds {snapshot:?}"
+                ),
+            }
+            .into());
+        }
+        let reached = applied.index.max(latest.map_or(0, |l| l.index));
+        if reached >= snapshot.index {
+            storage.save_snapshot_meta(installing.clone()).await?;
+            initial.snapshot = Some(installing);
+            tracing::info!(
+                id,
+                ?snapshot,
+                "the state machine holds the snapshot a crash interrupted the install of"
+            );
+        } else {
+            storage.save_installing_snapshot_meta(None).await?;
+            tracing::info!(id, ?snapshot, "dropped a snapshot install interrupted by a crash before the state machine made it");
+        }
+    }
+
     // The state machine is behind the purge point (an in-memory state
     // machine restarted): restore it from its own latest snapshot.
     if applied.index < initial.purged.index {
@@ -80,8 +114,9 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
         }
     }
     // A follower crashed after installing a received snapshot but before
-    // purging its log: finish the job (the snapshot's metadata was saved
-    // before the install, so it names what the state machine holds).
+    // purging its log: finish the job (the saved metadata names what the
+    // state machine holds: saved after the install, or taken over above
+    // from the installing record).
     let installed = initial
         .snapshot
         .as_ref()
@@ -178,15 +213,6 @@ pub(crate) async fn restore<S: RaftStorage, SM: StateMachine>(
     // An applied entry was committed, whatever the saved commit index says
     // (the commit index is saved lazily).
     hard_state.commit = hard_state.commit.max(applied.index).max(purged.index);
-    // TODO(snapshots): after a crash between saving a received snapshot's
-    // metadata and installing it, the metadata names a snapshot the state
-    // machine does not hold (it holds its older one, whose metadata was
-    // overwritten). Safe: the membership it carries is committed, and the
-    // chunks are sent again by the leader. But should this node lead before
-    // its state machine builds a newer snapshot, reads of this one fail
-    // (`SnapshotUnavailable`) and followers that need purged entries wait
-    // for that newer snapshot. The fix is storage keeping the installed
-    // snapshot's metadata apart from the one being installed.
     let snapshot = initial
         .snapshot
         .map(|meta| meta.last_log_id)
@@ -297,6 +323,14 @@ mod tests {
     /// The snapshot every case installs: entry 10 of term 2.
     const SNAPSHOT: LogId = LogId::new(2, 10);
 
+    /// The metadata of snapshot `last_log_id`.
+    fn meta(last_log_id: LogId) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id,
+            membership: Membership::new_voters([(1, "node-1".to_string())]),
+        }
+    }
+
     /// A store holding `log` (as (term, index)), purged up to `purged`, with
     /// `snapshot` saved as the latest snapshot's metadata.
     async fn storage(log: &[(u64, u64)], purged: LogId, snapshot: Option<LogId>) -> MemStorage {
@@ -323,13 +357,24 @@ mod tests {
         storage.write(batch).await.unwrap();
         storage.purge(purged).await.unwrap();
         if let Some(last_log_id) = snapshot {
-            let membership = Membership::new_voters([(1, "node-1".to_string())]);
-            let meta = SnapshotMeta {
-                last_log_id,
-                membership,
-            };
-            storage.save_snapshot_meta(meta).await.unwrap();
+            storage.save_snapshot_meta(meta(last_log_id)).await.unwrap();
         }
+        storage
+    }
+
+    /// `storage` with `installing` saved as the metadata of a snapshot whose
+    /// install had begun.
+    async fn storage_installing(
+        log: &[(u64, u64)],
+        purged: LogId,
+        snapshot: Option<LogId>,
+        installing: LogId,
+    ) -> MemStorage {
+        let mut storage = storage(log, purged, snapshot).await;
+        storage
+            .save_installing_snapshot_meta(Some(meta(installing)))
+            .await
+            .unwrap();
         storage
     }
 
@@ -416,8 +461,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_install_the_state_machine_never_made_leaves_the_log_alone() {
-        // Crashed after saving the metadata: the state machine holds 5.
-        let mut storage = storage(&log(1, 1, 5), LogId::default(), Some(SNAPSHOT)).await;
+        // Crashed after saving the installing metadata: the state machine
+        // holds 5, and its own snapshot at 3 stays the latest.
+        let mut storage = storage_installing(
+            &log(1, 1, 5),
+            LogId::default(),
+            Some(LogId::new(1, 3)),
+            SNAPSHOT,
+        )
+        .await;
         let mut state_machine = state_machine(LogId::new(1, 5)).await;
         let restored = restore(1, None, &mut storage, &mut state_machine)
             .await
@@ -428,6 +480,63 @@ mod tests {
         assert_eq!(restored.last, LogId::new(1, 5));
         assert_eq!(restored.applied, 5);
         assert_eq!(state_machine.applied_log_id(), LogId::new(1, 5));
+        assert_eq!(
+            restored.snapshot,
+            LogId::new(1, 3),
+            "the latest snapshot is still the one the state machine holds"
+        );
+        assert_eq!(storage.snapshot_meta(), Some(meta(LogId::new(1, 3))));
+        assert_eq!(
+            storage.installing_snapshot_meta(),
+            None,
+            "the abandoned install is forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_install_the_state_machine_made_before_storage_heard_is_finished() {
+        // Crashed right after the state machine installed: storage still
+        // names the old snapshot as the latest; the installing record
+        // carries the new one's membership.
+        let mut storage = storage_installing(
+            &log(1, 1, 12),
+            LogId::new(1, 3),
+            Some(LogId::new(1, 3)),
+            SNAPSHOT,
+        )
+        .await;
+        let mut state_machine = state_machine(SNAPSHOT).await;
+        let restored = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap();
+        assert_eq!(storage.snapshot_meta(), Some(meta(SNAPSHOT)));
+        assert_eq!(storage.installing_snapshot_meta(), None);
+        assert_eq!(storage.purged(), SNAPSHOT, "the install is finished");
+        assert!(storage.all_entries().is_empty(), "the other history goes");
+        assert_eq!(restored.snapshot, SNAPSHOT);
+        assert_eq!(restored.last, SNAPSHOT);
+        assert_eq!(restored.applied, SNAPSHOT.index);
+        assert_eq!(
+            restored.memberships,
+            vec![(SNAPSHOT.index, meta(SNAPSHOT).membership)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_state_machine_at_the_installing_index_with_another_term_is_corrupt() {
+        let mut storage =
+            storage_installing(&log(1, 1, 12), LogId::default(), None, SNAPSHOT).await;
+        let mut state_machine = state_machine(LogId::new(1, 10)).await;
+        let error = restore(1, None, &mut storage, &mut state_machine)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StartError::StateMachine(StateMachineError::Corrupt { index: 10, .. })
+            ),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]
@@ -448,8 +557,15 @@ mod tests {
     async fn an_in_memory_state_machine_reloads_the_installed_snapshot_then_the_install_is_finished(
     ) {
         // The node had compacted to 3; it installed the snapshot (now its
-        // latest) and crashed before purging; its applied state is gone.
-        let mut storage = storage(&log(1, 1, 5), LogId::new(1, 3), Some(SNAPSHOT)).await;
+        // latest) and crashed before storage heard; its applied state is
+        // gone.
+        let mut storage = storage_installing(
+            &log(1, 1, 5),
+            LogId::new(1, 3),
+            Some(LogId::new(1, 3)),
+            SNAPSHOT,
+        )
+        .await;
         let mut before = state_machine(SNAPSHOT).await;
         assert_eq!(before.build_snapshot().await.unwrap(), SNAPSHOT);
         let mut state_machine = before.restarted();
@@ -459,14 +575,22 @@ mod tests {
             .unwrap();
         assert_eq!(state_machine.state(), before.state(), "the snapshot, whole");
         assert_eq!(storage.purged(), SNAPSHOT);
+        assert_eq!(storage.snapshot_meta(), Some(meta(SNAPSHOT)));
         assert_eq!(restored.last, SNAPSHOT);
         assert_eq!(restored.applied, SNAPSHOT.index);
+        assert_eq!(restored.snapshot, SNAPSHOT);
     }
 
     #[tokio::test]
-    async fn an_in_memory_state_machine_with_an_older_snapshot_stays_behind_the_saved_metadata() {
+    async fn an_in_memory_state_machine_with_an_older_snapshot_drops_the_install() {
         // Crashed before the install: the latest snapshot is its own, at 4.
-        let mut storage = storage(&log(1, 1, 5), LogId::new(1, 3), Some(SNAPSHOT)).await;
+        let mut storage = storage_installing(
+            &log(1, 1, 5),
+            LogId::new(1, 3),
+            Some(LogId::new(1, 4)),
+            SNAPSHOT,
+        )
+        .await;
         let mut before = state_machine(LogId::new(1, 4)).await;
         before.build_snapshot().await.unwrap();
         let mut state_machine = before.restarted();
@@ -475,7 +599,9 @@ mod tests {
             .unwrap();
         assert_eq!(state_machine.applied_log_id(), LogId::new(1, 4));
         assert_eq!(storage.purged(), LogId::new(1, 3), "not purged");
+        assert_eq!(storage.installing_snapshot_meta(), None);
         assert_eq!(restored.last, LogId::new(1, 5));
         assert_eq!(restored.applied, 4);
+        assert_eq!(restored.snapshot, LogId::new(1, 4));
     }
 }

@@ -16,8 +16,14 @@ pub struct InitialState {
     pub purged: LogId,
     /// The last entry in the log; equal to `purged` when the log is empty.
     pub last_log_id: LogId,
-    /// The metadata of the latest saved snapshot, if any.
+    /// The metadata of the latest snapshot the state machine holds, if any.
     pub snapshot: Option<SnapshotMeta>,
+    /// The metadata of a received snapshot whose install had begun, saved by
+    /// [`RaftStorage::save_installing_snapshot_meta`] and not yet replaced
+    /// by a [`RaftStorage::save_snapshot_meta`] at or past it. Whether the
+    /// state machine finished that install is the state machine's to say:
+    /// the node asks it at startup, and keeps or drops this accordingly.
+    pub installing_snapshot: Option<SnapshotMeta>,
 }
 
 /// One durable write: the driver makes exactly one of these per batch of
@@ -127,13 +133,31 @@ pub trait RaftStorage: Send + 'static {
     /// `up_to` may lie beyond the last entry, or name a term the log does not
     /// hold there: a follower installing a snapshot that replaces its log.
     /// The whole prefix goes; entries after `up_to` that belong to the
-    /// replaced history are removed by the next `write`'s `truncate_from`
-    /// (so the order is: save the snapshot's metadata, purge, truncate).
+    /// replaced history are removed by a `write`'s `truncate_from` issued
+    /// before the purge (see "Snapshots" in ARCHITECTURE.md for the order).
     fn purge(&mut self, up_to: LogId) -> impl Future<Output = Result<(), StorageError>> + Send;
 
-    /// Saves the metadata of a snapshot the state machine has made durable.
+    /// Saves the metadata of the latest snapshot, one the state machine holds
+    /// durably (it built it, or finished installing it). In the same atomic
+    /// write, forgets the installing snapshot's metadata if that one is at or
+    /// below `meta` (`last_log_id.index`): that install is over.
     fn save_snapshot_meta(
         &mut self,
         meta: SnapshotMeta,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Saves (`Some`) or forgets (`None`) the metadata of a received snapshot
+    /// the state machine is about to install, kept apart from the latest
+    /// snapshot's: until the install is done the state machine still holds
+    /// its old snapshot, and [`InitialState::snapshot`] must keep naming it.
+    ///
+    /// Why it is saved at all: the snapshot's membership exists nowhere
+    /// else. A crash right after the state machine installed it would leave
+    /// a node whose state is the snapshot but whose storage cannot say which
+    /// configuration it holds; with this record, the restart finishes the
+    /// install (see `InitialState::installing_snapshot`).
+    fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<SnapshotMeta>,
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 }

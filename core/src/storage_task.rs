@@ -23,8 +23,9 @@ pub(crate) enum StorageJob {
     Write { id: u64, batch: WriteBatch },
     /// Read entries of `range` up to `bytes_max`; answer `Loaded`.
     Load { range: Range<u64>, bytes_max: u64 },
-    /// Save snapshot metadata; answer `SnapshotMetaSaved` when `install`
-    /// (a received snapshot waits for it before it is installed).
+    /// Save snapshot metadata: as the latest snapshot's, or when `install`
+    /// as the installing snapshot's, answering `SnapshotMetaSaved` (a
+    /// received snapshot waits for it before it is installed).
     SaveSnapshotMeta { meta: SnapshotMeta, install: bool },
     /// Remove the log up to this entry; no answer.
     Purge(LogId),
@@ -84,16 +85,20 @@ async fn run_jobs<S: RaftStorage>(
                     Err(e) => Err(e),
                 }
             }
-            StorageJob::SaveSnapshotMeta { meta, install } => {
-                let saved = install.then(|| meta.clone());
-                storage
-                    .save_snapshot_meta(meta)
-                    .await
-                    .map(|()| match saved {
-                        Some(meta) => StorageDone::SnapshotMetaSaved(meta),
-                        None => StorageDone::Nothing,
-                    })
-            }
+            StorageJob::SaveSnapshotMeta {
+                meta,
+                install: false,
+            } => storage
+                .save_snapshot_meta(meta)
+                .await
+                .map(|()| StorageDone::Nothing),
+            StorageJob::SaveSnapshotMeta {
+                meta,
+                install: true,
+            } => storage
+                .save_installing_snapshot_meta(Some(meta.clone()))
+                .await
+                .map(|()| StorageDone::SnapshotMetaSaved(meta)),
             StorageJob::Purge(up_to) => storage.purge(up_to).await.map(|()| StorageDone::Nothing),
         };
         let failed = result.is_err();

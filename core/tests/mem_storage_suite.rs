@@ -74,6 +74,13 @@ impl rafter::RaftStorage for Buggy {
     ) -> Result<(), rafter::StorageError> {
         self.inner.save_snapshot_meta(meta).await
     }
+
+    async fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<rafter::SnapshotMeta>,
+    ) -> Result<(), rafter::StorageError> {
+        self.inner.save_installing_snapshot_meta(meta).await
+    }
 }
 
 async fn run_with_bug(bug: Bug) {

@@ -404,4 +404,11 @@ impl<S: RaftStorage> RaftStorage for TimedStorage<S> {
     async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.inner.save_snapshot_meta(meta).await
     }
+
+    async fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<SnapshotMeta>,
+    ) -> Result<(), StorageError> {
+        self.inner.save_installing_snapshot_meta(meta).await
+    }
 }

@@ -243,10 +243,12 @@ impl RaftNetwork for QuicNetwork {
         if self.shared.closed.load(Ordering::Relaxed) {
             return;
         }
-        // Dial Raft lanes now, so the first heartbeat does not wait for a
-        // handshake; snapshot lanes are opened on first use.
+        // Dial control and Raft lanes now, so the first heartbeat and append
+        // do not wait for a handshake; snapshot lanes are opened on first
+        // use.
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for peer in ids {
+            self.lane(peer, StreamClass::Control);
             self.lane(peer, StreamClass::Raft);
         }
         debug_assert!(self

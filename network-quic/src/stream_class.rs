@@ -1,8 +1,16 @@
 //! Which stream a message travels on.
 //!
 //! Each class has its own queue, writer task and connection per peer, so a
-//! large transfer in one class never holds up the other: snapshot chunks
-//! cannot delay heartbeats and appends (which would trigger elections).
+//! large transfer in one class never holds up another: snapshot chunks
+//! cannot delay appends, and neither can delay heartbeats and votes. A
+//! heartbeat stuck behind one large append (a 17 MiB command takes longer
+//! than an election timeout to cross a slow link) would let the followers'
+//! election timers run out while the leader is alive, and the election that
+//! follows overwrites the very entry being sent.
+//!
+//! Raft allows any reordering between messages, so moving a message to
+//! another stream never affects safety; within a class, order is kept
+//! (appends stay pipelined back to back).
 
 use rafter::{Message, MessageBody};
 
@@ -10,8 +18,11 @@ use rafter::{Message, MessageBody};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum StreamClass {
-    /// Votes, appends, heartbeats and their responses: small, latency
-    /// sensitive, pipelined back to back.
+    /// Heartbeats, votes, `TimeoutNow` and their responses: tiny, and what
+    /// keeps leadership stable, so nothing bulky ever travels before them.
+    Control,
+    /// Appends and their responses, and snapshot answers: pipelined back to
+    /// back, possibly large.
     Raft,
     /// Snapshot transfer: bulky, and must not block [`StreamClass::Raft`].
     /// `MessageBody::InstallSnapshot` chunks travel here.
@@ -22,6 +33,7 @@ impl StreamClass {
     /// A short name for logs and stats.
     pub fn name(self) -> &'static str {
         match self {
+            StreamClass::Control => "control",
             StreamClass::Raft => "raft",
             StreamClass::Snapshot => "snapshot",
         }
@@ -34,11 +46,11 @@ pub fn stream_class(message: &Message) -> StreamClass {
     match &message.body {
         MessageBody::VoteRequest { .. }
         | MessageBody::VoteResponse { .. }
-        | MessageBody::Append { .. }
-        | MessageBody::AppendResponse { .. }
         | MessageBody::Heartbeat { .. }
         | MessageBody::HeartbeatResponse { .. }
-        | MessageBody::TimeoutNow
+        | MessageBody::TimeoutNow => StreamClass::Control,
+        MessageBody::Append { .. }
+        | MessageBody::AppendResponse { .. }
         | MessageBody::InstallSnapshotResponse { .. } => StreamClass::Raft,
         MessageBody::InstallSnapshot { .. } => StreamClass::Snapshot,
     }

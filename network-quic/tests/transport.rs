@@ -19,7 +19,7 @@ use rafter_quic::frame::encode_frame;
 use rafter_quic::{
     node_server_name, ClusterCa, LaneStats, QuicNetwork, StreamClass, TlsMode, TransportConfig,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_exchange_messages_through_their_sinks() {
@@ -367,10 +367,13 @@ async fn queue_bound_holds_while_a_peer_is_down_and_the_peer_is_redialled_when_i
         one.handle.stats().raft_lane(2).unwrap().connected
     })
     .await;
-    one.network.send(2, vec![heartbeat(1, 2, 99)]).await;
+    // On the lane that reconnected (a heartbeat would take the control
+    // lane, which may still be waiting out its own backoff).
+    let last = big(sent + 1);
+    one.network.send(2, vec![last.clone()]).await;
     loop {
         let message = two.recv().await;
-        if message == heartbeat(1, 2, 99) {
+        if message == last {
             break;
         }
     }
@@ -472,6 +475,66 @@ impl Drop for OpenOnDrop {
     }
 }
 
+/// Node 2 with a sink that parks the reader of whatever stream delivers a
+/// message `parks` picks (in that message, until the gate opens), and node
+/// 1 with node 2 as its member. Parked messages come out of `parked`, the
+/// others out of `passed`.
+struct ParkedPeer {
+    one: Node,
+    two: QuicNetwork,
+    gate: Arc<Gate>,
+    _open_on_exit: OpenOnDrop,
+    parked: mpsc::UnboundedReceiver<Message>,
+    passed: mpsc::UnboundedReceiver<Message>,
+}
+
+impl ParkedPeer {
+    async fn start(parks: fn(&Message) -> bool) -> ParkedPeer {
+        init_tracing();
+        let ca = ClusterCa::generate("test").unwrap();
+        let mut one = Node::bind(&ca, 1, test_config());
+        let two = QuicNetwork::bind(
+            2,
+            localhost(),
+            TlsMode::MutualTls(ca.issue_node_cert(2).unwrap()),
+            test_config(),
+        )
+        .unwrap();
+        let two_handle = two.handle();
+        let gate = Arc::new(Gate::default());
+        let (parked_tx, parked) = mpsc::unbounded_channel();
+        let (passed_tx, passed) = mpsc::unbounded_channel();
+        let sink_gate = gate.clone();
+        two_handle
+            .set_inbound(move |message: Message| {
+                if parks(&message) {
+                    let _ = parked_tx.send(message);
+                    // Parks this stream's reader; block_in_place hands the
+                    // worker's other tasks to another thread meanwhile.
+                    tokio::task::block_in_place(|| sink_gate.wait());
+                } else {
+                    let _ = passed_tx.send(message);
+                }
+            })
+            .unwrap();
+        one.network
+            .set_members(
+                &[(2, two_handle.local_addr().unwrap().to_string())]
+                    .into_iter()
+                    .collect(),
+            )
+            .await;
+        ParkedPeer {
+            one,
+            two,
+            _open_on_exit: OpenOnDrop(gate.clone()),
+            gate,
+            parked,
+            passed,
+        }
+    }
+}
+
 const SNAPSHOT_CHUNKS: u64 = 32;
 const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
 
@@ -504,49 +567,18 @@ fn snapshot_chunk(i: u64) -> Message {
 /// (`stream_class`); then every chunk arrives, intact and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_chunks_on_a_stalled_stream_never_hold_up_appends() {
-    init_tracing();
-    let ca = ClusterCa::generate("test").unwrap();
-    let mut one = Node::bind(&ca, 1, test_config());
-    let two = QuicNetwork::bind(
-        2,
-        localhost(),
-        TlsMode::MutualTls(ca.issue_node_cert(2).unwrap()),
-        test_config(),
-    )
-    .unwrap();
-    let two_handle = two.handle();
-    let gate = Arc::new(Gate::default());
-    let _open_on_exit = OpenOnDrop(gate.clone());
-    let (raft_tx, mut raft_rx) = mpsc::unbounded_channel();
-    let (chunk_tx, mut chunk_rx) = mpsc::unbounded_channel();
-    let sink_gate = gate.clone();
-    two_handle
-        .set_inbound(move |message: Message| {
-            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-                let _ = chunk_tx.send(message);
-                // Parks this stream's reader; block_in_place hands the
-                // worker's other tasks to another thread meanwhile.
-                tokio::task::block_in_place(|| sink_gate.wait());
-            } else {
-                let _ = raft_tx.send(message);
-            }
-        })
-        .unwrap();
-    one.network
-        .set_members(
-            &[(2, two_handle.local_addr().unwrap().to_string())]
-                .into_iter()
-                .collect(),
-        )
-        .await;
-
+    let ParkedPeer {
+        mut one,
+        two,
+        gate,
+        _open_on_exit,
+        parked: mut chunk_rx,
+        passed: mut raft_rx,
+    } = ParkedPeer::start(|m| matches!(m.body, MessageBody::InstallSnapshot { .. })).await;
     let chunks: Vec<Message> = (0..SNAPSHOT_CHUNKS).map(snapshot_chunk).collect();
     one.network.send(2, chunks.clone()).await;
     const APPENDS: u64 = 200;
-    let raft_messages: Vec<Message> = (1..=APPENDS)
-        .map(append)
-        .chain([heartbeat(1, 2, 7)])
-        .collect();
+    let raft_messages: Vec<Message> = (1..=APPENDS).map(append).collect();
     one.network.send(2, raft_messages.clone()).await;
 
     for expected in &raft_messages {
@@ -570,7 +602,7 @@ async fn snapshot_chunks_on_a_stalled_stream_never_hold_up_appends() {
         received.len()
     );
     let stats = one.handle.stats();
-    assert_eq!(stats.raft_lane(2).unwrap().sent_msgs, APPENDS + 1);
+    assert_eq!(stats.raft_lane(2).unwrap().sent_msgs, APPENDS);
     let snapshot_lane = &stats.lanes[&(2, StreamClass::Snapshot)];
     assert!(
         snapshot_lane.sent_msgs < SNAPSHOT_CHUNKS,
@@ -597,6 +629,74 @@ async fn snapshot_chunks_on_a_stalled_stream_never_hold_up_appends() {
     drop(two);
 }
 
+/// Node 2's sink holds its append stream's reader in the first append (a
+/// slow consumer, or one huge append still crossing the link: the same for
+/// the stream). Heartbeats, votes and `TimeoutNow` queued behind it must
+/// still arrive, or the followers' election timers would run out while the
+/// leader is alive; then the appends resume, in order. Before heartbeats
+/// had a stream of their own, none of them arrived until the gate opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_append_stream_never_holds_up_heartbeats_and_votes() {
+    let ParkedPeer {
+        mut one,
+        two,
+        gate,
+        _open_on_exit,
+        parked: mut append_rx,
+        passed: mut control_rx,
+    } = ParkedPeer::start(|m| matches!(m.body, MessageBody::Append { .. })).await;
+    one.network.send(2, vec![append(1)]).await;
+    let first = within("the first append", append_rx.recv()).await;
+    assert_eq!(first, Some(append(1)));
+    // The reader is parked in append 1; everything below queues behind it
+    // or travels apart.
+    one.network.send(2, (2..=50).map(append).collect()).await;
+    let control = vec![
+        heartbeat(1, 2, 1),
+        Message {
+            from: 1,
+            to: 2,
+            term: 2,
+            body: MessageBody::VoteRequest {
+                last_log_id: LogId::new(1, 50),
+                pre_vote: true,
+                leader_transfer: false,
+            },
+        },
+        Message {
+            from: 1,
+            to: 2,
+            term: 2,
+            body: MessageBody::TimeoutNow,
+        },
+        heartbeat(1, 2, 2),
+    ];
+    one.network.send(2, control.clone()).await;
+    for expected in &control {
+        let message = within(
+            "heartbeats and votes while the append stream is stalled",
+            control_rx.recv(),
+        )
+        .await
+        .expect("sink dropped");
+        assert_eq!(&message, expected, "control traffic lost or out of order");
+    }
+    assert!(
+        append_rx.try_recv().is_err(),
+        "an append passed the parked reader"
+    );
+
+    gate.open();
+    for index in 2..=50 {
+        let message = within("the appends after the gate", append_rx.recv()).await;
+        assert_eq!(message, Some(append(index)), "appends out of order or lost");
+    }
+    let stats = one.handle.stats();
+    assert_eq!(stats.lanes[&(2, StreamClass::Control)].sent_msgs, 4);
+    assert_eq!(stats.raft_lane(2).unwrap().sent_msgs, 50);
+    drop(two);
+}
+
 /// Node 2 is up and connected but never reads its stream: QUIC flow control
 /// stalls node 1's writer to it. Node 1's queue for node 2 stays within its
 /// bounds (the overflow is dropped and counted, not buffered), the
@@ -614,20 +714,27 @@ async fn a_connected_peer_that_does_not_read_costs_a_bounded_queue_and_others_ar
     };
     let mut one = Node::bind(&ca, 1, config.clone());
     let mut three = Node::bind(&ca, 3, test_config());
-    // Node 2: completes the handshake and accepts the lane's stream, then
-    // never reads from it.
+    // Node 2: completes the handshake of every lane (one connection per
+    // stream class) and accepts each lane's stream, then never reads from
+    // any. Only the append lane writes before the end, so the first stream
+    // accepted is its.
     let stuck = raw_server(&ca, 2);
     let stuck_addr = stuck.local_addr().unwrap();
-    let (release_tx, release_rx) = oneshot::channel::<()>();
-    let (accepted_tx, accepted_rx) = oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let (accepted_tx, mut accepted_rx) = mpsc::unbounded_channel::<()>();
     let acceptor = stuck.clone();
     tokio::spawn(async move {
-        let incoming = acceptor.accept().await.expect("an incoming connection");
-        let connection = incoming.await.expect("handshake");
-        let stream = connection.accept_uni().await.expect("the lane's stream");
-        let _ = accepted_tx.send(());
-        let _ = release_rx.await;
-        drop((stream, connection));
+        while let Some(incoming) = acceptor.accept().await {
+            let accepted_tx = accepted_tx.clone();
+            let mut release_rx = release_rx.clone();
+            tokio::spawn(async move {
+                let connection = incoming.await.expect("handshake");
+                let stream = connection.accept_uni().await.expect("the lane's stream");
+                let _ = accepted_tx.send(());
+                let _ = release_rx.wait_for(|released| *released).await;
+                drop((stream, connection));
+            });
+        }
     });
     let book = [(2, stuck_addr.to_string()), (3, three.addr().to_string())]
         .into_iter()
@@ -663,7 +770,7 @@ async fn a_connected_peer_that_does_not_read_costs_a_bounded_queue_and_others_ar
         // Let the writer run, so only flow control holds it back.
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    within("node 2 accepted the lane's stream", accepted_rx)
+    within("node 2 accepted the lane's stream", accepted_rx.recv())
         .await
         .unwrap();
     // Every message is accounted for: written, in the stalled write, queued
@@ -704,10 +811,16 @@ async fn a_connected_peer_that_does_not_read_costs_a_bounded_queue_and_others_ar
     assert_eq!(lane_three.dropped_full, 0, "{lane_three:?}");
     // And node 2's queue still holds the line.
     one.network
-        .send(2, vec![heartbeat(1, 2, 1), heartbeat(1, 2, 2)])
+        .send(
+            2,
+            vec![
+                append_with(FLOOD + 1, &payload),
+                append_with(FLOOD + 2, &payload),
+            ],
+        )
         .await;
     let stats = one.handle.stats().raft_lane(2).cloned().unwrap();
     check_bound(&stats);
     assert!(stats.connected, "{stats:?}");
-    let _ = release_tx.send(());
+    let _ = release_tx.send(true);
 }

@@ -46,12 +46,16 @@ pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_HARD_STATE: &str = "hard_state";
 /// Record of `rafter::codec::encode(&LogId)`: the purge point.
 pub(crate) const META_PURGED: &str = "purged";
-/// Record of `rafter::codec::encode_snapshot_meta`.
+/// Record of `rafter::codec::encode_snapshot_meta`: the latest snapshot.
 pub(crate) const META_SNAPSHOT: &str = "snapshot";
 /// Record of 8 bytes, little endian: the number of the last write this
 /// commit holds (the journal's frames after it are replayed at open).
 /// Absent in a store of version 1: 0.
 pub(crate) const META_JOURNAL_SEQ: &str = "journal_seq";
+/// Record of `rafter::codec::encode_snapshot_meta`: a received snapshot
+/// whose install has begun (`RaftStorage::save_installing_snapshot_meta`).
+/// Absent in stores written before it existed, which reads as "none".
+pub(crate) const META_INSTALLING_SNAPSHOT: &str = "installing_snapshot";
 
 /// The largest log record read back: an entry whose record is longer is
 /// refused at write (`StorageError::InvalidBatch`, nothing written) and

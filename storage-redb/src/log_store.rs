@@ -25,8 +25,9 @@ use crate::create::open_or_create;
 use crate::error::{corrupt, from_redb, io};
 use crate::format::{
     DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, JOURNAL_FILE, LOG_TABLE, META_FORMAT_VERSION,
-    META_HARD_STATE, META_JOURNAL_SEQ, META_PURGED, META_RECORD_BYTES_MAX, META_SNAPSHOT,
-    META_TABLE, STORE_FORMAT_VERSION, STORE_FORMAT_VERSION_BEFORE_JOURNAL,
+    META_HARD_STATE, META_INSTALLING_SNAPSHOT, META_JOURNAL_SEQ, META_PURGED,
+    META_RECORD_BYTES_MAX, META_SNAPSHOT, META_TABLE, STORE_FORMAT_VERSION,
+    STORE_FORMAT_VERSION_BEFORE_JOURNAL,
 };
 use crate::journal::{Journal, JournalBatch};
 use crate::lock::DirectoryLock;
@@ -49,6 +50,7 @@ pub(crate) struct LogStore {
     purged: LogId,
     last_log_id: LogId,
     snapshot: Option<SnapshotMeta>,
+    installing_snapshot: Option<SnapshotMeta>,
     /// The log records purged since the last compaction (see
     /// `compaction.rs`).
     purged_since_compaction: PurgedSinceCompaction,
@@ -92,6 +94,7 @@ impl LogStore {
             purged: LogId::default(),
             last_log_id: LogId::default(),
             snapshot: None,
+            installing_snapshot: None,
             purged_since_compaction: PurgedSinceCompaction::default(),
             failed: None,
             record_buffer: Vec::new(),
@@ -193,6 +196,7 @@ impl LogStore {
             purged: self.purged,
             last_log_id: self.last_log_id,
             snapshot: self.snapshot.clone(),
+            installing_snapshot: self.installing_snapshot.clone(),
         })
     }
 
@@ -449,30 +453,69 @@ impl LogStore {
         Ok(())
     }
 
-    /// Saves the metadata of a durable snapshot.
+    /// Saves the metadata of the latest snapshot, and forgets the
+    /// installing snapshot's if it is at or below it, in one transaction.
     pub(crate) fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.usable()?;
-        // Pair of the check in `codec::decode_snapshot_meta`: never write
-        // what the next open would refuse.
-        if meta.last_log_id.index > 0 {
-            meta.membership.validate().map_err(|message| {
-                corrupt(
-                    "snapshot meta to save",
-                    format!("invalid membership: {message}"),
-                )
-            })?;
+        let record = snapshot_meta_record(META_SNAPSHOT, &meta)?;
+        let ends_install = self
+            .installing_snapshot
+            .as_ref()
+            .is_some_and(|installing| installing.last_log_id.index <= meta.last_log_id.index);
+        self.commit_meta(|table| {
+            table
+                .insert(META_SNAPSHOT, record.as_slice())
+                .map_err(|e| from_redb("save snapshot meta", e))?;
+            if ends_install {
+                table
+                    .remove(META_INSTALLING_SNAPSHOT)
+                    .map_err(|e| from_redb("forget installing snapshot meta", e))?;
+            }
+            Ok(())
+        })?;
+        self.snapshot = Some(meta);
+        if ends_install {
+            self.installing_snapshot = None;
         }
-        let record = record::seal(
-            META_SNAPSHOT.as_bytes(),
-            &codec::encode_snapshot_meta(&meta),
-        );
-        if record.len() > META_RECORD_BYTES_MAX {
-            return Err(too_large(
-                "snapshot meta",
-                record.len(),
-                META_RECORD_BYTES_MAX,
-            ));
-        }
+        Ok(())
+    }
+
+    /// Saves (or with `None` forgets) the metadata of a snapshot whose
+    /// install has begun.
+    pub(crate) fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<SnapshotMeta>,
+    ) -> Result<(), StorageError> {
+        self.usable()?;
+        let record = meta
+            .as_ref()
+            .map(|meta| snapshot_meta_record(META_INSTALLING_SNAPSHOT, meta))
+            .transpose()?;
+        self.commit_meta(|table| {
+            match &record {
+                Some(record) => table
+                    .insert(META_INSTALLING_SNAPSHOT, record.as_slice())
+                    .map(drop)
+                    .map_err(|e| from_redb("save installing snapshot meta", e))?,
+                None => table
+                    .remove(META_INSTALLING_SNAPSHOT)
+                    .map(drop)
+                    .map_err(|e| from_redb("forget installing snapshot meta", e))?,
+            }
+            Ok(())
+        })?;
+        self.installing_snapshot = meta;
+        Ok(())
+    }
+
+    /// Runs `change` on the meta table in one durable transaction; a
+    /// failure is kept (fail-stop).
+    fn commit_meta(
+        &mut self,
+        change: impl FnOnce(
+            &mut redb::Table<'_, &'static str, &'static [u8]>,
+        ) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         let result = (|| {
             let mut txn = self
                 .db
@@ -484,15 +527,12 @@ impl LogStore {
                 let mut table = txn
                     .open_table(META_TABLE)
                     .map_err(|e| from_redb("open meta", e))?;
-                table
-                    .insert(META_SNAPSHOT, record.as_slice())
-                    .map_err(|e| from_redb("save snapshot meta", e))?;
+                change(&mut table)?;
             }
             txn.commit().map_err(|e| from_redb("commit", e))
         })();
         result.map_err(|e| self.fail(e))?;
         self.made_durable();
-        self.snapshot = Some(meta);
         Ok(())
     }
 
@@ -524,6 +564,9 @@ impl LogStore {
                 .map_err(|_| format!("{} bytes, not 8", b.len()))
         })?
         .unwrap_or(0);
+        self.installing_snapshot = read_meta(&meta, META_INSTALLING_SNAPSHOT, |b| {
+            codec::decode_snapshot_meta(b, META_RECORD_BYTES_MAX)
+        })?;
 
         let log = txn
             .open_table(LOG_TABLE)
@@ -888,6 +931,30 @@ fn read_meta<T, E: std::fmt::Display>(
     let body = record::open(key.as_bytes(), value.value(), META_RECORD_BYTES_MAX)
         .map_err(|e| corrupt(location(), e))?;
     decode(body).map(Some).map_err(|e| corrupt(location(), e))
+}
+
+/// The sealed record of snapshot metadata under `key`, checked as
+/// `codec::decode_snapshot_meta` will check it on open: never write what the
+/// next open would refuse. Refused (nothing written, the store stays usable)
+/// when invalid or over the limit.
+fn snapshot_meta_record(key: &str, meta: &SnapshotMeta) -> Result<Vec<u8>, StorageError> {
+    if meta.last_log_id.index > 0 {
+        meta.membership.validate().map_err(|message| {
+            corrupt(
+                "snapshot meta to save",
+                format!("invalid membership: {message}"),
+            )
+        })?;
+    }
+    let record = record::seal(key.as_bytes(), &codec::encode_snapshot_meta(meta));
+    if record.len() > META_RECORD_BYTES_MAX {
+        return Err(too_large(
+            "snapshot meta",
+            record.len(),
+            META_RECORD_BYTES_MAX,
+        ));
+    }
+    Ok(record)
 }
 
 /// A batch the caller should never have sent (a gap, a term going back, an

@@ -192,4 +192,12 @@ impl RaftStorage for RedbStorage {
     async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.run(move |store| store.save_snapshot_meta(meta)).await
     }
+
+    async fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<SnapshotMeta>,
+    ) -> Result<(), StorageError> {
+        self.run(move |store| store.save_installing_snapshot_meta(meta))
+            .await
+    }
 }

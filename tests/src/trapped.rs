@@ -61,6 +61,12 @@ impl RaftStorage for TrappedStorage {
     async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.0.save_snapshot_meta(meta).await
     }
+    async fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<SnapshotMeta>,
+    ) -> Result<(), StorageError> {
+        self.0.save_installing_snapshot_meta(meta).await
+    }
 }
 
 /// `KvStateMachine` that panics when its trap says so.

@@ -105,6 +105,9 @@ async fn crash_during_snapshot_install(point: CrashPoint, durability: Durability
     assert_eq!(old.applied.index, first);
     let old_purged = storage.purged();
     assert!(old_purged.index > 0, "the follower compacted its log");
+    let old_meta = storage
+        .snapshot_meta()
+        .expect("the follower's own snapshot");
     cluster.kill(follower).await;
     let last = write(&cluster, leader, 400).await;
     assert!(
@@ -130,8 +133,27 @@ async fn crash_during_snapshot_install(point: CrashPoint, durability: Durability
         .state_machine
         .latest_snapshot_state()
         .expect("the leader has a snapshot");
-    let meta = storage.snapshot_meta().expect("metadata saved first");
-    assert_eq!(meta.last_log_id, snapshot.applied, "the leader's snapshot");
+    // Storage names the snapshot the state machine holds as the latest;
+    // the received one is kept apart until the install is done.
+    let installed = matches!(
+        point,
+        CrashPoint::SnapshotInstalled | CrashPoint::SnapshotMetaUpdated
+    );
+    if point == CrashPoint::SnapshotMetaUpdated {
+        let meta = storage.snapshot_meta().expect("metadata saved");
+        assert_eq!(meta.last_log_id, snapshot.applied, "the leader's snapshot");
+        assert_eq!(storage.installing_snapshot_meta(), None);
+    } else {
+        let installing = storage
+            .installing_snapshot_meta()
+            .expect("the installing metadata is saved first");
+        assert_eq!(installing.last_log_id, snapshot.applied, "the leader's");
+        assert_eq!(
+            storage.snapshot_meta(),
+            Some(old_meta.clone()),
+            "the old one"
+        );
+    }
 
     // Restarted alone on what survived.
     cluster.kill(follower).await;
@@ -149,9 +171,9 @@ async fn crash_during_snapshot_install(point: CrashPoint, durability: Durability
     let purged = storage.purged();
     let last_log_id = storage.last_log_id();
     assert_eq!(
-        storage.snapshot_meta().map(|m| m.last_log_id),
-        Some(snapshot.applied),
-        "the saved metadata survives"
+        storage.installing_snapshot_meta(),
+        None,
+        "the interrupted install is finished or dropped"
     );
     assert!(
         purged <= snapshot.applied,
@@ -162,13 +184,27 @@ async fn crash_during_snapshot_install(point: CrashPoint, durability: Durability
         held.applied.index <= last_log_id.index,
         "{held:?} {last_log_id:?}"
     );
-    if point == CrashPoint::SnapshotInstalled {
+    if installed {
+        assert_eq!(
+            storage.snapshot_meta().map(|m| m.last_log_id),
+            Some(snapshot.applied),
+            "the installed snapshot is the latest"
+        );
         assert_eq!(held, snapshot, "the whole snapshot, nothing else");
         assert_eq!(purged, snapshot.applied, "restore finished the install");
         assert_eq!(last_log_id, snapshot.applied);
         assert_eq!(status.snapshot_index, snapshot.applied.index);
         assert_eq!(status.last_log_index, snapshot.applied.index);
     } else {
+        // Issue 13, item 9: before the installing metadata was kept apart,
+        // storage named the leader's snapshot here although the state
+        // machine held its own, older one.
+        assert_eq!(
+            storage.snapshot_meta(),
+            Some(old_meta.clone()),
+            "the latest snapshot is still the one the state machine holds"
+        );
+        assert_eq!(status.snapshot_index, old_meta.last_log_id.index);
         assert_eq!(held, old, "the old state, nothing of the snapshot");
         assert_eq!(purged, old_purged, "the log is not purged");
         assert!(
@@ -230,6 +266,17 @@ async fn a_crash_between_the_install_and_the_purge_is_finished_at_restart() {
 #[tokio::test(start_paused = true)]
 async fn a_crash_between_the_install_and_the_purge_is_finished_at_restart_in_memory() {
     crash_during_snapshot_install(CrashPoint::SnapshotInstalled, Durability::InMemory).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_the_installed_snapshot_becomes_the_latest_is_finished_at_restart() {
+    crash_during_snapshot_install(CrashPoint::SnapshotMetaUpdated, Durability::Durable).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_the_installed_snapshot_becomes_the_latest_is_finished_at_restart_in_memory()
+{
+    crash_during_snapshot_install(CrashPoint::SnapshotMetaUpdated, Durability::InMemory).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -37,12 +37,14 @@ pub(crate) struct Write {
 ///    read must wait to be applied, or why none can be given.
 /// 7. `members`: the membership changed; tell the network.
 /// 8. Snapshots: `build_snapshot` asks the apply task for a new snapshot
-///    (`Engine::on_snapshot_built`); `snapshot_meta` and then `purge` go to
-///    storage, after the write; `snapshot_reads` read chunks to send
+///    (`Engine::on_snapshot_built`); `snapshot_meta` goes to storage before
+///    the write, `purge` after it; `snapshot_reads` read chunks to send
 ///    (`Engine::on_snapshot_chunk`); `snapshot_receives` store received
 ///    chunks in the state machine (`Engine::on_snapshot_chunk_stored`);
-///    `install` saves the metadata, then installs the received snapshot in
-///    the state machine (`Engine::on_snapshot_installed`).
+///    `install` saves the metadata as the installing snapshot's, then
+///    installs the received snapshot in the state machine
+///    (`Engine::on_snapshot_installed`, whose `snapshot_meta` makes it the
+///    latest).
 #[derive(Debug, Default)]
 pub(crate) struct Actions {
     pub(crate) write: Option<Write>,

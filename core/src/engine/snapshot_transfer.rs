@@ -324,10 +324,18 @@ impl Engine {
         }
     }
 
-    /// The received snapshot is installed in the state machine (and its
-    /// metadata saved): drop the log it covers and tell the leader.
+    /// The received snapshot is installed in the state machine: it becomes
+    /// the latest snapshot in storage, the log it covers goes, and the
+    /// leader hears of it.
+    ///
+    /// Storage runs these jobs in the order given, which is the order of
+    /// the crash points of an install (`testing::CrashPoint`): the
+    /// metadata (which also forgets the installing record), then the
+    /// truncation of a replaced history if any, then the purge.
     pub(crate) fn on_snapshot_installed(&mut self, meta: SnapshotMeta) {
         let snapshot = meta.last_log_id;
+        debug_assert!(self.installing, "an install nobody asked for: {snapshot:?}");
+        self.out.snapshot_meta = Some(meta.clone());
         self.installing = false;
         self.receiving = None;
         self.applied = self.applied.max(snapshot.index);

@@ -30,6 +30,7 @@ struct Inner {
     purged: LogId,
     entries: VecDeque<Entry>,
     snapshot: Option<SnapshotMeta>,
+    installing_snapshot: Option<SnapshotMeta>,
     writes: u64,
     writes_ok_max: Option<u64>,
     /// Once tripped, every call fails and changes nothing.
@@ -49,15 +50,21 @@ impl MemStorage {
     }
 
     /// Crashes the node at the switch's [`CrashPoint::SnapshotMetaSaved`],
-    /// and fails every call while the switch is tripped (see
-    /// [`CrashSwitch`]).
+    /// [`CrashPoint::SnapshotMetaUpdated`] and
+    /// [`CrashPoint::SnapshotLogTruncated`], and fails every call while the
+    /// switch is tripped (see [`CrashSwitch`]).
     pub fn attach_crash_switch(&self, switch: &CrashSwitch) {
         self.lock().crash = Some(switch.clone());
     }
 
-    /// The saved snapshot metadata.
+    /// The saved metadata of the latest snapshot.
     pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
         self.lock().snapshot.clone()
+    }
+
+    /// The saved metadata of a snapshot being installed, if any.
+    pub fn installing_snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.lock().installing_snapshot.clone()
     }
 
     /// The last purged entry (zero if none).
@@ -145,6 +152,7 @@ impl RaftStorage for MemStorage {
             purged: inner.purged,
             last_log_id: inner.last_log_id(),
             snapshot: inner.snapshot.clone(),
+            installing_snapshot: inner.installing_snapshot.clone(),
         })
     }
 
@@ -223,16 +231,46 @@ impl RaftStorage for MemStorage {
     async fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         let mut inner = self.lock();
         inner.check_powered("save_snapshot_meta")?;
+        if inner
+            .installing_snapshot
+            .as_ref()
+            .is_some_and(|installing| installing.last_log_id.index <= meta.last_log_id.index)
+        {
+            inner.installing_snapshot = None;
+        }
         inner.snapshot = Some(meta);
         if inner
             .crash
             .as_ref()
-            .is_some_and(|s| s.trip_at(CrashPoint::SnapshotMetaSaved))
+            .is_some_and(|s| s.trip_at(CrashPoint::SnapshotMetaUpdated))
         {
-            // The metadata is durable; the node dies before it hears so.
             return Err(StorageError::Io {
                 operation: "save_snapshot_meta",
                 message: "the node crashed right after saving the snapshot metadata".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn save_installing_snapshot_meta(
+        &mut self,
+        meta: Option<SnapshotMeta>,
+    ) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        inner.check_powered("save_installing_snapshot_meta")?;
+        let begun = meta.is_some();
+        inner.installing_snapshot = meta;
+        if begun
+            && inner
+                .crash
+                .as_ref()
+                .is_some_and(|s| s.trip_at(CrashPoint::SnapshotMetaSaved))
+        {
+            // The metadata is durable; the node dies before it hears so.
+            return Err(StorageError::Io {
+                operation: "save_installing_snapshot_meta",
+                message: "the node crashed right after saving the installing snapshot's metadata"
+                    .into(),
             });
         }
         Ok(())

@@ -24,27 +24,34 @@ pub use sim::{PlantedBug, SimActions, SimCore, SimDurable, SnapshotRead, Snapsho
 pub use storage_suite::run_storage_suite;
 
 /// Where a [`CrashSwitch`] crashes a follower that installs a received
-/// snapshot. The install makes up to four steps durable, in order: the
-/// snapshot's metadata (in storage), the snapshot (in the state machine,
-/// atomically), the truncation of what the log held after it if that was
+/// snapshot. The install makes up to five steps durable, in order: the
+/// snapshot's metadata as the installing one (in storage), the snapshot (in
+/// the state machine, atomically), the metadata as the latest snapshot's
+/// (in storage), the truncation of what the log held after it if that was
 /// another history (a storage write), the purge of the log it covers
-/// (ARCHITECTURE.md, Snapshots). Each point is a crash between two of
-/// them, or inside the second.
+/// (ARCHITECTURE.md, Snapshots). Each point is a crash between two of them,
+/// or inside the second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CrashPoint {
-    /// In [`MemStorage`]'s next `save_snapshot_meta`, right after the
-    /// metadata is saved: the state machine is never asked to install. (A
-    /// node's own compaction saves metadata too: arm it when the next save
-    /// is an install's, e.g. while the node is behind the leader's log.)
+    /// In [`MemStorage`]'s next `save_installing_snapshot_meta`, right after
+    /// the installing snapshot's metadata is saved: the state machine is
+    /// never asked to install.
     SnapshotMetaSaved,
     /// In [`KvStateMachine`]'s `install_snapshot`, after the received
     /// snapshot is decoded and checked but before it replaces the state: an
     /// atomic install leaves no trace of it.
     SnapshotInstalling,
     /// In [`KvStateMachine`]'s `install_snapshot`, right after the snapshot
-    /// is installed: the node never hears of it, so its log is not purged.
+    /// is installed: the node never hears of it, so storage still names the
+    /// old snapshot as the latest and its log is not purged.
     SnapshotInstalled,
+    /// In [`MemStorage`]'s next `save_snapshot_meta`, right after it: the
+    /// installed snapshot is the latest in storage, the log is not purged.
+    /// (A node's own compaction saves metadata too: arm it when the next
+    /// save is an install's, e.g. while the node is behind the leader's
+    /// log.)
+    SnapshotMetaUpdated,
     /// In [`MemStorage`]'s next write that truncates the log and carries no
     /// entries (the write that drops another history after an installed
     /// snapshot), right after it: the purge that follows never runs.

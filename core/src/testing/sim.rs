@@ -78,16 +78,19 @@ pub struct SimDurable {
 /// 8. snapshots, in the state machine, in this order:
 ///    - `build_snapshot`: snapshot the applied state and report its last
 ///      log id with [`SimCore::on_snapshot_built`];
-///    - `snapshot_meta`, then `purge`: save the metadata, then drop the log
-///      up to that entry inclusive (entries after it stay), after the write
-///      in flight (storage runs its jobs in order);
+///    - `snapshot_meta`, then `purge`: save the metadata as the latest
+///      snapshot's (no write need precede it), then drop the log up to that
+///      entry inclusive (entries after it stay), after the write in flight
+///      (storage runs its jobs in order);
 ///    - `snapshot_reads`: read the chunk at each offset and give it to
 ///      [`SimCore::on_snapshot_chunk`] (`None` past the end);
 ///    - `snapshot_receives`: store each received chunk, then call
 ///      [`SimCore::on_snapshot_chunk_stored`] with the offset after it;
-///    - `install`: save the metadata durably, then install the received
-///      snapshot atomically (a crash before leaves the old state), then
-///      call [`SimCore::on_snapshot_installed`] (whose `purge` follows).
+///    - `install`: save the metadata durably as the installing snapshot's
+///      (kept apart from the latest's), then install the received snapshot
+///      atomically (a crash before leaves the old state), then call
+///      [`SimCore::on_snapshot_installed`] (whose `snapshot_meta` makes it
+///      the latest, and whose `purge` follows).
 #[derive(Debug, Default)]
 pub struct SimActions {
     /// The storage write to start: (write id, batch).

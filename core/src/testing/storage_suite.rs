@@ -51,6 +51,7 @@ where
     check!(purge_past_the_end_empties_the_log);
     check!(purge_at_or_below_the_purge_point_does_nothing);
     check!(snapshot_meta_round_trips);
+    check!(installing_snapshot_meta_is_kept_apart);
     check!(large_batch_reads_back_in_pages);
     ran
 }
@@ -567,6 +568,86 @@ async fn snapshot_meta_round_trips<S: RaftStorage, R: FnMut(S) -> S>(mut store: 
         ..InitialState::default()
     };
     check_restart(CHECK, store, reopen, &entries(1, 9..11), expected).await;
+}
+
+/// The metadata of a snapshot being installed lives beside the latest
+/// snapshot's, never in its place; a latest snapshot at or past it ends it,
+/// an older one (the node's own compaction meanwhile) does not.
+async fn installing_snapshot_meta_is_kept_apart<S: RaftStorage, R: FnMut(S) -> S>(
+    mut store: S,
+    reopen: &mut R,
+) {
+    const CHECK: &str = "installing_snapshot_meta_is_kept_apart";
+    write(CHECK, &mut store, append(entries(1, 1..6))).await;
+    let own = SnapshotMeta {
+        last_log_id: LogId::new(1, 3),
+        membership: membership(3),
+    };
+    store
+        .save_snapshot_meta(own.clone())
+        .await
+        .expect("save snapshot meta");
+    let received = SnapshotMeta {
+        last_log_id: LogId::new(2, 20),
+        membership: membership(20),
+    };
+    store
+        .save_installing_snapshot_meta(Some(received.clone()))
+        .await
+        .expect("save installing snapshot meta");
+    let expected = InitialState {
+        last_log_id: LogId::new(1, 5),
+        snapshot: Some(own.clone()),
+        installing_snapshot: Some(received.clone()),
+        ..InitialState::default()
+    };
+    let mut store = check_restart(CHECK, store, reopen, &entries(1, 1..6), expected).await;
+
+    // An older latest snapshot leaves the install pending.
+    let newer_own = SnapshotMeta {
+        last_log_id: LogId::new(1, 4),
+        membership: membership(4),
+    };
+    store
+        .save_snapshot_meta(newer_own.clone())
+        .await
+        .expect("save snapshot meta");
+    let expected = InitialState {
+        last_log_id: LogId::new(1, 5),
+        snapshot: Some(newer_own.clone()),
+        installing_snapshot: Some(received.clone()),
+        ..InitialState::default()
+    };
+    let mut store = check_restart(CHECK, store, reopen, &entries(1, 1..6), expected).await;
+
+    // Forgotten on request: the install was abandoned.
+    store
+        .save_installing_snapshot_meta(None)
+        .await
+        .expect("forget installing snapshot meta");
+    let expected = InitialState {
+        last_log_id: LogId::new(1, 5),
+        snapshot: Some(newer_own),
+        ..InitialState::default()
+    };
+    let mut store = check_restart(CHECK, store, reopen, &entries(1, 1..6), expected).await;
+
+    // Begun again, then finished: the received snapshot becomes the latest
+    // and the installing record goes in the same write.
+    store
+        .save_installing_snapshot_meta(Some(received.clone()))
+        .await
+        .expect("save installing snapshot meta");
+    store
+        .save_snapshot_meta(received.clone())
+        .await
+        .expect("save snapshot meta");
+    let expected = InitialState {
+        last_log_id: LogId::new(1, 5),
+        snapshot: Some(received),
+        ..InitialState::default()
+    };
+    check_restart(CHECK, store, reopen, &entries(1, 1..6), expected).await;
 }
 
 async fn large_batch_reads_back_in_pages<S: RaftStorage, R: FnMut(S) -> S>(

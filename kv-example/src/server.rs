@@ -120,16 +120,15 @@ async fn count_requests(
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let metrics = &state.metrics;
+    let labels = RouteLabels { route };
     metrics
         .request_seconds
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
+        .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     metrics
         .http_requests
         .get_or_create(&HttpLabels {
-            route,
+            route: labels.route,
             code: response.status().as_u16(),
         })
         .inc();

@@ -55,10 +55,7 @@ fn entry(term: u64, index: u64, payload: &CommandBytes) -> Entry {
 /// A small cache so the engines' memory stays bounded over millions of
 /// iterations (they drop applied entries from the front).
 fn config() -> Config {
-    Config {
-        log_cache_bytes_max: 8 << 20,
-        ..Config::default()
-    }
+    Config::default().with_log_cache_bytes_max(8 << 20)
 }
 
 /// One node's durable log, as a simulated disk: what the writes left,
@@ -259,18 +256,14 @@ fn engine(c: &mut Criterion) {
                         .map(|index| entry(leader_term, index, &payload))
                         .collect();
                     next += n as u64;
-                    Message {
-                        from: 1,
-                        to: 2,
-                        term: leader_term,
-                        // Everything before this append is committed, so the
-                        // follower applies it and its cache stays bounded.
-                        body: MessageBody::Append {
-                            prev_log_id: prev,
-                            entries,
-                            commit: prev.index,
-                        },
-                    }
+                    // Everything before this append is committed, so the
+                    // follower applies it and its cache stays bounded.
+                    let body = MessageBody::Append {
+                        prev_log_id: prev,
+                        entries,
+                        commit: prev.index,
+                    };
+                    Message::new(1, 2, leader_term, body)
                 },
                 |append| {
                     follower.step(append);
@@ -299,18 +292,18 @@ fn engine(c: &mut Criterion) {
 }
 
 fn append_message(n: usize, payload: &CommandBytes) -> Message {
-    Message {
-        from: 1,
-        to: 2,
-        term: 7,
-        body: MessageBody::Append {
+    Message::new(
+        1,
+        2,
+        7,
+        MessageBody::Append {
             prev_log_id: LogId::new(7, 1000),
             entries: (1001..1001 + n as u64)
                 .map(|index| entry(7, index, payload))
                 .collect(),
             commit: 1000,
         },
-    }
+    )
 }
 
 fn codec_benches(c: &mut Criterion) {

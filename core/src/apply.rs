@@ -119,6 +119,21 @@ pub(crate) enum ApplyEvent {
     Fatal(Fatal),
 }
 
+/// A read of the state machine from `Raft::with_state_machine`: runs on the
+/// apply task between batches, and answers its caller itself (the closure
+/// holds the caller's channel and catches its own panic).
+pub(crate) type Query<SM> = Box<dyn FnOnce(&SM) + Send>;
+
+/// What woke the apply task.
+enum Wake<SM: StateMachine> {
+    /// The tick: time to enforce deadlines.
+    Tick,
+    /// A job from the driver.
+    Job(ApplyJob<SM::Response>),
+    /// A read from a handle.
+    Query(Query<SM>),
+}
+
 /// What the apply task keeps of a waiter.
 struct Pending<R> {
     deadline: Instant,
@@ -134,6 +149,9 @@ const WAITERS_SWEEP_THRESHOLD: usize = 1 << 16;
 pub(crate) struct ApplyTask<SM: StateMachine> {
     pub(crate) state_machine: SM,
     pub(crate) jobs: mpsc::UnboundedReceiver<ApplyJob<SM::Response>>,
+    /// Reads of the state machine from the handles (bounded by the
+    /// handle's channel; each runs once the jobs queued before it apply).
+    pub(crate) queries: mpsc::Receiver<Query<SM>>,
     /// Published after every batch; the handle reads it for the commit/apply
     /// gap check and `linearizable_read` waits on it.
     pub(crate) applied: Arc<AtomicU64>,
@@ -192,13 +210,21 @@ impl<SM: StateMachine> ApplyTask<SM> {
         loop {
             // The tick first: it is ready once a period, so it cannot
             // starve the jobs, and a busy job channel cannot starve it.
-            let (first, expire_at) = tokio::select! {
+            // A closed query channel (every handle dropped) disables its
+            // branch; the driver's jobs decide when this task ends.
+            let wake = tokio::select! {
                 biased;
-                _ = ticker.tick() => (None, Some(Instant::now())),
+                _ = ticker.tick() => Wake::Tick,
                 job = self.jobs.recv() => match job {
-                    Some(job) => (Some(job), None),
+                    Some(job) => Wake::Job(job),
                     None => return,
                 },
+                Some(query) = self.queries.recv() => Wake::Query(query),
+            };
+            let (first, expire_at, query) = match wake {
+                Wake::Tick => (None, Some(Instant::now()), None),
+                Wake::Job(job) => (Some(job), None, None),
+                Wake::Query(query) => (None, None, Some(query)),
             };
             // Take everything queued: one state machine call per run of
             // entries; other jobs run in their place in the order.
@@ -237,6 +263,11 @@ impl<SM: StateMachine> ApplyTask<SM> {
             }
             if let Err(error) = self.flush(&mut applied, &mut batch, &mut waiters).await {
                 return self.fail(error);
+            }
+            if let Some(query) = query {
+                // After applying everything queued before it: the read sees
+                // at least what was applied when it was asked.
+                query(&self.state_machine);
             }
             if let Some(now) = expire_at {
                 // After applying what was queued: an entry committed in
@@ -468,6 +499,7 @@ mod tests {
 
     struct Harness {
         jobs: mpsc::UnboundedSender<ApplyJob<u64>>,
+        queries: mpsc::Sender<Query<Sum>>,
         events: mpsc::UnboundedReceiver<ApplyEvent>,
         task: tokio::task::JoinHandle<()>,
     }
@@ -476,9 +508,11 @@ mod tests {
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (applied_watch, _) = watch::channel(0);
+        let (queries_tx, queries) = mpsc::channel(16);
         let task = ApplyTask {
             state_machine: Sum { total: 0 },
             jobs: jobs_rx,
+            queries,
             applied: Arc::new(AtomicU64::new(0)),
             applied_watch,
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -491,6 +525,7 @@ mod tests {
         };
         Harness {
             jobs,
+            queries: queries_tx,
             events,
             task: tokio::spawn(task.run()),
         }
@@ -552,6 +587,24 @@ mod tests {
             harness.events.recv().await,
             Some(ApplyEvent::SnapshotInstalled(_))
         ));
+        drop(harness.jobs);
+        harness.task.await.expect("the apply task does not panic");
+    }
+
+    /// A read of the state machine runs after every job queued before it:
+    /// it sees the entries the driver handed over before the read was asked,
+    /// though they were still queued.
+    #[tokio::test]
+    async fn a_query_sees_every_entry_queued_before_it() {
+        let harness = start();
+        let entries = (1..=3).map(|index| command(1, index, 10 * index)).collect();
+        harness.jobs.send(ApplyJob::Apply(entries)).unwrap();
+        let (sender, total) = oneshot::channel();
+        let query: Query<Sum> = Box::new(move |sum: &Sum| {
+            let _ = sender.send(sum.total);
+        });
+        harness.queries.send(query).await.unwrap();
+        assert_eq!(total.await, Ok(60));
         drop(harness.jobs);
         harness.task.await.expect("the apply task does not panic");
     }

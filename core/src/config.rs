@@ -22,7 +22,15 @@ const _: () = assert!(ELECTION_TICKS_MIN_DEFAULT < ELECTION_TICKS_MAX_DEFAULT);
 /// How a node behaves. Start from [`Config::default`] and change what you
 /// need; [`Config::validate`] (also run by [`crate::Raft::start`]) rejects
 /// inconsistent values.
+///
+/// With the `serde` feature it is `Serialize` and `Deserialize` (durations
+/// as serde writes `std::time::Duration`: seconds and nanoseconds), for
+/// configuration files; a missing field takes its default, an unknown one
+/// is an error. Validate what you read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
 pub struct Config {
     /// Length of one logical tick. Timeouts below are counted in ticks.
     pub tick_interval: Duration,
@@ -155,6 +163,156 @@ impl Default for Config {
             message_bytes_max: 64 << 20,
             rng_seed: 0x5eed,
         }
+    }
+}
+
+/// Builder-style setters, one per field: `Config` is `#[non_exhaustive]`
+/// (new limits will come), so other crates cannot write a struct literal,
+/// even with `..Config::default()`. Start from the defaults and chain:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let config = rafter::Config::default()
+///     .with_tick_interval(Duration::from_millis(20))
+///     .with_snapshot_interval_entries(10_000);
+/// assert!(config.validate().is_ok());
+/// ```
+///
+/// The fields stay public: `config.tick_interval = ...` on a mutable
+/// default works as well.
+impl Config {
+    /// Sets [`Config::tick_interval`].
+    #[must_use]
+    pub fn with_tick_interval(mut self, tick_interval: Duration) -> Self {
+        self.tick_interval = tick_interval;
+        self
+    }
+
+    /// Sets [`Config::heartbeat_ticks`].
+    #[must_use]
+    pub fn with_heartbeat_ticks(mut self, heartbeat_ticks: u64) -> Self {
+        self.heartbeat_ticks = heartbeat_ticks;
+        self
+    }
+
+    /// Sets [`Config::election_ticks_min`].
+    #[must_use]
+    pub fn with_election_ticks_min(mut self, election_ticks_min: u64) -> Self {
+        self.election_ticks_min = election_ticks_min;
+        self
+    }
+
+    /// Sets [`Config::election_ticks_max`].
+    #[must_use]
+    pub fn with_election_ticks_max(mut self, election_ticks_max: u64) -> Self {
+        self.election_ticks_max = election_ticks_max;
+        self
+    }
+
+    /// Sets [`Config::inflight_msgs_max`].
+    #[must_use]
+    pub fn with_inflight_msgs_max(mut self, inflight_msgs_max: usize) -> Self {
+        self.inflight_msgs_max = inflight_msgs_max;
+        self
+    }
+
+    /// Sets [`Config::append_bytes_max`].
+    #[must_use]
+    pub fn with_append_bytes_max(mut self, append_bytes_max: u64) -> Self {
+        self.append_bytes_max = append_bytes_max;
+        self
+    }
+
+    /// Sets [`Config::proposal_batch_max`].
+    #[must_use]
+    pub fn with_proposal_batch_max(mut self, proposal_batch_max: usize) -> Self {
+        self.proposal_batch_max = proposal_batch_max;
+        self
+    }
+
+    /// Sets [`Config::proposal_queue_max`].
+    #[must_use]
+    pub fn with_proposal_queue_max(mut self, proposal_queue_max: usize) -> Self {
+        self.proposal_queue_max = proposal_queue_max;
+        self
+    }
+
+    /// Sets [`Config::inbox_msgs_max`].
+    #[must_use]
+    pub fn with_inbox_msgs_max(mut self, inbox_msgs_max: usize) -> Self {
+        self.inbox_msgs_max = inbox_msgs_max;
+        self
+    }
+
+    /// Sets [`Config::commit_apply_gap_max`].
+    #[must_use]
+    pub fn with_commit_apply_gap_max(mut self, commit_apply_gap_max: u64) -> Self {
+        self.commit_apply_gap_max = commit_apply_gap_max;
+        self
+    }
+
+    /// Sets [`Config::request_bytes_max`].
+    #[must_use]
+    pub fn with_request_bytes_max(mut self, request_bytes_max: usize) -> Self {
+        self.request_bytes_max = request_bytes_max;
+        self
+    }
+
+    /// Sets [`Config::uncommitted_bytes_max`].
+    #[must_use]
+    pub fn with_uncommitted_bytes_max(mut self, uncommitted_bytes_max: u64) -> Self {
+        self.uncommitted_bytes_max = uncommitted_bytes_max;
+        self
+    }
+
+    /// Sets [`Config::propose_timeout`].
+    #[must_use]
+    pub fn with_propose_timeout(mut self, propose_timeout: Duration) -> Self {
+        self.propose_timeout = propose_timeout;
+        self
+    }
+
+    /// Sets [`Config::log_cache_bytes_max`].
+    #[must_use]
+    pub fn with_log_cache_bytes_max(mut self, log_cache_bytes_max: u64) -> Self {
+        self.log_cache_bytes_max = log_cache_bytes_max;
+        self
+    }
+
+    /// Sets [`Config::learner_catchup_lag_max`].
+    #[must_use]
+    pub fn with_learner_catchup_lag_max(mut self, learner_catchup_lag_max: u64) -> Self {
+        self.learner_catchup_lag_max = learner_catchup_lag_max;
+        self
+    }
+
+    /// Sets [`Config::snapshot_interval_entries`].
+    #[must_use]
+    pub fn with_snapshot_interval_entries(mut self, snapshot_interval_entries: u64) -> Self {
+        self.snapshot_interval_entries = snapshot_interval_entries;
+        self
+    }
+
+    /// Sets [`Config::snapshot_trailing_entries`].
+    #[must_use]
+    pub fn with_snapshot_trailing_entries(mut self, snapshot_trailing_entries: u64) -> Self {
+        self.snapshot_trailing_entries = snapshot_trailing_entries;
+        self
+    }
+
+    /// Sets [`Config::message_bytes_max`].
+    #[must_use]
+    pub fn with_message_bytes_max(mut self, message_bytes_max: usize) -> Self {
+        self.message_bytes_max = message_bytes_max;
+        self
+    }
+
+    /// Sets [`Config::rng_seed`].
+    #[must_use]
+    pub fn with_rng_seed(mut self, rng_seed: u64) -> Self {
+        self.rng_seed = rng_seed;
+        self
     }
 }
 
@@ -398,5 +556,51 @@ mod tests {
                 config.message_bytes_max
             );
         }
+    }
+}
+
+/// `Config` through serde (feature `serde`): configuration files.
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn a_config_round_trips_and_missing_fields_take_their_defaults() {
+        let config = Config::default()
+            .with_tick_interval(Duration::from_millis(20))
+            .with_snapshot_interval_entries(10);
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), config);
+        let partial: Config = serde_json::from_str(r#"{"heartbeat_ticks": 2}"#).unwrap();
+        assert_eq!(partial, Config::default().with_heartbeat_ticks(2));
+        let unknown = serde_json::from_str::<Config>(r#"{"heartbeat_tick": 2}"#);
+        assert!(unknown.is_err(), "a misspelt field is an error");
+    }
+
+    #[test]
+    fn metrics_serialize_with_peers_and_the_fatal_reason() {
+        let mut metrics = crate::Metrics {
+            id: 3,
+            fatal: Some(crate::Fatal::Panicked {
+                task: "apply",
+                message: "boom".into(),
+            }),
+            ..crate::Metrics::default()
+        };
+        metrics.peers.insert(
+            2,
+            crate::PeerMetrics {
+                match_index: 7,
+                next_index: 8,
+                last_ack: Some(std::time::Instant::now()),
+                ..crate::PeerMetrics::default()
+            },
+        );
+        let json = serde_json::to_value(&metrics).unwrap();
+        assert_eq!(json["id"], 3);
+        assert_eq!(json["fatal"], "the apply task panicked: boom");
+        assert_eq!(json["peers"]["2"]["match_index"], 7);
+        assert_eq!(json["peers"]["2"]["state"], "Probe");
+        assert!(json["peers"]["2"]["last_ack_ms_ago"].is_u64());
     }
 }

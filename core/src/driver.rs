@@ -20,10 +20,10 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
 use crate::config::Config;
 use crate::engine::config_change::MembershipChange;
-use crate::engine::{Actions, Engine};
-use crate::error::{Fatal, MembershipError, ReadError, TransferError};
+use crate::engine::{Actions, Engine, ProgressState};
+use crate::error::{CompactionError, Fatal, MembershipError, ReadError, TransferError};
 use crate::message::Message;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, PeerMetrics, ReplicationState};
 use crate::network::RaftNetwork;
 use crate::proposal_queue::{Payloads, Proposal, ProposalQueue};
 use crate::storage_task::{StorageDone, StorageJob};
@@ -42,6 +42,13 @@ pub(crate) enum Control {
     ChangeMembership {
         change: MembershipChange,
         responder: oneshot::Sender<Result<LogId, MembershipError>>,
+    },
+    /// `Raft::trigger_snapshot`.
+    TriggerSnapshot(oneshot::Sender<Result<(), CompactionError>>),
+    /// `Raft::purge_log`.
+    PurgeLog {
+        up_to: u64,
+        responder: oneshot::Sender<Result<LogId, CompactionError>>,
     },
     Shutdown,
 }
@@ -107,6 +114,10 @@ pub(crate) struct Driver<N, R> {
     read_next_id: u64,
     /// The engine's membership version the metrics were last checked at.
     published_membership: Option<u64>,
+    /// Per peer, the engine's count of answers heard and when it last
+    /// changed: the time of `PeerMetrics::last_ack` (the engine has no
+    /// clock). Rebuilt with the leader's progress.
+    peer_acks: BTreeMap<NodeId, (u64, std::time::Instant)>,
 }
 
 impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
@@ -127,6 +138,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             reads: HashMap::new(),
             read_next_id: 1,
             published_membership: None,
+            peer_acks: BTreeMap::new(),
         }
     }
 
@@ -354,6 +366,12 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             Input::Control(Control::ChangeMembership { change, responder }) => {
                 let _ = responder.send(engine.change_membership(change));
             }
+            Input::Control(Control::TriggerSnapshot(responder)) => {
+                let _ = responder.send(engine.trigger_snapshot());
+            }
+            Input::Control(Control::PurgeLog { up_to, responder }) => {
+                let _ = responder.send(engine.purge_log(up_to));
+            }
             Input::Control(Control::Shutdown) => return Ok(false),
         }
         Ok(true)
@@ -487,6 +505,38 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         }
     }
 
+    /// Each peer's replication for the metrics, stamping the time of the
+    /// answers heard since the last turn.
+    fn peer_metrics(&mut self) -> BTreeMap<NodeId, PeerMetrics> {
+        let now = Instant::now().into_std();
+        let mut peers = BTreeMap::new();
+        let mut acks = BTreeMap::new();
+        for (id, state, match_index, next_index, heard) in self.parts.engine.peer_progress() {
+            let stamp = match self.peer_acks.get(&id) {
+                Some(&(seen, at)) if seen == heard => Some((seen, at)),
+                _ if heard > 0 => Some((heard, now)),
+                _ => None,
+            };
+            if let Some(stamp) = stamp {
+                acks.insert(id, stamp);
+            }
+            let state = match state {
+                ProgressState::Probe => ReplicationState::Probe,
+                ProgressState::Replicate => ReplicationState::Replicate,
+                ProgressState::Snapshot => ReplicationState::Snapshot,
+            };
+            let peer = PeerMetrics {
+                state,
+                match_index,
+                next_index,
+                last_ack: stamp.map(|(_, at)| at),
+            };
+            peers.insert(id, peer);
+        }
+        self.peer_acks = acks;
+        peers
+    }
+
     fn publish_metrics(&mut self) {
         let engine = &self.parts.engine;
         // Stored only on change: every proposal reads these cells, and a
@@ -506,6 +556,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let membership_version = Some(engine.membership_version());
         let membership_may_differ = self.published_membership != membership_version;
         self.published_membership = membership_version;
+        let peers = self.peer_metrics();
+        let engine = &self.parts.engine;
         self.parts.metrics.send_if_modified(|m| {
             // Compare the cheap fields first; rebuild the maps only when the
             // membership or the replication picture changed.
@@ -518,6 +570,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 || m.last_log_index != engine.last_log_id().index
                 || m.persisted_index != engine.persisted_index()
                 || m.snapshot_index != engine.snapshot_index()
+                || m.purged_index != engine.purged_index()
                 || m.membership_index != engine.membership_index();
             m.role = engine.role();
             m.term = engine.term();
@@ -528,6 +581,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             m.last_log_index = engine.last_log_id().index;
             m.persisted_index = engine.persisted_index();
             m.snapshot_index = engine.snapshot_index();
+            m.purged_index = engine.purged_index();
             m.membership_index = engine.membership_index();
             if membership_may_differ && m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
@@ -535,6 +589,10 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             }
             if !engine.replication_equals(&m.replication) {
                 m.replication = engine.replication();
+                changed = true;
+            }
+            if m.peers != peers {
+                m.peers = peers;
                 changed = true;
             }
             changed

@@ -37,11 +37,16 @@ pub enum Fatal {
 #[non_exhaustive]
 pub enum ProposeError {
     /// This node is not the leader. The entry was not appended; send it to
-    /// `leader_hint` if known.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    /// `leader_hint`, at `leader_addr`, if known.
+    #[error("not the leader (leader hint: {leader_hint:?} at {leader_addr:?})")]
     NotLeader {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
+        /// That leader's address in the configuration this node knows
+        /// (`Membership::nodes`); `None` if no leader is known or the
+        /// configuration lacks it (this node has not yet heard of the
+        /// change that added it).
+        leader_addr: Option<String>,
     },
     /// `commit − applied` is over `Config::commit_apply_gap_max` (the state
     /// machine is behind), or the leader's appended but uncommitted
@@ -123,11 +128,14 @@ pub enum ProposeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
-    /// This node is not the leader; ask `leader_hint`.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    /// This node is not the leader; ask `leader_hint`, at `leader_addr`.
+    #[error("not the leader (leader hint: {leader_hint:?} at {leader_addr:?})")]
     NotLeader {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
+        /// That leader's address in the configuration this node knows, if
+        /// known (as in [`ProposeError::NotLeader`]).
+        leader_addr: Option<String>,
     },
     /// Leadership could not be confirmed by a quorum in time.
     #[error("read index not confirmed after {0:?}")]
@@ -146,10 +154,13 @@ pub enum ReadError {
 #[non_exhaustive]
 pub enum TransferError {
     /// Only the leader can transfer leadership.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (leader hint: {leader_hint:?} at {leader_addr:?})")]
     NotLeader {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
+        /// That leader's address in the configuration this node knows, if
+        /// known (as in [`ProposeError::NotLeader`]).
+        leader_addr: Option<String>,
     },
     /// The target is not a voter of the current configuration.
     #[error("node {0} is not a voter")]
@@ -172,10 +183,13 @@ pub enum TransferError {
 #[non_exhaustive]
 pub enum MembershipError {
     /// Only the leader changes the membership.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (leader hint: {leader_hint:?} at {leader_addr:?})")]
     NotLeader {
         /// The leader this node last heard from.
         leader_hint: Option<NodeId>,
+        /// That leader's address in the configuration this node knows, if
+        /// known (as in [`ProposeError::NotLeader`]).
+        leader_addr: Option<String>,
     },
     /// Another change is not committed yet (or the configuration is still
     /// joint): one change at a time. Retry once it completes.
@@ -211,6 +225,27 @@ pub enum MembershipError {
     Invalid(String),
     /// The change was appended but did not commit in time; it may still.
     #[error("membership change not committed after {0:?}")]
+    Timeout(Duration),
+    /// The node is shut down or stopped on a fatal error (the reason is
+    /// in `Metrics::fatal` by the time a call returns this).
+    #[error("raft node is stopped")]
+    Stopped,
+}
+
+/// Why `Raft::trigger_snapshot` or `Raft::purge_log` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompactionError {
+    /// The state machine does not build snapshots (it said
+    /// `SnapshotUnsupported`): the log is never purged.
+    #[error("the state machine does not support snapshots")]
+    SnapshotsUnsupported,
+    /// A snapshot received from the leader is being installed; ask again
+    /// once it is (the install purges the log itself).
+    #[error("a received snapshot is being installed")]
+    InstallInProgress,
+    /// The driver did not take the request within `Config::propose_timeout`.
+    #[error("compaction request not taken after {0:?}")]
     Timeout(Duration),
     /// The node is shut down or stopped on a fatal error (the reason is
     /// in `Metrics::fatal` by the time a call returns this).

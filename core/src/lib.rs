@@ -42,6 +42,7 @@ mod engine;
 mod error;
 mod message;
 mod metrics;
+mod metrics_watch;
 mod network;
 mod proposal_queue;
 mod raft;
@@ -54,13 +55,20 @@ pub mod testing;
 mod types;
 mod waiters;
 
+/// The top-level README's snippets, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub use command_bytes::CommandBytes;
 pub use config::{Config, ConfigError};
 pub use error::{
-    Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,
+    CompactionError, Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError,
+    TransferError,
 };
 pub use message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
-pub use metrics::{Metrics, Role};
+pub use metrics::{Metrics, PeerMetrics, ReplicationState, Role};
+pub use metrics_watch::{MetricsClosed, MetricsRef, MetricsWatch};
 pub use network::RaftNetwork;
 pub use raft::Raft;
 pub use state_machine::{Committed, CommittedPayload, StateMachine, StateMachineError};

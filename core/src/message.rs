@@ -7,8 +7,10 @@ use bytes::Bytes;
 
 use crate::types::{Entry, LogId, NodeId, SnapshotMeta};
 
-/// One Raft message from one node to another.
+/// One Raft message from one node to another. `#[non_exhaustive]`: build
+/// one with [`Message::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Message {
     /// The sender.
     pub from: NodeId,
@@ -21,8 +23,22 @@ pub struct Message {
     pub body: MessageBody,
 }
 
-/// The kinds of message.
+impl Message {
+    /// A message from `from` to `to`, sent in `term`.
+    pub fn new(from: NodeId, to: NodeId, term: u64, body: MessageBody) -> Self {
+        Self {
+            from,
+            to,
+            term,
+            body,
+        }
+    }
+}
+
+/// The kinds of message. `#[non_exhaustive]`: new kinds will come (a
+/// transport that sorts messages needs a default for them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum MessageBody {
     /// A (pre-)candidate asks for a vote (Raft §5.2; Pre-Vote: dissertation §9.6).
     VoteRequest {

@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
-use crate::apply::ApplyTask;
 use crate::apply::Responder;
+use crate::apply::{ApplyTask, Query};
 use crate::codec;
 use crate::command_bytes::CommandBytes;
 use crate::config::Config;
@@ -21,20 +21,26 @@ use crate::driver::{Control, Driver, DriverParts};
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{
-    MembershipError, ProposeError, ReadError, ReceiveError, StartError, TransferError,
+    CompactionError, MembershipError, ProposeError, ReadError, ReceiveError, StartError,
+    TransferError,
 };
 use crate::message::Message;
 use crate::metrics::{Metrics, Role};
+use crate::metrics_watch::MetricsWatch;
 use crate::network::RaftNetwork;
 use crate::proposal_queue::{Payloads, Proposal, ProposalQueue, PushError, WaitError};
 use crate::restore::restore;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::storage_task;
-use crate::types::{Membership, NodeId};
+use crate::types::{LogId, Membership, NodeId};
 
 /// Control requests (reads, transfers, shutdown) that may queue.
 const CONTROL_QUEUE_MAX: usize = 4096;
+
+/// Reads of the state machine (`Raft::with_state_machine`) that may queue
+/// for the apply task; callers past it wait, under their deadline.
+const QUERY_QUEUE_MAX: usize = 1024;
 
 /// A proposer's wait for room in a full proposal queue (boxed: see
 /// `Raft::queue`).
@@ -61,6 +67,7 @@ struct Shared<SM: StateMachine> {
     proposals: Arc<ProposalQueue<SM::Response>>,
     inbox: mpsc::Sender<Message>,
     control: mpsc::Sender<Control>,
+    queries: mpsc::Sender<Query<SM>>,
     metrics: watch::Receiver<Metrics>,
     commit_index: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
@@ -100,6 +107,7 @@ impl<SM: StateMachine> Raft<SM> {
         let proposals = Arc::new(ProposalQueue::new(config.proposal_queue_max));
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_msgs_max);
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
+        let (queries_tx, queries_rx) = mpsc::channel(QUERY_QUEUE_MAX);
         let (storage_jobs_tx, storage_jobs_rx) = mpsc::unbounded_channel();
         let (storage_done_tx, storage_done_rx) = mpsc::unbounded_channel();
         // Unbounded, but bounded in practice: waiters by the proposal queue
@@ -132,6 +140,7 @@ impl<SM: StateMachine> Raft<SM> {
         let apply_task = ApplyTask {
             state_machine,
             jobs: apply_rx,
+            queries: queries_rx,
             applied: applied.clone(),
             applied_watch: applied_watch_tx,
             waiting: proposals_waiting.clone(),
@@ -175,6 +184,7 @@ impl<SM: StateMachine> Raft<SM> {
                 proposals,
                 inbox: inbox_tx,
                 control: control_tx,
+                queries: queries_tx,
                 metrics: metrics_rx,
                 commit_index: commit,
                 applied,
@@ -380,7 +390,9 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Waits until a linearizable read of this node's state machine is
     /// possible: gets a read index and waits until it is applied. Read your
-    /// state right after this returns; the value is the read index. One
+    /// state right after this returns (with [`Raft::with_state_machine`],
+    /// or a read handle your state machine hands out); the value is the
+    /// read index. One
     /// deadline, `Config::propose_timeout` from the call, covers both steps.
     pub async fn linearizable_read(&self) -> Result<u64, ReadError> {
         let timeout = self.shared.config.propose_timeout;
@@ -392,6 +404,62 @@ impl<SM: StateMachine> Raft<SM> {
             Err(_) => Err(ReadError::Timeout(timeout)),
             Ok(Err(_)) => Err(ReadError::Stopped),
             Ok(Ok(_)) => Ok(index),
+        }
+    }
+
+    /// Runs `read` on this node's state machine and returns what it
+    /// returns: the documented way to read the replicated state.
+    ///
+    /// `read` runs on the apply task, between two batches of applied
+    /// entries, after every batch that was queued when the call arrived: it
+    /// sees a state at least as new as this node's applied index when it
+    /// was called. So a linearizable read is the pair:
+    ///
+    /// ```no_run
+    /// # async fn example(raft: rafter::Raft<rafter::testing::KvStateMachine>)
+    /// # -> Result<(), rafter::ReadError> {
+    /// raft.linearizable_read().await?; // applied ≥ the read index now
+    /// let value = raft.with_state_machine(|sm| sm.get("greeting")).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Alone, it is a local (serializable) read: whatever this node has
+    /// applied, which on a follower may lag the leader.
+    ///
+    /// Contract: `read` blocks the apply task while it runs, and with it
+    /// every apply on this node, so keep it short (copy out what you need).
+    /// A panic in `read` is resumed in the caller, and the node goes on.
+    /// Waits at most `Config::propose_timeout` (`Timeout`), longer only if
+    /// `read` itself runs long; `Stopped` once the node has stopped.
+    ///
+    /// A state machine that keeps its state behind a shared handle (an
+    /// `Arc`, a database it can open read transactions on) may also hand
+    /// that out and be read from any task, without this queue, once
+    /// `linearizable_read` returns; `testing::KvStateMachine` is one.
+    pub async fn with_state_machine<R, F>(&self, read: F) -> Result<R, ReadError>
+    where
+        F: FnOnce(&SM) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        let (responder, answer) = oneshot::channel();
+        let query: Query<SM> = Box::new(move |state_machine: &SM| {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(state_machine)));
+            // The caller may have timed out and gone: nothing to do then.
+            let _ = responder.send(result);
+        });
+        match timeout_at(deadline, self.shared.queries.send(query)).await {
+            Err(_) => return Err(ReadError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(ReadError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match timeout_at(deadline, answer).await {
+            Err(_) => Err(ReadError::Timeout(timeout)),
+            Ok(Err(_)) => Err(ReadError::Stopped),
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(panic))) => std::panic::resume_unwind(panic),
         }
     }
 
@@ -500,6 +568,7 @@ impl<SM: StateMachine> Raft<SM> {
             if m.role != Role::Leader {
                 return Err(MembershipError::NotLeader {
                     leader_hint: m.leader,
+                    leader_addr: m.leader_addr().map(str::to_owned),
                 });
             }
             // Refusals that waiting cannot cure come first (the engine checks
@@ -546,6 +615,54 @@ impl<SM: StateMachine> Raft<SM> {
         }
     }
 
+    /// Asks the state machine for a snapshot now, as if
+    /// `Config::snapshot_interval_entries` entries had been applied, and
+    /// returns once the driver took the request (a build already under way
+    /// answers for it). The snapshot is built on the apply task (see
+    /// `StateMachine::build_snapshot` for what that blocks); once built, its
+    /// metadata is saved and the log purged behind it, keeping
+    /// `Config::snapshot_trailing_entries`: watch `Metrics::snapshot_index`
+    /// and `Metrics::purged_index` for that.
+    pub async fn trigger_snapshot(&self) -> Result<(), CompactionError> {
+        let (responder, answer) = oneshot::channel();
+        self.compaction(Control::TriggerSnapshot(responder), answer)
+            .await
+    }
+
+    /// Purges the log up to `up_to` now, without keeping
+    /// `Config::snapshot_trailing_entries`: only entries covered by the
+    /// latest durable snapshot, and only durable, applied ones, so `up_to`
+    /// is capped at `Metrics::snapshot_index` (call
+    /// [`Raft::trigger_snapshot`] first, and wait for it, to purge what was
+    /// applied since). Returns the log's purge point after the call. A
+    /// follower that needs a purged entry then gets the snapshot instead.
+    pub async fn purge_log(&self, up_to: u64) -> Result<LogId, CompactionError> {
+        let (responder, answer) = oneshot::channel();
+        self.compaction(Control::PurgeLog { up_to, responder }, answer)
+            .await
+    }
+
+    /// Hands a compaction request to the driver and waits for its answer,
+    /// within `Config::propose_timeout`.
+    async fn compaction<T>(
+        &self,
+        control: Control,
+        answer: oneshot::Receiver<Result<T, CompactionError>>,
+    ) -> Result<T, CompactionError> {
+        let timeout = self.shared.config.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        match timeout_at(deadline, self.shared.control.send(control)).await {
+            Err(_) => return Err(CompactionError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(CompactionError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match timeout_at(deadline, answer).await {
+            Err(_) => Err(CompactionError::Timeout(timeout)),
+            Ok(Err(_)) => Err(CompactionError::Stopped),
+            Ok(Ok(result)) => result,
+        }
+    }
+
     /// Hands a message from the network to this node. Never waits: when the
     /// inbox is full the message is dropped (`InboxFull`) and Raft retries.
     ///
@@ -566,15 +683,28 @@ impl<SM: StateMachine> Raft<SM> {
         })
     }
 
+    /// The leader this node knows of in its current term, with its address
+    /// from the configuration this node has (`None` as the address when
+    /// that configuration does not list the leader yet). `None` while no
+    /// leader is known, during an election for one. A hint, as every
+    /// `NotLeader` error's: by the time the caller uses it, leadership may
+    /// have moved on.
+    pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
+        let metrics = self.shared.metrics.borrow();
+        let id = metrics.leader?;
+        Some((id, metrics.leader_addr().map(str::to_owned)))
+    }
+
     /// The node's current metrics.
     pub fn status(&self) -> Metrics {
         self.shared.metrics.borrow().clone()
     }
 
     /// A watch of the node's metrics, updated after every driver turn that
-    /// changed them. `wait_for` on it is how to wait for a condition.
-    pub fn metrics(&self) -> watch::Receiver<Metrics> {
-        self.shared.metrics.clone()
+    /// changed them. `wait_for` on it is how to wait for a condition; its
+    /// docs show how to export them.
+    pub fn metrics(&self) -> MetricsWatch {
+        MetricsWatch::new(self.shared.metrics.clone())
     }
 
     /// Waits until `condition` holds for this node's metrics, or `timeout`.

@@ -27,7 +27,15 @@ pub enum CommittedPayload<C> {
     Membership(Box<Membership>),
 }
 
-/// Why the state machine failed. Any error stops the node.
+/// Why the state machine cannot go on. **Any error stops the node**
+/// (fail-stop: `Metrics::fatal` holds it, every caller gets `Stopped`), so
+/// these are for failures after which applying the next entry would be
+/// wrong: the state machine's storage failed, or its state or the log is
+/// corrupt. A command that is refused by the application's own rules (a
+/// failed compare-and-swap, a missing key, a permission check) is not one:
+/// it is applied, deterministically, as a refusal, and the refusal is its
+/// `Response` (for example `Response = Result<Value, AppError>`). Every
+/// replica refuses it the same way, and the cluster goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateMachineError {
@@ -42,7 +50,21 @@ pub enum StateMachineError {
     /// transfer starts over with the latest.
     #[error("snapshot {0:?} is not available")]
     SnapshotUnavailable(LogId),
-    /// A command could not be decoded or broke the state machine's rules.
+    /// `install_snapshot` was asked to install `snapshot`, which is behind
+    /// what the machine has applied: installing it would take the state
+    /// back, which Rafter never asks (a bug, in Rafter or in the caller).
+    #[error("snapshot {snapshot:?} is behind the applied entry {applied:?}; not installed")]
+    SnapshotBehind {
+        /// The snapshot refused.
+        snapshot: LogId,
+        /// What the machine has applied.
+        applied: LogId,
+    },
+    /// The entry cannot be applied because something is corrupt: the
+    /// command does not decode as any version of `Command` this node knows
+    /// (a newer node wrote it: see the crate docs on rolling out command
+    /// changes), or the state the state machine holds breaks its own
+    /// invariants. Never a business-rule refusal: that is a `Response`.
     #[error("state machine cannot apply entry {index}: {message}")]
     Corrupt {
         /// The entry's index.
@@ -54,6 +76,16 @@ pub enum StateMachineError {
 
 /// The replicated state. Rafter calls it from one apply task, never
 /// concurrently, with committed entries in log order.
+///
+/// # Application errors are responses
+///
+/// `apply` must be deterministic: every replica applies the same entries
+/// and must reach the same state and the same responses. A command the
+/// application refuses (a compare that fails, a key that is missing) is
+/// applied as a refusal and answered through `Response`, which the proposer
+/// receives from `Raft::propose`. An `Err(StateMachineError)` from any
+/// method stops the node (see [`StateMachineError`]): return one only when
+/// the state machine cannot safely apply anything more.
 pub trait StateMachine: Send + 'static {
     /// What clients propose. Encoded with [`crate::codec`] into the log:
     /// it is an on-disk and wire format, to evolve as the crate docs say
@@ -71,7 +103,9 @@ pub trait StateMachine: Send + 'static {
 
     /// Applies `entries` (consecutive, in log order, starting right after
     /// the previous batch) and returns one response per
-    /// [`CommittedPayload::Command`], in order.
+    /// [`CommittedPayload::Command`], in order. A command the application
+    /// refuses still gets a response (the refusal); an `Err` stops the
+    /// node.
     fn apply(
         &mut self,
         entries: Vec<Committed<Self::Command>>,
@@ -90,6 +124,22 @@ pub trait StateMachine: Send + 'static {
     /// Makes a durable snapshot of everything applied so far and returns
     /// the last entry it covers. The previous snapshot stays readable until
     /// this one is complete (a crash mid-build leaves the old one).
+    ///
+    /// **What blocks.** Rafter calls this on the apply task, in order with
+    /// the applies, and applies nothing more until it returns: a machine
+    /// that writes its whole state here stalls every apply (and so every
+    /// proposal's answer) for the length of that write. The way out is to
+    /// build from a consistent view off the apply task: take the view here
+    /// (a read transaction, a copy-on-write clone: the state is exactly
+    /// the state at `applied()`, since no apply runs meanwhile), write it
+    /// from a background task, and return at once with the newest
+    /// *complete* snapshot, which may be an older one, or
+    /// `LogId::default()` while none is complete. Rafter ignores an answer
+    /// no newer than the snapshot it has, and asks again after the next
+    /// `Config::snapshot_interval_entries` entries (or on
+    /// `Raft::trigger_snapshot`), when the finished build is collected.
+    /// `rafter-kv`'s state machine does this (`kv-example/src/snapshots.rs`).
+    /// Never return an id beyond what is applied.
     fn build_snapshot(&mut self) -> impl Future<Output = Result<LogId, StateMachineError>> + Send {
         async { Err(StateMachineError::SnapshotUnsupported) }
     }
@@ -102,7 +152,9 @@ pub trait StateMachine: Send + 'static {
     }
 
     /// Up to `bytes_max` bytes of snapshot `snapshot` from `offset`; `None`
-    /// past the end. `SnapshotUnavailable` if it is no longer the latest.
+    /// past the end. `SnapshotUnavailable` if it is not there (never built,
+    /// or no longer kept); a machine may keep a replaced snapshot readable,
+    /// unchanged, for a transfer under way.
     fn read_snapshot(
         &mut self,
         snapshot: LogId,
@@ -129,7 +181,10 @@ pub trait StateMachine: Send + 'static {
     /// Atomically replaces the applied state with the fully received
     /// snapshot `snapshot`, which also becomes the latest snapshot; after it,
     /// `applied()` is `snapshot`. A crash before it returns leaves the old
-    /// state intact.
+    /// state intact. A snapshot behind `applied()` is refused with
+    /// [`StateMachineError::SnapshotBehind`], changing nothing: the state
+    /// never goes back. (`testing::run_state_machine_suite` checks all of
+    /// this.)
     fn install_snapshot(
         &mut self,
         snapshot: LogId,

@@ -301,7 +301,7 @@ impl ServiceMetrics {
 
     /// Follows the node's metrics until it stops: gauges, elections, leader
     /// changes, replication lag, and one log line per membership change.
-    pub async fn watch(self: Arc<Self>, mut node: tokio::sync::watch::Receiver<Metrics>) {
+    pub async fn watch(self: Arc<Self>, mut node: rafter::MetricsWatch) {
         let mut last: Option<Metrics> = None;
         loop {
             let now = node.borrow_and_update().clone();

@@ -48,13 +48,11 @@ pub struct Node {
 
 /// The Raft settings of a node.
 pub fn raft_config(config: &ServeConfig) -> Config {
-    Config {
-        request_bytes_max: config.max_request_bytes + COMMAND_OVERHEAD_BYTES,
-        snapshot_interval_entries: config.snapshot_entries,
-        snapshot_trailing_entries: (config.snapshot_entries / 20).max(1),
-        propose_timeout: config.request_timeout,
-        ..Config::default()
-    }
+    Config::default()
+        .with_request_bytes_max(config.max_request_bytes + COMMAND_OVERHEAD_BYTES)
+        .with_snapshot_interval_entries(config.snapshot_entries)
+        .with_snapshot_trailing_entries((config.snapshot_entries / 20).max(1))
+        .with_propose_timeout(config.request_timeout)
 }
 
 impl Node {

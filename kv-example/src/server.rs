@@ -475,7 +475,7 @@ struct LeaderView {
 
 impl LeaderView {
     /// The current view, marked seen; `Stopped` if the node stopped.
-    fn of(watch: &mut tokio::sync::watch::Receiver<rafter::Metrics>) -> Result<Self, ApiError> {
+    fn of(watch: &mut rafter::MetricsWatch) -> Result<Self, ApiError> {
         let m = watch.borrow_and_update();
         if m.stopped {
             return Err(ApiError::stopped("the node stopped"));
@@ -497,7 +497,7 @@ impl LeaderView {
 /// past `deadline`, the request's error: 503 "no leader" when none was
 /// known, a timeout otherwise.
 async fn wait_for_change(
-    watch: &mut tokio::sync::watch::Receiver<rafter::Metrics>,
+    watch: &mut rafter::MetricsWatch,
     deadline: Instant,
     leader: Option<NodeId>,
     pause: Duration,

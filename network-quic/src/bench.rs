@@ -83,11 +83,11 @@ pub enum BenchError {
 }
 
 fn append(index: u64, payload: &CommandBytes) -> Message {
-    Message {
-        from: 1,
-        to: 2,
-        term: 1,
-        body: MessageBody::Append {
+    Message::new(
+        1,
+        2,
+        1,
+        MessageBody::Append {
             prev_log_id: LogId::new(1, index - 1),
             entries: vec![Entry {
                 term: 1,
@@ -96,7 +96,7 @@ fn append(index: u64, payload: &CommandBytes) -> Message {
             }],
             commit: 0,
         },
-    }
+    )
 }
 
 /// Runs one measurement on two fresh endpoints. Must run inside a tokio

@@ -236,11 +236,9 @@ mod tests {
     /// the numbers; `for_raft` builds a transport config that carries them.
     #[test]
     fn frame_limit_must_hold_the_raft_message_limit() {
-        let raft = rafter::Config {
-            append_bytes_max: 96 << 20,
-            message_bytes_max: 100 << 20,
-            ..rafter::Config::default()
-        };
+        let raft = rafter::Config::default()
+            .with_append_bytes_max(96 << 20)
+            .with_message_bytes_max(100 << 20);
         let error = TransportConfig::default()
             .validate_for_raft(&raft)
             .unwrap_err();
@@ -257,10 +255,7 @@ mod tests {
         assert!(config.queue_bytes_max >= 100 << 20);
 
         // An invalid Raft config is refused as such.
-        let invalid = rafter::Config {
-            append_bytes_max: 96 << 20,
-            ..rafter::Config::default()
-        };
+        let invalid = rafter::Config::default().with_append_bytes_max(96 << 20);
         assert!(matches!(
             TransportConfig::for_raft(&invalid),
             Err(TransportConfigError::Raft(_))

@@ -150,15 +150,15 @@ mod tests {
     use rafter::MessageBody;
 
     fn heartbeat() -> Message {
-        Message {
-            from: 1,
-            to: 2,
-            term: 7,
-            body: MessageBody::Heartbeat {
+        Message::new(
+            1,
+            2,
+            7,
+            MessageBody::Heartbeat {
                 commit: 3,
                 read_seq: 9,
             },
-        }
+        )
     }
 
     #[test]

@@ -54,10 +54,15 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         let warn_limit = warn_limit.clone();
-        tokio::spawn(async move {
-            serve_connection(&shared, incoming, &warn_limit).await;
-            drop(permit);
-        });
+        // In the listener's span (the node's id), as every connection.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                serve_connection(&shared, incoming, &warn_limit).await;
+                drop(permit);
+            },
+            span,
+        ));
     }
     tracing::debug!(node = shared.id, "listener stopped");
 }

@@ -66,7 +66,17 @@ impl Lane {
             stop: watch::channel(false).0,
             counters: LaneCounters::default(),
         });
-        tokio::spawn(run(shared, lane.clone()));
+        // Every line the lane logs names its node and peer.
+        let span = tracing::info_span!(
+            "quic_lane",
+            node = shared.id,
+            peer = lane.peer,
+            class = lane.class.name()
+        );
+        tokio::spawn(tracing::Instrument::instrument(
+            run(shared, lane.clone()),
+            span,
+        ));
         lane
     }
 

@@ -37,6 +37,11 @@ mod stream_class;
 mod tls;
 mod warn_limit;
 
+/// The README's snippets, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use certs::{node_id_of, node_server_name, CertError, ClusterCa, NodeCert};
 pub use config::{TransportConfig, TransportConfigError};
 pub use network::{BindError, QuicHandle, QuicNetwork, SinkAlreadySet};

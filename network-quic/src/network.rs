@@ -149,7 +149,12 @@ impl QuicNetwork {
         let endpoint = quinn::Endpoint::server(tls.server.clone(), addr)
             .map_err(|source| BindError::Socket { addr, source })?;
         let shared = Arc::new(Shared::new(id, config, endpoint, tls));
-        tokio::spawn(crate::inbound::accept_loop(shared.clone()));
+        // The listener and the connections it serves log under the node.
+        let span = tracing::info_span!("quic_listener", node = id);
+        tokio::spawn(tracing::Instrument::instrument(
+            crate::inbound::accept_loop(shared.clone()),
+            span,
+        ));
         Ok(Self {
             shared,
             peers: BTreeMap::new(),

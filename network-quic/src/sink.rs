@@ -8,8 +8,13 @@ use rafter::Message;
 /// `deliver` runs on the connection's reader task: it must not block. The
 /// intended sink is `rafter::Raft::receive`, which queues or drops:
 ///
-/// ```ignore
+/// ```
+/// # fn bind<SM: rafter::StateMachine>(
+/// #     handle: &rafter_quic::QuicHandle,
+/// #     raft: rafter::Raft<SM>,
+/// # ) -> Result<(), rafter_quic::SinkAlreadySet> {
 /// handle.set_inbound(move |message| { let _ = raft.receive(message); })?;
+/// # Ok(()) }
 /// ```
 ///
 /// Any `Fn(Message) + Send + Sync + 'static` closure is a sink. A sink that

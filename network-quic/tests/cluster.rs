@@ -28,10 +28,7 @@ struct QuicNode {
 }
 
 fn raft_config() -> Config {
-    Config {
-        tick_interval: Duration::from_millis(20),
-        ..Config::default()
-    }
+    Config::default().with_tick_interval(Duration::from_millis(20))
 }
 
 /// Starts node `id` on `network` and binds the network's inbound sink to it.

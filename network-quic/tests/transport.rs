@@ -61,11 +61,11 @@ async fn three_nodes_exchange_messages_through_their_sinks() {
 }
 
 fn append(index: u64) -> Message {
-    Message {
-        from: 1,
-        to: 2,
-        term: 1,
-        body: MessageBody::Append {
+    Message::new(
+        1,
+        2,
+        1,
+        MessageBody::Append {
             prev_log_id: LogId::new(1, index - 1),
             entries: vec![Entry {
                 term: 1,
@@ -74,7 +74,7 @@ fn append(index: u64) -> Message {
             }],
             commit: index - 1,
         },
-    }
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,11 +428,11 @@ async fn insecure_local_demo_mode_delivers_without_certificates() {
 
 /// An append of one entry carrying `payload`.
 fn append_with(index: u64, payload: &CommandBytes) -> Message {
-    Message {
-        from: 1,
-        to: 2,
-        term: 1,
-        body: MessageBody::Append {
+    Message::new(
+        1,
+        2,
+        1,
+        MessageBody::Append {
             prev_log_id: LogId::new(1, index - 1),
             entries: vec![Entry {
                 term: 1,
@@ -441,7 +441,7 @@ fn append_with(index: u64, payload: &CommandBytes) -> Message {
             }],
             commit: 0,
         },
-    }
+    )
 }
 
 /// Where a sink thread waits until the test opens it.
@@ -543,11 +543,11 @@ fn snapshot_chunk(i: u64) -> Message {
     let data: Vec<u8> = (0..SNAPSHOT_CHUNK_BYTES)
         .map(|j| (i as usize * 31 + j / 7) as u8)
         .collect();
-    Message {
-        from: 1,
-        to: 2,
-        term: 1,
-        body: MessageBody::InstallSnapshot {
+    Message::new(
+        1,
+        2,
+        1,
+        MessageBody::InstallSnapshot {
             meta: SnapshotMeta {
                 last_log_id: LogId::new(1, 1000),
                 membership: Membership::new_voters([(1, "one".into()), (2, "two".into())]),
@@ -556,7 +556,7 @@ fn snapshot_chunk(i: u64) -> Message {
             data: Bytes::from(data),
             done: i + 1 == SNAPSHOT_CHUNKS,
         },
-    }
+    )
 }
 
 /// Node 1 queues 8 MiB of snapshot chunks, then appends and a heartbeat.
@@ -653,22 +653,17 @@ async fn a_stalled_append_stream_never_holds_up_heartbeats_and_votes() {
     one.network.send(2, (2..=50).map(append).collect()).await;
     let control = vec![
         heartbeat(1, 2, 1),
-        Message {
-            from: 1,
-            to: 2,
-            term: 2,
-            body: MessageBody::VoteRequest {
+        Message::new(
+            1,
+            2,
+            2,
+            MessageBody::VoteRequest {
                 last_log_id: LogId::new(1, 50),
                 pre_vote: true,
                 leader_transfer: false,
             },
-        },
-        Message {
-            from: 1,
-            to: 2,
-            term: 2,
-            body: MessageBody::TimeoutNow,
-        },
+        ),
+        Message::new(1, 2, 2, MessageBody::TimeoutNow),
         heartbeat(1, 2, 2),
     ];
     one.network.send(2, control.clone()).await;
@@ -796,9 +791,10 @@ async fn a_connected_peer_that_does_not_read_costs_a_bounded_queue_and_others_ar
     // bound all arrive, in order.
     for batch in 0..5u64 {
         let to_three: Vec<Message> = (batch * 20 + 1..=batch * 20 + 20)
-            .map(|index| Message {
-                to: 3,
-                ..append(index)
+            .map(|index| {
+                let mut message = append(index);
+                message.to = 3;
+                message
             })
             .collect();
         one.network.send(3, to_three.clone()).await;

@@ -29,6 +29,11 @@ mod record;
 mod state_machine;
 mod storage;
 
+/// The README's snippets, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use format::{ENTRY_RECORD_BYTES_MAX, STORE_FORMAT_VERSION};
 pub use kv::{RedbKv, RedbKvCommand};
 pub use options::RedbOptions;

@@ -23,10 +23,7 @@ const CLIENTS: u64 = 8;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn config() -> Config {
-    Config {
-        tick_interval: Duration::from_millis(20),
-        ..Config::default()
-    }
+    Config::default().with_tick_interval(Duration::from_millis(20))
 }
 
 struct Node {

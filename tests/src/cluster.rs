@@ -36,10 +36,7 @@ pub struct Cluster {
 
 /// A configuration for tests: fast ticks, deterministic seed.
 pub fn test_config() -> Config {
-    Config {
-        tick_interval: Duration::from_millis(10),
-        ..Config::default()
-    }
+    Config::default().with_tick_interval(Duration::from_millis(10))
 }
 
 impl Cluster {

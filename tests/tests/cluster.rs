@@ -189,7 +189,7 @@ async fn leadership_transfer_hands_over_and_the_new_leader_serves() {
     assert_eq!(response.previous, Some(b"1".to_vec()));
     assert!(matches!(
         cluster.set(old, "x", "3").await,
-        Err(ProposeError::NotLeader { leader_hint: Some(l) }) if l == target
+        Err(ProposeError::NotLeader { leader_hint: Some(l), .. }) if l == target
     ));
     cluster.shutdown().await;
 }
@@ -242,12 +242,22 @@ async fn a_follower_refuses_proposals_with_a_leader_hint() {
     let leader = cluster.leader().await;
     let follower = cluster.follower_of(leader);
     let result = cluster.set(follower, "k", "v").await;
+    let addr = format!("node-{leader}");
     assert_eq!(
         result,
         Err(ProposeError::NotLeader {
-            leader_hint: Some(leader)
+            leader_hint: Some(leader),
+            leader_addr: Some(addr.clone()),
         })
     );
+    assert_eq!(
+        cluster.raft(follower).read_index().await,
+        Err(ReadError::NotLeader {
+            leader_hint: Some(leader),
+            leader_addr: Some(addr.clone()),
+        })
+    );
+    assert_eq!(cluster.raft(follower).leader(), Some((leader, Some(addr))));
     cluster.shutdown().await;
 }
 

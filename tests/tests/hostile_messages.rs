@@ -47,15 +47,15 @@ fn leader() -> SimCore {
         } else {
             core.term()
         };
-        core.step(Message {
-            from: 2,
-            to: 1,
+        core.step(Message::new(
+            2,
+            1,
             term,
-            body: MessageBody::VoteResponse {
+            MessageBody::VoteResponse {
                 pre_vote,
                 granted: true,
             },
-        });
+        ));
         drive(&mut core);
         drive(&mut core);
     }
@@ -103,12 +103,7 @@ async fn receive_refuses_what_decode_message_refuses_and_the_node_goes_on() {
     past_the_end.from = leader;
     past_the_end.to = follower;
     past_the_end.term = term;
-    let no_successor = Message {
-        from: leader,
-        to: follower,
-        term: u64::MAX - 1,
-        body: MessageBody::TimeoutNow,
-    };
+    let no_successor = Message::new(leader, follower, u64::MAX - 1, MessageBody::TimeoutNow);
     for message in [past_the_end, no_successor] {
         let result = cluster.raft(follower).receive(message);
         assert!(

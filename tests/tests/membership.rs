@@ -189,7 +189,8 @@ async fn invalid_membership_changes_are_refused_with_typed_errors() {
     );
     assert!(matches!(
         cluster.raft(other).add_learner(7, "x".into()).await,
-        Err(MembershipError::NotLeader { leader_hint: Some(l) }) if l == leader
+        Err(MembershipError::NotLeader { leader_hint: Some(l), leader_addr: Some(a) })
+            if l == leader && a == format!("node-{leader}")
     ));
 
     // A learner that cannot catch up is not promoted.

@@ -7,11 +7,9 @@ use rafter::Config;
 use rafter_tests::cluster::{test_config, Cluster, PATIENCE};
 
 fn compacting_config() -> Config {
-    Config {
-        snapshot_interval_entries: 100,
-        snapshot_trailing_entries: 10,
-        ..test_config()
-    }
+    test_config()
+        .with_snapshot_interval_entries(100)
+        .with_snapshot_trailing_entries(10)
 }
 
 async fn write(cluster: &Cluster, via: u64, count: u64) -> u64 {
@@ -281,11 +279,9 @@ async fn a_crash_after_the_installed_snapshot_becomes_the_latest_is_finished_at_
 
 #[tokio::test(start_paused = true)]
 async fn the_log_stays_bounded_over_one_hundred_thousand_proposals() {
-    let config = Config {
-        snapshot_interval_entries: 5_000,
-        snapshot_trailing_entries: 500,
-        ..test_config()
-    };
+    let config = test_config()
+        .with_snapshot_interval_entries(5_000)
+        .with_snapshot_trailing_entries(500);
     let mut cluster = Cluster::start(3, config).await;
     let leader = cluster.leader().await;
     let raft = cluster.raft(leader).clone();

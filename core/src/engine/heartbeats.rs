@@ -42,7 +42,7 @@ impl Engine {
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
-        progress.recent_active = true;
+        progress.heard();
         progress.read_seq_acked = progress.read_seq_acked.max(read_seq);
         // A lost probe, or lost acks of a full window, must not stall the
         // follower forever: the follower is alive, so let one append through.

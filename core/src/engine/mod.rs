@@ -33,13 +33,14 @@ use rand_core::{RngCore, SeedableRng};
 
 pub(crate) use actions::{Actions, SnapshotRead, SnapshotReceive, Write};
 use log::{Missing, RaftLog};
-use progress::{Progress, ProgressState};
+use progress::Progress;
+pub(crate) use progress::ProgressState;
 use quorum::VoteResult;
 use read_index::ReadQueue;
 use uncommitted::Uncommitted;
 
 use crate::config::Config;
-use crate::error::{MembershipError, ProposeError, ReadError, TransferError};
+use crate::error::{CompactionError, MembershipError, ProposeError, ReadError, TransferError};
 use crate::message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
 use crate::metrics::Role;
 use crate::state_machine::StateMachineError;
@@ -278,6 +279,9 @@ impl Engine {
     pub(crate) fn snapshot_index(&self) -> u64 {
         self.snapshot.index
     }
+    pub(crate) fn purged_index(&self) -> u64 {
+        self.log.purged().index
+    }
     pub(crate) fn membership(&self) -> &Membership {
         &self
             .memberships
@@ -285,6 +289,15 @@ impl Engine {
             .expect("memberships is never empty")
             .1
     }
+
+    /// The address of the leader this node knows of, from the configuration
+    /// in force (`None` without a leader, or when that configuration does
+    /// not list it yet). Only refusals call it: it allocates.
+    pub(crate) fn leader_addr(&self) -> Option<String> {
+        let leader = self.leader?;
+        self.membership().nodes.get(&leader).cloned()
+    }
+
     /// Changes whenever the configuration in force may have changed.
     pub(crate) fn membership_version(&self) -> u64 {
         self.membership_version
@@ -308,6 +321,15 @@ impl Engine {
                 .iter()
                 .zip(replication)
                 .all(|((a, p), (b, m))| a == b && p.match_index == *m)
+    }
+    /// On the leader, each peer's progress: state, match, next, and the
+    /// count of answers heard from it.
+    pub(crate) fn peer_progress(
+        &self,
+    ) -> impl Iterator<Item = (NodeId, ProgressState, u64, u64, u64)> + '_ {
+        self.progress
+            .iter()
+            .map(|(&id, p)| (id, p.state, p.match_index, p.next_index, p.acks))
     }
     /// On the leader, each peer's match index.
     pub(crate) fn replication(&self) -> BTreeMap<NodeId, u64> {
@@ -550,6 +572,7 @@ impl Engine {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader_hint: self.leader,
+                leader_addr: self.leader_addr(),
             });
         }
         if !self.membership().is_member(self.id) {
@@ -602,6 +625,7 @@ impl Engine {
         if self.role != Role::Leader {
             return Err(MembershipError::NotLeader {
                 leader_hint: self.leader,
+                leader_addr: self.leader_addr(),
             });
         }
         if self.lead_transferee.is_some() {
@@ -638,6 +662,7 @@ impl Engine {
                 id,
                 Err(ReadError::NotLeader {
                     leader_hint: self.leader,
+                    leader_addr: self.leader_addr(),
                 }),
             ));
             return;
@@ -650,6 +675,7 @@ impl Engine {
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader {
                 leader_hint: self.leader,
+                leader_addr: self.leader_addr(),
             });
         }
         if to == self.id {

@@ -54,6 +54,10 @@ pub(crate) struct Progress {
     pub(crate) commit_sent: u64,
     /// In Snapshot: the transfer.
     pub(crate) transfer: Option<SnapshotTransfer>,
+    /// Answers heard from the follower (appends, heartbeats, snapshot
+    /// chunks) while this progress lives: the driver stamps a time on each
+    /// change for `PeerMetrics::last_ack`. Never decreases.
+    pub(crate) acks: u64,
 }
 
 impl Progress {
@@ -69,7 +73,15 @@ impl Progress {
             read_seq_acked: 0,
             commit_sent: 0,
             transfer: None,
+            acks: 0,
         }
+    }
+
+    /// The follower answered: it is active (CheckQuorum), and one more
+    /// answer is counted.
+    pub(crate) fn heard(&mut self) {
+        self.recent_active = true;
+        self.acks += 1;
     }
 
     /// Whether the leader must hold appends to this follower for now.

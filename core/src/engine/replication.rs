@@ -205,7 +205,7 @@ impl Engine {
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
-        progress.recent_active = true;
+        progress.heard();
         match outcome {
             AppendOutcome::Success { match_index } => {
                 if match_index > last {

@@ -21,6 +21,42 @@ impl Engine {
         }
     }
 
+    /// Asks the state machine for a snapshot now, whatever
+    /// `snapshot_interval_entries` says (`Raft::trigger_snapshot`). A build
+    /// already under way answers for this request too.
+    pub(crate) fn trigger_snapshot(&mut self) -> Result<(), CompactionError> {
+        if self.snapshots_unsupported {
+            return Err(CompactionError::SnapshotsUnsupported);
+        }
+        if self.installing {
+            return Err(CompactionError::InstallInProgress);
+        }
+        if !self.snapshot_building {
+            self.snapshot_building = true;
+            self.out.build_snapshot = true;
+        }
+        Ok(())
+    }
+
+    /// Purges the log up to `up_to` now (`Raft::purge_log`), without the
+    /// `snapshot_trailing_entries` the automatic purge keeps: only behind
+    /// the durable snapshot, and only entries durable and applied, as every
+    /// purge (Invariant: purged ≤ snapshot). Returns the purge point after
+    /// the call (unchanged if there was nothing to purge).
+    pub(crate) fn purge_log(&mut self, up_to: u64) -> Result<LogId, CompactionError> {
+        if self.installing || self.purge_after_truncation.is_some() {
+            return Err(CompactionError::InstallInProgress);
+        }
+        self.purge_behind(up_to.min(self.snapshot.index));
+        assert!(
+            self.log.purged().index <= self.snapshot.index,
+            "purged {:?} past the snapshot {:?}",
+            self.log.purged(),
+            self.snapshot
+        );
+        Ok(self.log.purged())
+    }
+
     /// The state machine finished a snapshot (or cannot make one). Saves its
     /// metadata and purges the log behind it, keeping
     /// `snapshot_trailing_entries` so slightly lagging followers still
@@ -70,9 +106,19 @@ impl Engine {
             last_log_id: snapshot,
             membership,
         });
-        let purge = snapshot
-            .index
-            .saturating_sub(self.config.snapshot_trailing_entries)
+        self.purge_behind(
+            snapshot
+                .index
+                .saturating_sub(self.config.snapshot_trailing_entries),
+        );
+        Ok(())
+    }
+
+    /// Purges the log up to `purge`, capped at what is durable and handed
+    /// to apply; the caller caps it at the snapshot.
+    fn purge_behind(&mut self, purge: u64) {
+        let snapshot = self.snapshot;
+        let purge = purge
             .min(self.log.persisted())
             .min(self.log.applied_handed());
         if purge > self.log.purged().index {
@@ -83,14 +129,8 @@ impl Engine {
             self.log.purge_to(up_to);
             self.forget_memberships_before(purge);
             self.out.purge = Some(up_to);
-            tracing::debug!(
-                id = self.id,
-                ?snapshot,
-                ?up_to,
-                "snapshot built; log purged"
-            );
+            tracing::debug!(id = self.id, ?snapshot, ?up_to, "log purged");
         }
-        Ok(())
     }
 
     /// The configuration in force at `index`.
@@ -199,7 +239,7 @@ impl Engine {
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
-        progress.recent_active = true;
+        progress.heard();
         let Some(transfer) = progress.transfer.as_mut() else {
             return;
         };

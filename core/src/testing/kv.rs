@@ -412,6 +412,10 @@ impl StateMachine for KvStateMachine {
                 message: format!("snapshot holds {:?}", decoded.applied),
             });
         }
+        let applied = self.lock().applied;
+        if snapshot.index < applied.index {
+            return Err(StateMachineError::SnapshotBehind { snapshot, applied });
+        }
         if trips(&store, CrashPoint::SnapshotInstalling) {
             return Err(crashed(
                 "the node crashed before the snapshot was installed",
@@ -507,6 +511,12 @@ impl StateMachine for NoopStateMachine {
     }
 
     async fn install_snapshot(&mut self, snapshot: LogId) -> Result<(), StateMachineError> {
+        if snapshot.index < self.applied.index {
+            return Err(StateMachineError::SnapshotBehind {
+                snapshot,
+                applied: self.applied,
+            });
+        }
         if self.receiving.take() != Some(snapshot) {
             return Err(StateMachineError::Corrupt {
                 index: snapshot.index,

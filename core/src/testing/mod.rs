@@ -1,6 +1,7 @@
 //! Building blocks for tests, benchmarks and downstream implementors
 //! (feature `testing`): an in-memory storage, an in-process network, small
-//! state machines, the conformance suite every `RaftStorage` should pass,
+//! state machines, the conformance suites every `RaftStorage` and every
+//! `StateMachine` should pass,
 //! [`CrashSwitch`], which crashes a node at a chosen point of a snapshot
 //! install, [`ProposalWaiters`] (the apply task's answers to proposers, for
 //! simulators), and [`strategies`], proptest generators of messages for codec
@@ -11,6 +12,7 @@ mod mem_network;
 mod mem_storage;
 mod proposal_waiters;
 mod sim;
+mod state_machine_suite;
 mod storage_suite;
 pub mod strategies;
 
@@ -21,6 +23,7 @@ pub use mem_network::{MemNetwork, MemRouter};
 pub use mem_storage::MemStorage;
 pub use proposal_waiters::ProposalWaiters;
 pub use sim::{PlantedBug, SimActions, SimCore, SimDurable, SnapshotRead, SnapshotReceive};
+pub use state_machine_suite::{run_state_machine_suite, StateMachineSubject};
 pub use storage_suite::run_storage_suite;
 
 /// Where a [`CrashSwitch`] crashes a follower that installs a received

@@ -21,9 +21,15 @@ use crate::types::{Entry, EntryPayload, HardState, LogId, Membership, SnapshotMe
 /// Runs every check on stores from `create`, restarting them with `reopen`.
 /// Returns the names of the checks that ran, all of which passed.
 ///
-/// ```ignore
-/// # // Needs an async test runtime.
-/// let names = rafter::testing::run_storage_suite(MemStorage::new, |s| s).await;
+/// ```no_run
+/// use rafter::testing::{run_storage_suite, MemStorage};
+///
+/// #[tokio::test]
+/// async fn mem_storage_passes_the_suite() {
+///     // `MemStorage` survives a "restart" as itself.
+///     let names = run_storage_suite(MemStorage::new, |s| s).await;
+///     assert!(!names.is_empty());
+/// }
 /// ```
 pub async fn run_storage_suite<S, C, R>(mut create: C, mut reopen: R) -> Vec<&'static str>
 where

@@ -107,15 +107,15 @@ pub fn members(nodes: &[&Node]) -> BTreeMap<NodeId, String> {
 }
 
 pub fn heartbeat(from: NodeId, to: NodeId, read_seq: u64) -> Message {
-    Message {
+    Message::new(
         from,
         to,
-        term: 1,
-        body: MessageBody::Heartbeat {
+        1,
+        MessageBody::Heartbeat {
             commit: 0,
             read_seq,
         },
-    }
+    )
 }
 
 /// Polls `condition` until it holds; fails the test after `PATIENCE`.

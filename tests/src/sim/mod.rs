@@ -192,25 +192,23 @@ impl RunConfig {
             .nodes
             .unwrap_or_else(|| if rng.chance(500) { 3 } else { 5 });
         let election_ticks_min = rng.between(6, 12);
-        let raft = Config {
-            heartbeat_ticks: rng.between(1, 3),
-            election_ticks_min,
-            election_ticks_max: election_ticks_min + rng.between(3, 12),
-            inflight_msgs_max: rng.pick(&[1, 4, 256]),
+        let raft = Config::default()
+            .with_heartbeat_ticks(rng.between(1, 3))
+            .with_election_ticks_min(election_ticks_min)
+            .with_election_ticks_max(election_ticks_min + rng.between(3, 12))
+            .with_inflight_msgs_max(rng.pick(&[1, 4, 256]))
             // 1 byte: one entry per append, so a probe ends one entry at a
             // time (Figure 8 needs an old-term entry acked alone).
-            append_bytes_max: rng.pick(&[1, 1, 200, 1 << 20]),
+            .with_append_bytes_max(rng.pick(&[1, 1, 200, 1 << 20]))
             // Small caches make the core load entries from the disk.
-            log_cache_bytes_max: rng.pick(&[256, 4096, 64 << 20]),
+            .with_log_cache_bytes_max(rng.pick(&[256, 4096, 64 << 20]))
             // Small intervals and windows, so logs are compacted and
             // lagging or restarted followers catch up from snapshots.
-            snapshot_interval_entries: rng.pick(&[0, 4, 10, 40]),
-            snapshot_trailing_entries: rng.pick(&[0, 3, 20]),
+            .with_snapshot_interval_entries(rng.pick(&[0, 4, 10, 40]))
+            .with_snapshot_trailing_entries(rng.pick(&[0, 3, 20]))
             // 0: a learner is promoted only when fully caught up.
-            learner_catchup_lag_max: rng.pick(&[0, 5, 1000]),
-            rng_seed: options.seed,
-            ..Config::default()
-        };
+            .with_learner_catchup_lag_max(rng.pick(&[0, 5, 1000]))
+            .with_rng_seed(options.seed);
         raft.validate().expect("the simulator draws valid configs");
         let delay_max = rng.between(10, 150);
         let network = NetworkConfig {

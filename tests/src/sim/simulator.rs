@@ -708,7 +708,7 @@ impl Simulator {
                 self.node(id).reads_ready.push((index, request, client));
                 self.answer_ready_reads(id);
             }
-            Err(ReadError::NotLeader { leader_hint }) => self.client_retry(client, leader_hint),
+            Err(ReadError::NotLeader { leader_hint, .. }) => self.client_retry(client, leader_hint),
             Err(_) => self.client_retry(client, None),
         }
     }
@@ -1261,7 +1261,7 @@ impl Simulator {
                     self.clients[c].waiting = Waiting::Proposal { node };
                     self.node(node).proposals.push(log_id, c);
                 }
-                Err(ProposeError::NotLeader { leader_hint }) => {
+                Err(ProposeError::NotLeader { leader_hint, .. }) => {
                     self.client_retry(c, leader_hint);
                 }
                 Err(_) => self.client_retry(c, None),

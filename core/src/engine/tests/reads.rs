@@ -107,7 +107,8 @@ fn follower_answers_reads_with_not_leader() {
             reads: vec![(
                 10,
                 Err(ReadError::NotLeader {
-                    leader_hint: Some(1)
+                    leader_hint: Some(1),
+                    leader_addr: Some("node-1".into()),
                 })
             )],
             ..Turn::default()

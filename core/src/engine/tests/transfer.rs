@@ -72,20 +72,25 @@ fn leadership_transfer_aborts_after_an_election_timeout() {
     );
 }
 
-/// A follower refuses proposals and names the leader it knows, if any.
+/// A follower refuses proposals and names the leader it knows, if any, with
+/// its address.
 #[test]
 fn follower_refuses_proposals_with_the_leader_hint() {
     let mut lonely = fresh(1, &[1, 2, 3]);
     assert_eq!(
         lonely.propose(vec![command_payload(1)]),
-        Err(ProposeError::NotLeader { leader_hint: None })
+        Err(ProposeError::NotLeader {
+            leader_hint: None,
+            leader_addr: None
+        })
     );
     let mut net = Net::new(3);
     net.elect(1);
     assert_eq!(
         net.node(2).propose(vec![command_payload(2)]),
         Err(ProposeError::NotLeader {
-            leader_hint: Some(1)
+            leader_hint: Some(1),
+            leader_addr: Some("node-1".into()),
         })
     );
     assert_eq!(turn(net.node(2)), Turn::default(), "nothing was appended");

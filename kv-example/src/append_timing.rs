@@ -132,36 +132,37 @@ mod tests {
     use rafter::{Entry, EntryPayload, LogId};
 
     fn append(from: NodeId, to: NodeId, prev: u64, count: u64) -> Message {
-        Message {
+        let entries = (prev + 1..=prev + count)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        Message::new(
             from,
             to,
-            term: 1,
-            body: MessageBody::Append {
+            1,
+            MessageBody::Append {
                 prev_log_id: LogId {
                     term: 1,
                     index: prev,
                 },
-                entries: (prev + 1..=prev + count)
-                    .map(|index| Entry {
-                        term: 1,
-                        index,
-                        payload: EntryPayload::Blank,
-                    })
-                    .collect(),
+                entries,
                 commit: 0,
             },
-        }
+        )
     }
 
     fn ack(from: NodeId, match_index: u64) -> Message {
-        Message {
+        Message::new(
             from,
-            to: 1,
-            term: 1,
-            body: MessageBody::AppendResponse {
+            1,
+            1,
+            MessageBody::AppendResponse {
                 outcome: AppendOutcome::Success { match_index },
             },
-        }
+        )
     }
 
     fn observed(timer: &AppendTimer) -> u64 {

@@ -30,14 +30,6 @@ const DURABLE_INTERVAL: Duration = Duration::from_millis(100);
 /// ... or every this many entries, which bounds the replay after a crash.
 const DURABLE_ENTRIES_MAX: u64 = 10_000;
 
-/// The key-value store's page cache. redb's default, 1 GiB, fills under a
-/// write load (written pages stay cached) whatever the live data: after 1M
-/// puts over 10,000 keys each node held over 600 MiB resident
-/// (`benches/README.md`, memory). Reads of live keys touch a few pages
-/// each and miss to the operating system's file cache, not the disk, so
-/// 64 MiB holds the hot pages of the live index and of recent history.
-const STATE_CACHE_BYTES: usize = 64 << 20;
-
 /// The longest response a session remembers, encoded. A larger one (a
 /// transaction with big reads) is not remembered: its retry answers an
 /// error rather than applying twice.
@@ -107,7 +99,7 @@ impl KvStateMachine {
     /// `session_ttl_ms` must be the same on every node: it decides, from
     /// the log alone, when a session is forgotten.
     pub fn open(dir: &Path, session_ttl_ms: u64) -> Result<Self, StateMachineError> {
-        let store = RedbStateMachineStore::open_with_cache(dir.join("state"), STATE_CACHE_BYTES)?;
+        let store = RedbStateMachineStore::open(dir.join("state"))?;
         let txn = store.database().begin_write().map_err(io)?;
         StoreWriter::open(&txn)
             .and_then(|writer| writer.finish())

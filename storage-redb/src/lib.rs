@@ -37,5 +37,5 @@ struct ReadmeDoctests;
 pub use format::{ENTRY_RECORD_BYTES_MAX, STORE_FORMAT_VERSION};
 pub use kv::{RedbKv, RedbKvCommand};
 pub use options::RedbOptions;
-pub use state_machine::{RedbStateMachineStore, STATE_CACHE_BYTES_DEFAULT};
+pub use state_machine::RedbStateMachineStore;
 pub use storage::RedbStorage;

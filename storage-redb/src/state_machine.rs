@@ -24,9 +24,6 @@ const STATE_DATABASE_FILE: &str = "state.redb";
 /// The applied log id: key [`APPLIED_KEY`] → record of `codec::encode(&LogId)`.
 const APPLIED_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("rafter_applied");
 const APPLIED_KEY: &str = "applied";
-/// The page cache of [`RedbStateMachineStore::open`]: redb's own default
-/// (1 GiB), kept so that `open` behaves as before.
-pub const STATE_CACHE_BYTES_DEFAULT: usize = 1 << 30;
 /// An applied record is a version byte and two varints: far under this.
 const APPLIED_RECORD_BYTES_MAX: usize = 64;
 
@@ -56,25 +53,11 @@ impl RedbStateMachineStore {
     /// hold the only copy of the state); the filesystem failed. A
     /// `state.redb.new` left by a crash during creation is replaced.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StateMachineError> {
-        Self::open_with_cache(dir, STATE_CACHE_BYTES_DEFAULT)
-    }
-
-    /// Opens the database as [`RedbStateMachineStore::open`] does, with a
-    /// page cache of `cache_bytes` (redb's `Builder::set_cache_size`). The
-    /// cache is resident memory once the pages have been read or written:
-    /// redb keeps written pages in it too, so a store written faster than
-    /// it is read fills it. Pages outside it are read again from the
-    /// operating system's file cache.
-    pub fn open_with_cache(
-        dir: impl AsRef<Path>,
-        cache_bytes: usize,
-    ) -> Result<Self, StateMachineError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| StateMachineError::Io(e.to_string()))?;
         let lock = DirectoryLock::acquire(dir).map_err(|e| StateMachineError::Io(e.to_string()))?;
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(true);
-        builder.set_cache_size(cache_bytes);
         let db = open_or_create(dir, STATE_DATABASE_FILE, &builder, |db| {
             let txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
             txn.open_table(APPLIED_TABLE)

@@ -117,7 +117,9 @@ impl LogStore {
     /// in it.
     fn recover_journal(&mut self, dir: &Path) -> Result<(), StorageError> {
         let capacity = self.options.journal_bytes;
-        if capacity == 0 && !dir.join(JOURNAL_FILE).exists() {
+        // Created by the first write (`ensure_journal`), so that a store
+        // only opened and read (a tool, a test) costs no journal file.
+        if !dir.join(JOURNAL_FILE).exists() {
             return Ok(());
         }
         let mut journal = Journal::open(dir, capacity)?;
@@ -129,6 +131,23 @@ impl LogStore {
         self.checkpoint()?;
         journal.restart();
         self.journal = (capacity > 0).then_some(journal);
+        Ok(())
+    }
+
+    /// Creates the journal file if the journal is on and this store has
+    /// none yet: a new store, or one whose journal was off or that was
+    /// only ever opened. Nothing needs replaying in a new file; its first
+    /// frame is the next write's number.
+    fn ensure_journal(&mut self) -> Result<(), StorageError> {
+        if self.journal.is_some() || self.options.journal_bytes == 0 {
+            return Ok(());
+        }
+        let dir = self
+            .path
+            .parent()
+            .expect("the database file is inside its data directory");
+        let created = Journal::open(dir, self.options.journal_bytes);
+        self.journal = Some(created.map_err(|e| self.fail(e))?);
         Ok(())
     }
 
@@ -215,6 +234,7 @@ impl LogStore {
         // (then redb commits it durably itself, and the journal starts
         // again); an unsynced one goes to the journal unsynced, so that
         // the journal has no gap in its numbers.
+        self.ensure_journal()?;
         let journaled = match &self.journal {
             Some(journal) => {
                 !batch.must_sync

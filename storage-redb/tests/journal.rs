@@ -220,3 +220,21 @@ async fn without_the_journal_every_synced_write_is_durable_in_redb() {
     let entries = reopened.entries(1..41, u64::MAX).await.expect("read");
     assert_eq!(entries, (1..=40).map(entry).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_store_only_opened_and_read_has_no_journal_file() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("store");
+    let mut store = RedbStorage::open_with(&dir, options()).expect("open");
+    store.initial_state().await.expect("state");
+    drop(store);
+    assert!(!dir.join("log.journal").exists());
+    let mut store = RedbStorage::open_with(&dir, options()).expect("reopen");
+    write_batches(&mut store, 1, 10).await;
+    assert_eq!(
+        std::fs::metadata(dir.join("log.journal"))
+            .expect("created")
+            .len(),
+        options().journal_bytes
+    );
+}

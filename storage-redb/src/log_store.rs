@@ -142,6 +142,7 @@ impl LogStore {
         if self.journal.is_some() || self.options.journal_bytes == 0 {
             return Ok(());
         }
+        // `path` is `dir.join(DATABASE_FILE)` (`open`), so it has a parent.
         let dir = self
             .path
             .parent()

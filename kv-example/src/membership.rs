@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::Method;
-use rafter::{NodeId, Raft, Role};
+use rafter::{MembershipError, NodeId, Raft, Role};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -114,17 +114,35 @@ pub async fn discover(urls: &[String]) -> Result<Cluster, String> {
 /// Asks `urls` to add node `id`, reached at `advertise`, as a learner;
 /// returns once the configuration holding it is committed. A node that is
 /// already in it (a join retried after an unknown outcome) counts as added.
+/// A refusal because another membership change is in progress (a removal
+/// leaving its joint configuration, another node's promotion) is asked
+/// again every [`PROMOTE_RETRY`] within [`JOIN_PATIENCE`]: that change
+/// completes on its own (found by the chaos harness, which replaces nodes
+/// one after another).
 pub async fn request_learner(
     urls: &[String],
     id: NodeId,
     advertise: &MemberAddr,
 ) -> Result<(), String> {
+    let deadline = Instant::now() + JOIN_PATIENCE;
     let endpoints = Endpoints::new(urls, JOIN_PATIENCE).map_err(failure_text)?;
     let body = json!({"id": id, "raft_addr": advertise.raft, "http_addr": advertise.http});
-    let result = endpoints
-        .request(Method::POST, "/cluster/learners", Some(&body))
-        .await
-        .and_then(|a| a.json());
+    let in_progress = MembershipError::ChangeInProgress.to_string();
+    let result = loop {
+        let result = endpoints
+            .request(Method::POST, "/cluster/learners", Some(&body))
+            .await
+            .and_then(|a| a.json());
+        match &result {
+            Err(Failure::Refused(message))
+                if message.contains(&in_progress) && Instant::now() + PROMOTE_RETRY < deadline =>
+            {
+                tracing::info!(id, "another membership change is in progress; asking again");
+                tokio::time::sleep(PROMOTE_RETRY).await;
+            }
+            _ => break result,
+        }
+    };
     match result {
         Ok(_) => Ok(()),
         Err(failure) => {
@@ -324,5 +342,56 @@ pub async fn guard(
             format!("rafter-kv: {reason}; use another member"),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A member on loopback whose `/cluster/learners` refuses the first
+    /// `refusals` requests with `refusal`, then adds; returns its URL and
+    /// the count of requests it got.
+    async fn member(refusals: usize, refusal: MembershipError) -> (String, Arc<AtomicUsize>) {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let learners = move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let refusal = refusal.clone();
+            async move {
+                if n < refusals {
+                    ApiError::new(code::FAILED_PRECONDITION, refusal.to_string()).into_response()
+                } else {
+                    axum::Json(json!({"members": []})).into_response()
+                }
+            }
+        };
+        let app = axum::Router::new().route("/cluster/learners", axum::routing::post(learners));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, asked)
+    }
+
+    fn advertise() -> MemberAddr {
+        MemberAddr::parse("127.0.0.1:7004/127.0.0.1:8004").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_join_refused_while_another_change_is_in_progress_asks_again() {
+        let (url, asked) = member(2, MembershipError::ChangeInProgress).await;
+        request_learner(&[url], 4, &advertise()).await.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_join_refused_for_good_gives_up_at_once() {
+        let (url, asked) = member(usize::MAX, MembershipError::NoVoters).await;
+        let error = request_learner(&[url], 4, &advertise()).await.unwrap_err();
+        assert!(error.contains("did not add node 4"), "{error}");
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
     }
 }

@@ -7,7 +7,12 @@
 //!
 //! [`sim`] runs whole clusters of the pure engine deterministically under
 //! seeded faults, and checks them (see its module docs).
+//!
+//! [`chaos`] runs real `rafter-kv` processes in network namespaces under a
+//! seeded nemesis (kills, pauses, partitions, membership changes) and
+//! checks the clients' history and the nodes' states (`tests/README.md`).
 
+pub mod chaos;
 pub mod cluster;
 pub mod sim;
 pub mod trapped;

@@ -101,6 +101,11 @@ pub struct KvArgs {
     /// The etcd binary (Debian's `etcd-server` package).
     #[arg(long, value_name = "PATH", default_value = "etcd")]
     pub etcd_bin: PathBuf,
+    /// With `--against-etcd`: after the last round, each member's resident
+    /// set, then the same after compacting (and, for etcd, defragmenting)
+    /// the history (`kv_memory.rs`).
+    #[arg(long, requires = "against_etcd")]
+    pub memory: bool,
     /// Put the clusters' data in fresh directories under this one (default:
     /// the system temp dir); removed afterwards.
     #[arg(long, value_name = "DIR")]
@@ -361,6 +366,12 @@ async fn against_etcd(
             }
         }
     }
+    if args.memory {
+        for cluster in &mut clusters {
+            cluster.check_running()?;
+            reports.extend(crate::kv_memory::measure(cluster).await?);
+        }
+    }
     Ok(reports)
 }
 
@@ -468,6 +479,12 @@ fn figures(
         "leader_state_commits_per_sec",
         leader.state_commits / seconds,
     ));
+    let followers: Vec<&MemberFigures> = delta.iter().filter(|m| !m.is_leader).collect();
+    let follower_fsyncs: f64 = followers.iter().map(|m| m.fsyncs).sum();
+    if follower_fsyncs > 0.0 {
+        let seconds: f64 = followers.iter().map(|m| m.fsync_seconds).sum();
+        figures.push(("follower_fsync_ms_mean", 1000.0 * seconds / follower_fsyncs));
+    }
     if system == System::RafterKv {
         let forwarded: f64 = delta.iter().map(|m| m.forwarded).sum();
         figures.push(("forwarded_pct", 100.0 * forwarded / (ops as f64).max(1.0)));
@@ -475,6 +492,28 @@ fn figures(
             figures.push((
                 "entries_per_apply",
                 leader.entries_applied / leader.apply_batches,
+            ));
+            figures.push((
+                "leader_apply_ms_mean",
+                1000.0 * leader.apply_seconds / leader.apply_batches,
+            ));
+        }
+        // The stages of a write (see `kv-example/src/metrics.rs`), means.
+        let put_requests: f64 = delta.iter().map(|m| m.put_requests).sum();
+        if put_requests > 0.0 {
+            let seconds: f64 = delta.iter().map(|m| m.put_request_seconds).sum();
+            figures.push(("put_request_ms_mean", 1000.0 * seconds / put_requests));
+        }
+        if leader.proposals > 0.0 {
+            figures.push((
+                "leader_propose_ms_mean",
+                1000.0 * leader.propose_seconds / leader.proposals,
+            ));
+        }
+        if leader.append_acks > 0.0 {
+            figures.push((
+                "append_round_trip_ms_mean",
+                1000.0 * leader.append_round_trip_seconds / leader.append_acks,
             ));
         }
     }
@@ -711,6 +750,7 @@ mod tests {
             rounds: None,
             rafter_kv_bin: None,
             etcd_bin: "etcd".into(),
+            memory: false,
             data_dir: None,
         }
     }

@@ -236,6 +236,11 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Each member's process id, in member order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// Each member's `/metrics` now, reduced to the figures a case reports.
     pub async fn scrape(&self) -> Result<Vec<MemberFigures>, String> {
         let request = Prepared::get("/metrics")?;
@@ -275,11 +280,25 @@ pub struct MemberFigures {
     /// took.
     pub entries_applied: f64,
     pub apply_batches: f64,
+    /// rafter-kv only, the stages of a write (count and total seconds of
+    /// each histogram): `/v3/kv/put` requests inside the router, proposals
+    /// to their answer, the leader's appends to their acknowledgement, and
+    /// the time in apply batches (per `apply_batches`).
+    pub put_requests: f64,
+    pub put_request_seconds: f64,
+    pub proposals: f64,
+    pub propose_seconds: f64,
+    pub append_acks: f64,
+    pub append_round_trip_seconds: f64,
+    pub apply_seconds: f64,
 }
 
 impl MemberFigures {
     fn read(system: System, text: &str) -> MemberFigures {
         let get = |name: &str| prometheus_text::sum(text, name).unwrap_or(0.0);
+        let put = |name: &str| {
+            prometheus_text::sum_labelled(text, name, "route=\"/v3/kv/put\"").unwrap_or(0.0)
+        };
         match system {
             System::RafterKv => MemberFigures {
                 is_leader: get("rafter_kv_is_leader") > 0.0,
@@ -289,6 +308,13 @@ impl MemberFigures {
                 forwarded: get("rafter_kv_forwarded_total"),
                 entries_applied: get("rafter_kv_entries_applied_total"),
                 apply_batches: get("rafter_kv_apply_batches_total"),
+                put_requests: put("rafter_kv_request_seconds_count"),
+                put_request_seconds: put("rafter_kv_request_seconds_sum"),
+                proposals: get("rafter_kv_propose_seconds_count"),
+                propose_seconds: get("rafter_kv_propose_seconds_sum"),
+                append_acks: get("rafter_kv_append_round_trip_seconds_count"),
+                append_round_trip_seconds: get("rafter_kv_append_round_trip_seconds_sum"),
+                apply_seconds: get("rafter_kv_apply_seconds_total"),
             },
             System::Etcd => MemberFigures {
                 is_leader: get("etcd_server_is_leader") > 0.0,
@@ -310,6 +336,14 @@ impl MemberFigures {
             forwarded: self.forwarded - earlier.forwarded,
             entries_applied: self.entries_applied - earlier.entries_applied,
             apply_batches: self.apply_batches - earlier.apply_batches,
+            put_requests: self.put_requests - earlier.put_requests,
+            put_request_seconds: self.put_request_seconds - earlier.put_request_seconds,
+            proposals: self.proposals - earlier.proposals,
+            propose_seconds: self.propose_seconds - earlier.propose_seconds,
+            append_acks: self.append_acks - earlier.append_acks,
+            append_round_trip_seconds: self.append_round_trip_seconds
+                - earlier.append_round_trip_seconds,
+            apply_seconds: self.apply_seconds - earlier.apply_seconds,
         }
     }
 }

@@ -5,6 +5,7 @@
 mod cluster_mode;
 mod core_mode;
 mod http_connection;
+mod kv_memory;
 mod kv_mode;
 mod latency_recorder;
 mod load;

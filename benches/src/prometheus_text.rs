@@ -5,6 +5,13 @@
 /// The sum of every sample of metric `name` (all label sets), or `None` if
 /// the text has none.
 pub fn sum(text: &str, name: &str) -> Option<f64> {
+    sum_labelled(text, name, "")
+}
+
+/// The sum of the samples of metric `name` whose label set contains
+/// `label` (for example `route="/v3/kv/put"`; `""` matches every sample),
+/// or `None` if there is none.
+pub fn sum_labelled(text: &str, name: &str, label: &str) -> Option<f64> {
     let mut total = None;
     for line in text.lines() {
         if line.starts_with('#') {
@@ -16,10 +23,10 @@ pub fn sum(text: &str, name: &str) -> Option<f64> {
         // The name must end here: `foo_total` is not `foo_total_created`.
         let value = if let Some(labelled) = rest.strip_prefix('{') {
             match labelled.rfind('}') {
-                Some(end) => &labelled[end + 1..],
-                None => continue,
+                Some(end) if labelled[..end].contains(label) => &labelled[end + 1..],
+                _ => continue,
             }
-        } else if rest.starts_with(' ') {
+        } else if rest.starts_with(' ') && label.is_empty() {
             rest
         } else {
             continue;
@@ -58,5 +65,19 @@ rafter_kv_fsync_seconds_count 100
         assert_eq!(sum(TEXT, "rafter_kv_fsync_seconds_count"), Some(100.0));
         assert_eq!(sum(TEXT, "rafter_kv_fsync_seconds"), None);
         assert_eq!(sum(TEXT, "absent"), None);
+    }
+
+    #[test]
+    fn a_label_picks_its_samples_only() {
+        let name = "rafter_kv_http_requests_total";
+        assert_eq!(sum_labelled(TEXT, name, "route=\"put\""), Some(5.0));
+        assert_eq!(sum_labelled(TEXT, name, "code=\"503\""), Some(2.0));
+        assert_eq!(sum_labelled(TEXT, name, "route=\"txn\""), None);
+        // An unlabelled sample has no label to match.
+        assert_eq!(
+            sum_labelled(TEXT, "rafter_kv_forwarded_total", "route=\"put\""),
+            None
+        );
+        assert_eq!(sum_labelled(TEXT, name, ""), Some(7.0));
     }
 }

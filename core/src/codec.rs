@@ -275,7 +275,9 @@ pub fn validate_message(message: &Message) -> Result<(), DecodeError> {
         | MessageBody::Heartbeat { .. }
         | MessageBody::HeartbeatResponse { .. }
         | MessageBody::TimeoutNow
-        | MessageBody::InstallSnapshotResponse { .. } => Ok(()),
+        | MessageBody::InstallSnapshotResponse { .. }
+        | MessageBody::ReadIndexRequest { .. }
+        | MessageBody::ReadIndexResponse { .. } => Ok(()),
     }
 }
 
@@ -636,9 +638,11 @@ mod tests {
                 MessageBody::TimeoutNow => 7,
                 MessageBody::InstallSnapshot { .. } => 8,
                 MessageBody::InstallSnapshotResponse { .. } => 9,
+                MessageBody::ReadIndexRequest { .. } => 10,
+                MessageBody::ReadIndexResponse { .. } => 11,
             }
         }
-        const BODY_VARIANTS: usize = 10;
+        const BODY_VARIANTS: usize = 12;
 
         /// Likewise for entry payloads.
         fn payload_variant(payload: &EntryPayload) -> usize {

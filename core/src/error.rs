@@ -140,7 +140,9 @@ pub enum ReadError {
     /// Leadership could not be confirmed by a quorum in time.
     #[error("read index not confirmed after {0:?}")]
     Timeout(Duration),
-    /// The node stopped being leader before the read was confirmed.
+    /// The node stopped being leader before the read was confirmed; on a
+    /// follower, the leader it asked changed, refused, or did not answer
+    /// within an election timeout. Retry (at the leader now known).
     #[error("leadership lost before the read was confirmed")]
     LeadershipLost,
     /// The node is shut down or stopped on a fatal error (the reason is

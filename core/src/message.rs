@@ -109,6 +109,23 @@ pub enum MessageBody {
         /// What the follower did with it.
         outcome: SnapshotOutcome,
     },
+    /// A follower asks its leader for a read index on a caller's behalf
+    /// (dissertation §6.4: a follower's linearizable read), so reads spread
+    /// over the cluster. Added after every earlier kind: the wire format of
+    /// the others is unchanged.
+    ReadIndexRequest {
+        /// The follower's id for the request, echoed in the answer.
+        request: u64,
+    },
+    /// The leader's answer to a `ReadIndexRequest`: the read index, once a
+    /// quorum confirmed its leadership after the request arrived; `None` if
+    /// it cannot serve reads (it is no longer leader).
+    ReadIndexResponse {
+        /// Echo of the request's id.
+        request: u64,
+        /// The read index: the follower reads once it has applied it.
+        index: Option<u64>,
+    },
 }
 
 /// The result of an `InstallSnapshot` at the follower.
@@ -167,6 +184,8 @@ impl Message {
             MessageBody::TimeoutNow => "timeout_now",
             MessageBody::InstallSnapshot { .. } => "install_snapshot",
             MessageBody::InstallSnapshotResponse { .. } => "install_snapshot_response",
+            MessageBody::ReadIndexRequest { .. } => "read_index_request",
+            MessageBody::ReadIndexResponse { .. } => "read_index_response",
         }
     }
 }

@@ -360,7 +360,12 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Returns a read index (dissertation §6.4): once this node has applied
     /// up to it, its state reflects every write acknowledged before the call.
-    /// Leader only; reads that arrive together share one heartbeat round.
+    /// On the leader, reads that arrive together share one heartbeat round.
+    /// On a follower or learner, the node asks its leader, which runs the
+    /// request through its own round and answers with its commit index
+    /// (etcd-raft's `MsgReadIndex`), so linearizable reads spread over the
+    /// cluster: `NotLeader` while no leader is known, `LeadershipLost` if
+    /// the leader changes or does not answer within an election timeout.
     /// Fails with `Timeout` after `Config::propose_timeout`, whatever the
     /// driver is doing.
     pub async fn read_index(&self) -> Result<u64, ReadError> {

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod append_timing;
 pub mod cli;
 pub mod cluster;
 pub mod command;

@@ -29,6 +29,19 @@ pub struct HttpLabels {
     pub code: u16,
 }
 
+/// Labels of a timed HTTP request: its route only (the status is in
+/// `http_requests`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route pattern.
+    pub route: String,
+}
+
+/// The buckets of every duration histogram: 50 µs to about 1.6 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(50e-6, 2.0, 16))
+}
+
 /// Labels naming a peer.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
@@ -62,6 +75,18 @@ pub struct ServiceMetrics {
     pub read_index: Counter,
     /// Durations of the log store's synced writes (one fsync each).
     pub fsync_seconds: Histogram,
+    /// Time from a request entering the router to its response leaving
+    /// it, by route (body read, JSON, routing, the write or read, the
+    /// response's encoding; not hyper's parse before it).
+    pub request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Time from a `propose` (or a forwarded batch's `propose_many`) on
+    /// this node to its answer: the leader's log write, replication,
+    /// commit and apply.
+    pub propose_seconds: Histogram,
+    /// On the leader: time from handing the network an append to the
+    /// follower's acknowledgement of it (the round trip plus the
+    /// follower's write), see `append_timing.rs`.
+    pub append_round_trip_seconds: Histogram,
     commit_index: Gauge,
     applied_index: Gauge,
     term: Gauge,
@@ -75,10 +100,11 @@ pub struct ServiceMetrics {
     snapshots_installed: Counter,
     snapshots_built: Counter,
     session_duplicates: Counter,
+    apply_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// The state machine's counters, copied into the counters above on
     /// each scrape (what was copied last time in `copied`).
     apply: Arc<ApplyCounters>,
-    copied: Mutex<[u64; 6]>,
+    copied: Mutex<[u64; 7]>,
 }
 
 impl ServiceMetrics {
@@ -92,8 +118,10 @@ impl ServiceMetrics {
             forwarded: Counter::default(),
             forwarded_batches: Counter::default(),
             read_index: Counter::default(),
-            // 50 µs to about 1.6 s.
-            fsync_seconds: Histogram::new(exponential_buckets(50e-6, 2.0, 16)),
+            fsync_seconds: duration_histogram(),
+            request_seconds: Family::new_with_constructor(duration_histogram),
+            propose_seconds: duration_histogram(),
+            append_round_trip_seconds: duration_histogram(),
             commit_index: Gauge::default(),
             applied_index: Gauge::default(),
             term: Gauge::default(),
@@ -107,8 +135,9 @@ impl ServiceMetrics {
             snapshots_installed: Counter::default(),
             snapshots_built: Counter::default(),
             session_duplicates: Counter::default(),
+            apply_seconds: Counter::default(),
             apply,
-            copied: Mutex::new([0; 6]),
+            copied: Mutex::new([0; 7]),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -146,6 +175,26 @@ impl ServiceMetrics {
             "fsync_seconds",
             "Duration of the log's synced writes",
             m.fsync_seconds.clone(),
+        );
+        registry.register(
+            "request_seconds",
+            "Time from a request entering the router to its response, by route",
+            m.request_seconds.clone(),
+        );
+        registry.register(
+            "propose_seconds",
+            "Time from a proposal on this node to its answer (applied)",
+            m.propose_seconds.clone(),
+        );
+        registry.register(
+            "append_round_trip_seconds",
+            "On the leader: time from sending an append to its durable acknowledgement",
+            m.append_round_trip_seconds.clone(),
+        );
+        registry.register(
+            "apply_seconds",
+            "Time spent applying batches (store transactions)",
+            m.apply_seconds.clone(),
         );
         registry.register(
             "commit_index",
@@ -228,6 +277,7 @@ impl ServiceMetrics {
             self.apply.snapshots_installed.load(Ordering::Relaxed),
             self.apply.snapshots_built.load(Ordering::Relaxed),
             self.apply.session_duplicates.load(Ordering::Relaxed),
+            self.apply.apply_nanos.load(Ordering::Relaxed),
         ];
         let counters = [
             &self.entries_applied,
@@ -242,6 +292,11 @@ impl ServiceMetrics {
             counter.inc_by(now.saturating_sub(*copied));
             *copied = now.max(*copied);
         }
+        let nanos = &mut copied[counters.len()];
+        let now_nanos = now[counters.len()];
+        self.apply_seconds
+            .inc_by(now_nanos.saturating_sub(*nanos) as f64 / 1e9);
+        *nanos = now_nanos.max(*nanos);
     }
 
     /// Follows the node's metrics until it stops: gauges, elections, leader

@@ -15,6 +15,7 @@ use rafter_redb::RedbStorage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::append_timing::{AppendTimer, TimedNetwork};
 use crate::cluster::{cluster_id, encode_members, RaftHalf};
 use crate::config::ServeConfig;
 use crate::follower_reads::ReadIndexClient;
@@ -101,7 +102,9 @@ impl Node {
         )
         .map_err(|e| format!("raft endpoint {}: {e}", config.raft_addr))?;
         let handle = network.handle();
-        let network = RaftHalf::with_seeds(network, &seeds);
+        let append_timer = AppendTimer::new(metrics.clone());
+        let network =
+            TimedNetwork::new(RaftHalf::with_seeds(network, &seeds), append_timer.clone());
         let members = config
             .init
             .then(|| Membership::new_voters(encode_members(&config.peers)));
@@ -124,6 +127,7 @@ impl Node {
         let sink = raft.clone();
         handle
             .set_inbound(move |message| {
+                append_timer.received(&message);
                 // A full inbox drops the message; Raft retries.
                 let _ = sink.receive(message);
             })

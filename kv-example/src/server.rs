@@ -26,7 +26,7 @@ use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
 use crate::follower_reads::ReadIndexClient;
 use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
 use crate::forward_proposals::{Forwarded, ProposalForwarder};
-use crate::metrics::{HttpLabels, ReasonLabels, ServiceMetrics};
+use crate::metrics::{HttpLabels, ReasonLabels, RouteLabels, ServiceMetrics};
 use crate::state_machine::{KvReads, KvStateMachine};
 use crate::store::StoreReader;
 use crate::store::WriteRequest;
@@ -117,12 +117,18 @@ async fn count_requests(
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics
+    let metrics = &state.metrics;
+    let labels = RouteLabels { route };
+    metrics
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    metrics
         .http_requests
         .get_or_create(&HttpLabels {
-            route,
+            route: labels.route,
             code: response.status().as_u16(),
         })
         .inc();
@@ -331,7 +337,14 @@ impl AppState {
             let attempt = match (leader, leader_http) {
                 (Some(leader), _) if leader == self.id && role == Role::Leader => {
                     self.metrics.proposals.inc();
-                    match timeout_at(deadline, self.raft.propose(command())).await {
+                    let proposed = std::time::Instant::now();
+                    let answer = timeout_at(deadline, self.raft.propose(command())).await;
+                    if let Ok(Ok(_)) = &answer {
+                        self.metrics
+                            .propose_seconds
+                            .observe(proposed.elapsed().as_secs_f64());
+                    }
+                    match answer {
                         Err(_) => return Err(ApiError::timeout()),
                         Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
                         Ok(Ok(Err(refused))) => return Err(refused.into()),

@@ -50,6 +50,9 @@ pub struct ApplyCounters {
     pub snapshots_installed: AtomicU64,
     /// Snapshots built.
     pub snapshots_built: AtomicU64,
+    /// Nanoseconds spent in apply batches (the store transaction, its
+    /// commit included).
+    pub apply_nanos: AtomicU64,
 }
 
 /// Reads of the applied state, for the HTTP side: cheap to clone, each
@@ -133,6 +136,7 @@ impl KvStateMachine {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(Vec::new());
         };
+        let started = Instant::now();
         let first_index = first.log_id.index;
         let last_id = last.log_id;
         let count = entries.len() as u64;
@@ -182,6 +186,10 @@ impl KvStateMachine {
         self.counters
             .batches_applied
             .fetch_add(1, Ordering::Relaxed);
+        self.counters.apply_nanos.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         Ok(responses)
     }
 }

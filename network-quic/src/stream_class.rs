@@ -18,8 +18,9 @@ use rafter::{Message, MessageBody};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum StreamClass {
-    /// Heartbeats, votes, `TimeoutNow` and their responses: tiny, and what
-    /// keeps leadership stable, so nothing bulky ever travels before them.
+    /// Heartbeats, votes, `TimeoutNow`, read index requests and their
+    /// responses: tiny, and what keeps leadership stable (or a follower's
+    /// read waiting), so nothing bulky ever travels before them.
     Control,
     /// Appends and their responses, and snapshot answers: pipelined back to
     /// back, possibly large.
@@ -49,7 +50,9 @@ pub fn stream_class(message: &Message) -> StreamClass {
         | MessageBody::VoteResponse { .. }
         | MessageBody::Heartbeat { .. }
         | MessageBody::HeartbeatResponse { .. }
-        | MessageBody::TimeoutNow => StreamClass::Control,
+        | MessageBody::TimeoutNow
+        | MessageBody::ReadIndexRequest { .. }
+        | MessageBody::ReadIndexResponse { .. } => StreamClass::Control,
         MessageBody::Append { .. }
         | MessageBody::AppendResponse { .. }
         | MessageBody::InstallSnapshotResponse { .. } => StreamClass::Raft,

@@ -9,7 +9,17 @@ use redb::TableDefinition;
 /// version with `StorageError::UnsupportedFormat` rather than guess (and a
 /// version no build writes, such as 0, with `StorageError::Corrupt`); a
 /// later build keeps reading this one.
-pub const STORE_FORMAT_VERSION: u8 = 1;
+pub const STORE_FORMAT_VERSION: u8 = 2;
+
+/// The version before the journal (`journal.rs`): the same tables, and no
+/// journal file. A store of this version is read and marked
+/// [`STORE_FORMAT_VERSION`] when it opens, so that a build of that version
+/// (which would not replay the journal) refuses it from then on.
+pub(crate) const STORE_FORMAT_VERSION_BEFORE_JOURNAL: u8 = 1;
+
+/// The journal inside the data directory: synced writes appended in front
+/// of the database file (`journal.rs`, FORMAT.md).
+pub(crate) const JOURNAL_FILE: &str = "log.journal";
 
 /// The database file inside the data directory (`log.redb.new` while it
 /// is created, see `create.rs`).
@@ -38,6 +48,10 @@ pub(crate) const META_HARD_STATE: &str = "hard_state";
 pub(crate) const META_PURGED: &str = "purged";
 /// Record of `rafter::codec::encode_snapshot_meta`: the latest snapshot.
 pub(crate) const META_SNAPSHOT: &str = "snapshot";
+/// Record of 8 bytes, little endian: the number of the last write this
+/// commit holds (the journal's frames after it are replayed at open).
+/// Absent in a store of version 1: 0.
+pub(crate) const META_JOURNAL_SEQ: &str = "journal_seq";
 /// Record of `rafter::codec::encode_snapshot_meta`: a received snapshot
 /// whose install has begun (`RaftStorage::save_installing_snapshot_meta`).
 /// Absent in stores written before it existed, which reads as "none".

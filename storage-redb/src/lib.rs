@@ -20,6 +20,7 @@ mod compaction;
 mod create;
 mod error;
 mod format;
+mod journal;
 mod kv;
 mod lock;
 mod log_store;

@@ -12,6 +12,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use rafter::codec;
 use rafter::{
@@ -23,10 +24,12 @@ use crate::compaction::PurgedSinceCompaction;
 use crate::create::open_or_create;
 use crate::error::{corrupt, from_redb, io};
 use crate::format::{
-    DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, LOG_TABLE, META_FORMAT_VERSION, META_HARD_STATE,
-    META_INSTALLING_SNAPSHOT, META_PURGED, META_RECORD_BYTES_MAX, META_SNAPSHOT, META_TABLE,
-    STORE_FORMAT_VERSION,
+    DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, JOURNAL_FILE, LOG_TABLE, META_FORMAT_VERSION,
+    META_HARD_STATE, META_INSTALLING_SNAPSHOT, META_JOURNAL_SEQ, META_PURGED,
+    META_RECORD_BYTES_MAX, META_SNAPSHOT, META_TABLE, STORE_FORMAT_VERSION,
+    STORE_FORMAT_VERSION_BEFORE_JOURNAL,
 };
+use crate::journal::{Journal, JournalBatch};
 use crate::lock::DirectoryLock;
 use crate::options::RedbOptions;
 use crate::record::{self, log_key};
@@ -57,6 +60,18 @@ pub(crate) struct LogStore {
     /// Where each record of a write is sealed; reused so that appends do not
     /// allocate a record per entry. Holds no meaning between calls.
     record_buffer: Vec<u8>,
+    /// The file a synced write is made durable in, in front of redb (see
+    /// `journal.rs`); `None` when `RedbOptions::journal_bytes` is 0.
+    journal: Option<Journal>,
+    /// The number of the last write, stored with it in redb
+    /// (`journal_seq`).
+    ///
+    /// Invariant: every write after redb's last durable commit is in the
+    /// journal, in order, up to this number (synced up to the last synced
+    /// write).
+    journal_seq: u64,
+    /// When redb was last made durable (a checkpoint).
+    durable_at: Instant,
     _lock: DirectoryLock,
 }
 
@@ -83,11 +98,109 @@ impl LogStore {
             purged_since_compaction: PurgedSinceCompaction::default(),
             failed: None,
             record_buffer: Vec::new(),
+            journal: None,
+            journal_seq: 0,
+            durable_at: Instant::now(),
             _lock: lock,
         };
         store.load()?;
         store.check_invariants();
+        store.recover_journal(dir)?;
+        store.check_invariants();
         Ok(store)
+    }
+
+    /// Applies the journal's writes that redb lacks (a crash lost redb's
+    /// commits since its last durable one), makes redb durable, and starts
+    /// the journal again at offset 0. The file is read even when the
+    /// journal is off, if it exists: an earlier run may have left writes
+    /// in it.
+    fn recover_journal(&mut self, dir: &Path) -> Result<(), StorageError> {
+        let capacity = self.options.journal_bytes;
+        // Created by the first write (`ensure_journal`), so that a store
+        // only opened and read (a tool, a test) costs no journal file.
+        if !dir.join(JOURNAL_FILE).exists() {
+            return Ok(());
+        }
+        let mut journal = Journal::open(dir, capacity)?;
+        let durable_seq = self.journal_seq;
+        let last = journal.replay(durable_seq, |batch| self.replay_write(batch))?;
+        assert_eq!(last, self.journal_seq, "replay applies each write it reads");
+        // Even with nothing replayed: what redb holds now must be durable
+        // before the journal's frames are written over.
+        self.checkpoint()?;
+        journal.restart();
+        self.journal = (capacity > 0).then_some(journal);
+        Ok(())
+    }
+
+    /// Creates the journal file if the journal is on and this store has
+    /// none yet: a new store, or one whose journal was off or that was
+    /// only ever opened. Nothing needs replaying in a new file; its first
+    /// frame is the next write's number.
+    fn ensure_journal(&mut self) -> Result<(), StorageError> {
+        if self.journal.is_some() || self.options.journal_bytes == 0 {
+            return Ok(());
+        }
+        // `path` is `dir.join(DATABASE_FILE)` (`open`), so it has a parent.
+        let dir = self
+            .path
+            .parent()
+            .expect("the database file is inside its data directory");
+        let created = Journal::open(dir, self.options.journal_bytes);
+        self.journal = Some(created.map_err(|e| self.fail(e))?);
+        Ok(())
+    }
+
+    /// One write read back from the journal: checked and committed as
+    /// `write` does, without a journal frame or an fsync (the checkpoint
+    /// after the replay makes them durable).
+    fn replay_write(&mut self, batch: JournalBatch) -> Result<(), StorageError> {
+        let (truncate_from, entries, hard_state) = batch;
+        let batch = WriteBatch {
+            truncate_from,
+            entries,
+            hard_state,
+            must_sync: false,
+        };
+        // A write that was refused never reached the journal (the redb
+        // transaction runs first), so a refusal now is damage.
+        let seq = self.journal_seq + 1;
+        self.commit_batch(&batch, Durability::None)
+            .map_err(|e| match e {
+                StorageError::InvalidBatch(message) | StorageError::Corrupt { message, .. } => {
+                    corrupt(
+                        format!("journal write {seq}"),
+                        format!("refused on replay: {message}"),
+                    )
+                }
+                other => other,
+            })
+    }
+
+    /// Makes every commit so far durable with one durable commit of the
+    /// journal number.
+    fn checkpoint(&mut self) -> Result<(), StorageError> {
+        let seq_record = record::seal(META_JOURNAL_SEQ.as_bytes(), &self.journal_seq.to_le_bytes());
+        let result = (|| {
+            let mut txn = self
+                .db
+                .begin_write()
+                .map_err(|e| from_redb("begin write", e))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| from_redb("set durability", e))?;
+            {
+                let mut meta = txn
+                    .open_table(META_TABLE)
+                    .map_err(|e| from_redb("open meta", e))?;
+                meta.insert(META_JOURNAL_SEQ, seq_record.as_slice())
+                    .map_err(|e| from_redb("save journal seq", e))?;
+            }
+            txn.commit().map_err(|e| from_redb("commit", e))
+        })();
+        result.map_err(|e| self.fail(e))?;
+        self.durable_at = Instant::now();
+        Ok(())
     }
 
     /// The path of the database file.
@@ -118,10 +231,63 @@ impl LogStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // Validate what can be before touching the database; what needs the
-        // transaction (the term before a truncation point, the size of each
-        // record) is checked inside it, and a refusal drops the transaction,
-        // which rolls it back.
+        // A synced write goes to the journal unless a checkpoint is due
+        // (then redb commits it durably itself, and the journal starts
+        // again); an unsynced one goes to the journal unsynced, so that
+        // the journal has no gap in its numbers.
+        self.ensure_journal()?;
+        let journaled = match &self.journal {
+            Some(journal) => {
+                !batch.must_sync
+                    || (self.durable_at.elapsed() < self.options.journal_checkpoint_interval
+                        && journal.used_bytes() < journal.capacity() / 2)
+            }
+            None => false,
+        };
+        let durability = if batch.must_sync && !journaled {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        // redb first: a batch it refuses must not reach the journal, where
+        // a replay would meet it again.
+        self.commit_batch(&batch, durability)?;
+        if matches!(durability, Durability::Immediate) {
+            self.durable_at = Instant::now();
+            if let Some(journal) = &mut self.journal {
+                journal.restart();
+            }
+            return Ok(());
+        }
+        let seq = self.journal_seq;
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        match journal.append(seq, &batch, batch.must_sync) {
+            Ok(true) => Ok(()),
+            // No room: make redb durable instead, and start over.
+            Ok(false) => {
+                self.checkpoint()?;
+                if let Some(journal) = &mut self.journal {
+                    journal.restart();
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Checks `batch` and commits it to redb with `durability`, as write
+    /// number `journal_seq + 1`, then updates the cache. What can be
+    /// checked is checked before the database is touched; what needs the
+    /// transaction (the term before a truncation point, the size of each
+    /// record) is checked inside it, and a refusal drops the transaction,
+    /// which rolls it back.
+    fn commit_batch(
+        &mut self,
+        batch: &WriteBatch,
+        durability: Durability,
+    ) -> Result<(), StorageError> {
         if let Some(from) = batch.truncate_from {
             if from <= self.purged.index {
                 return Err(StorageError::Unavailable { index: from });
@@ -135,16 +301,19 @@ impl LogStore {
             _ => self.last_log_id.index + 1,
         };
         check_entries(&batch.entries, next_index)?;
+        let seq = self.journal_seq + 1;
         let written = write_transaction(
             &self.db,
             &mut self.record_buffer,
-            &batch,
+            batch,
             WriteBounds {
                 truncates,
                 next_index,
                 purged: self.purged,
                 last: self.last_log_id,
             },
+            durability,
+            seq,
         );
         // One huge entry must not pin its record's memory for the life of
         // the store.
@@ -157,6 +326,7 @@ impl LogStore {
                 if let Some(hard_state) = batch.hard_state {
                     self.hard_state = hard_state;
                 }
+                self.journal_seq = seq;
                 self.check_invariants();
                 Ok(())
             }
@@ -275,6 +445,7 @@ impl LogStore {
             Ok(removed)
         })();
         let (removed_entries, removed_bytes) = result.map_err(|e| self.fail(e))?;
+        self.made_durable();
         self.purged = up_to;
         if up_to.index >= self.last_log_id.index {
             self.last_log_id = up_to;
@@ -381,7 +552,9 @@ impl LogStore {
             }
             txn.commit().map_err(|e| from_redb("commit", e))
         })();
-        result.map_err(|e| self.fail(e))
+        result.map_err(|e| self.fail(e))?;
+        self.made_durable();
+        Ok(())
     }
 
     /// Reads and checks what is on disk into the cache (the open gateway).
@@ -406,6 +579,12 @@ impl LogStore {
         self.snapshot = read_meta(&meta, META_SNAPSHOT, |b| {
             codec::decode_snapshot_meta(b, META_RECORD_BYTES_MAX)
         })?;
+        self.journal_seq = read_meta(&meta, META_JOURNAL_SEQ, |b| {
+            <[u8; 8]>::try_from(b)
+                .map(u64::from_le_bytes)
+                .map_err(|_| format!("{} bytes, not 8", b.len()))
+        })?
+        .unwrap_or(0);
         self.installing_snapshot = read_meta(&meta, META_INSTALLING_SNAPSHOT, |b| {
             codec::decode_snapshot_meta(b, META_RECORD_BYTES_MAX)
         })?;
@@ -483,6 +662,15 @@ impl LogStore {
         Ok(())
     }
 
+    /// After a durable commit: redb holds every write, so the journal can
+    /// start again.
+    fn made_durable(&mut self) {
+        self.durable_at = Instant::now();
+        if let Some(journal) = &mut self.journal {
+            journal.restart();
+        }
+    }
+
     /// O(1) checks of the cached bounds; the O(n) walk is `load`.
     fn check_invariants(&self) {
         assert!(
@@ -533,6 +721,13 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
             .map(|v| v.value().to_vec());
         match version.as_deref() {
             Some([STORE_FORMAT_VERSION]) => {}
+            // Written before the journal: the same tables, no journal to
+            // replay. Marked with this version, so that a build from
+            // before the journal, which would not replay it, refuses it.
+            Some([STORE_FORMAT_VERSION_BEFORE_JOURNAL]) => {
+                meta.insert(META_FORMAT_VERSION, [STORE_FORMAT_VERSION].as_slice())
+                    .map_err(|e| from_redb("save format version", e))?;
+            }
             // Written by a later build: not damage, a format this one does
             // not know. Refused rather than guessed at; the transaction is
             // dropped unwritten.
@@ -649,13 +844,10 @@ fn write_transaction(
     record_buffer: &mut Vec<u8>,
     batch: &WriteBatch,
     bounds: WriteBounds,
+    durability: Durability,
+    journal_seq: u64,
 ) -> Result<LogId, WriteError> {
     let mut txn = db.begin_write().map_err(failed("begin write"))?;
-    let durability = if batch.must_sync {
-        Durability::Immediate
-    } else {
-        Durability::None
-    };
     txn.set_durability(durability)
         .map_err(failed("set durability"))?;
     let mut new_last = bounds.last;
@@ -697,13 +889,20 @@ fn write_transaction(
             new_last = entry.log_id();
         }
     }
-    if let Some(hard_state) = &batch.hard_state {
-        let record = record::seal_into(META_HARD_STATE.as_bytes(), record_buffer, |out| {
-            out.extend_from_slice(&codec::encode_hard_state(hard_state));
-        });
+    {
         let mut meta = txn.open_table(META_TABLE).map_err(failed("open meta"))?;
-        meta.insert(META_HARD_STATE, record)
-            .map_err(failed("save hard state"))?;
+        if let Some(hard_state) = &batch.hard_state {
+            let record = record::seal_into(META_HARD_STATE.as_bytes(), record_buffer, |out| {
+                out.extend_from_slice(&codec::encode_hard_state(hard_state));
+            });
+            meta.insert(META_HARD_STATE, record)
+                .map_err(failed("save hard state"))?;
+        }
+        let record = record::seal_into(META_JOURNAL_SEQ.as_bytes(), record_buffer, |out| {
+            out.extend_from_slice(&journal_seq.to_le_bytes());
+        });
+        meta.insert(META_JOURNAL_SEQ, record)
+            .map_err(failed("save journal seq"))?;
     }
     txn.commit().map_err(failed("commit"))?;
     Ok(new_last)

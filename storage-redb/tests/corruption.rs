@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rafter::CommandBytes;
 use rafter::{Entry, EntryPayload, HardState, LogId, RaftStorage, StorageError, WriteBatch};
-use rafter_redb::{RedbOptions, RedbStorage};
+use rafter_redb::{RedbOptions, RedbStorage, STORE_FORMAT_VERSION};
 use redb::{Database, ReadableTable, TableDefinition};
 
 // The layout of FORMAT.md, spelled out again on purpose: these tests play
@@ -287,11 +287,35 @@ async fn a_later_format_version_is_unsupported_not_corrupt() {
     set_format_version(&dir, &[9]);
     let result = open_and_read_all(&dir, RedbOptions::default()).await;
     assert_eq!(result, Err(StorageError::UnsupportedFormat { found: 9 }));
-    // The refusal wrote nothing: back at version 1, the store is intact.
-    set_format_version(&dir, &[1]);
+    // The refusal wrote nothing: back at this build's version, the store is
+    // intact.
+    set_format_version(&dir, &[STORE_FORMAT_VERSION]);
     open_and_read_all(&dir, RedbOptions::default())
         .await
         .expect("intact after the refused open");
+}
+
+fn format_version(dir: &Path) -> Vec<u8> {
+    let db = Database::open(dir.join("log.redb")).expect("raw open");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("raw read");
+    let meta = txn.open_table(META).expect("meta");
+    let version = meta.get("format_version").expect("get").expect("present");
+    version.value().to_vec()
+}
+
+#[tokio::test]
+async fn a_store_from_before_the_journal_opens_and_is_marked_with_this_version() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("store");
+    build(&dir).await;
+    // Version 1 had the same tables and no journal file.
+    set_format_version(&dir, &[1]);
+    std::fs::remove_file(dir.join("log.journal")).expect("remove the journal");
+    open_and_read_all(&dir, RedbOptions::default())
+        .await
+        .expect("a version 1 store opens");
+    // So that a build from before the journal refuses it from now on.
+    assert_eq!(format_version(&dir), vec![STORE_FORMAT_VERSION]);
 }
 
 #[tokio::test]
@@ -305,7 +329,7 @@ async fn a_store_from_a_later_build_with_other_tables_is_unsupported() {
     let txn = db.begin_write().expect("raw write");
     {
         let mut meta = txn.open_table(META).expect("meta");
-        meta.insert("format_version", [2u8].as_slice())
+        meta.insert("format_version", [STORE_FORMAT_VERSION + 1].as_slice())
             .expect("insert");
         let log_v2: TableDefinition<&str, u64> = TableDefinition::new("log");
         txn.open_table(log_v2)
@@ -316,7 +340,12 @@ async fn a_store_from_a_later_build_with_other_tables_is_unsupported() {
     txn.commit().expect("raw commit");
     drop(db);
     let result = RedbStorage::open(&dir).map(|_| ());
-    assert_eq!(result, Err(StorageError::UnsupportedFormat { found: 2 }));
+    assert_eq!(
+        result,
+        Err(StorageError::UnsupportedFormat {
+            found: u64::from(STORE_FORMAT_VERSION + 1)
+        })
+    );
 }
 
 #[tokio::test]
@@ -324,7 +353,7 @@ async fn a_format_version_no_build_writes_is_corrupt() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("store");
     build(&dir).await;
-    for version in [&[0u8][..], &[], &[1, 0], &[2, 0]] {
+    for version in [&[0u8][..], &[], &[1, 0], &[STORE_FORMAT_VERSION, 0]] {
         set_format_version(&dir, version);
         expect_corrupt(
             open_and_read_all(&dir, RedbOptions::default()).await,

@@ -30,14 +30,20 @@ impl Engine {
 
     pub(super) fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
         assert!(term >= self.term, "term {term} < {}", self.term);
+        let leader_changed = term > self.term || leader != self.leader;
         if term > self.term {
             self.term = term;
             self.vote = None;
         }
         let was = self.role;
         if was == Role::Leader {
-            self.reads
-                .fail_all(ReadError::LeadershipLost, &mut self.out.reads);
+            let mut answers = Vec::new();
+            self.reads.fail_all(ReadError::LeadershipLost, &mut answers);
+            self.answer_reads(answers);
+        }
+        if leader_changed {
+            // Asked of a leader that is no longer ours: it will not answer.
+            self.fail_follower_reads();
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -57,6 +63,7 @@ impl Engine {
         assert!(self.role != Role::Leader, "a leader does not campaign");
         self.role = Role::PreCandidate;
         self.leader = None;
+        self.fail_follower_reads();
         self.votes.clear();
         self.reset_timers();
         tracing::info!(id = self.id, term = self.term, "became pre-candidate");
@@ -70,6 +77,7 @@ impl Engine {
         self.vote = Some(self.id);
         self.role = Role::Candidate;
         self.leader = None;
+        self.fail_follower_reads();
         self.votes.clear();
         self.reset_timers();
         tracing::info!(id = self.id, term = self.term, "became candidate");

@@ -85,7 +85,9 @@ impl Engine {
             if self.planted(PlantedBugKind::Read) {
                 // The bug: answer on the leader's belief alone.
                 let seq = self.reads.seq();
-                self.reads.confirm(seq, &mut self.out.reads);
+                let mut answers = Vec::new();
+                self.reads.confirm(seq, &mut answers);
+                self.answer_reads(answers);
             }
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
@@ -103,6 +105,8 @@ impl Engine {
                 progress.get(&voter).map_or(0, |p| p.read_seq_acked)
             }
         });
-        self.reads.confirm(acked, &mut self.out.reads);
+        let mut answers = Vec::new();
+        self.reads.confirm(acked, &mut answers);
+        self.answer_reads(answers);
     }
 }

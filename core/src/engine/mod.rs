@@ -15,6 +15,7 @@
 mod actions;
 pub(crate) mod config_change;
 mod elections;
+mod follower_reads;
 mod heartbeats;
 mod inflights;
 pub(crate) mod log;
@@ -145,6 +146,13 @@ pub(crate) struct Engine {
     /// Invariant: empty unless leader.
     uncommitted: Uncommitted,
     reads: ReadQueue,
+    /// Not leader: reads asked of the leader, by request id, with the tick
+    /// each was asked at. Invariant: empty on the leader; failed when the
+    /// leader changes or this node campaigns, and after
+    /// `election_ticks_max` ticks without an answer.
+    follower_reads: BTreeMap<u64, u64>,
+    /// Ticks since start: the clock of `follower_reads`.
+    ticks: u64,
 
     /// The (term, vote, commit) last given to storage.
     hard_state_handed: HardState,
@@ -220,6 +228,8 @@ impl Engine {
             purge_after_truncation: None,
             transfer_elapsed: 0,
             reads: ReadQueue::default(),
+            follower_reads: BTreeMap::new(),
+            ticks: 0,
             hard_state_handed: HardState {
                 commit: 0,
                 ..restored.hard_state
@@ -379,6 +389,8 @@ impl Engine {
 
     /// One tick of the logical clock.
     pub(crate) fn tick(&mut self) {
+        self.ticks += 1;
+        self.expire_follower_reads();
         self.election_elapsed += 1;
         if self.role == Role::Leader {
             self.tick_leader();
@@ -554,6 +566,12 @@ impl Engine {
                 self.handle_heartbeat_response(msg.from, read_seq)
             }
             MessageBody::TimeoutNow => self.handle_timeout_now(msg.from),
+            MessageBody::ReadIndexRequest { request } => {
+                self.handle_read_index_request(msg.from, request)
+            }
+            MessageBody::ReadIndexResponse { request, index } => {
+                self.handle_read_index_response(msg.from, request, index)
+            }
             MessageBody::InstallSnapshot {
                 meta,
                 offset,
@@ -654,20 +672,16 @@ impl Engine {
         Ok(log_id)
     }
 
-    /// Asks for a linearizable read point (dissertation §6.4). The answer
-    /// comes back in [`Actions::reads`] under `id`.
+    /// Asks for a linearizable read point (dissertation §6.4): on the
+    /// leader, a ReadIndex round; elsewhere, the leader's read index
+    /// (`follower_reads.rs`). The answer comes back in [`Actions::reads`]
+    /// under `id`.
     pub(crate) fn read_index(&mut self, id: u64) {
         if self.role != Role::Leader {
-            self.out.reads.push((
-                id,
-                Err(ReadError::NotLeader {
-                    leader_hint: self.leader,
-                    leader_addr: self.leader_addr(),
-                }),
-            ));
+            self.read_index_from_leader(id);
             return;
         }
-        self.reads.request(id);
+        self.reads.request(read_index::Reader::Local(id));
     }
 
     /// Starts a leadership transfer to `to` (dissertation §3.10).
@@ -771,6 +785,12 @@ impl Engine {
                 self.uncommitted.bytes(),
                 0,
                 "uncommitted bytes off the leader"
+            );
+        }
+        if self.role == Role::Leader {
+            assert!(
+                self.follower_reads.is_empty(),
+                "a leader waits for no leader's read index"
             );
         }
         self.log.check_invariants();

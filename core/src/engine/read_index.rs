@@ -5,6 +5,19 @@
 use std::collections::VecDeque;
 
 use crate::error::ReadError;
+use crate::types::NodeId;
+
+/// Who asked for a read index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reader {
+    /// A caller of this node, by the driver's id.
+    Local(u64),
+    /// A follower, for one of its callers (`ReadIndexRequest`).
+    Remote { from: NodeId, request: u64 },
+}
+
+/// What a round's end gives back: each reader and its answer.
+pub(crate) type ReadAnswers = Vec<(Reader, Result<u64, ReadError>)>;
 
 /// Invariant: rounds in `pending` have strictly increasing `seq`, all at
 /// most `seq`.
@@ -14,14 +27,14 @@ pub(crate) struct ReadQueue {
     seq: u64,
     /// Requests waiting for the next round (or for the leader to commit an
     /// entry of its term first).
-    unsent: Vec<u64>,
-    /// Started rounds: (seq, read index, request ids).
-    pending: VecDeque<(u64, u64, Vec<u64>)>,
+    unsent: Vec<Reader>,
+    /// Started rounds: (seq, read index, readers).
+    pending: VecDeque<(u64, u64, Vec<Reader>)>,
 }
 
 impl ReadQueue {
-    pub(crate) fn request(&mut self, id: u64) {
-        self.unsent.push(id);
+    pub(crate) fn request(&mut self, reader: Reader) {
+        self.unsent.push(reader);
     }
 
     pub(crate) fn has_unsent(&self) -> bool {
@@ -41,7 +54,7 @@ impl ReadQueue {
     }
 
     /// A quorum acknowledged rounds up to `acked_seq`: answer them.
-    pub(crate) fn confirm(&mut self, acked_seq: u64, out: &mut Vec<(u64, Result<u64, ReadError>)>) {
+    pub(crate) fn confirm(&mut self, acked_seq: u64, out: &mut ReadAnswers) {
         assert!(
             acked_seq <= self.seq,
             "acked read round {acked_seq} never started (at {})",
@@ -53,18 +66,18 @@ impl ReadQueue {
             }
             let index = *index;
             let (_, _, ids) = self.pending.pop_front().expect("front exists");
-            out.extend(ids.into_iter().map(|id| (id, Ok(index))));
+            out.extend(ids.into_iter().map(|reader| (reader, Ok(index))));
         }
     }
 
     /// Leadership is lost: every waiting read fails.
-    pub(crate) fn fail_all(
-        &mut self,
-        error: ReadError,
-        out: &mut Vec<(u64, Result<u64, ReadError>)>,
-    ) {
+    pub(crate) fn fail_all(&mut self, error: ReadError, out: &mut ReadAnswers) {
         let pending = self.pending.drain(..).flat_map(|(_, _, ids)| ids);
-        let ids: Vec<u64> = pending.chain(self.unsent.drain(..)).collect();
-        out.extend(ids.into_iter().map(|id| (id, Err(error.clone()))));
+        let readers: Vec<Reader> = pending.chain(self.unsent.drain(..)).collect();
+        out.extend(
+            readers
+                .into_iter()
+                .map(|reader| (reader, Err(error.clone()))),
+        );
     }
 }

@@ -236,6 +236,9 @@ pub fn free_body() -> BoxedStrategy<MessageBody> {
         (log_id(), snapshot_outcome).prop_map(|(snapshot, outcome)| {
             MessageBody::InstallSnapshotResponse { snapshot, outcome }
         }),
+        number().prop_map(|request| MessageBody::ReadIndexRequest { request }),
+        (number(), proptest::option::of(number()))
+            .prop_map(|(request, index)| MessageBody::ReadIndexResponse { request, index }),
     ]
     .boxed()
 }

@@ -31,8 +31,14 @@ pub async fn propose(State(s): State<Arc<AppState>>, request: Request) -> Respon
         return (StatusCode::BAD_REQUEST, "batch too large").into_response();
     }
     s.metrics.proposals.inc_by(commands.len() as u64);
+    let proposed = std::time::Instant::now();
     match s.raft.propose_many(commands).await {
-        Ok(responses) => codec::encode(&responses).into_response(),
+        Ok(responses) => {
+            s.metrics
+                .propose_seconds
+                .observe(proposed.elapsed().as_secs_f64());
+            codec::encode(&responses).into_response()
+        }
         Err(error) => {
             let status = match &error {
                 ProposeError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,

@@ -94,24 +94,80 @@ fn leader_that_steps_down_fails_pending_reads() {
     );
 }
 
-/// A follower cannot serve linearizable reads; it names the leader.
+/// Dissertation §6.4 (etcd-raft's MsgReadIndex): a follower asks its
+/// leader, which answers with its commit index once a quorum has confirmed
+/// the round the request joined; the follower hands that index to its
+/// caller.
 #[test]
-fn follower_answers_reads_with_not_leader() {
+fn a_follower_gets_its_read_index_from_the_leader() {
     let mut net = Net::new(3);
     net.elect(1);
-    let follower = net.node(2);
-    follower.read_index(10);
+    let term = net.node(1).term();
+    let commit = net.node(1).commit_index();
+    net.node(2).read_index(10);
+    let t = net.turn(2);
     assert_eq!(
-        turn(follower),
-        Turn {
-            reads: vec![(
-                10,
-                Err(ReadError::NotLeader {
-                    leader_hint: Some(1),
-                    leader_addr: Some("node-1".into()),
-                })
-            )],
-            ..Turn::default()
-        }
+        t.messages,
+        vec![msg(
+            2,
+            1,
+            term,
+            MessageBody::ReadIndexRequest { request: 10 }
+        )]
     );
+    assert_eq!(t.reads, vec![], "no answer before the leader's");
+    net.deliver_matching(|m| !matches!(m.body, MessageBody::ReadIndexResponse { .. }));
+    let heartbeats =
+        net.delivered(|m| matches!(m.body, MessageBody::Heartbeat { read_seq: 1, .. }));
+    assert_eq!(heartbeats.len(), 2, "the request started a heartbeat round");
+    let answer = net
+        .queue
+        .iter()
+        .find(|m| matches!(m.body, MessageBody::ReadIndexResponse { .. }))
+        .cloned()
+        .expect("the leader answers once the round is confirmed");
+    assert_eq!(
+        answer,
+        msg(
+            1,
+            2,
+            term,
+            MessageBody::ReadIndexResponse {
+                request: 10,
+                index: Some(commit),
+            }
+        )
+    );
+    step(net.node(2), answer);
+    assert_eq!(turn(net.node(2)).reads, vec![(10, Ok(commit))]);
+}
+
+/// A node that knows no leader refuses at once; one whose request or
+/// answer is lost fails the read within an election timeout (it campaigns
+/// by then, or the read expires), never answering without the leader.
+#[test]
+fn a_follower_without_an_answer_fails_the_read() {
+    let mut lonely = fresh(1, &[1, 2, 3]);
+    lonely.read_index(10);
+    assert_eq!(
+        turn(&mut lonely).reads,
+        vec![(
+            10,
+            Err(ReadError::NotLeader {
+                leader_hint: None,
+                leader_addr: None,
+            })
+        )]
+    );
+
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.cut(1, 2);
+    net.node(2).read_index(11);
+    net.turn(2);
+    let mut reads = Vec::new();
+    for _ in 0..=ELECTION_TICKS_MAX + 1 {
+        reads.extend(net.tick(2).reads);
+    }
+    assert_eq!(reads, vec![(11, Err(ReadError::LeadershipLost))]);
 }

@@ -1,0 +1,281 @@
+//! `Journal`: the append-only file that makes a write durable in front of
+//! the redb file (`log.journal`, next to `log.redb`).
+//!
+//! Why: a durable redb commit writes its copy-on-write B-tree pages and its
+//! header at scattered offsets, then syncs; on the development VM that took
+//! 2-3x what etcd's WAL append takes on the same disk in the same minute
+//! (`benches/README.md`, kv). Here a synced write is one frame appended to
+//! a file whose blocks are all allocated and written before first use, then
+//! one `fdatasync`, which needs no metadata update; the same batch goes to
+//! redb as a commit without fsync (`Durability::None`), which is what reads
+//! see. redb is made durable now and then (a checkpoint, `log_store.rs`),
+//! after which the journal starts again at offset 0.
+//!
+//! Frame: `len: u32 LE` (payload bytes), `crc: u32 LE` (CRC-32 of `seq`
+//! and the payload), `seq: u64 LE`, then the payload,
+//! `rafter::codec::encode(&(truncate_from, entries, hard_state))`. Frames
+//! are laid end to end from offset 0; their sequence numbers go up by one.
+//!
+//! Recovery (`replay`): redb, reopened after a crash, holds exactly the
+//! writes up to its last durable commit, and it records in each commit the
+//! sequence number of the write it holds (`journal_seq`). The journal is
+//! read from offset 0: frames at or below that number are skipped, the
+//! following ones are applied in order, and the scan stops at the first
+//! frame that is not the next number or fails its checksum. That frame is
+//! what a crash during an append leaves (a torn tail: the write never
+//! returned, so dropping it keeps `write` atomic, all or nothing), or what
+//! is left of an earlier lap of the file (a lower number). A frame that
+//! fails its checksum while the frame after it is the next number is not a
+//! tail but damage: `StorageError::Corrupt`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use rafter::{codec, Entry, HardState, StorageError, WriteBatch};
+
+use crate::error::{corrupt, io};
+use crate::format::JOURNAL_FILE;
+
+/// Bytes of a frame's header: length, checksum, sequence number.
+const FRAME_HEADER_BYTES: u64 = 16;
+/// Zeros written per call while the file is first filled.
+const FILL_CHUNK_BYTES: usize = 1 << 20;
+
+/// What a frame carries: a `WriteBatch` without its `must_sync`.
+pub(crate) type JournalBatch = (Option<u64>, Vec<Entry>, Option<HardState>);
+
+/// The journal file, open for appending.
+///
+/// Invariant: `end <= capacity`; the frames in `0..end` have consecutive
+/// sequence numbers ending at the last one appended.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    file: File,
+    /// Where the next frame goes.
+    end: u64,
+    /// The file's length: all of it allocated and written (zeros at first).
+    capacity: u64,
+    /// The frame being built; reused so appends do not allocate.
+    frame: Vec<u8>,
+}
+
+impl Journal {
+    /// Opens `dir/log.journal`, creating it `capacity` bytes long (zeros,
+    /// synced, and the directory synced) if it is missing or shorter. The
+    /// next append goes to offset 0: call [`Journal::replay`] first.
+    pub(crate) fn open(dir: &Path, capacity: u64) -> Result<Self, StorageError> {
+        let path = dir.join(JOURNAL_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io("open journal", e))?;
+        let length = file
+            .metadata()
+            .map_err(|e| io("read journal size", e))?
+            .len();
+        if length < capacity {
+            // Written, not `fallocate`d: an allocated but unwritten block
+            // costs a metadata update at the first `fdatasync` after it is
+            // written, which is what the journal exists to avoid.
+            let zeros = vec![0u8; FILL_CHUNK_BYTES];
+            let mut offset = length;
+            while offset < capacity {
+                let chunk = (capacity - offset).min(FILL_CHUNK_BYTES as u64) as usize;
+                file.write_all_at(&zeros[..chunk], offset)
+                    .map_err(|e| io("fill journal", e))?;
+                offset += chunk as u64;
+            }
+            file.sync_all().map_err(|e| io("sync journal", e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("sync data directory", e))?;
+        }
+        let capacity = length.max(capacity);
+        Ok(Self {
+            file,
+            end: 0,
+            capacity,
+            frame: Vec::new(),
+        })
+    }
+
+    /// Reads the frames after `durable_seq` (the sequence number redb
+    /// holds) in order into `apply`, and returns the last sequence number
+    /// applied (`durable_seq` if none). See the module doc for where the
+    /// scan stops and when that is corruption.
+    pub(crate) fn replay(
+        &mut self,
+        durable_seq: u64,
+        mut apply: impl FnMut(JournalBatch) -> Result<(), StorageError>,
+    ) -> Result<u64, StorageError> {
+        // No frame is longer than the file.
+        let payload_bytes_max = usize::try_from(self.capacity).unwrap_or(usize::MAX);
+        let mut offset = 0u64;
+        let mut expected = durable_seq + 1;
+        // The frames of one lap go up; a lower one is an earlier lap.
+        let mut previous: Option<u64> = None;
+        loop {
+            match self.read_frame(offset, payload_bytes_max)? {
+                FrameRead::End => break,
+                FrameRead::Valid { seq, .. } if previous.is_some_and(|p| seq <= p) => break,
+                FrameRead::Valid { seq, next, .. } if seq < expected => {
+                    // Already in redb.
+                    previous = Some(seq);
+                    offset = next;
+                }
+                FrameRead::Valid { seq, payload, next } if seq == expected => {
+                    let batch: JournalBatch =
+                        codec::decode(&payload, payload_bytes_max).map_err(|e| {
+                            corrupt(
+                                format!("journal frame {seq} at offset {offset}"),
+                                format!("undecodable: {e}"),
+                            )
+                        })?;
+                    apply(batch)?;
+                    expected += 1;
+                    previous = Some(seq);
+                    offset = next;
+                }
+                FrameRead::Valid { seq, .. } => {
+                    return Err(corrupt(
+                        format!("journal at offset {offset}"),
+                        format!(
+                            "write {seq} follows write {}: the ones between are lost",
+                            expected - 1
+                        ),
+                    ));
+                }
+                FrameRead::Damaged { next } => {
+                    // A torn tail, unless the frame after it carries on.
+                    let carries_on = match next {
+                        Some(next) => matches!(
+                            self.read_frame(next, payload_bytes_max)?,
+                            FrameRead::Valid { seq, .. } if seq == expected + 1
+                        ),
+                        None => false,
+                    };
+                    if carries_on {
+                        return Err(corrupt(
+                            format!("journal at offset {offset}"),
+                            format!(
+                                "write {expected} fails its checksum but the write after it is \
+                                 intact: damage, not a torn tail"
+                            ),
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(expected - 1)
+    }
+
+    /// Reads the frame at `offset`.
+    fn read_frame(&self, offset: u64, payload_bytes_max: usize) -> Result<FrameRead, StorageError> {
+        if offset + FRAME_HEADER_BYTES > self.capacity {
+            return Ok(FrameRead::End);
+        }
+        let mut header = [0u8; FRAME_HEADER_BYTES as usize];
+        self.file
+            .read_exact_at(&mut header, offset)
+            .map_err(|e| io("read journal", e))?;
+        let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        if length == 0 && crc == 0 && seq == 0 {
+            // Never written: the zeros the file was filled with.
+            return Ok(FrameRead::End);
+        }
+        let next = offset + FRAME_HEADER_BYTES + u64::from(length);
+        if length as usize > payload_bytes_max || next > self.capacity {
+            return Ok(FrameRead::Damaged { next: None });
+        }
+        let mut payload = vec![0u8; length as usize];
+        self.file
+            .read_exact_at(&mut payload, offset + FRAME_HEADER_BYTES)
+            .map_err(|e| io("read journal", e))?;
+        if frame_crc(seq, &payload) != crc {
+            return Ok(FrameRead::Damaged { next: Some(next) });
+        }
+        Ok(FrameRead::Valid { seq, payload, next })
+    }
+
+    /// Appends `batch` as write number `seq`, synced with `fdatasync` when
+    /// `sync`. Returns `false`, writing nothing, when the frame does not fit
+    /// in the rest of the file: the caller checkpoints redb and calls
+    /// [`Journal::restart`].
+    pub(crate) fn append(
+        &mut self,
+        seq: u64,
+        batch: &WriteBatch,
+        sync: bool,
+    ) -> Result<bool, StorageError> {
+        self.frame.clear();
+        self.frame.resize(FRAME_HEADER_BYTES as usize, 0);
+        codec::encode_into(
+            &(&batch.truncate_from, &batch.entries, &batch.hard_state),
+            &mut self.frame,
+        );
+        let length = self.frame.len() as u64 - FRAME_HEADER_BYTES;
+        if self.end + FRAME_HEADER_BYTES + length > self.capacity {
+            return Ok(false);
+        }
+        let length32 = u32::try_from(length).expect("a frame that fits is under 4 GiB");
+        let crc = frame_crc(seq, &self.frame[FRAME_HEADER_BYTES as usize..]);
+        self.frame[0..4].copy_from_slice(&length32.to_le_bytes());
+        self.frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.frame[8..16].copy_from_slice(&seq.to_le_bytes());
+        self.file
+            .write_all_at(&self.frame, self.end)
+            .map_err(|e| io("append to journal", e))?;
+        if sync {
+            self.file.sync_data().map_err(|e| io("sync journal", e))?;
+        }
+        self.end += self.frame.len() as u64;
+        debug_assert!(self.end <= self.capacity);
+        Ok(true)
+    }
+
+    /// Bytes appended since the last restart.
+    pub(crate) fn used_bytes(&self) -> u64 {
+        self.end
+    }
+
+    /// The file's length.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The next frame goes to offset 0 again. Only once redb durably holds
+    /// every write the journal holds: the frames left behind are then at
+    /// or below redb's sequence number, and the new ones start above it.
+    pub(crate) fn restart(&mut self) {
+        self.end = 0;
+    }
+}
+
+/// What is at an offset of the journal.
+enum FrameRead {
+    /// A frame whose checksum holds.
+    Valid {
+        seq: u64,
+        payload: Vec<u8>,
+        next: u64,
+    },
+    /// Bytes that are no valid frame; `next` is where the frame after it
+    /// would start, if its length is believable.
+    Damaged { next: Option<u64> },
+    /// Never-written zeros, or the end of the file.
+    End,
+}
+
+fn frame_crc(seq: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}

@@ -376,21 +376,10 @@ impl<SM: StateMachine> Raft<SM> {
     async fn read_index_until(&self, deadline: Instant) -> Result<u64, ReadError> {
         let timeout = self.shared.config.propose_timeout;
         let (responder, answer) = oneshot::channel();
-        match timeout_at(
-            deadline,
-            self.shared.control.send(Control::ReadIndex(responder)),
-        )
-        .await
-        {
-            Err(_) => return Err(ReadError::Timeout(timeout)),
-            Ok(Err(_)) => return Err(ReadError::Stopped),
-            Ok(Ok(())) => {}
-        }
-        match timeout_at(deadline, answer).await {
-            Err(_) => Err(ReadError::Timeout(timeout)),
-            Ok(Err(_)) => Err(ReadError::Stopped),
-            Ok(Ok(result)) => result,
-        }
+        let request = Control::ReadIndex(responder);
+        ask(&self.shared.control, request, answer, deadline)
+            .await
+            .map_err(|u| u.or(ReadError::Timeout(timeout), ReadError::Stopped))?
     }
 
     /// Waits until a linearizable read of this node's state machine is
@@ -455,17 +444,10 @@ impl<SM: StateMachine> Raft<SM> {
             // The caller may have timed out and gone: nothing to do then.
             let _ = responder.send(result);
         });
-        match timeout_at(deadline, self.shared.queries.send(query)).await {
-            Err(_) => return Err(ReadError::Timeout(timeout)),
-            Ok(Err(_)) => return Err(ReadError::Stopped),
-            Ok(Ok(())) => {}
-        }
-        match timeout_at(deadline, answer).await {
-            Err(_) => Err(ReadError::Timeout(timeout)),
-            Ok(Err(_)) => Err(ReadError::Stopped),
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(panic))) => std::panic::resume_unwind(panic),
-        }
+        let result = ask(&self.shared.queries, query, answer, deadline)
+            .await
+            .map_err(|u| u.or(ReadError::Timeout(timeout), ReadError::Stopped))?;
+        Ok(result.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     }
 
     /// Hands leadership to voter `to` (dissertation §3.10) and waits until
@@ -476,16 +458,9 @@ impl<SM: StateMachine> Raft<SM> {
         let (responder, answer) = oneshot::channel();
         let deadline = Instant::now() + self.shared.config.propose_timeout;
         let control = Control::TransferLeader { to, responder };
-        match timeout_at(deadline, self.shared.control.send(control)).await {
-            Err(_) => return Err(TransferError::Timeout { to }),
-            Ok(Err(_)) => return Err(TransferError::Stopped),
-            Ok(Ok(())) => {}
-        }
-        match timeout_at(deadline, answer).await {
-            Err(_) => return Err(TransferError::Timeout { to }),
-            Ok(Err(_)) => return Err(TransferError::Stopped),
-            Ok(Ok(result)) => result?,
-        }
+        ask(&self.shared.control, control, answer, deadline)
+            .await
+            .map_err(|u| u.or(TransferError::Timeout { to }, TransferError::Stopped))??;
         let config = &self.shared.config;
         let patience = config.tick_interval * (2 * config.election_ticks_max) as u32;
         let mut metrics = self.shared.metrics.clone();
@@ -550,16 +525,10 @@ impl<SM: StateMachine> Raft<SM> {
         let control = Control::ChangeMembership { change, responder };
         let timeout = self.shared.config.propose_timeout;
         let deadline = Instant::now() + timeout;
-        match timeout_at(deadline, self.shared.control.send(control)).await {
-            Err(_) => return Err(MembershipError::Timeout(timeout)),
-            Ok(Err(_)) => return Err(MembershipError::Stopped),
-            Ok(Ok(())) => {}
-        }
-        match timeout_at(deadline, answer).await {
-            Err(_) => Err(MembershipError::Timeout(timeout)),
-            Ok(Err(_)) => Err(MembershipError::Stopped),
-            Ok(Ok(result)) => Ok(result?.index),
-        }
+        let result = ask(&self.shared.control, control, answer, deadline)
+            .await
+            .map_err(|u| u.or(MembershipError::Timeout(timeout), MembershipError::Stopped))?;
+        Ok(result?.index)
     }
 
     async fn wait_caught_up(&self, voters: &BTreeSet<NodeId>) -> Result<(), MembershipError> {
@@ -656,16 +625,9 @@ impl<SM: StateMachine> Raft<SM> {
     ) -> Result<T, CompactionError> {
         let timeout = self.shared.config.propose_timeout;
         let deadline = Instant::now() + timeout;
-        match timeout_at(deadline, self.shared.control.send(control)).await {
-            Err(_) => return Err(CompactionError::Timeout(timeout)),
-            Ok(Err(_)) => return Err(CompactionError::Stopped),
-            Ok(Ok(())) => {}
-        }
-        match timeout_at(deadline, answer).await {
-            Err(_) => Err(CompactionError::Timeout(timeout)),
-            Ok(Err(_)) => Err(CompactionError::Stopped),
-            Ok(Ok(result)) => result,
-        }
+        ask(&self.shared.control, control, answer, deadline)
+            .await
+            .map_err(|u| u.or(CompactionError::Timeout(timeout), CompactionError::Stopped))?
     }
 
     /// Hands a message from the network to this node. Never waits: when the
@@ -737,5 +699,46 @@ impl<SM: StateMachine> Raft<SM> {
                 tracing::error!(id = self.shared.id, %error, "raft driver task failed");
             }
         }
+    }
+}
+
+/// Why a request to one of the node's tasks got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unanswered {
+    /// The deadline passed first.
+    Timeout,
+    /// The task is gone: the node stopped.
+    Stopped,
+}
+
+impl Unanswered {
+    /// The caller's own error for this outcome.
+    fn or<E>(self, timeout: E, stopped: E) -> E {
+        match self {
+            Unanswered::Timeout => timeout,
+            Unanswered::Stopped => stopped,
+        }
+    }
+}
+
+/// Queues `request` for a task of the node and waits for its `answer`,
+/// both before `deadline`: every call into the driver or the apply task
+/// has this shape, so every one of them resolves by its deadline even when
+/// the task is gone or starved.
+async fn ask<Q, T>(
+    queue: &mpsc::Sender<Q>,
+    request: Q,
+    answer: oneshot::Receiver<T>,
+    deadline: Instant,
+) -> Result<T, Unanswered> {
+    match timeout_at(deadline, queue.send(request)).await {
+        Err(_) => return Err(Unanswered::Timeout),
+        Ok(Err(_)) => return Err(Unanswered::Stopped),
+        Ok(Ok(())) => {}
+    }
+    match timeout_at(deadline, answer).await {
+        Err(_) => Err(Unanswered::Timeout),
+        Ok(Err(_)) => Err(Unanswered::Stopped),
+        Ok(Ok(value)) => Ok(value),
     }
 }

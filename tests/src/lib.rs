@@ -17,5 +17,6 @@
 pub mod chaos;
 pub mod cluster;
 pub mod node_sim;
+pub mod seeds;
 pub mod sim;
 pub mod trapped;

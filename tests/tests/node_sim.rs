@@ -14,14 +14,7 @@ use std::time::Instant;
 
 use rafter::testing::NodeBug;
 use rafter_tests::node_sim::{self, Check, Options};
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-    })
-}
+use rafter_tests::seeds::{self, env_u64};
 
 fn options(seed: u64) -> Options {
     let mut options = Options::new(seed);
@@ -33,38 +26,24 @@ fn options(seed: u64) -> Options {
 
 #[test]
 fn many_seeds_stay_safe_and_linearizable() {
-    if let Some(seed) = env_u64("SIM_SEED") {
-        match node_sim::run(&options(seed)) {
-            Ok(report) => eprintln!("{report:?}"),
-            Err(failure) => panic!("{failure}"),
-        }
-        return;
-    }
-    let seeds = env_u64("SIM_SEEDS").unwrap_or(200);
-    let first = env_u64("SIM_FIRST_SEED").unwrap_or(0);
-    let progress_every = if seeds > 10_000 { 1000 } else { 100 };
     let started = Instant::now();
     let (mut ops, mut acked, mut crashes, mut installed, mut changes, mut sizes) =
         (0, 0, 0, 0, 0, [0; 2]);
-    for (done, seed) in (first..first.saturating_add(seeds)).enumerate() {
-        match node_sim::run(&options(seed)) {
-            Ok(report) => {
-                ops += report.ops_completed;
-                acked += report.acked_writes;
-                crashes += report.crashes;
-                installed += report.snapshots_installed;
-                changes += report.membership_changes;
-                sizes[usize::from(report.nodes == 5)] += 1;
-            }
-            Err(failure) => panic!("{failure}"),
-        }
-        if (done as u64 + 1) % progress_every == 0 {
-            eprintln!(
-                "node_sim: {} / {seeds} seeds passed (last {seed}), {ops} client ops, {:.0?}",
-                done + 1,
-                started.elapsed()
-            );
-        }
+    let seeds = seeds::run_many(
+        "node_sim",
+        200,
+        |seed| node_sim::run(&options(seed)),
+        |report| {
+            ops += report.ops_completed;
+            acked += report.acked_writes;
+            crashes += report.crashes;
+            installed += report.snapshots_installed;
+            changes += report.membership_changes;
+            sizes[usize::from(report.nodes == 5)] += 1;
+        },
+    );
+    if seeds == 0 {
+        return; // SIM_SEED: one seed replayed
     }
     let elapsed = started.elapsed();
     eprintln!(

@@ -12,15 +12,8 @@
 use std::time::Instant;
 
 use rafter::testing::PlantedBug;
+use rafter_tests::seeds::{self, env_u64};
 use rafter_tests::sim::{self, Options};
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-    })
-}
 
 fn options(seed: u64) -> Options {
     let mut options = Options::new(seed);
@@ -32,40 +25,25 @@ fn options(seed: u64) -> Options {
 
 #[test]
 fn many_seeds_stay_safe_and_linearizable() {
-    if let Some(seed) = env_u64("SIM_SEED") {
-        match sim::run(&options(seed)) {
-            Ok(report) => eprintln!("{report:?}"),
-            Err(failure) => panic!("{failure}"),
-        }
-        return;
-    }
-    let seeds = env_u64("SIM_SEEDS").unwrap_or(300);
-    let first = env_u64("SIM_FIRST_SEED").unwrap_or(0);
-    let progress_every = if seeds > 10_000 { 1000 } else { 100 };
     let started = Instant::now();
     let (mut steps, mut ops, mut sizes) = (0, 0, [0; 2]);
     let (mut appended, mut configurations, mut built, mut installed) = (0, 0, 0, 0);
-    for (done, seed) in (first..first.saturating_add(seeds)).enumerate() {
-        match sim::run(&options(seed)) {
-            Ok(report) => {
-                steps += report.steps;
-                ops += report.ops_completed;
-                sizes[usize::from(report.nodes == 5)] += 1;
-                appended += report.membership_changes_appended;
-                configurations += report.configurations_committed;
-                built += report.snapshots_built;
-                installed += report.snapshots_installed;
-            }
-            Err(failure) => panic!("{failure}"),
-        }
-        if (done as u64 + 1) % progress_every == 0 {
-            eprintln!(
-                "sim: {} / {seeds} seeds passed (last {seed}), {steps} steps, {ops} client ops, \
-                 {:.0?}",
-                done + 1,
-                started.elapsed()
-            );
-        }
+    let seeds = seeds::run_many(
+        "sim",
+        300,
+        |seed| sim::run(&options(seed)),
+        |report| {
+            steps += report.steps;
+            ops += report.ops_completed;
+            sizes[usize::from(report.nodes == 5)] += 1;
+            appended += report.membership_changes_appended;
+            configurations += report.configurations_committed;
+            built += report.snapshots_built;
+            installed += report.snapshots_installed;
+        },
+    );
+    if seeds == 0 {
+        return; // SIM_SEED: one seed replayed
     }
     assert!(
         sizes[0] > 0 && sizes[1] > 0,

@@ -179,28 +179,14 @@ impl LogStore {
     }
 
     /// Makes every commit so far durable with one durable commit of the
-    /// journal number.
+    /// journal number; the journal (if open) then starts again.
     fn checkpoint(&mut self) -> Result<(), StorageError> {
         let seq_record = record::seal(META_JOURNAL_SEQ.as_bytes(), &self.journal_seq.to_le_bytes());
-        let result = (|| {
-            let mut txn = self
-                .db
-                .begin_write()
-                .map_err(|e| from_redb("begin write", e))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| from_redb("set durability", e))?;
-            {
-                let mut meta = txn
-                    .open_table(META_TABLE)
-                    .map_err(|e| from_redb("open meta", e))?;
-                meta.insert(META_JOURNAL_SEQ, seq_record.as_slice())
-                    .map_err(|e| from_redb("save journal seq", e))?;
-            }
-            txn.commit().map_err(|e| from_redb("commit", e))
-        })();
-        result.map_err(|e| self.fail(e))?;
-        self.durable_at = Instant::now();
-        Ok(())
+        self.commit_meta(|meta| {
+            meta.insert(META_JOURNAL_SEQ, seq_record.as_slice())
+                .map(drop)
+                .map_err(|e| from_redb("save journal seq", e))
+        })
     }
 
     /// The path of the database file.
@@ -253,10 +239,7 @@ impl LogStore {
         // a replay would meet it again.
         self.commit_batch(&batch, durability)?;
         if matches!(durability, Durability::Immediate) {
-            self.durable_at = Instant::now();
-            if let Some(journal) = &mut self.journal {
-                journal.restart();
-            }
+            self.made_durable();
             return Ok(());
         }
         let seq = self.journal_seq;
@@ -266,13 +249,7 @@ impl LogStore {
         match journal.append(seq, &batch, batch.must_sync) {
             Ok(true) => Ok(()),
             // No room: make redb durable instead, and start over.
-            Ok(false) => {
-                self.checkpoint()?;
-                if let Some(journal) = &mut self.journal {
-                    journal.restart();
-                }
-                Ok(())
-            }
+            Ok(false) => self.checkpoint(),
             Err(e) => Err(self.fail(e)),
         }
     }

@@ -10,6 +10,9 @@ pub const HEARTBEAT_TICKS_DEFAULT: u64 = 2;
 pub const ELECTION_TICKS_MIN_DEFAULT: u64 = 10;
 /// See [`ELECTION_TICKS_MIN_DEFAULT`].
 pub const ELECTION_TICKS_MAX_DEFAULT: u64 = 20;
+/// A lease is 2 ticks shorter than the minimum election timeout (8 of 10
+/// ticks by default): see [`Config::lease_drift_ticks`].
+pub const LEASE_DRIFT_TICKS_DEFAULT: u64 = 2;
 
 /// What an append message or a snapshot chunk may take beyond its payload
 /// budget (`append_bytes_max`, plus one entry of up to `request_bytes_max`):
@@ -18,6 +21,8 @@ const MESSAGE_OVERHEAD_BYTES: u128 = 64 << 10;
 
 const _: () = assert!(HEARTBEAT_TICKS_DEFAULT < ELECTION_TICKS_MIN_DEFAULT);
 const _: () = assert!(ELECTION_TICKS_MIN_DEFAULT < ELECTION_TICKS_MAX_DEFAULT);
+const _: () = assert!(0 < LEASE_DRIFT_TICKS_DEFAULT);
+const _: () = assert!(LEASE_DRIFT_TICKS_DEFAULT < ELECTION_TICKS_MIN_DEFAULT);
 
 /// How a node behaves. Start from [`Config::default`] and change what you
 /// need; [`Config::validate`] (also run by [`crate::Raft::start`]) rejects
@@ -138,6 +143,47 @@ pub struct Config {
     /// mix in their id, so one seed serves a whole cluster; a fixed seed
     /// makes a simulated run repeatable.
     pub rng_seed: u64,
+    /// Leader lease reads (dissertation §6.4.1); off by default. Off, every
+    /// `read_index` / `linearizable_read` costs the leader a heartbeat round
+    /// (shared by the reads that arrive together). On, a leader that a
+    /// quorum acknowledged recently answers reads with its commit index at
+    /// once, without a round, for `election_ticks_min - lease_drift_ticks`
+    /// ticks counted from when it *sent* the acknowledged heartbeat; reads
+    /// forwarded by followers use the lease too. Still never before the
+    /// leader has committed an entry of its own term, and never once it has
+    /// started a leadership transfer in its term.
+    ///
+    /// Why it is safe: a follower that heard from its leader within
+    /// `election_ticks_min` ticks of its own clock ignores vote requests
+    /// (leader stickiness, dissertation §4.2.3) and does not campaign, and
+    /// with this option a node that (re)starts ignores them for its first
+    /// `election_ticks_min` ticks too (it may have acknowledged a heartbeat
+    /// just before it crashed). So no other leader can be elected while the
+    /// lease holds, *if* clocks keep to `lease_drift_ticks`. Leader
+    /// transfers are exempt from stickiness, which is why a transfer ends
+    /// the lease for the rest of the term.
+    ///
+    /// What it costs: the read's safety now rests on time, not only on
+    /// messages. A leader whose ticks run slow (a stalled process, a paused
+    /// VM, a driver starved for longer than the drift) may answer a stale
+    /// read. Every node must run with the same setting: the followers'
+    /// stickiness after a restart is what the leader relies on.
+    pub lease_reads: bool,
+    /// The clock-drift bound the lease assumes, in ticks: over any stretch
+    /// of real time in which one node counts up to `election_ticks_min`
+    /// ticks, any other node counts fewer than `election_ticks_min +
+    /// lease_drift_ticks`. It must be at least 1, since two clocks ticking
+    /// at exactly the same rate still differ by one tick over a stretch,
+    /// by their phase; each further tick covers a rate difference of
+    /// `1 / election_ticks_min`. The default, 2 of 10 ticks, allows clocks
+    /// that differ in rate by 10% (plus the phase tick), and leaves a lease
+    /// of 8 ticks (400 ms at 50 ms ticks) per acknowledged heartbeat, which
+    /// the heartbeats every 2 ticks renew long before it ends. Larger is
+    /// safer and the lease shorter; `lease_reads` with a value of 0 or not
+    /// below `election_ticks_min` is refused by [`Config::validate`] (the
+    /// lease would not be shorter than the minimum election timeout, or
+    /// would be empty). Ignored while `lease_reads` is off.
+    pub lease_drift_ticks: u64,
 }
 
 impl Default for Config {
@@ -162,6 +208,8 @@ impl Default for Config {
             snapshot_trailing_entries: 5_000,
             message_bytes_max: 64 << 20,
             rng_seed: 0x5eed,
+            lease_reads: false,
+            lease_drift_ticks: LEASE_DRIFT_TICKS_DEFAULT,
         }
     }
 }
@@ -314,6 +362,20 @@ impl Config {
         self.rng_seed = rng_seed;
         self
     }
+
+    /// Sets [`Config::lease_reads`].
+    #[must_use]
+    pub fn with_lease_reads(mut self, lease_reads: bool) -> Self {
+        self.lease_reads = lease_reads;
+        self
+    }
+
+    /// Sets [`Config::lease_drift_ticks`].
+    #[must_use]
+    pub fn with_lease_drift_ticks(mut self, lease_drift_ticks: u64) -> Self {
+        self.lease_drift_ticks = lease_drift_ticks;
+        self
+    }
 }
 
 /// A configuration value that cannot work.
@@ -393,6 +455,20 @@ impl Config {
         if self.propose_timeout.is_zero() {
             return invalid("propose_timeout", "must be positive");
         }
+        if self.lease_reads && self.lease_drift_ticks == 0 {
+            return invalid(
+                "lease_drift_ticks",
+                "must be at least 1 with lease_reads: a lease of election_ticks_min ticks \
+                 is not shorter than the minimum election timeout",
+            );
+        }
+        if self.lease_reads && self.lease_drift_ticks >= self.election_ticks_min {
+            return invalid(
+                "lease_drift_ticks",
+                "must be below election_ticks_min with lease_reads: the lease \
+                 (election_ticks_min - lease_drift_ticks ticks) would be empty",
+            );
+        }
         Ok(())
     }
 }
@@ -400,6 +476,35 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lease must be shorter than the minimum election timeout, and not
+    /// empty; off, the drift bound is not looked at.
+    #[test]
+    fn a_lease_not_shorter_than_the_election_timeout_is_refused() {
+        let lease = Config::default().with_lease_reads(true);
+        lease.validate().unwrap();
+        for drift in [
+            0,
+            ELECTION_TICKS_MIN_DEFAULT,
+            ELECTION_TICKS_MIN_DEFAULT + 1,
+        ] {
+            let err = lease
+                .clone()
+                .with_lease_drift_ticks(drift)
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("lease_drift_ticks"), "{err}");
+        }
+        lease
+            .clone()
+            .with_lease_drift_ticks(ELECTION_TICKS_MIN_DEFAULT - 1)
+            .validate()
+            .unwrap();
+        Config::default()
+            .with_lease_drift_ticks(0)
+            .validate()
+            .unwrap();
+    }
 
     #[test]
     fn default_is_valid_and_bad_values_are_named() {

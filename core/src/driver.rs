@@ -585,7 +585,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 || m.persisted_index != engine.persisted_index()
                 || m.snapshot_index != engine.snapshot_index()
                 || m.purged_index != engine.purged_index()
-                || m.membership_index != engine.membership_index();
+                || m.membership_index != engine.membership_index()
+                || m.lease_reads_served != engine.lease_reads_served();
             m.role = engine.role();
             m.term = engine.term();
             m.leader = engine.leader();
@@ -597,6 +598,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             m.snapshot_index = engine.snapshot_index();
             m.purged_index = engine.purged_index();
             m.membership_index = engine.membership_index();
+            m.lease_reads_served = engine.lease_reads_served();
             if membership_may_differ && m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
                 changed = true;

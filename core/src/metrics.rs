@@ -109,6 +109,11 @@ pub struct Metrics {
     /// On the leader: each peer's replication state, match and next index,
     /// and when it last answered. Empty on other roles.
     pub peers: BTreeMap<NodeId, PeerMetrics>,
+    /// Reads this node answered from its leader lease, without a heartbeat
+    /// round, since it started: its own callers' and those forwarded by
+    /// followers (`Config::lease_reads`; always 0 when that is off). While
+    /// it grows, reads are being served by lease.
+    pub lease_reads_served: u64,
     /// Set when the node stopped on an error.
     #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_display"))]
     pub fatal: Option<Fatal>,

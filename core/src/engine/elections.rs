@@ -51,6 +51,7 @@ impl Engine {
         self.progress.clear();
         self.votes.clear();
         self.lead_transferee = None;
+        self.lease = Lease::default();
         self.reset_timers();
         if was != Role::Follower {
             tracing::info!(id = self.id, term, ?leader, from = ?was, "became follower");
@@ -211,6 +212,7 @@ impl Engine {
         self.votes.clear();
         self.reset_timers();
         self.reads = ReadQueue::default();
+        self.lease = Lease::default();
         self.progress.clear();
         self.rebuild_progress();
         for progress in self.progress.values_mut() {

@@ -1,11 +1,15 @@
 //! Heartbeats, and the ReadIndex rounds they carry (dissertation §6.4).
 
+use super::read_index::ReadAnswers;
 use super::*;
 
 impl Engine {
     pub(super) fn broadcast_heartbeat(&mut self) {
         let committed = self.log.committed();
         let read_seq = self.reads.seq();
+        if self.config.lease_ticks.is_some() {
+            self.lease.sent(read_seq, self.ticks);
+        }
         let peers: Vec<(NodeId, u64)> = self
             .progress
             .iter()
@@ -80,6 +84,20 @@ impl Engine {
     }
 
     pub(super) fn flush_reads(&mut self) {
+        if self.reads.has_unsent() && self.committed_in_current_term() && self.lease_holds() {
+            // No other leader can exist while the lease holds (`lease.rs`),
+            // so the commit index is the read index without a round.
+            let committed = self.log.committed();
+            let answers: ReadAnswers = self
+                .reads
+                .take_unsent()
+                .into_iter()
+                .map(|reader| (reader, Ok(committed)))
+                .collect();
+            self.lease_reads_served += answers.len() as u64;
+            self.answer_reads(answers);
+            return;
+        }
         if self.reads.has_unsent() && self.committed_in_current_term() {
             self.reads.start_round(self.log.committed());
             if self.planted(PlantedBugKind::Read) {
@@ -105,6 +123,9 @@ impl Engine {
                 progress.get(&voter).map_or(0, |p| p.read_seq_acked)
             }
         });
+        if let Some(lease_ticks) = self.lease_ticks() {
+            self.lease.confirm(acked, lease_ticks);
+        }
         let mut answers = Vec::new();
         self.reads.confirm(acked, &mut answers);
         self.answer_reads(answers);

@@ -18,6 +18,7 @@ mod elections;
 mod follower_reads;
 mod heartbeats;
 mod inflights;
+mod lease;
 pub(crate) mod log;
 mod persistence;
 mod progress;
@@ -33,6 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 pub(crate) use actions::{Actions, SnapshotRead, SnapshotReceive, Write};
+use lease::Lease;
 use log::{Missing, RaftLog};
 use progress::Progress;
 pub(crate) use progress::ProgressState;
@@ -69,6 +71,11 @@ pub(crate) struct EngineConfig {
     pub(crate) snapshot_trailing_entries: u64,
     /// `Config::uncommitted_bytes_max`.
     pub(crate) uncommitted_bytes_max: u64,
+    /// With `Config::lease_reads`: how long a leader's lease lasts after it
+    /// sent a heartbeat round a quorum acknowledged,
+    /// `election_ticks_min - lease_drift_ticks` (`lease.rs`).
+    /// Invariant: `0 < lease_ticks < election_ticks_min`.
+    pub(crate) lease_ticks: Option<u64>,
     /// A deliberately broken rule, so the simulator can prove it catches it.
     /// Only exists with the `planted-bugs` feature: other builds, `testing`
     /// ones included, carry no trace of it.
@@ -90,6 +97,13 @@ impl EngineConfig {
             snapshot_interval_entries: config.snapshot_interval_entries,
             snapshot_trailing_entries: config.snapshot_trailing_entries,
             uncommitted_bytes_max: config.uncommitted_bytes_max,
+            // Validated by `Config::validate`; saturating so that an
+            // unvalidated config gives an empty lease, never a panic.
+            lease_ticks: config.lease_reads.then(|| {
+                config
+                    .election_ticks_min
+                    .saturating_sub(config.lease_drift_ticks)
+            }),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -146,6 +160,12 @@ pub(crate) struct Engine {
     /// Invariant: empty unless leader.
     uncommitted: Uncommitted,
     reads: ReadQueue,
+    /// Leader only: the read lease (`lease.rs`). Invariant: holds nothing
+    /// off the leader; reset in each term it leads.
+    lease: Lease,
+    /// Reads this node answered from its lease, its own callers' and
+    /// followers' (for `Metrics::lease_reads_served`).
+    lease_reads_served: u64,
     /// Not leader: reads asked of the leader, by request id, with the tick
     /// each was asked at. Invariant: empty on the leader; failed when the
     /// leader changes or this node campaigns, and after
@@ -228,6 +248,8 @@ impl Engine {
             purge_after_truncation: None,
             transfer_elapsed: 0,
             reads: ReadQueue::default(),
+            lease: Lease::default(),
+            lease_reads_served: 0,
             follower_reads: BTreeMap::new(),
             ticks: 0,
             hard_state_handed: HardState {
@@ -279,6 +301,9 @@ impl Engine {
     }
     pub(crate) fn commit_index(&self) -> u64 {
         self.log.committed()
+    }
+    pub(crate) fn lease_reads_served(&self) -> u64 {
+        self.lease_reads_served
     }
     pub(crate) fn persisted_index(&self) -> u64 {
         self.log.persisted()
@@ -379,6 +404,7 @@ impl Engine {
                 ) | (Some(B::VoteBeforePersisting), PlantedBugKind::Vote)
                     | (Some(B::AckBeforePersisting), PlantedBugKind::Ack)
                     | (Some(B::ReadWithoutQuorum), PlantedBugKind::Read)
+                    | (Some(B::LeaseOutlivesElectionTimeout), PlantedBugKind::Lease)
             )
         }
         #[cfg(not(feature = "planted-bugs"))]
@@ -402,6 +428,9 @@ impl Engine {
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
+        if let Some(lease_ticks) = self.lease_ticks() {
+            self.lease.expire(self.ticks, lease_ticks);
+        }
         // A snapshot chunk not acknowledged within an election timeout is
         // sent again (the chunk or its answer was lost); a transfer whose
         // follower stays quiet much longer starts over.
@@ -461,6 +490,11 @@ impl Engine {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
+            if self.config.lease_ticks.is_some() {
+                // Each heartbeat is a round of its own, so that its
+                // acknowledgements renew the lease from the tick it left.
+                self.reads.start_empty_round();
+            }
             self.broadcast_heartbeat();
         }
     }
@@ -489,8 +523,16 @@ impl Engine {
                     // election timeout ignores votes (dissertation §4.2.3),
                     // so a removed or partitioned node cannot disrupt a
                     // healthy leader. Transfers are exempt: the leader asked.
-                    let in_lease = self.leader.is_some()
+                    let heard_leader = self.leader.is_some()
                         && self.election_elapsed < self.config.election_ticks_min;
+                    // With lease reads, a node in its first minimum
+                    // election timeout since it started counts as having
+                    // heard from a leader: it may have acknowledged a
+                    // heartbeat, and so given a lease, just before a crash
+                    // (`lease.rs`).
+                    let just_started = self.config.lease_ticks.is_some()
+                        && self.ticks < self.config.election_ticks_min;
+                    let in_lease = heard_leader || just_started;
                     if in_lease && !leader_transfer {
                         tracing::debug!(
                             id = self.id,
@@ -708,7 +750,7 @@ impl Engine {
         self.transfer_elapsed = 0;
         let caught_up = self.progress[&to].match_index == self.log.last_index();
         if caught_up {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         }
         Ok(())
     }
@@ -787,6 +829,16 @@ impl Engine {
                 "uncommitted bytes off the leader"
             );
         }
+        if self.role != Role::Leader {
+            assert!(!self.lease.holds(self.ticks), "a lease held off the leader");
+        }
+        if let Some(lease_ticks) = self.config.lease_ticks {
+            assert!(lease_ticks > 0, "an empty lease");
+            assert!(
+                lease_ticks < self.config.election_ticks_min,
+                "lease of {lease_ticks} ticks not shorter than the minimum election timeout"
+            );
+        }
         if self.role == Role::Leader {
             assert!(
                 self.follower_reads.is_empty(),
@@ -836,6 +888,7 @@ enum PlantedBugKind {
     Vote,
     Ack,
     Read,
+    Lease,
 }
 
 fn random_timeout(rng: &mut ChaCha8Rng, config: &EngineConfig) -> u64 {

@@ -53,6 +53,17 @@ impl ReadQueue {
         self.pending.push_back((self.seq, commit_index, ids));
     }
 
+    /// Starts a round no read waits for: with lease reads, each periodic
+    /// heartbeat is numbered, so that its acknowledgement dates the lease.
+    pub(crate) fn start_empty_round(&mut self) {
+        self.seq += 1;
+    }
+
+    /// Takes the reads waiting for a round (the lease answers them).
+    pub(crate) fn take_unsent(&mut self) -> Vec<Reader> {
+        std::mem::take(&mut self.unsent)
+    }
+
     /// A quorum acknowledged rounds up to `acked_seq`: answer them.
     pub(crate) fn confirm(&mut self, acked_seq: u64, out: &mut ReadAnswers) {
         assert!(

@@ -30,6 +30,9 @@ impl Engine {
         self.out.members = Some(self.membership().nodes.clone());
         if self.role == Role::Leader {
             self.rebuild_progress();
+            // Acknowledgements from before may not make a quorum of the
+            // new configuration.
+            self.lease.end();
         }
     }
 
@@ -230,7 +233,7 @@ impl Engine {
                     self.maybe_commit();
                 }
                 if self.lead_transferee == Some(from) && self.progress[&from].match_index == last {
-                    self.send(from, MessageBody::TimeoutNow);
+                    self.send_timeout_now(from);
                 }
             }
             AppendOutcome::Reject {

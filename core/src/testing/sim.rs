@@ -44,6 +44,11 @@ pub enum PlantedBug {
     AckBeforePersisting,
     /// ReadIndex answers without a quorum round.
     ReadWithoutQuorum,
+    /// With `Config::lease_reads`, the leader's lease lasts four maximum
+    /// election timeouts from an acknowledged heartbeat, ignoring
+    /// `election_ticks_min` and `lease_drift_ticks`: a leader cut off from
+    /// the others keeps answering reads after they elected another.
+    LeaseOutlivesElectionTimeout,
 }
 
 /// What a node starts from in a simulation: its durable state.
@@ -416,6 +421,10 @@ impl SimCore {
     /// The commit index.
     pub fn commit_index(&self) -> u64 {
         self.engine.commit_index()
+    }
+    /// Reads answered from the leader lease since the core started.
+    pub fn lease_reads_served(&self) -> u64 {
+        self.engine.lease_reads_served()
     }
     /// The last entry of the log.
     pub fn last_log_id(&self) -> LogId {

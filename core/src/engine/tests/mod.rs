@@ -34,6 +34,7 @@ fn config() -> EngineConfig {
         snapshot_interval_entries: 0,
         snapshot_trailing_entries: 0,
         uncommitted_bytes_max: 1 << 30,
+        lease_ticks: None,
         #[cfg(feature = "planted-bugs")]
         planted_bug: None,
     }
@@ -503,6 +504,7 @@ fn is_vote_request(m: &Message) -> bool {
 }
 
 mod elections;
+mod lease;
 mod membership;
 mod reads;
 mod replication;

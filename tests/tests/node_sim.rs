@@ -8,6 +8,8 @@
 //!   (default 200) and reports progress to stderr every 100 seeds (every
 //!   1000 beyond 10 000); `SIM_FIRST_SEED=<s>` starts them at `s`.
 //! - `SIM_TICKS=<n>` changes the ticks of the faulty phase (default 300).
+//! - `SIM_LEASE=on|off` forces lease reads on or off in every seed
+//!   (otherwise drawn per seed: on in about 40% of them).
 
 use std::process::Command;
 use std::time::Instant;
@@ -21,6 +23,12 @@ fn options(seed: u64) -> Options {
     if let Some(ticks) = env_u64("SIM_TICKS") {
         options.ticks = ticks;
     }
+    options.lease_reads = match std::env::var("SIM_LEASE").as_deref() {
+        Ok("on") => Some(true),
+        Ok("off") => Some(false),
+        Ok(other) => panic!("SIM_LEASE={other}: on or off"),
+        Err(_) => None,
+    };
     options
 }
 
@@ -29,6 +37,7 @@ fn many_seeds_stay_safe_and_linearizable() {
     let started = Instant::now();
     let (mut ops, mut acked, mut crashes, mut installed, mut changes, mut sizes) =
         (0, 0, 0, 0, 0, [0; 2]);
+    let (mut lease_seeds, mut follower_reads, mut lease_reads) = (0, 0, 0);
     let seeds = seeds::run_many(
         "node_sim",
         200,
@@ -40,6 +49,9 @@ fn many_seeds_stay_safe_and_linearizable() {
             installed += report.snapshots_installed;
             changes += report.membership_changes;
             sizes[usize::from(report.nodes == 5)] += 1;
+            lease_seeds += u64::from(report.lease_reads);
+            follower_reads += report.follower_reads;
+            lease_reads += report.lease_reads_served;
         },
     );
     if seeds == 0 {
@@ -49,7 +61,8 @@ fn many_seeds_stay_safe_and_linearizable() {
     eprintln!(
         "node_sim: {seeds} seeds ({} of 3 nodes, {} of 5) in {elapsed:.1?} ({:.1} seeds/s): \
          {ops} client ops completed, {acked} writes acknowledged, {crashes} crashes, \
-         {installed} snapshots installed, {changes} membership changes",
+         {installed} snapshots installed, {changes} membership changes; {lease_seeds} seeds \
+         with lease reads, {lease_reads} reads served by lease, {follower_reads} by followers",
         sizes[0],
         sizes[1],
         seeds as f64 / elapsed.as_secs_f64()
@@ -70,6 +83,16 @@ fn many_seeds_stay_safe_and_linearizable() {
             acked as u64 >= 10 * seeds,
             "only {acked} acknowledged writes"
         );
+        assert!(
+            follower_reads >= seeds,
+            "only {follower_reads} follower reads in {seeds} seeds"
+        );
+        if lease_seeds > 0 {
+            assert!(
+                lease_reads >= lease_seeds,
+                "only {lease_reads} lease reads in {lease_seeds} seeds with lease reads"
+            );
+        }
     }
 }
 

@@ -8,18 +8,26 @@
 //!   1000 beyond 10 000); `SIM_FIRST_SEED=<s>` starts them at `s` (default
 //!   0), to go on from where a long run stopped.
 //! - `SIM_STEPS=<n>` changes the steps of the faulty phase (default 3000).
+//! - `SIM_LEASE=on|off` forces lease reads on or off in every seed
+//!   (otherwise drawn per seed: on in about 40% of them).
 
 use std::time::Instant;
 
 use rafter::testing::PlantedBug;
 use rafter_tests::seeds::{self, env_u64};
-use rafter_tests::sim::{self, Options};
+use rafter_tests::sim::{self, Failure, Options};
 
 fn options(seed: u64) -> Options {
     let mut options = Options::new(seed);
     if let Some(steps) = env_u64("SIM_STEPS") {
         options.steps = steps;
     }
+    options.lease_reads = match std::env::var("SIM_LEASE").as_deref() {
+        Ok("on") => Some(true),
+        Ok("off") => Some(false),
+        Ok(other) => panic!("SIM_LEASE={other}: on or off"),
+        Err(_) => None,
+    };
     options
 }
 
@@ -28,6 +36,7 @@ fn many_seeds_stay_safe_and_linearizable() {
     let started = Instant::now();
     let (mut steps, mut ops, mut sizes) = (0, 0, [0; 2]);
     let (mut appended, mut configurations, mut built, mut installed) = (0, 0, 0, 0);
+    let (mut lease_seeds, mut follower_reads, mut lease_reads) = (0, 0, 0);
     let seeds = seeds::run_many(
         "sim",
         300,
@@ -40,6 +49,9 @@ fn many_seeds_stay_safe_and_linearizable() {
             configurations += report.configurations_committed;
             built += report.snapshots_built;
             installed += report.snapshots_installed;
+            lease_seeds += u64::from(report.lease_reads);
+            follower_reads += report.follower_reads;
+            lease_reads += report.lease_reads_served;
         },
     );
     if seeds == 0 {
@@ -53,7 +65,9 @@ fn many_seeds_stay_safe_and_linearizable() {
         "sim: {seeds} seeds ({} of 3 nodes, {} of 5), {steps} steps, {ops} client ops, \
          {appended} membership changes \
          accepted, {configurations} configurations committed, {built} snapshots built, \
-         {installed} installed by followers, in {:.1?}",
+         {installed} installed by followers; {lease_seeds} seeds with lease reads, \
+         {lease_reads} reads served by lease, {follower_reads} by followers' read index; \
+         in {:.1?}",
         sizes[0],
         sizes[1],
         started.elapsed()
@@ -68,6 +82,16 @@ fn many_seeds_stay_safe_and_linearizable() {
             installed * 4 >= seeds,
             "only {installed} snapshots installed by followers in {seeds} seeds"
         );
+        assert!(
+            follower_reads >= seeds,
+            "only {follower_reads} follower reads in {seeds} seeds"
+        );
+        if lease_seeds > 0 {
+            assert!(
+                lease_reads >= lease_seeds,
+                "only {lease_reads} lease reads in {lease_seeds} seeds with lease reads"
+            );
+        }
     }
 }
 
@@ -92,6 +116,12 @@ fn one_seed_gives_the_same_trace_twice() {
 /// `SIM_SEED` set, replays only that seed and reports whether it catches
 /// the bug (without failing: the seed may be a replay of another test).
 fn seeds_to_catch(bug: PlantedBug, seeds_max: u64) -> Option<u64> {
+    caught_by(bug, seeds_max, None).map(|failure| failure.seed)
+}
+
+/// As [`seeds_to_catch`], with lease reads forced as `lease_reads` says;
+/// returns the failure.
+fn caught_by(bug: PlantedBug, seeds_max: u64, lease_reads: Option<bool>) -> Option<Failure> {
     let replay = env_u64("SIM_SEED");
     let seeds: Vec<u64> = match replay {
         Some(seed) => vec![seed],
@@ -100,9 +130,10 @@ fn seeds_to_catch(bug: PlantedBug, seeds_max: u64) -> Option<u64> {
     for seed in seeds {
         let mut options = options(seed);
         options.planted_bug = Some(bug);
+        options.lease_reads = lease_reads.or(options.lease_reads);
         if let Err(failure) = sim::run(&options) {
             eprintln!("{bug:?} caught by seed {seed}:\n{failure}");
-            return Some(seed);
+            return Some(failure);
         }
     }
     if replay.is_none() {
@@ -129,6 +160,21 @@ fn planted_ack_before_persisting_is_caught() {
 #[test]
 fn planted_read_without_quorum_is_caught() {
     seeds_to_catch(PlantedBug::ReadWithoutQuorum, 200);
+}
+
+/// A lease longer than the election timeout lets a leader cut off from the
+/// others answer reads after they elected another leader and wrote: the
+/// history check finds the stale read (no invariant of the logs breaks).
+#[test]
+fn planted_lease_outliving_the_election_timeout_is_caught() {
+    let Some(failure) = caught_by(PlantedBug::LeaseOutlivesElectionTimeout, 200, Some(true)) else {
+        return; // SIM_SEED replayed a seed that does not catch it
+    };
+    assert!(
+        failure.reason.contains("is not linearizable"),
+        "caught by the linearizability check, not: {}",
+        failure.reason
+    );
 }
 
 /// Seeds that once found a bug, kept whatever the default range becomes:
@@ -183,11 +229,15 @@ fn planted_bug_catch_rates() {
         PlantedBug::VoteBeforePersisting,
         PlantedBug::AckBeforePersisting,
         PlantedBug::ReadWithoutQuorum,
+        PlantedBug::LeaseOutlivesElectionTimeout,
     ] {
         let caught: Vec<u64> = (0..seeds)
             .filter(|&seed| {
                 let mut options = options(seed);
                 options.planted_bug = Some(bug);
+                if bug == PlantedBug::LeaseOutlivesElectionTimeout {
+                    options.lease_reads = Some(true);
+                }
                 sim::run(&options).is_err()
             })
             .collect();

@@ -31,6 +31,18 @@
 //! do not need, since nodes talk through `RaftNetwork`; madsim replaces
 //! tokio under a cfg flag for the whole build.)
 //!
+//! # Lease reads and follower reads
+//!
+//! About 40% of seeds (or as `Options::lease_reads` forces) run with
+//! `Config::lease_reads`; a lease assumes the clocks keep to
+//! `Config::lease_drift_ticks`, so the bound is computed from the run's
+//! `skew_per_mille` by [`lease_drift_ticks_for`] (the least that covers
+//! it, plus one for tokio's millisecond timers), and nothing else slows a
+//! node's ticks: the driver is never starved in paused time. In most seeds
+//! a share of reads (30% or 70%) goes to a running node picked at random,
+//! so followers' `read_index` and `linearizable_read` ask the leader. Both
+//! kinds of read are in the history the linearizability check judges.
+//!
 //! # Checks
 //!
 //! As the run goes ([`world`]): the entry applied at an index and the
@@ -142,6 +154,8 @@ pub struct Options {
     pub ticks: u64,
     /// A bug planted in the shipped node layers for this run.
     pub planted: Option<NodeBug>,
+    /// Force lease reads on or off (otherwise on in about 40% of seeds).
+    pub lease_reads: Option<bool>,
 }
 
 impl Options {
@@ -151,6 +165,7 @@ impl Options {
             seed,
             ticks: 300,
             planted: None,
+            lease_reads: None,
         }
     }
 }
@@ -174,6 +189,9 @@ pub struct RunConfig {
     pub keys: u8,
     /// Share of client operations that are reads.
     pub read_per_mille: u64,
+    /// Share of reads sent to a running node picked at random rather than
+    /// to the node the client believes leads (a follower's read index).
+    pub follower_read_per_mille: u64,
     /// Longest pause between a client's calls.
     pub think_micros_max: u64,
     /// Fsync latency range (slow fsyncs multiply it).
@@ -191,7 +209,7 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    fn random(rng: &mut SimRng, seed: u64) -> Self {
+    fn random(rng: &mut SimRng, seed: u64, lease_reads: Option<bool>) -> Self {
         let tick = Duration::from_millis(10);
         let tick_us = tick.as_micros() as u64;
         let election_ticks_min = rng.between(6, 12);
@@ -217,7 +235,7 @@ impl RunConfig {
             spike_per_mille: rng.pick(&[0, 10, 50]),
         };
         let fsync_low = rng.between(10, 200);
-        Self {
+        let mut config = Self {
             seed,
             nodes: if rng.chance(500) { 3 } else { 5 },
             spares: 2,
@@ -233,8 +251,39 @@ impl RunConfig {
             fault_gap_micros: (tick_us, tick_us * rng.between(5, 40)),
             skew_per_mille: rng.pick(&[0, 50, 200]),
             heal_ticks_max: 400,
+            follower_read_per_mille: 0,
+        };
+        // Drawn last, so that the draws above stay what they were before
+        // lease reads and follower reads came.
+        config.follower_read_per_mille = rng.pick(&[0, 300, 700]);
+        if lease_reads.unwrap_or_else(|| rng.chance(400)) {
+            let drift = lease_drift_ticks_for(election_ticks_min, config.skew_per_mille);
+            config.raft = config
+                .raft
+                .with_lease_reads(true)
+                .with_lease_drift_ticks(drift);
+            config
+                .raft
+                .validate()
+                .expect("the simulation draws valid configs");
         }
+        config
     }
+}
+
+/// The least `Config::lease_drift_ticks` that holds when each incarnation's
+/// tick is off by at most `skew_per_mille`, plus one: tokio's timers fire
+/// on whole milliseconds, a tenth of a tick of phase. While the leader
+/// counts the `m = election_ticks_min - drift` ticks of its lease (at most
+/// `m` slow ticks of time), a fast follower counts at most `m * slow /
+/// fast` ticks, plus one of phase, and that must stay below
+/// `election_ticks_min`.
+pub fn lease_drift_ticks_for(election_ticks_min: u64, skew_per_mille: u64) -> u64 {
+    let (slow, fast) = (1000 + skew_per_mille, 1000 - skew_per_mille);
+    let drift = (1..election_ticks_min)
+        .find(|drift| (election_ticks_min - drift) * slow + fast < election_ticks_min * fast)
+        .expect("some drift below election_ticks_min fits");
+    (drift + 1).min(election_ticks_min - 1)
 }
 
 /// A passing run.
@@ -266,6 +315,13 @@ pub struct Report {
     pub snapshots_installed: u64,
     /// Operator calls that succeeded, transfers aside.
     pub membership_changes: u64,
+    /// Whether the nodes ran with `Config::lease_reads`.
+    pub lease_reads: bool,
+    /// Reads answered on a node that was not the leader when it answered.
+    pub follower_reads: u64,
+    /// Reads leaders answered from their lease (`Metrics::lease_reads_served`
+    /// of every incarnation).
+    pub lease_reads_served: u64,
 }
 
 /// A failing run: which check, why, and how to replay it.
@@ -323,7 +379,7 @@ fn quiet_injected_panics() {
 pub fn run(options: &Options) -> Result<Report, Failure> {
     quiet_injected_panics();
     let mut rng = SimRng::new(options.seed ^ 0x6e6f_6465);
-    let config = RunConfig::random(&mut rng, options.seed);
+    let config = RunConfig::random(&mut rng, options.seed, options.lease_reads);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -358,6 +414,14 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             snapshots_built: w.snapshots_built,
             snapshots_installed: w.snapshots_installed,
             membership_changes: w.membership_changes_done,
+            lease_reads: config.raft.lease_reads,
+            follower_reads: w.follower_reads,
+            lease_reads_served: w.lease_reads_served
+                + w.nodes
+                    .values()
+                    .filter_map(|slot| slot.raft.as_ref())
+                    .map(|raft| raft.status().lease_reads_served)
+                    .sum::<u64>(),
         }),
         Some((check, reason)) => {
             let mut details = format!(

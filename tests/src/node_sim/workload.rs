@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use rafter::testing::{KvCommand, KvResponse};
-use rafter::{NodeId, ProposeError, ReadError};
+use rafter::{NodeId, ProposeError, ReadError, Role};
 
 use super::world::{Acked, Shared};
 use super::Check;
@@ -122,18 +122,32 @@ pub async fn client(world: Shared, c: usize) {
 /// Makes one call at `node`; returns where to go next, and whether the
 /// call was answered.
 async fn one_call(world: &Shared, c: usize, node: NodeId) -> (Option<NodeId>, bool) {
-    let (raft, kv, inputs, ops, deadline, by_read_index) = {
+    let (node, raft, kv, inputs, ops, deadline, by_read_index) = {
         let mut w = world.lock();
-        let slot = w.node(node);
-        let (Some(raft), kv) = (slot.raft.clone(), slot.kv.clone()) else {
-            return (None, false);
-        };
         let keys = w.config.keys;
         let read_per_mille = w.config.read_per_mille;
         let mut inputs = vec![{
             let WorldStateParts { generator, rng } = parts(&mut w);
             generator.next(rng, keys, read_per_mille)
         }];
+        // Some reads go to any running node: a follower's read index.
+        let anywhere = w.config.follower_read_per_mille;
+        let up: Vec<NodeId> = w
+            .nodes
+            .values()
+            .filter(|slot| slot.raft.is_some())
+            .map(|slot| slot.id)
+            .collect();
+        let read = matches!(inputs[0], KvInput::Get { .. });
+        let node = if read && !up.is_empty() && w.rng.chance(anywhere) {
+            w.rng.pick(&up)
+        } else {
+            node
+        };
+        let slot = w.node(node);
+        let (Some(raft), kv) = (slot.raft.clone(), slot.kv.clone()) else {
+            return (None, false);
+        };
         // Sometimes a few puts in one call.
         if matches!(inputs[0], KvInput::Put { .. }) && w.rng.chance(200) {
             for _ in 1..w.rng.between(2, BATCH_COMMANDS_MAX as u64) {
@@ -153,7 +167,7 @@ async fn one_call(world: &Shared, c: usize, node: NodeId) -> (Option<NodeId>, bo
         let deadline = 2 * w.config.raft.propose_timeout + 2 * w.config.raft.tick_interval;
         // Some reads take the read index and wait for it themselves.
         let by_read_index = w.rng.chance(300);
-        (raft, kv, inputs, ops, deadline, by_read_index)
+        (node, raft, kv, inputs, ops, deadline, by_read_index)
     };
     let mut next = Some(node);
     let outcomes: Vec<(Outcome, Option<Acked>)> = match &inputs[..] {
@@ -181,7 +195,9 @@ async fn one_call(world: &Shared, c: usize, node: NodeId) -> (Option<NodeId>, bo
                     // contract: the state has applied up to the index.
                     let value = kv.get(&key_name(key)).map(|v| value_of(&v));
                     let applied = kv.applied_log_id().index;
+                    let follower = raft.status().role != Role::Leader;
                     let mut w = world.lock();
+                    w.follower_reads += u64::from(follower);
                     if applied < index {
                         w.violation(
                             Check::ReadIndex,

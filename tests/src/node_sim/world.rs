@@ -132,6 +132,10 @@ pub struct WorldState {
     pub snapshots_built: u64,
     pub snapshots_installed: u64,
     pub membership_changes_done: u64,
+    /// Reads answered on a node that was not the leader.
+    pub follower_reads: u64,
+    /// Lease reads served by incarnations that crashed since.
+    pub lease_reads_served: u64,
 }
 
 impl WorldState {
@@ -194,6 +198,8 @@ impl WorldState {
             snapshots_built: 0,
             snapshots_installed: 0,
             membership_changes_done: 0,
+            follower_reads: 0,
+            lease_reads_served: 0,
         }
     }
 
@@ -293,6 +299,9 @@ impl WorldState {
         slot.sm_faults = StateMachineFaults::default();
         let old = slot.raft.take();
         self.crashes += 1;
+        if let Some(raft) = &old {
+            self.lease_reads_served += raft.status().lease_reads_served;
+        }
         self.note(format!(
             "node {id} crashes; {kept} of {total} unsynced disk operations survive; back in \
              {downtime} us"

@@ -59,7 +59,22 @@
 //!   overwritten, and is *unknown* when a received snapshot is installed
 //!   over it (`Indeterminate`), its node crashes or the client stops
 //!   waiting. A get asks the node for a read
-//!   index and answers from the state machine once applied reaches it.
+//!   index and answers from the state machine once applied reaches it; in
+//!   most seeds a share of gets (30% or 70%) goes to a member picked at
+//!   random, so followers ask the leader for read indexes
+//!   (`Report::follower_reads`).
+//! - **Lease reads**: about 40% of seeds (or as `Options::lease_reads`
+//!   forces) run with `Config::lease_reads`. A lease is only as safe as the
+//!   clocks: it assumes the drift bound `Config::lease_drift_ticks`. So in
+//!   those seeds every tick period stays within
+//!   [`TICK_PERIOD_MIN`]`..=`[`TICK_PERIOD_MAX`] (skew faults are clamped
+//!   to it, and the stalled leader of `IsolateLeader { slow_clock }` runs
+//!   at the slow edge instead of 4 to 10 times slower), and the drift bound
+//!   is drawn from [`lease_drift_ticks_for`], the least that covers those
+//!   periods (or one more). Beyond the bound a stale lease read is
+//!   legitimate, and the checks would only find that. Leader isolation is
+//!   drawn more often in those seeds: it is where a lease that lasts too
+//!   long shows.
 //!
 //! - **Membership** ([`faults::Fault::ChangeMembership`]): each run has
 //!   two spare node ids beyond the founding 3 or 5. The leader is asked to
@@ -114,7 +129,12 @@
 //! `planted_bug_catch_rates` (same flags) counts, over seeds 0..500, the
 //! seeds that catch each planted bug: Figure 8 commit-by-counting 22,
 //! vote-before-persisting 33, ack-before-persisting 120, read without
-//! quorum 8 (first catches at seeds 54, 8, 2 and 17).
+//! quorum 8 (first catches at seeds 54, 8, 2 and 17). Lease reads and
+//! follower reads changed the draws of every seed; with them, over seeds
+//! 0..1000: 36, 48, 275 and 23, and a lease outliving the election timeout
+//! (lease reads forced on) 6, first at seed 105: the leader's CheckQuorum
+//! steps it down within two minimum election timeouts of losing its
+//! quorum, so the stale window of a too-long lease is short.
 
 pub mod disk;
 pub mod faults;
@@ -147,6 +167,28 @@ use workload::WorkloadConfig;
 /// Time units per tick: delays and tick periods are in these.
 pub const TICK: u64 = 100;
 
+/// The shortest tick period a node has when lease reads are on (its base
+/// period, and any skew fault, stay within these bounds then; without
+/// lease reads skew faults go far beyond).
+pub const TICK_PERIOD_MIN: u64 = TICK * 9 / 10;
+/// See [`TICK_PERIOD_MIN`].
+pub const TICK_PERIOD_MAX: u64 = TICK * 11 / 10;
+
+/// The least `Config::lease_drift_ticks` that holds when every tick period
+/// lies in `TICK_PERIOD_MIN..=TICK_PERIOD_MAX`: while the leader counts the
+/// `m = election_ticks_min - drift` ticks of its lease (at most `m` slow
+/// periods of real time), a fast follower counts at most `m * MAX / MIN`
+/// ticks, plus one of phase, and that must stay below
+/// `election_ticks_min` (`m * MAX + MIN < election_ticks_min * MIN`).
+pub fn lease_drift_ticks_for(election_ticks_min: u64) -> u64 {
+    (1..election_ticks_min)
+        .find(|drift| {
+            let lease = election_ticks_min - drift;
+            lease * TICK_PERIOD_MAX + TICK_PERIOD_MIN < election_ticks_min * TICK_PERIOD_MIN
+        })
+        .expect("some drift below election_ticks_min fits")
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -156,6 +198,8 @@ pub struct Options {
     pub planted_bug: Option<PlantedBug>,
     /// Force the cluster size (otherwise 3 or 5, from the seed).
     pub nodes: Option<usize>,
+    /// Force lease reads on or off (otherwise on in about 40% of seeds).
+    pub lease_reads: Option<bool>,
 }
 
 impl Options {
@@ -165,6 +209,7 @@ impl Options {
             steps: 3000,
             planted_bug: None,
             nodes: None,
+            lease_reads: None,
         }
     }
 }
@@ -228,8 +273,35 @@ impl RunConfig {
             think_max: rng.between(0, 3 * TICK),
             attempt_timeout: TICK * rng.between(8, 60),
             backoff_max: rng.between(TICK / 2, 3 * TICK),
+            follower_read_per_mille: 0,
         };
         let disk_low = rng.between(1, 20);
+        let disk_latency = (disk_low, disk_low + rng.between(5, 200));
+        // Drawn last, so that the draws above stay what they were before
+        // lease reads and follower reads came.
+        let lease_reads = options.lease_reads.unwrap_or_else(|| rng.chance(400));
+        let raft = if lease_reads {
+            // The least drift bound the simulated clocks keep to (see
+            // `lease_drift_ticks_for`), sometimes one more.
+            let drift = lease_drift_ticks_for(election_ticks_min) + rng.below(2);
+            let raft = raft
+                .with_lease_reads(true)
+                .with_lease_drift_ticks(drift.min(election_ticks_min - 1));
+            raft.validate().expect("the simulator draws valid configs");
+            raft
+        } else {
+            raft
+        };
+        let mut faults = faults;
+        if lease_reads {
+            // A leader cut off from the others is where a lease that lasts
+            // too long answers stale reads: make it common.
+            faults.isolate_leader += 10;
+        }
+        let workload = WorkloadConfig {
+            follower_read_per_mille: rng.pick(&[0, 300, 700]),
+            ..workload
+        };
         Self {
             nodes,
             spares: 2,
@@ -237,7 +309,7 @@ impl RunConfig {
             network,
             faults,
             workload,
-            disk_latency: (disk_low, disk_low + rng.between(5, 200)),
+            disk_latency,
             fault_horizon: 100_000 * TICK,
             heal_ticks_max: 300,
         }
@@ -264,6 +336,13 @@ pub struct Report {
     pub snapshots_built: u64,
     /// Snapshots received and installed.
     pub snapshots_installed: u64,
+    /// Whether the nodes ran with `Config::lease_reads`.
+    pub lease_reads: bool,
+    /// Reads answered with a read index on a node that was not the leader
+    /// (it asked the leader).
+    pub follower_reads: u64,
+    /// Reads leaders answered from their lease (`SimCore::lease_reads_served`).
+    pub lease_reads_served: u64,
 }
 
 /// A failing run, with what is needed to understand and replay it.
@@ -316,6 +395,9 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             configurations_committed: sim.checker.configurations_committed,
             snapshots_built: sim.snapshots_built,
             snapshots_installed: sim.snapshots_installed,
+            lease_reads: sim.config.raft.lease_reads,
+            follower_reads: sim.follower_reads,
+            lease_reads_served: sim.lease_reads_served(),
         }),
         Some(reason) => Err(Failure {
             seed: options.seed,
@@ -342,7 +424,8 @@ fn describe_failure(sim: &Simulator) -> String {
     let c = &sim.config;
     out += &format!(
         "config: {} nodes, {:?}, election {}..={} ticks, heartbeat {}, append_bytes_max {}, \
-         cache {}, inflight {}, snapshot every {} keeping {}, catch-up lag {}, planted {:?}\n",
+         cache {}, inflight {}, snapshot every {} keeping {}, catch-up lag {}, \
+         lease reads {} (drift {} ticks), planted {:?}\n",
         c.nodes,
         c.network,
         c.raft.election_ticks_min,
@@ -354,6 +437,8 @@ fn describe_failure(sim: &Simulator) -> String {
         c.raft.snapshot_interval_entries,
         c.raft.snapshot_trailing_entries,
         c.raft.learner_catchup_lag_max,
+        c.raft.lease_reads,
+        c.raft.lease_drift_ticks,
         sim.options.planted_bug
     );
     out += &format!(

@@ -21,7 +21,7 @@ use super::node::SimNode;
 use super::rng::SimRng;
 use super::trace::{describe, Trace};
 use super::workload::{Client, OpGenerator, Waiting};
-use super::{Options, RunConfig, TICK};
+use super::{Options, RunConfig, TICK, TICK_PERIOD_MAX, TICK_PERIOD_MIN};
 
 /// Something that happens at a time.
 #[derive(Debug, Clone)]
@@ -107,6 +107,11 @@ pub(super) struct Simulator {
     pub(super) snapshots_built: u64,
     /// Snapshots received and installed (by followers).
     pub(super) snapshots_installed: u64,
+    /// Reads answered with a read index on a node that was not leader.
+    pub(super) follower_reads: u64,
+    /// Lease reads served by cores that crashed since (live cores count
+    /// their own: see `lease_reads_served`).
+    lease_reads_served_crashed: u64,
 }
 
 impl Simulator {
@@ -136,7 +141,7 @@ impl Simulator {
         let nodes = all_ids
             .iter()
             .map(|&id| {
-                let period = rng.between(TICK * 9 / 10, TICK * 11 / 10);
+                let period = rng.between(TICK_PERIOD_MIN, TICK_PERIOD_MAX);
                 // A spare's disk is empty: it joins when added.
                 let disk = if ids.contains(&id) {
                     Disk::bootstrapped(vec![bootstrap.clone()], hard_state)
@@ -186,6 +191,8 @@ impl Simulator {
             membership_changes_appended: 0,
             snapshots_built: 0,
             snapshots_installed: 0,
+            follower_reads: 0,
+            lease_reads_served_crashed: 0,
         };
         for id in ids {
             sim.start_node(id).expect("a fresh node passes the checks");
@@ -705,6 +712,12 @@ impl Simulator {
         };
         match answer {
             Ok(index) => {
+                if self
+                    .core(id)
+                    .is_some_and(|core| core.role() != Role::Leader)
+                {
+                    self.follower_reads += 1;
+                }
                 self.node(id).reads_ready.push((index, request, client));
                 self.answer_ready_reads(id);
             }
@@ -905,6 +918,11 @@ impl Simulator {
                         // stalled leader must stay alone while the others
                         // elect, commit and serve.
                         self.partition_lock = Some((self.now + heal_after, true));
+                        // With lease reads, a clock stalled beyond the drift
+                        // bound makes a stale lease read legitimate: the
+                        // leader's clock runs as slow as the bound allows
+                        // instead (`skew` clamps it), so a lease that is too
+                        // long is exposed for longest.
                         let period = self.node(leader).tick_period_base * self.rng.between(4, 10);
                         self.skew(leader, period, heal_after);
                     }
@@ -1070,6 +1088,13 @@ impl Simulator {
     }
 
     fn skew(&mut self, node: NodeId, period: u64, for_time: u64) {
+        // Lease reads assume the clocks keep to the drift bound the run
+        // configured (`lease_drift_ticks_for`): skew stays within it.
+        let period = if self.config.raft.lease_reads {
+            period.clamp(TICK_PERIOD_MIN, TICK_PERIOD_MAX)
+        } else {
+            period
+        };
         self.node(node).tick_period = period;
         let generation = self.skew_generation.entry(node).or_default();
         *generation += 1;
@@ -1151,7 +1176,21 @@ impl Simulator {
         self.schedule_at(self.now + heal_after, Event::Heal { generation });
     }
 
+    /// Reads answered from a leader lease in the run so far.
+    pub(super) fn lease_reads_served(&self) -> u64 {
+        let live: u64 = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.core.as_ref())
+            .map(SimCore::lease_reads_served)
+            .sum();
+        self.lease_reads_served_crashed + live
+    }
+
     fn crash(&mut self, id: NodeId) -> Result<(), Violation> {
+        if let Some(core) = self.core(id) {
+            self.lease_reads_served_crashed += core.lease_reads_served();
+        }
         let (writers, readers) = self.node(id).crash();
         self.note(format!("node {id} CRASHED"));
         for client in writers {
@@ -1228,10 +1267,17 @@ impl Simulator {
         }
         let op = self.clients[c].op.expect("set above");
         let input = self.history.get(op).input;
+        // Some reads go to any member: a follower's read index.
+        let anywhere = !input.is_write()
+            && self.config.workload.follower_read_per_mille > 0
+            && self
+                .rng
+                .chance(self.config.workload.follower_read_per_mille);
+        let anywhere = anywhere.then(|| self.pick_member());
         let client = &mut self.clients[c];
         client.attempt += 1;
         let attempt = client.attempt;
-        let node = client.guess;
+        let node = anywhere.unwrap_or(client.guess);
         let probe = c >= self.config.workload.clients;
         let timeout = if self.quiescing && !probe {
             // Patient: the last operations wait out the heal.

@@ -29,6 +29,10 @@ pub struct WorkloadConfig {
     pub attempt_timeout: u64,
     /// Pause before retrying after a definite failure.
     pub backoff_max: u64,
+    /// How often a read goes to a member picked at random rather than to
+    /// the node the client believes leads: a follower's read index, asked
+    /// of the leader (per mille).
+    pub follower_read_per_mille: u64,
 }
 
 /// What a client is waiting for.

@@ -16,7 +16,6 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod demo;
-pub mod follower_reads;
 pub mod forward;
 pub mod forward_proposals;
 pub mod membership;

@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 use crate::append_timing::{AppendTimer, TimedNetwork};
 use crate::cluster::{cluster_id, encode_members, RaftHalf};
 use crate::config::ServeConfig;
-use crate::follower_reads::ReadIndexClient;
 use crate::forward::Forwarder;
 use crate::forward_proposals::ProposalForwarder;
 use crate::membership::{self, Standing};
@@ -150,7 +149,6 @@ impl Node {
             cluster_id: cluster,
             forwarder: Forwarder::new(),
             proposals: ProposalForwarder::start(metrics.clone()),
-            read_index: ReadIndexClient::start(metrics.clone()),
             metrics,
             request_bytes_max: config.max_request_bytes,
             request_timeout: config.request_timeout,

@@ -23,7 +23,6 @@ use crate::api::kv::ResponseHeader;
 use crate::api::{cluster, etcd, internal, plain};
 use crate::cluster::MemberAddr;
 use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
-use crate::follower_reads::ReadIndexClient;
 use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
 use crate::forward_proposals::{Forwarded, ProposalForwarder};
 use crate::metrics::{HttpLabels, ReasonLabels, RouteLabels, ServiceMetrics};
@@ -49,8 +48,6 @@ pub struct AppState {
     pub forwarder: Forwarder,
     /// Batches writes to the leader.
     pub proposals: ProposalForwarder,
-    /// Gets read indexes from the leader for reads served here.
-    pub read_index: ReadIndexClient,
     /// The metrics.
     pub metrics: Arc<ServiceMetrics>,
     /// Largest request body accepted (`--max-request-bytes`).
@@ -83,10 +80,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             crate::forward_proposals::PROPOSE_PATH,
             post(internal::propose),
-        )
-        .route(
-            crate::follower_reads::READ_INDEX_PATH,
-            post(internal::read_index),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -401,9 +394,11 @@ impl AppState {
     }
 
     /// Runs `read` on this node's state once it reflects every write
-    /// acknowledged before the call: on the leader after ReadIndex; on a
-    /// follower after a read index from the leader is applied here (both
-    /// batched); while there is no leader, after waiting for one.
+    /// acknowledged before the call: `Raft::linearizable_read` on any
+    /// member (the leader confirms a read index with a heartbeat round; a
+    /// follower asks the leader for one over the peer transport, both
+    /// batched, then waits for its own apply); while there is no leader,
+    /// after waiting for one.
     pub async fn linearizable<T, F>(&self, read: F) -> Result<Routed<T>, ApiError>
     where
         F: Fn() -> Result<T, ApiError>,
@@ -411,53 +406,22 @@ impl AppState {
         let deadline = Instant::now() + self.request_timeout;
         let mut watch = self.raft.metrics();
         loop {
-            let LeaderView {
-                role,
-                leader,
-                leader_http,
-            } = LeaderView::of(&mut watch)?;
-            let index = match (leader, leader_http) {
-                (Some(leader), _) if leader == self.id && role == Role::Leader => {
-                    match timeout_at(deadline, self.raft.linearizable_read()).await {
-                        Err(_) => return Err(ApiError::timeout()),
-                        Ok(Ok(_)) => {
-                            self.metrics.read_index.inc();
-                            return read().map(Routed::Local);
-                        }
-                        Ok(Err(ReadError::NotLeader { .. } | ReadError::LeadershipLost)) => None,
-                        Ok(Err(ReadError::Timeout(_))) => return Err(ApiError::timeout()),
-                        Ok(Err(ReadError::Stopped)) => {
-                            return Err(ApiError::stopped("the node stopped"))
-                        }
-                        Ok(Err(other)) => return Err(ApiError::stopped(other)),
-                    }
-                }
-                (Some(leader), Some(http)) if leader != self.id => {
-                    match timeout_at(deadline, self.read_index.read_index(http)).await {
-                        Err(_) => return Err(ApiError::timeout()),
-                        Ok(Ok(index)) => Some(index),
-                        Ok(Err(Forwarded::Refused(error))) => return Err(error),
-                        Ok(Err(_)) => None,
-                    }
-                }
-                _ => None,
-            };
-            if let Some(index) = index {
-                // The watch's guard is dropped before reading: `read` takes
-                // the metrics lock again, and a second read lock behind a
-                // waiting writer (the driver) would deadlock.
-                let applied = timeout_at(
-                    deadline,
-                    watch.wait_for(|m| m.applied_index >= index || m.stopped),
-                )
-                .await
-                .map(|seen| seen.map(|m| !m.stopped));
-                match applied {
+            let leader = LeaderView::of(&mut watch)?.leader;
+            if leader.is_some() {
+                match timeout_at(deadline, self.raft.linearizable_read()).await {
                     Err(_) => return Err(ApiError::timeout()),
-                    Ok(Err(_)) | Ok(Ok(false)) => {
+                    Ok(Ok(_)) => {
+                        self.metrics.read_index.inc();
+                        return read().map(Routed::Local);
+                    }
+                    // The leader changed or is not known yet: route again
+                    // once the view changes.
+                    Ok(Err(ReadError::NotLeader { .. } | ReadError::LeadershipLost)) => {}
+                    Ok(Err(ReadError::Timeout(_))) => return Err(ApiError::timeout()),
+                    Ok(Err(ReadError::Stopped)) => {
                         return Err(ApiError::stopped("the node stopped"))
                     }
-                    Ok(Ok(true)) => return read().map(Routed::Local),
+                    Ok(Err(other)) => return Err(ApiError::stopped(other)),
                 }
             }
             wait_for_change(&mut watch, deadline, leader, Duration::from_millis(10)).await?;

@@ -55,15 +55,3 @@ pub async fn propose(State(s): State<Arc<AppState>>, request: Request) -> Respon
         }
     }
 }
-
-/// `POST /internal/read-index`: a read index from this node if it leads
-/// (the text of a u64), 421 if it does not, 503 if it cannot confirm.
-pub async fn read_index(State(s): State<Arc<AppState>>) -> Response {
-    match s.raft.read_index().await {
-        Ok(index) => index.to_string().into_response(),
-        Err(rafter::ReadError::NotLeader { .. }) => {
-            (StatusCode::MISDIRECTED_REQUEST, "not the leader").into_response()
-        }
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
-    }
-}

@@ -124,6 +124,9 @@ pub(crate) struct Driver<N, R> {
     /// by the engine's batch id, until the leader says where it appended
     /// them. A `BTreeMap` for the same reason as `reads`.
     forwarded: BTreeMap<u64, Responders<R>>,
+    /// Batches and commands forwarded since start, for the metrics.
+    forwarded_batches: u64,
+    forwarded_commands: u64,
     /// The engine's membership version the metrics were last checked at.
     published_membership: Option<u64>,
     /// Per peer, the engine's count of answers heard and when it last
@@ -150,6 +153,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             reads: BTreeMap::new(),
             read_next_id: 1,
             forwarded: BTreeMap::new(),
+            forwarded_batches: 0,
+            forwarded_commands: 0,
             published_membership: None,
             peer_acks: BTreeMap::new(),
         }
@@ -473,8 +478,11 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
     }
 
     fn forward_batch(&mut self, commands: Vec<CommandBytes>, responders: Responders<R>) {
+        let count = commands.len() as u64;
         match self.parts.engine.forward(commands) {
             Ok(batch) => {
+                self.forwarded_batches += 1;
+                self.forwarded_commands += count;
                 self.forwarded.insert(batch, responders);
             }
             Err(error) => {
@@ -655,6 +663,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let membership_may_differ = self.published_membership != membership_version;
         self.published_membership = membership_version;
         let peers = self.peer_metrics();
+        let forwarded = (self.forwarded_batches, self.forwarded_commands);
         let engine = &self.parts.engine;
         self.parts.metrics.send_if_modified(|m| {
             // Compare the cheap fields first; rebuild the maps only when the
@@ -669,7 +678,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 || m.persisted_index != engine.persisted_index()
                 || m.snapshot_index != engine.snapshot_index()
                 || m.purged_index != engine.purged_index()
-                || m.membership_index != engine.membership_index();
+                || m.membership_index != engine.membership_index()
+                || (m.forwarded_batches, m.forwarded_commands) != forwarded;
             m.role = engine.role();
             m.term = engine.term();
             m.leader = engine.leader();
@@ -681,6 +691,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             m.snapshot_index = engine.snapshot_index();
             m.purged_index = engine.purged_index();
             m.membership_index = engine.membership_index();
+            (m.forwarded_batches, m.forwarded_commands) = forwarded;
             if membership_may_differ && m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
                 changed = true;

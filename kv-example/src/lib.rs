@@ -17,7 +17,6 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod forward;
-pub mod forward_proposals;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -20,11 +20,10 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::api::error::ApiError;
 use crate::api::kv::ResponseHeader;
-use crate::api::{cluster, etcd, internal, plain};
+use crate::api::{cluster, etcd, plain};
 use crate::cluster::MemberAddr;
 use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
 use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
-use crate::forward_proposals::{Forwarded, ProposalForwarder};
 use crate::metrics::{HttpLabels, ReasonLabels, RouteLabels, ServiceMetrics};
 use crate::state_machine::{KvReads, KvStateMachine};
 use crate::store::StoreReader;
@@ -46,8 +45,6 @@ pub struct AppState {
     pub cluster_id: u64,
     /// The client that relays requests to the leader.
     pub forwarder: Forwarder,
-    /// Batches writes to the leader.
-    pub proposals: ProposalForwarder,
     /// The metrics.
     pub metrics: Arc<ServiceMetrics>,
     /// Largest request body accepted (`--max-request-bytes`).
@@ -77,10 +74,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/cluster/transfer-leader", post(cluster::transfer_leader))
         .route("/cluster/digest", get(cluster::digest))
         .route("/metrics", get(cluster::metrics))
-        .route(
-            crate::forward_proposals::PROPOSE_PATH,
-            post(internal::propose),
-        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -303,9 +296,12 @@ impl AppState {
         }
     }
 
-    /// Proposes `request` on the leader and waits until it is applied: here
-    /// if this node leads, else forwarded with the next batch to the
-    /// leader, else after waiting for one; all within the request timeout.
+    /// Proposes `request` and waits until it is applied here: on the
+    /// leader directly; on a follower the core forwards it to the leader
+    /// over the peer transport, batched with the node's other writes
+    /// (`Config::forward_proposals`), and the answer comes from this node's
+    /// own apply; while there is no leader, after waiting for one; all
+    /// within the request timeout.
     pub async fn write(
         &self,
         relay: &Relay,
@@ -315,61 +311,48 @@ impl AppState {
         let deadline = Instant::now() + self.request_timeout;
         let mut watch = self.raft.metrics();
         loop {
-            let LeaderView {
-                role,
-                leader,
-                leader_http,
-            } = LeaderView::of(&mut watch)?;
-            let command = || {
-                KvCommand::V1(CommandV1 {
+            let LeaderView { role, leader, .. } = LeaderView::of(&mut watch)?;
+            let attempt = if leader.is_some() {
+                let command = KvCommand::V1(CommandV1 {
                     session,
                     time_ms: now_ms(),
                     request: request.clone(),
-                })
-            };
-            let attempt = match (leader, leader_http) {
-                (Some(leader), _) if leader == self.id && role == Role::Leader => {
+                });
+                let leads = role == Role::Leader;
+                if leads {
                     self.metrics.proposals.inc();
-                    let proposed = std::time::Instant::now();
-                    let answer = timeout_at(deadline, self.raft.propose(command())).await;
-                    if let Ok(Ok(_)) = &answer {
+                } else {
+                    self.metrics.forwarded.inc();
+                }
+                let proposed = std::time::Instant::now();
+                let answer = timeout_at(deadline, self.raft.propose(command)).await;
+                if let (true, Ok(Ok(_))) = (leads, &answer) {
+                    self.metrics
+                        .propose_seconds
+                        .observe(proposed.elapsed().as_secs_f64());
+                }
+                match answer {
+                    Err(_) => return Err(ApiError::timeout()),
+                    Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
+                    Ok(Ok(Err(refused))) => return Err(refused.into()),
+                    // A write with a session applies at most once, so one
+                    // whose forwarded outcome is unknown is sent again: a
+                    // duplicate is answered from the session.
+                    Ok(Err(ProposeError::ForwardUnanswered { .. })) if session.is_some() => {
+                        Attempt::Retry
+                    }
+                    Ok(Err(error)) => {
                         self.metrics
-                            .propose_seconds
-                            .observe(proposed.elapsed().as_secs_f64());
-                    }
-                    match answer {
-                        Err(_) => return Err(ApiError::timeout()),
-                        Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
-                        Ok(Ok(Err(refused))) => return Err(refused.into()),
-                        Ok(Err(error)) => {
-                            self.metrics
-                                .proposals_failed
-                                .get_or_create(&ReasonLabels {
-                                    reason: propose_error_name(&error).into(),
-                                })
-                                .inc();
-                            propose_attempt::<()>(error)
-                        }
+                            .proposals_failed
+                            .get_or_create(&ReasonLabels {
+                                reason: propose_error_name(&error).into(),
+                            })
+                            .inc();
+                        propose_attempt::<()>(error)
                     }
                 }
-                (Some(leader), Some(http)) if leader != self.id => {
-                    match timeout_at(deadline, self.proposals.forward(http, command())).await {
-                        Err(_) => return Err(ApiError::timeout()),
-                        Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
-                        Ok(Ok(Err(refused))) => return Err(refused.into()),
-                        Ok(Err(Forwarded::NotLeader)) => Attempt::NotLeader,
-                        Ok(Err(Forwarded::Retry)) => Attempt::Retry,
-                        Ok(Err(Forwarded::Refused(error))) => return Err(error),
-                        Ok(Err(Forwarded::Unknown(reason))) => {
-                            tracing::debug!(%reason, "forwarded write outcome unknown");
-                            return Err(ApiError::new(
-                                crate::api::error::code::UNAVAILABLE,
-                                format!("etcdserver: request timed out ({reason})"),
-                            ));
-                        }
-                    }
-                }
-                _ => Attempt::NotLeader,
+            } else {
+                Attempt::NotLeader
             };
             if let Attempt::Failed(error) = attempt {
                 return Err(error);
@@ -513,6 +496,7 @@ fn propose_error_name(error: &ProposeError) -> &'static str {
         ProposeError::ProposalDropped { .. } => "dropped",
         ProposeError::Overwritten { .. } => "overwritten",
         ProposeError::Stopped => "stopped",
+        ProposeError::ForwardUnanswered { .. } => "forward_unanswered",
         _ => "other",
     }
 }

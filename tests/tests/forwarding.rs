@@ -77,6 +77,13 @@ async fn concurrent_callers_on_a_follower_each_get_their_own_response() {
     indexes.sort_unstable();
     indexes.dedup();
     assert_eq!(indexes.len(), 500, "every call has its own entry");
+    let status = raft.status();
+    assert_eq!(status.forwarded_commands, 500);
+    assert!(
+        status.forwarded_batches < 500,
+        "concurrent calls share batches ({} for 500)",
+        status.forwarded_batches
+    );
     for i in [0, 250, 499] {
         let value = raft
             .with_state_machine(move |sm| sm.get(&format!("key-{i}")))

@@ -44,6 +44,7 @@ impl Engine {
         if leader_changed {
             // Asked of a leader that is no longer ours: it will not answer.
             self.fail_follower_reads();
+            self.fail_forwards();
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -65,6 +66,7 @@ impl Engine {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.fail_follower_reads();
+        self.fail_forwards();
         self.votes.clear();
         self.reset_timers();
         tracing::info!(id = self.id, term = self.term, "became pre-candidate");
@@ -79,6 +81,7 @@ impl Engine {
         self.role = Role::Candidate;
         self.leader = None;
         self.fail_follower_reads();
+        self.fail_forwards();
         self.votes.clear();
         self.reset_timers();
         tracing::info!(id = self.id, term = self.term, "became candidate");

@@ -35,6 +35,8 @@ fn config() -> EngineConfig {
         snapshot_trailing_entries: 0,
         uncommitted_bytes_max: 1 << 30,
         lease_ticks: None,
+        proposal_batch_max: 4096,
+        request_bytes_max: 1 << 20,
         #[cfg(feature = "planted-bugs")]
         planted_bug: None,
     }
@@ -177,6 +179,7 @@ struct Turn {
     apply: Vec<Entry>,
     load: Option<Range<u64>>,
     reads: Vec<(u64, Result<u64, ReadError>)>,
+    forwarded: Vec<(u64, super::actions::ForwardResult)>,
 }
 
 /// Ends the engine's turn, checks its invariants and returns what came out.
@@ -190,6 +193,7 @@ fn turn(engine: &mut Engine) -> Turn {
         apply: actions.apply,
         load: actions.load,
         reads: actions.reads,
+        forwarded: actions.forwarded,
     }
 }
 
@@ -504,6 +508,7 @@ fn is_vote_request(m: &Message) -> bool {
 }
 
 mod elections;
+mod forwarding;
 mod lease;
 mod membership;
 mod reads;

@@ -373,6 +373,10 @@ impl<SM: StateMachine> Raft<SM> {
     /// (etcd-raft's `MsgReadIndex`), so linearizable reads spread over the
     /// cluster: `NotLeader` while no leader is known, `LeadershipLost` if
     /// the leader changes or does not answer within an election timeout.
+    /// With `Config::lease_reads` (off by default), a leader whose lease
+    /// holds answers at once, without a round, its own callers and the
+    /// followers that ask it alike; that read's safety then rests on the
+    /// clock-drift bound `Config::lease_drift_ticks` states.
     /// Fails with `Timeout` after `Config::propose_timeout`, whatever the
     /// driver is doing.
     pub async fn read_index(&self) -> Result<u64, ReadError> {

@@ -210,3 +210,46 @@ fn planted_purge_before_saving_snapshot_is_caught() {
     // anything the state machine holds: the node cannot start again.
     assert_eq!(check, Check::Restart, "{check:?}");
 }
+
+/// For the report: runs `SIM_SEEDS` seeds (default 1000) with lease reads
+/// off and then on, and counts the passes and the failures by check and by
+/// whether the seed forwards proposals (odd seeds), without stopping at
+/// the first failure. Run in release.
+#[test]
+#[ignore = "a measurement; run with --release --ignored --nocapture"]
+fn lease_reads_on_and_off_tally() {
+    let seeds = env_u64("SIM_SEEDS").unwrap_or(1000);
+    for lease_reads in [false, true] {
+        let started = Instant::now();
+        let (mut passed, mut lease, mut follower) = (0, 0, 0);
+        let mut failures: std::collections::BTreeMap<(String, bool), Vec<u64>> =
+            std::collections::BTreeMap::new();
+        for seed in 0..seeds {
+            let mut options = options(seed);
+            options.lease_reads = Some(lease_reads);
+            match node_sim::run(&options) {
+                Ok(report) => {
+                    passed += 1;
+                    lease += report.lease_reads_served;
+                    follower += report.follower_reads;
+                }
+                Err(failure) => failures
+                    .entry((format!("{:?}", failure.check), seed % 2 == 1))
+                    .or_default()
+                    .push(seed),
+            }
+        }
+        eprintln!(
+            "lease reads {lease_reads}: {passed} of {seeds} seeds passed in {:.0?} \
+             ({lease} reads served by lease, {follower} by followers)",
+            started.elapsed()
+        );
+        for ((check, forwarding), failed) in failures {
+            eprintln!(
+                "  {check} (forward_proposals {forwarding}): {} seeds, first {:?}",
+                failed.len(),
+                &failed[..failed.len().min(8)]
+            );
+        }
+    }
+}

@@ -8,7 +8,18 @@
 //! `StorageError::Corrupt` and are never served. A format from a later
 //! build is `StorageError::UnsupportedFormat`; a batch that breaks the
 //! write contract is `StorageError::InvalidBatch` (nothing on disk is
-//! wrong, so neither is `Corrupt`).
+//! wrong, so neither is `Corrupt`), refused in full before anything is
+//! written anywhere.
+//!
+//! With the journal on, the journal is the write-ahead log: a write is
+//! checked, appended to it (synced when `must_sync`) and kept in memory
+//! (`unflushed.rs`), which reads serve from; redb gets the writes in one
+//! durable transaction at a checkpoint (`LogStore::commit_durable`). A
+//! checkpoint runs inside the call that finds it due (a write, when a
+//! second has passed or half the journal is used, or its frame does not
+//! fit; a purge or a metadata save, always): it blocks that call, and the
+//! calls queued behind it, for one durable redb commit of what was
+//! written since the last one.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -32,14 +43,20 @@ use crate::format::{
 use crate::journal::{Journal, JournalBatch};
 use crate::lock::DirectoryLock;
 use crate::options::RedbOptions;
-use crate::record::{self, log_key};
+use crate::record::{self, log_key, CHECKSUM_BYTES};
+use crate::unflushed::Unflushed;
 
-/// The log and hard state of one node in one redb file.
+/// The log and hard state of one node: redb's file, the journal, and the
+/// journal's writes that redb does not hold yet.
 ///
-/// Invariant: `purged.index <= last_log_id.index`; the log table's keys are
-/// exactly `purged.index + 1 ..= last_log_id.index` (none when equal), and
-/// the cached `hard_state`, `purged`, `last_log_id` and `snapshot` equal
-/// what the last committed transaction left on disk.
+/// Invariant: `purged.index <= stored_last.index` and `purged.index <=
+/// last_log_id.index`; the log table's keys are exactly `purged.index + 1
+/// ..= stored_last.index` (none when equal); the log is redb's entries
+/// below `unflushed.from()` followed by `unflushed.entries()`, so
+/// `purged.index < unflushed.from() <= stored_last.index + 1` and
+/// `last_log_id.index == unflushed.from() - 1 + unflushed.entries().len()`;
+/// the cached `hard_state`, `purged`, `snapshot` and `installing_snapshot`
+/// are what a reopen would find.
 #[derive(Debug)]
 pub(crate) struct LogStore {
     /// Declared before `_lock` so the database closes before the lock goes.
@@ -48,31 +65,49 @@ pub(crate) struct LogStore {
     options: RedbOptions,
     hard_state: HardState,
     purged: LogId,
+    /// The log's last entry (or the purge point when it is empty),
+    /// unflushed writes included.
     last_log_id: LogId,
+    /// The last entry of redb's log table (or the purge point).
+    stored_last: LogId,
+    /// The writes since redb's last commit (empty with the journal off).
+    unflushed: Unflushed,
     snapshot: Option<SnapshotMeta>,
     installing_snapshot: Option<SnapshotMeta>,
     /// The log records purged since the last compaction (see
     /// `compaction.rs`).
     purged_since_compaction: PurgedSinceCompaction,
     /// The first IO or corruption error; every later call returns it
-    /// (fail-stop: after a failed commit the file's contents are unknown).
+    /// (fail-stop: after a failed commit or append the files' contents
+    /// are unknown).
     failed: Option<StorageError>,
-    /// Where each record of a write is sealed; reused so that appends do not
+    /// Where each record is sealed; reused so that a checkpoint does not
     /// allocate a record per entry. Holds no meaning between calls.
     record_buffer: Vec<u8>,
-    /// The file a synced write is made durable in, in front of redb (see
-    /// `journal.rs`); `None` when `RedbOptions::journal_bytes` is 0.
+    /// The write-ahead log in front of redb (see `journal.rs`); `None`
+    /// when `RedbOptions::journal_bytes` is 0 or before the first write.
     journal: Option<Journal>,
-    /// The number of the last write, stored with it in redb
-    /// (`journal_seq`).
+    /// The number of the last write. redb stores the number of the last
+    /// write it holds (`journal_seq`) with every commit.
     ///
-    /// Invariant: every write after redb's last durable commit is in the
-    /// journal, in order, up to this number (synced up to the last synced
-    /// write).
+    /// Invariant: every write after redb's last commit is in the journal,
+    /// in order, up to this number (synced up to the last synced write),
+    /// and in `unflushed`. With the journal on every redb commit is
+    /// durable.
     journal_seq: u64,
     /// When redb was last made durable (a checkpoint).
     durable_at: Instant,
     _lock: DirectoryLock,
+}
+
+/// A write that passed every check, ready to go to the journal and the
+/// log.
+struct CheckedWrite {
+    /// The index of the batch's first entry: `truncate_from` if it cuts
+    /// the log, else one past the last entry.
+    next_index: u64,
+    /// The entry before `next_index` (or the purge point).
+    previous: LogId,
 }
 
 impl LogStore {
@@ -93,6 +128,8 @@ impl LogStore {
             hard_state: HardState::default(),
             purged: LogId::default(),
             last_log_id: LogId::default(),
+            stored_last: LogId::default(),
+            unflushed: Unflushed::new(1),
             snapshot: None,
             installing_snapshot: None,
             purged_since_compaction: PurgedSinceCompaction::default(),
@@ -104,17 +141,19 @@ impl LogStore {
             _lock: lock,
         };
         store.load()?;
+        store.stored_last = store.last_log_id;
+        store.unflushed = Unflushed::new(store.last_log_id.index + 1);
         store.check_invariants();
         store.recover_journal(dir)?;
         store.check_invariants();
         Ok(store)
     }
 
-    /// Applies the journal's writes that redb lacks (a crash lost redb's
-    /// commits since its last durable one), makes redb durable, and starts
-    /// the journal again at offset 0. The file is read even when the
-    /// journal is off, if it exists: an earlier run may have left writes
-    /// in it.
+    /// Applies the journal's writes that redb lacks (a crash lost them, or
+    /// the process stopped before a checkpoint), makes them durable in
+    /// redb, and starts the journal again at offset 0. The file is read
+    /// even when the journal is off, if it exists: an earlier run may have
+    /// left writes in it.
     fn recover_journal(&mut self, dir: &Path) -> Result<(), StorageError> {
         let capacity = self.options.journal_bytes;
         // Created by the first write (`ensure_journal`), so that a store
@@ -128,7 +167,7 @@ impl LogStore {
         assert_eq!(last, self.journal_seq, "replay applies each write it reads");
         // Even with nothing replayed: what redb holds now must be durable
         // before the journal's frames are written over.
-        self.checkpoint()?;
+        self.commit_durable(|_| Ok(()))?;
         journal.restart();
         self.journal = (capacity > 0).then_some(journal);
         Ok(())
@@ -152,9 +191,9 @@ impl LogStore {
         Ok(())
     }
 
-    /// One write read back from the journal: checked and committed as
-    /// `write` does, without a journal frame or an fsync (the checkpoint
-    /// after the replay makes them durable).
+    /// One write read back from the journal: checked as `write` checks it
+    /// and applied to the unflushed log (the commit after the replay makes
+    /// the lot durable in redb). At most a journal's worth is held.
     fn replay_write(&mut self, batch: JournalBatch) -> Result<(), StorageError> {
         let (truncate_from, entries, hard_state) = batch;
         let batch = WriteBatch {
@@ -163,30 +202,22 @@ impl LogStore {
             hard_state,
             must_sync: false,
         };
-        // A write that was refused never reached the journal (the redb
-        // transaction runs first), so a refusal now is damage.
+        // A write that was refused never reached the journal (it is
+        // checked in full first), so a refusal now is damage.
         let seq = self.journal_seq + 1;
-        self.commit_batch(&batch, Durability::None)
-            .map_err(|e| match e {
-                StorageError::InvalidBatch(message) | StorageError::Corrupt { message, .. } => {
-                    corrupt(
-                        format!("journal write {seq}"),
-                        format!("refused on replay: {message}"),
-                    )
-                }
-                other => other,
-            })
-    }
-
-    /// Makes every commit so far durable with one durable commit of the
-    /// journal number; the journal (if open) then starts again.
-    fn checkpoint(&mut self) -> Result<(), StorageError> {
-        let seq_record = record::seal(META_JOURNAL_SEQ.as_bytes(), &self.journal_seq.to_le_bytes());
-        self.commit_meta(|meta| {
-            meta.insert(META_JOURNAL_SEQ, seq_record.as_slice())
-                .map(drop)
-                .map_err(|e| from_redb("save journal seq", e))
-        })
+        let checked = self.check_write(&batch).map_err(|e| match e {
+            StorageError::InvalidBatch(message) | StorageError::Corrupt { message, .. } => corrupt(
+                format!("journal write {seq}"),
+                format!("refused on replay: {message}"),
+            ),
+            StorageError::Unavailable { index } => corrupt(
+                format!("journal write {seq}"),
+                format!("refused on replay: it cuts the log at {index}, inside the purged part"),
+            ),
+            other => other,
+        })?;
+        self.apply_write(batch, &checked);
+        Ok(())
     }
 
     /// The path of the database file.
@@ -194,7 +225,7 @@ impl LogStore {
         &self.path
     }
 
-    /// What a starting node needs, from the cache (equal to the disk).
+    /// What a starting node needs, from the cache (what a reopen finds).
     pub(crate) fn initial_state(&self) -> Result<InitialState, StorageError> {
         self.usable()?;
         Ok(InitialState {
@@ -206,65 +237,64 @@ impl LogStore {
         })
     }
 
-    /// Applies `batch` in one redb write transaction: truncate, append, hard
-    /// state. Durable on return when `batch.must_sync`.
+    /// Applies `batch`: truncate, append, hard state, as one write, all or
+    /// nothing. Durable on return when `batch.must_sync`.
     ///
     /// A batch that breaks the trait's contract (a gap, a term going back,
     /// an invalid membership, a record over the limit) is refused: nothing
     /// is written and the store stays usable.
+    ///
+    /// With the journal on, the write is one frame appended to the journal
+    /// (with one `fdatasync` when `must_sync`) and no redb transaction,
+    /// unless a checkpoint is due or the frame does not fit: then the
+    /// write goes into that checkpoint's durable redb commit instead of the
+    /// journal. With it off, the write is one redb transaction, durable
+    /// when `must_sync`.
     pub(crate) fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
         self.usable()?;
         if batch.is_empty() {
             return Ok(());
         }
-        // A synced write goes to the journal unless a checkpoint is due
-        // (then redb commits it durably itself, and the journal starts
-        // again); an unsynced one goes to the journal unsynced, so that
-        // the journal has no gap in its numbers.
         self.ensure_journal()?;
-        let journaled = match &self.journal {
-            Some(journal) => {
-                !batch.must_sync
-                    || (self.durable_at.elapsed() < self.options.journal_checkpoint_interval
-                        && journal.used_bytes() < journal.capacity() / 2)
-            }
-            None => false,
+        let checked = self.check_write(&batch)?;
+        let must_sync = batch.must_sync;
+        let due = self.checkpoint_due();
+        let seq = self.journal_seq + 1;
+        let journaled = match &mut self.journal {
+            Some(journal) if !due => match journal.append(seq, &batch, must_sync) {
+                Ok(appended) => appended,
+                Err(e) => return Err(self.fail(e)),
+            },
+            _ => false,
         };
-        let durability = if batch.must_sync && !journaled {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        // redb first: a batch it refuses must not reach the journal, where
-        // a replay would meet it again.
-        self.commit_batch(&batch, durability)?;
-        if matches!(durability, Durability::Immediate) {
-            self.made_durable();
+        self.apply_write(batch, &checked);
+        if journaled {
             return Ok(());
         }
-        let seq = self.journal_seq;
-        let Some(journal) = &mut self.journal else {
-            return Ok(());
-        };
-        match journal.append(seq, &batch, batch.must_sync) {
-            Ok(true) => Ok(()),
-            // No room: make redb durable instead, and start over.
-            Ok(false) => self.checkpoint(),
-            Err(e) => Err(self.fail(e)),
+        if self.journal.is_some() || must_sync {
+            // A checkpoint, with this write in it: the journal then starts
+            // again, so its numbers keep no gap.
+            self.commit_durable(|_| Ok(()))
+        } else {
+            // The journal is off and nothing asks for durability.
+            self.commit(Durability::None, |_| Ok(()))
         }
     }
 
-    /// Checks `batch` and commits it to redb with `durability`, as write
-    /// number `journal_seq + 1`, then updates the cache. What can be
-    /// checked is checked before the database is touched; what needs the
-    /// transaction (the term before a truncation point, the size of each
-    /// record) is checked inside it, and a refusal drops the transaction,
-    /// which rolls it back.
-    fn commit_batch(
-        &mut self,
-        batch: &WriteBatch,
-        durability: Durability,
-    ) -> Result<(), StorageError> {
+    /// Whether the next write should make redb durable (and restart the
+    /// journal) rather than be appended: `journal_checkpoint_interval`
+    /// passed since the last checkpoint, or half the journal is used.
+    fn checkpoint_due(&self) -> bool {
+        self.journal.as_ref().is_some_and(|journal| {
+            self.durable_at.elapsed() >= self.options.journal_checkpoint_interval
+                || journal.used_bytes() >= journal.capacity() / 2
+        })
+    }
+
+    /// Checks `batch` in full against the log: what redb's transaction
+    /// would have refused is refused here, before the batch reaches the
+    /// journal, where a replay would meet it again.
+    fn check_write(&mut self, batch: &WriteBatch) -> Result<CheckedWrite, StorageError> {
         if let Some(from) = batch.truncate_from {
             if from <= self.purged.index {
                 return Err(StorageError::Unavailable { index: from });
@@ -273,49 +303,83 @@ impl LogStore {
         let truncates = batch
             .truncate_from
             .is_some_and(|from| from <= self.last_log_id.index);
-        let next_index = match batch.truncate_from {
-            Some(from) if truncates => from,
-            _ => self.last_log_id.index + 1,
+        let (next_index, previous) = match batch.truncate_from {
+            Some(from) if truncates => {
+                let previous = self.log_id_at(from - 1).map_err(|e| self.fail(e))?;
+                (from, previous)
+            }
+            _ => (self.last_log_id.index + 1, self.last_log_id),
         };
         check_entries(&batch.entries, next_index)?;
-        let seq = self.journal_seq + 1;
-        let written = write_transaction(
-            &self.db,
-            &mut self.record_buffer,
-            batch,
-            WriteBounds {
-                truncates,
-                next_index,
-                purged: self.purged,
-                last: self.last_log_id,
-            },
-            durability,
-            seq,
-        );
-        // One huge entry must not pin its record's memory for the life of
-        // the store.
-        if self.record_buffer.capacity() > RECORD_BUFFER_BYTES_KEPT_MAX {
-            self.record_buffer = Vec::new();
-        }
-        match written {
-            Ok(new_last) => {
-                self.last_log_id = new_last;
-                if let Some(hard_state) = batch.hard_state {
-                    self.hard_state = hard_state;
-                }
-                self.journal_seq = seq;
-                self.check_invariants();
-                Ok(())
+        if let Some(first) = batch.entries.first() {
+            if first.term < previous.term {
+                return Err(invalid_batch(format!(
+                    "entry {} has term {}, below the term {} of the entry before it",
+                    first.index, first.term, previous.term
+                )));
             }
-            // Dropping the uncommitted transaction rolled it back: the store
-            // is unchanged.
-            Err(WriteError::Refused(e)) => Err(e),
-            Err(WriteError::Failed(e)) => Err(self.fail(e)),
         }
+        for entry in &batch.entries {
+            // `size_bytes` bounds the encoding from above, so only an entry
+            // near the limit costs an encoding here.
+            if entry.size_bytes() as usize + CHECKSUM_BYTES <= ENTRY_RECORD_BYTES_MAX {
+                continue;
+            }
+            let record = record::seal_into(&log_key(entry.index), &mut self.record_buffer, |out| {
+                codec::encode_entry_into(entry, out);
+            });
+            let length = record.len();
+            self.trim_record_buffer();
+            if length > ENTRY_RECORD_BYTES_MAX {
+                return Err(invalid_batch(format!(
+                    "entry {}: record of {length} bytes is over the limit of \
+                     {ENTRY_RECORD_BYTES_MAX}",
+                    entry.index
+                )));
+            }
+        }
+        Ok(CheckedWrite {
+            next_index,
+            previous,
+        })
     }
 
-    /// Reads consecutive entries of `range`, checking every record, until
-    /// their `size_bytes` would go over `bytes_max` (at least one entry).
+    /// The id of entry `index` of the log (the purge point at
+    /// `purged.index`), which must be inside it: from the unflushed
+    /// entries, else read from redb.
+    fn log_id_at(&self, index: u64) -> Result<LogId, StorageError> {
+        if index == self.purged.index {
+            return Ok(self.purged);
+        }
+        if let Some(term) = self.unflushed.term(index) {
+            return Ok(LogId::new(term, index));
+        }
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| from_redb("begin read", e))?;
+        let log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| from_redb("open log", e))?;
+        Ok(read_entry(&log, index)?.log_id())
+    }
+
+    /// Applies a checked write to the unflushed log and the cache, as
+    /// write number `journal_seq + 1`.
+    fn apply_write(&mut self, batch: WriteBatch, checked: &CheckedWrite) {
+        self.last_log_id = batch.entries.last().map_or(checked.previous, Entry::log_id);
+        self.unflushed.append(checked.next_index, batch.entries);
+        if let Some(hard_state) = batch.hard_state {
+            self.hard_state = hard_state;
+            self.unflushed.hard_state_set();
+        }
+        self.journal_seq += 1;
+        self.check_invariants();
+    }
+
+    /// Reads consecutive entries of `range`, checking every record read
+    /// from redb, until their `size_bytes` would go over `bytes_max` (at
+    /// least one entry).
     pub(crate) fn entries(
         &mut self,
         range: Range<u64>,
@@ -333,14 +397,42 @@ impl LogStore {
                 index: self.last_log_id.index + 1,
             });
         }
-        let result = self.read_range(range.clone(), bytes_max);
-        let entries = result.map_err(|e| self.fail(e))?;
-        assert!(!entries.is_empty(), "read of {range:?} returned nothing");
-        assert!(entries.len() as u64 <= range.end - range.start);
-        Ok(entries)
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        let from = self.unflushed.from();
+        let stored = range.start..range.end.min(from);
+        if !stored.is_empty() {
+            let result = self.read_range(stored, bytes_max, &mut out, &mut bytes);
+            let budget_reached = result.map_err(|e| self.fail(e))?;
+            if budget_reached {
+                return Ok(out);
+            }
+        }
+        let skip = usize::try_from(range.start.saturating_sub(from)).unwrap_or(usize::MAX);
+        let take =
+            usize::try_from(range.end.saturating_sub(range.start.max(from))).unwrap_or(usize::MAX);
+        for entry in self.unflushed.entries().iter().skip(skip).take(take) {
+            let size = entry.size_bytes();
+            if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            out.push(entry.clone());
+        }
+        assert!(!out.is_empty(), "read of {range:?} returned nothing");
+        assert!(out.len() as u64 <= range.end - range.start);
+        Ok(out)
     }
 
-    fn read_range(&self, range: Range<u64>, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+    /// Reads `range` of redb's log into `out` (see `entries`); returns
+    /// whether the byte budget stopped it.
+    fn read_range(
+        &self,
+        range: Range<u64>,
+        bytes_max: u64,
+        out: &mut Vec<Entry>,
+        bytes: &mut u64,
+    ) -> Result<bool, StorageError> {
         let txn = self
             .db
             .begin_read()
@@ -348,10 +440,7 @@ impl LogStore {
         let log = txn
             .open_table(LOG_TABLE)
             .map_err(|e| from_redb("open log", e))?;
-        let mut out = Vec::new();
-        let mut bytes = 0u64;
         let mut expected = range.start;
-        let mut budget_reached = false;
         for item in log
             .range(range.clone())
             .map_err(|e| from_redb("read log", e))?
@@ -367,67 +456,59 @@ impl LogStore {
             let entry = decode_entry(index, value.value())?;
             let size = entry.size_bytes();
             if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
-                budget_reached = true;
-                break;
+                return Ok(true);
             }
-            bytes = bytes.saturating_add(size);
+            *bytes = bytes.saturating_add(size);
             out.push(entry);
             expected += 1;
         }
         // The bounds were checked against the cache, so a read that ends
         // early without reaching its budget found a hole.
-        if !budget_reached && expected < range.end {
+        if expected < range.end {
             return Err(corrupt(
                 format!("log entry {expected}"),
                 "missing although inside the log's bounds",
             ));
         }
-        Ok(out)
+        Ok(false)
     }
 
-    /// Removes entries up to `up_to.index` and records the purge point, then
-    /// compacts the file if the rule in `compaction.rs` says so.
+    /// Removes entries up to `up_to.index` and records the purge point, in
+    /// one durable commit that is also a checkpoint, then compacts the
+    /// file if the rule in `compaction.rs` says so.
     pub(crate) fn purge(&mut self, up_to: LogId) -> Result<(), StorageError> {
         self.usable()?;
         if up_to.index <= self.purged.index {
             return Ok(());
         }
         let purged_record = record::seal(META_PURGED.as_bytes(), &codec::encode(&up_to));
-        let result = (|| {
-            let mut txn = self
-                .db
-                .begin_write()
-                .map_err(|e| from_redb("begin write", e))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| from_redb("set durability", e))?;
-            // (entries, bytes) removed.
-            let mut removed = (0u64, 0u64);
-            {
-                let mut log = txn
-                    .open_table(LOG_TABLE)
-                    .map_err(|e| from_redb("open log", e))?;
-                log.retain_in(..=up_to.index, |_, value| {
-                    removed.0 += 1;
-                    removed.1 += value.len() as u64;
-                    false
-                })
-                .map_err(|e| from_redb("purge log", e))?;
-                let mut meta = txn
-                    .open_table(META_TABLE)
-                    .map_err(|e| from_redb("open meta", e))?;
-                meta.insert(META_PURGED, purged_record.as_slice())
-                    .map_err(|e| from_redb("save purge point", e))?;
-            }
-            txn.commit().map_err(|e| from_redb("commit", e))?;
-            Ok(removed)
-        })();
-        let (removed_entries, removed_bytes) = result.map_err(|e| self.fail(e))?;
-        self.made_durable();
+        // Unflushed entries at or below the point are never written. If
+        // the commit fails the store stops, so the cache may go first.
+        self.unflushed.purge(up_to.index);
         self.purged = up_to;
         if up_to.index >= self.last_log_id.index {
             self.last_log_id = up_to;
         }
-        self.check_invariants();
+        // (entries, bytes) removed.
+        let mut removed = (0u64, 0u64);
+        self.commit_durable(|txn| {
+            let mut log = txn
+                .open_table(LOG_TABLE)
+                .map_err(|e| from_redb("open log", e))?;
+            log.retain_in(..=up_to.index, |_, value| {
+                removed.0 += 1;
+                removed.1 += value.len() as u64;
+                false
+            })
+            .map_err(|e| from_redb("purge log", e))?;
+            let mut meta = txn
+                .open_table(META_TABLE)
+                .map_err(|e| from_redb("open meta", e))?;
+            meta.insert(META_PURGED, purged_record.as_slice())
+                .map_err(|e| from_redb("save purge point", e))?;
+            Ok(())
+        })?;
+        let (removed_entries, removed_bytes) = removed;
         self.purged_since_compaction
             .add(removed_entries, removed_bytes);
         let live_entries = self.last_log_id.index - self.purged.index;
@@ -506,32 +587,70 @@ impl LogStore {
         Ok(())
     }
 
-    /// Runs `change` on the meta table in one durable transaction; a
-    /// failure is kept (fail-stop).
+    /// Runs `change` on the meta table in one durable commit, which is
+    /// also a checkpoint; a failure is kept (fail-stop).
     fn commit_meta(
         &mut self,
         change: impl FnOnce(
             &mut redb::Table<'_, &'static str, &'static [u8]>,
         ) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        let result = (|| {
-            let mut txn = self
-                .db
-                .begin_write()
-                .map_err(|e| from_redb("begin write", e))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| from_redb("set durability", e))?;
-            {
-                let mut table = txn
-                    .open_table(META_TABLE)
-                    .map_err(|e| from_redb("open meta", e))?;
-                change(&mut table)?;
-            }
-            txn.commit().map_err(|e| from_redb("commit", e))
-        })();
+        self.commit_durable(|txn| {
+            let mut table = txn
+                .open_table(META_TABLE)
+                .map_err(|e| from_redb("open meta", e))?;
+            change(&mut table)
+        })
+    }
+
+    /// A checkpoint: writes the unflushed log and hard state, then runs
+    /// `change`, in one redb transaction committed with
+    /// `Durability::Immediate`; the journal then starts again.
+    fn commit_durable(
+        &mut self,
+        change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.commit(Durability::Immediate, change)
+    }
+
+    /// Writes the unflushed log, the hard state if it changed, `change`
+    /// and the number of the last write to redb in one transaction with
+    /// `durability`. Afterwards redb holds the whole log; a failure is
+    /// kept (fail-stop: what redb holds is then unknown).
+    fn commit(
+        &mut self,
+        durability: Durability,
+        change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let result = commit_transaction(
+            &self.db,
+            &mut self.record_buffer,
+            Flush {
+                unflushed: &self.unflushed,
+                stored_last: self.stored_last,
+                hard_state: self.hard_state,
+                journal_seq: self.journal_seq,
+            },
+            durability,
+            change,
+        );
+        self.trim_record_buffer();
         result.map_err(|e| self.fail(e))?;
-        self.made_durable();
+        self.stored_last = self.last_log_id;
+        self.unflushed.flushed(self.last_log_id.index + 1);
+        if matches!(durability, Durability::Immediate) {
+            self.made_durable();
+        }
+        self.check_invariants();
         Ok(())
+    }
+
+    /// One huge entry must not pin its record's memory for the life of
+    /// the store.
+    fn trim_record_buffer(&mut self) {
+        if self.record_buffer.capacity() > RECORD_BUFFER_BYTES_KEPT_MAX {
+            self.record_buffer = Vec::new();
+        }
     }
 
     /// Reads and checks what is on disk into the cache (the open gateway).
@@ -662,6 +781,18 @@ impl LogStore {
                 "an empty log ends at its purge point"
             );
         }
+        let from = self.unflushed.from();
+        assert!(
+            self.purged.index < from && from <= self.stored_last.index + 1,
+            "unflushed log from {from}, purged {:?}, redb's last {:?}",
+            self.purged,
+            self.stored_last
+        );
+        assert_eq!(
+            from - 1 + self.unflushed.entries().len() as u64,
+            self.last_log_id.index,
+            "the unflushed log ends at the last log id"
+        );
     }
 
     fn usable(&self) -> Result<(), StorageError> {
@@ -786,103 +917,67 @@ fn check_entries(entries: &[Entry], next_index: u64) -> Result<(), StorageError>
 /// allocation per write of such entries, small next to copying them.
 const RECORD_BUFFER_BYTES_KEPT_MAX: usize = 1 << 20;
 
-/// The cached bounds a write starts from.
-struct WriteBounds {
-    /// Whether the batch removes a suffix first (`truncate_from` inside the
-    /// log).
-    truncates: bool,
-    /// The index of the batch's first entry: `truncate_from` if it
-    /// truncates, else one past the last entry.
-    next_index: u64,
-    purged: LogId,
-    last: LogId,
+/// What a commit writes besides its own change: the log and hard state
+/// that redb lacks.
+struct Flush<'a> {
+    unflushed: &'a Unflushed,
+    /// redb's last entry before the commit.
+    stored_last: LogId,
+    /// The current hard state, written if it changed.
+    hard_state: HardState,
+    /// The number of the last write, which redb holds after the commit.
+    journal_seq: u64,
 }
 
-/// Why a write transaction did not commit.
-enum WriteError {
-    /// The batch breaks the trait's contract; the transaction was rolled
-    /// back and the store is still usable.
-    Refused(StorageError),
-    /// The database failed; the store must stop (fail-stop).
-    Failed(StorageError),
-}
-
-/// Maps a redb error met while doing `operation` inside a write.
-fn failed<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> WriteError {
-    move |e| WriteError::Failed(from_redb(operation, e))
-}
-
-/// Runs one write transaction for `batch` (already through `check_entries`)
-/// and returns the new last log id. Each entry is encoded and sealed into
-/// `record_buffer`, reused for every record (redb copies the value into its
-/// page), so a record costs no allocation of its own.
-fn write_transaction(
+/// Runs one write transaction: the cut of redb's log where the unflushed
+/// log starts, one insert per unflushed entry, the hard state, `change`,
+/// `journal_seq`. Each entry is encoded and sealed into `record_buffer`,
+/// reused for every record (redb copies the value into its page). The
+/// entries were checked when written, so nothing here refuses them.
+fn commit_transaction(
     db: &Database,
     record_buffer: &mut Vec<u8>,
-    batch: &WriteBatch,
-    bounds: WriteBounds,
+    flush: Flush<'_>,
     durability: Durability,
-    journal_seq: u64,
-) -> Result<LogId, WriteError> {
-    let mut txn = db.begin_write().map_err(failed("begin write"))?;
+    change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
     txn.set_durability(durability)
-        .map_err(failed("set durability"))?;
-    let mut new_last = bounds.last;
+        .map_err(|e| from_redb("set durability", e))?;
     {
-        let mut log = txn.open_table(LOG_TABLE).map_err(failed("open log"))?;
-        if bounds.truncates {
-            // Checked by the caller: purged.index < from <= last.index.
-            let from = bounds.next_index;
+        let mut log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| from_redb("open log", e))?;
+        let from = flush.unflushed.from();
+        if from <= flush.stored_last.index {
             log.retain_in(from.., |_, _| false)
-                .map_err(failed("truncate log"))?;
-            new_last = if from - 1 == bounds.purged.index {
-                bounds.purged
-            } else {
-                read_entry(&log, from - 1)
-                    .map_err(WriteError::Failed)?
-                    .log_id()
-            };
+                .map_err(|e| from_redb("truncate log", e))?;
         }
-        if let Some(first) = batch.entries.first() {
-            if first.term < new_last.term {
-                return Err(WriteError::Refused(invalid_batch(format!(
-                    "entry {} has term {}, below the term {} of the entry before it",
-                    first.index, first.term, new_last.term
-                ))));
-            }
-        }
-        for entry in &batch.entries {
+        for entry in flush.unflushed.entries() {
             let record = record::seal_into(&log_key(entry.index), record_buffer, |out| {
                 codec::encode_entry_into(entry, out);
             });
-            if record.len() > ENTRY_RECORD_BYTES_MAX {
-                return Err(WriteError::Refused(invalid_batch(format!(
-                    "entry {}: record of {} bytes is over the limit of {ENTRY_RECORD_BYTES_MAX}",
-                    entry.index,
-                    record.len()
-                ))));
-            }
-            log.insert(entry.index, record).map_err(failed("append"))?;
-            new_last = entry.log_id();
+            log.insert(entry.index, record)
+                .map_err(|e| from_redb("append", e))?;
         }
-    }
-    {
-        let mut meta = txn.open_table(META_TABLE).map_err(failed("open meta"))?;
-        if let Some(hard_state) = &batch.hard_state {
+        let mut meta = txn
+            .open_table(META_TABLE)
+            .map_err(|e| from_redb("open meta", e))?;
+        if flush.unflushed.hard_state_changed() {
             let record = record::seal_into(META_HARD_STATE.as_bytes(), record_buffer, |out| {
-                out.extend_from_slice(&codec::encode_hard_state(hard_state));
+                out.extend_from_slice(&codec::encode_hard_state(&flush.hard_state));
             });
             meta.insert(META_HARD_STATE, record)
-                .map_err(failed("save hard state"))?;
+                .map_err(|e| from_redb("save hard state", e))?;
         }
         let record = record::seal_into(META_JOURNAL_SEQ.as_bytes(), record_buffer, |out| {
-            out.extend_from_slice(&journal_seq.to_le_bytes());
+            out.extend_from_slice(&flush.journal_seq.to_le_bytes());
         });
         meta.insert(META_JOURNAL_SEQ, record)
-            .map_err(failed("save journal seq"))?;
+            .map_err(|e| from_redb("save journal seq", e))?;
     }
-    txn.commit().map_err(failed("commit"))?;
-    Ok(new_last)
+    change(&txn)?;
+    txn.commit().map_err(|e| from_redb("commit", e))
 }
 
 /// Reads and checks one entry that must exist.

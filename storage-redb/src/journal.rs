@@ -1,15 +1,16 @@
-//! `Journal`: the append-only file that makes a write durable in front of
-//! the redb file (`log.journal`, next to `log.redb`).
+//! `Journal`: the write-ahead log in front of the redb file
+//! (`log.journal`, next to `log.redb`).
 //!
 //! Why: a durable redb commit writes its copy-on-write B-tree pages and its
 //! header at scattered offsets, then syncs; on the development VM that took
 //! 2-3x what etcd's WAL append takes on the same disk in the same minute
 //! (`benches/README.md`, kv). Here a synced write is one frame appended to
 //! a file whose blocks are all allocated and written before first use, then
-//! one `fdatasync`, which needs no metadata update; the same batch goes to
-//! redb as a commit without fsync (`Durability::None`), which is what reads
-//! see. redb is made durable now and then (a checkpoint, `log_store.rs`),
-//! after which the journal starts again at offset 0.
+//! one `fdatasync`, which needs no metadata update, and no redb
+//! transaction: the batch waits in memory (`unflushed.rs`), where reads
+//! find it, until a checkpoint (`log_store.rs`) writes everything since the
+//! last one to redb in one durable commit; the journal then starts again
+//! at offset 0.
 //!
 //! Frame: `len: u32 LE` (payload bytes), `crc: u32 LE` (CRC-32 of `seq`
 //! and the payload), `seq: u64 LE`, then the payload,
@@ -18,7 +19,7 @@
 //!
 //! Recovery (`replay`): redb, reopened after a crash, holds exactly the
 //! writes up to its last durable commit, and it records in each commit the
-//! sequence number of the write it holds (`journal_seq`). The journal is
+//! sequence number of the last write it holds (`journal_seq`). The journal is
 //! read from offset 0: frames at or below that number are skipped, the
 //! following ones are applied in order, and the scan stops at the first
 //! frame that is not the next number or fails its checksum. That frame is

@@ -23,6 +23,8 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rafter::codec;
@@ -38,9 +40,9 @@ use crate::format::{
     DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, JOURNAL_FILE, LOG_TABLE, META_FORMAT_VERSION,
     META_HARD_STATE, META_INSTALLING_SNAPSHOT, META_JOURNAL_SEQ, META_PURGED,
     META_RECORD_BYTES_MAX, META_SNAPSHOT, META_TABLE, STORE_FORMAT_VERSION,
-    STORE_FORMAT_VERSION_BEFORE_JOURNAL,
+    STORE_FORMAT_VERSION_BEFORE_JOURNAL, STORE_FORMAT_VERSION_ONE_LAP_JOURNAL,
 };
-use crate::journal::{Journal, JournalBatch};
+use crate::journal::{Journal, JournalBatch, Layout};
 use crate::lock::DirectoryLock;
 use crate::options::RedbOptions;
 use crate::record::{self, log_key, CHECKSUM_BYTES};
@@ -60,7 +62,8 @@ use crate::unflushed::Unflushed;
 #[derive(Debug)]
 pub(crate) struct LogStore {
     /// Declared before `_lock` so the database closes before the lock goes.
-    db: Database,
+    /// Shared with the thread of a checkpoint in progress, if any.
+    db: Arc<Database>,
     path: PathBuf,
     options: RedbOptions,
     hard_state: HardState,
@@ -70,8 +73,12 @@ pub(crate) struct LogStore {
     last_log_id: LogId,
     /// The last entry of redb's log table (or the purge point).
     stored_last: LogId,
-    /// The writes since redb's last commit (empty with the journal off).
+    /// The writes since the last checkpoint began (empty with the journal
+    /// off), on top of `flushing`'s if any.
     unflushed: Unflushed,
+    /// The checkpoint in progress, if any: the writes before it began,
+    /// being committed to redb by another thread.
+    flushing: Option<Flushing>,
     snapshot: Option<SnapshotMeta>,
     installing_snapshot: Option<SnapshotMeta>,
     /// The log records purged since the last compaction (see
@@ -100,6 +107,17 @@ pub(crate) struct LogStore {
     _lock: DirectoryLock,
 }
 
+/// A checkpoint in progress on its own thread.
+#[derive(Debug)]
+struct Flushing {
+    /// What it writes; reads still find these entries here until it ends.
+    layer: Arc<Unflushed>,
+    /// The log's last entry when it began: redb's last entry when it ends.
+    last: LogId,
+    /// Its durable redb commit.
+    thread: JoinHandle<Result<(), StorageError>>,
+}
+
 /// A write that passed every check, ready to go to the journal and the
 /// log.
 struct CheckedWrite {
@@ -119,10 +137,10 @@ impl LogStore {
         let mut builder = Database::builder();
         builder.set_cache_size(options.cache_bytes);
         builder.set_check_integrity_on_open(options.open_check_file);
-        let db = open_or_create(dir, DATABASE_FILE, &builder, init_format)?;
-        init_format(&db)?;
+        let db = open_or_create(dir, DATABASE_FILE, &builder, |db| init_format(db).map(drop))?;
+        let version = init_format(&db)?;
         let mut store = Self {
-            db,
+            db: Arc::new(db),
             path,
             options,
             hard_state: HardState::default(),
@@ -130,6 +148,7 @@ impl LogStore {
             last_log_id: LogId::default(),
             stored_last: LogId::default(),
             unflushed: Unflushed::new(1),
+            flushing: None,
             snapshot: None,
             installing_snapshot: None,
             purged_since_compaction: PurgedSinceCompaction::default(),
@@ -144,7 +163,21 @@ impl LogStore {
         store.stored_last = store.last_log_id;
         store.unflushed = Unflushed::new(store.last_log_id.index + 1);
         store.check_invariants();
-        store.recover_journal(dir)?;
+        let layout = if version == STORE_FORMAT_VERSION_ONE_LAP_JOURNAL {
+            Layout::OneLap
+        } else {
+            Layout::Halves
+        };
+        store.recover_journal(dir, layout)?;
+        if version != STORE_FORMAT_VERSION {
+            // After the replay (which read the older layout) was made
+            // durable: a crash before this opens as the older version.
+            store.commit_meta(|meta| {
+                meta.insert(META_FORMAT_VERSION, [STORE_FORMAT_VERSION].as_slice())
+                    .map(drop)
+                    .map_err(|e| from_redb("save format version", e))
+            })?;
+        }
         store.check_invariants();
         Ok(store)
     }
@@ -154,7 +187,7 @@ impl LogStore {
     /// redb, and starts the journal again at offset 0. The file is read
     /// even when the journal is off, if it exists: an earlier run may have
     /// left writes in it.
-    fn recover_journal(&mut self, dir: &Path) -> Result<(), StorageError> {
+    fn recover_journal(&mut self, dir: &Path, layout: Layout) -> Result<(), StorageError> {
         let capacity = self.options.journal_bytes;
         // Created by the first write (`ensure_journal`), so that a store
         // only opened and read (a tool, a test) costs no journal file.
@@ -163,12 +196,12 @@ impl LogStore {
         }
         let mut journal = Journal::open(dir, capacity)?;
         let durable_seq = self.journal_seq;
-        let last = journal.replay(durable_seq, |batch| self.replay_write(batch))?;
+        let last = journal.replay(durable_seq, layout, |batch| self.replay_write(batch))?;
         assert_eq!(last, self.journal_seq, "replay applies each write it reads");
         // Even with nothing replayed: what redb holds now must be durable
         // before the journal's frames are written over.
         self.commit_durable(|_| Ok(()))?;
-        journal.restart();
+        journal.grow(dir, capacity).map_err(|e| self.fail(e))?;
         self.journal = (capacity > 0).then_some(journal);
         Ok(())
     }
@@ -255,40 +288,121 @@ impl LogStore {
         if batch.is_empty() {
             return Ok(());
         }
+        self.finish_checkpoint(false)?;
         self.ensure_journal()?;
         let checked = self.check_write(&batch)?;
-        let must_sync = batch.must_sync;
-        let due = self.checkpoint_due();
-        let seq = self.journal_seq + 1;
-        let journaled = match &mut self.journal {
-            Some(journal) if !due => match journal.append(seq, &batch, must_sync) {
-                Ok(appended) => appended,
-                Err(e) => return Err(self.fail(e)),
-            },
-            _ => false,
-        };
+        if self.journal.is_none() {
+            let durability = if batch.must_sync {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            self.apply_write(batch, &checked);
+            return self.commit(durability, |_| Ok(()));
+        }
+        if self.checkpoint_due() && self.flushing.is_none() {
+            self.start_checkpoint()?;
+        }
+        let mut appended = self.append(&batch)?;
+        if !appended {
+            // The active half is full. The other half is free once the
+            // checkpoint in progress (of the writes in it) has ended.
+            self.finish_checkpoint(true)?;
+            self.start_checkpoint()?;
+            appended = self.append(&batch)?;
+        }
         self.apply_write(batch, &checked);
-        if journaled {
+        if appended {
             return Ok(());
         }
-        if self.journal.is_some() || must_sync {
-            // A checkpoint, with this write in it: the journal then starts
-            // again, so its numbers keep no gap.
-            self.commit_durable(|_| Ok(()))
-        } else {
-            // The journal is off and nothing asks for durability.
-            self.commit(Durability::None, |_| Ok(()))
-        }
+        // Larger than a half: into a durable commit of its own, with
+        // everything before it; the journal then starts again.
+        self.commit_durable(|_| Ok(()))
     }
 
-    /// Whether the next write should make redb durable (and restart the
-    /// journal) rather than be appended: `journal_checkpoint_interval`
-    /// passed since the last checkpoint, or half the journal is used.
+    /// Appends `batch` to the journal as the next write, synced when it
+    /// asks; `false` when it does not fit in the active half.
+    fn append(&mut self, batch: &WriteBatch) -> Result<bool, StorageError> {
+        let seq = self.journal_seq + 1;
+        let Some(journal) = &mut self.journal else {
+            return Ok(false);
+        };
+        let appended = journal.append(seq, batch, batch.must_sync);
+        appended.map_err(|e| self.fail(e))
+    }
+
+    /// Whether a checkpoint should begin: `journal_checkpoint_interval`
+    /// passed since the last one began, or half of the active half is
+    /// used (so that the checkpoint can end before the half is full).
     fn checkpoint_due(&self) -> bool {
         self.journal.as_ref().is_some_and(|journal| {
             self.durable_at.elapsed() >= self.options.journal_checkpoint_interval
-                || journal.used_bytes() >= journal.capacity() / 2
+                || journal.used_bytes() >= journal.half_bytes() / 2
         })
+    }
+
+    /// Begins a checkpoint of every write so far on another thread: they
+    /// stay readable from its layer, new writes go to a new layer and to
+    /// the journal's other half. None may be in progress.
+    fn start_checkpoint(&mut self) -> Result<(), StorageError> {
+        assert!(self.flushing.is_none(), "one checkpoint at a time");
+        let next = Unflushed::new(self.last_log_id.index + 1);
+        let layer = Arc::new(std::mem::replace(&mut self.unflushed, next));
+        let db = Arc::clone(&self.db);
+        let written = Arc::clone(&layer);
+        let flush = (self.stored_last, self.hard_state, self.journal_seq);
+        let spawned = std::thread::Builder::new()
+            .name("rafter-redb-checkpoint".into())
+            .spawn(move || {
+                let (stored_last, hard_state, journal_seq) = flush;
+                commit_transaction(
+                    &db,
+                    &mut Vec::new(),
+                    Flush {
+                        unflushed: &written,
+                        stored_last,
+                        hard_state,
+                        journal_seq,
+                    },
+                    Durability::Immediate,
+                    |_| Ok(()),
+                )
+            });
+        // The layer left `unflushed`: without its thread the store cannot
+        // go on.
+        let thread = spawned.map_err(|e| self.fail(io("start checkpoint thread", e)))?;
+        if let Some(journal) = &mut self.journal {
+            journal.switch();
+        }
+        self.flushing = Some(Flushing {
+            layer,
+            last: self.last_log_id,
+            thread,
+        });
+        self.durable_at = Instant::now();
+        Ok(())
+    }
+
+    /// Ends the checkpoint in progress if it has finished, or waits for it
+    /// when `wait`: redb then holds its writes durably.
+    fn finish_checkpoint(&mut self, wait: bool) -> Result<(), StorageError> {
+        let Some(flushing) = &self.flushing else {
+            return Ok(());
+        };
+        if !wait && !flushing.thread.is_finished() {
+            return Ok(());
+        }
+        let flushing = self.flushing.take().expect("checked above");
+        let ended = flushing.thread.join().unwrap_or_else(|_| {
+            Err(StorageError::Io {
+                operation: "checkpoint",
+                message: "the checkpoint thread panicked".into(),
+            })
+        });
+        ended.map_err(|e| self.fail(e))?;
+        self.stored_last = flushing.last;
+        self.check_invariants();
+        Ok(())
     }
 
     /// Checks `batch` in full against the log: what redb's transaction
@@ -354,6 +468,13 @@ impl LogStore {
         if let Some(term) = self.unflushed.term(index) {
             return Ok(LogId::new(term, index));
         }
+        if let Some(flushing) = &self.flushing {
+            if index < self.unflushed.from() {
+                if let Some(term) = flushing.layer.term(index) {
+                    return Ok(LogId::new(term, index));
+                }
+            }
+        }
         let txn = self
             .db
             .begin_read()
@@ -399,8 +520,14 @@ impl LogStore {
         }
         let mut out = Vec::new();
         let mut bytes = 0u64;
-        let from = self.unflushed.from();
-        let stored = range.start..range.end.min(from);
+        // The log is redb's entries below the lowest layer, then the
+        // checkpoint's layer below the active one, then the active one.
+        let active_from = self.unflushed.from();
+        let flushing_from = self
+            .flushing
+            .as_ref()
+            .map_or(active_from, |f| f.layer.from().min(active_from));
+        let stored = range.start..range.end.min(flushing_from);
         if !stored.is_empty() {
             let result = self.read_range(stored, bytes_max, &mut out, &mut bytes);
             let budget_reached = result.map_err(|e| self.fail(e))?;
@@ -408,17 +535,14 @@ impl LogStore {
                 return Ok(out);
             }
         }
-        let skip = usize::try_from(range.start.saturating_sub(from)).unwrap_or(usize::MAX);
-        let take =
-            usize::try_from(range.end.saturating_sub(range.start.max(from))).unwrap_or(usize::MAX);
-        for entry in self.unflushed.entries().iter().skip(skip).take(take) {
-            let size = entry.size_bytes();
-            if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
-                break;
+        if let Some(flushing) = &self.flushing {
+            let part = range.start.max(flushing_from)..range.end.min(active_from);
+            if read_layer(&flushing.layer, part, bytes_max, &mut out, &mut bytes) {
+                return Ok(out);
             }
-            bytes = bytes.saturating_add(size);
-            out.push(entry.clone());
         }
+        let part = range.start.max(active_from)..range.end;
+        read_layer(&self.unflushed, part, bytes_max, &mut out, &mut bytes);
         assert!(!out.is_empty(), "read of {range:?} returned nothing");
         assert!(out.len() as u64 <= range.end - range.start);
         Ok(out)
@@ -481,6 +605,8 @@ impl LogStore {
         if up_to.index <= self.purged.index {
             return Ok(());
         }
+        // Before the layers change: the purge's commit follows it.
+        self.finish_checkpoint(true)?;
         let purged_record = record::seal(META_PURGED.as_bytes(), &codec::encode(&up_to));
         // Unflushed entries at or below the point are never written. If
         // the commit fails the store stops, so the cache may go first.
@@ -526,7 +652,15 @@ impl LogStore {
     /// the live data once.
     pub(crate) fn compact(&mut self) -> Result<(), StorageError> {
         self.usable()?;
-        let result = self.db.compact().map_err(|e| from_redb("compact", e));
+        // Its thread holds the database until it ends.
+        self.finish_checkpoint(true)?;
+        let result = match Arc::get_mut(&mut self.db) {
+            Some(db) => db.compact().map_err(|e| from_redb("compact", e)),
+            None => Err(StorageError::Io {
+                operation: "compact",
+                message: "the database is still shared with a checkpoint".into(),
+            }),
+        };
         result.map_err(|e| self.fail(e))?;
         self.purged_since_compaction.reset();
         Ok(())
@@ -622,6 +756,9 @@ impl LogStore {
         durability: Durability,
         change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
+        // redb runs one write transaction at a time, and this one goes on
+        // top of what the checkpoint in progress writes.
+        self.finish_checkpoint(true)?;
         let result = commit_transaction(
             &self.db,
             &mut self.record_buffer,
@@ -781,12 +918,23 @@ impl LogStore {
                 "an empty log ends at its purge point"
             );
         }
+        // The layers, bottom up: each starts inside or right after the
+        // one below it, and above the purge point.
+        let mut below = self.stored_last;
+        if let Some(flushing) = &self.flushing {
+            let from = flushing.layer.from();
+            assert!(
+                self.purged.index < from && from <= below.index + 1,
+                "checkpoint layer from {from}, purged {:?}, redb's last {below:?}",
+                self.purged,
+            );
+            below = flushing.last;
+        }
         let from = self.unflushed.from();
         assert!(
-            self.purged.index < from && from <= self.stored_last.index + 1,
-            "unflushed log from {from}, purged {:?}, redb's last {:?}",
+            self.purged.index < from && from <= below.index + 1,
+            "unflushed log from {from}, purged {:?}, below it {below:?}",
             self.purged,
-            self.stored_last
         );
         assert_eq!(
             from - 1 + self.unflushed.entries().len() as u64,
@@ -809,17 +957,53 @@ impl LogStore {
     }
 }
 
+impl Drop for LogStore {
+    /// A checkpoint in progress ends before the database closes (its
+    /// outcome does not matter: the journal holds its writes).
+    fn drop(&mut self) {
+        if let Some(flushing) = self.flushing.take() {
+            let _ = flushing.thread.join();
+        }
+    }
+}
+
+/// Reads `range` of `layer` (inside it) into `out`, as `entries` reads
+/// redb's part; returns whether the byte budget stopped it.
+fn read_layer(
+    layer: &Unflushed,
+    range: Range<u64>,
+    bytes_max: u64,
+    out: &mut Vec<Entry>,
+    bytes: &mut u64,
+) -> bool {
+    if range.is_empty() {
+        return false;
+    }
+    let skip = usize::try_from(range.start - layer.from()).unwrap_or(usize::MAX);
+    let take = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+    for entry in layer.entries().iter().skip(skip).take(take) {
+        let size = entry.size_bytes();
+        if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
+            return true;
+        }
+        *bytes = bytes.saturating_add(size);
+        out.push(entry.clone());
+    }
+    false
+}
+
 /// Creates the tables and stores the format version of a new store, or
-/// checks the version of an existing one.
+/// checks the version of an existing one; returns the version found (this
+/// build's for a new store).
 ///
 /// The version is read before any other table is opened: a later format may
 /// change every table but `meta` and its `format_version` byte (FORMAT.md),
 /// so a store of a later format is `UnsupportedFormat`, never `Corrupt`
 /// because its log table has another type. Nothing is written unless the
 /// version is known or the store is new.
-fn init_format(db: &Database) -> Result<(), StorageError> {
+fn init_format(db: &Database) -> Result<u8, StorageError> {
     let txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
-    {
+    let found = {
         let mut meta = txn
             .open_table(META_TABLE)
             .map_err(|e| from_redb("open meta", e))?;
@@ -827,15 +1011,20 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
             .get(META_FORMAT_VERSION)
             .map_err(|e| from_redb("read format version", e))?
             .map(|v| v.value().to_vec());
-        match version.as_deref() {
-            Some([STORE_FORMAT_VERSION]) => {}
+        let found = match version.as_deref() {
+            Some([STORE_FORMAT_VERSION]) => STORE_FORMAT_VERSION,
             // Written before the journal: the same tables, no journal to
             // replay. Marked with this version, so that a build from
             // before the journal, which would not replay it, refuses it.
             Some([STORE_FORMAT_VERSION_BEFORE_JOURNAL]) => {
                 meta.insert(META_FORMAT_VERSION, [STORE_FORMAT_VERSION].as_slice())
                     .map_err(|e| from_redb("save format version", e))?;
+                STORE_FORMAT_VERSION
             }
+            // The journal in one lap: `open` replays it so, then marks the
+            // store with this version. Nothing is written here, so that a
+            // crash before then finds the older version again.
+            Some([STORE_FORMAT_VERSION_ONE_LAP_JOURNAL]) => STORE_FORMAT_VERSION_ONE_LAP_JOURNAL,
             // Written by a later build: not damage, a format this one does
             // not know. Refused rather than guessed at; the transaction is
             // dropped unwritten.
@@ -868,19 +1057,22 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
                 }
                 meta.insert(META_FORMAT_VERSION, [STORE_FORMAT_VERSION].as_slice())
                     .map_err(|e| from_redb("save format version", e))?;
+                STORE_FORMAT_VERSION
             }
-        }
+        };
         // Created here for a new store; for an existing one, its type is
         // checked (a mismatch is `Corrupt`).
         txn.open_table(LOG_TABLE)
             .map_err(|e| from_redb("open log", e))?;
-    }
-    txn.commit().map_err(|e| from_redb("commit", e))
+        found
+    };
+    txn.commit().map_err(|e| from_redb("commit", e))?;
+    Ok(found)
 }
 
 /// Checks the batch's entries: consecutive from `next_index`, terms not
-/// decreasing, memberships valid. The size of each record is checked as it
-/// is sealed, in `write_transaction`.
+/// decreasing, memberships valid. The rest (the term before the batch, the
+/// size of each record) is `LogStore::check_write`'s.
 fn check_entries(entries: &[Entry], next_index: u64) -> Result<(), StorageError> {
     let mut term_previous = 0;
     for (i, entry) in entries.iter().enumerate() {

@@ -8,21 +8,32 @@
 //! a file whose blocks are all allocated and written before first use, then
 //! one `fdatasync`, which needs no metadata update, and no redb
 //! transaction: the batch waits in memory (`unflushed.rs`), where reads
-//! find it, until a checkpoint (`log_store.rs`) writes everything since the
-//! last one to redb in one durable commit; the journal then starts again
-//! at offset 0.
+//! find it, until a checkpoint (`log_store.rs`) writes everything before it
+//! to redb in one durable commit, on a thread of its own.
 //!
 //! Frame: `len: u32 LE` (payload bytes), `crc: u32 LE` (CRC-32 of `seq`
 //! and the payload), `seq: u64 LE`, then the payload,
-//! `rafter::codec::encode(&(truncate_from, entries, hard_state))`. Frames
-//! are laid end to end from offset 0; their sequence numbers go up by one.
+//! `rafter::codec::encode(&(truncate_from, entries, hard_state))`.
+//!
+//! Layout (format 3): the file is two halves. Frames are laid end to end
+//! from the start of the active half (a lap), their sequence numbers going
+//! up by one. When a checkpoint begins, appends move to the start of the
+//! other half, so that the checkpoint's writes stay in the first half
+//! until it has ended; a half is reused only then. After a checkpoint run
+//! inside a call (a purge, a metadata save, a write larger than a half),
+//! which holds every write, the active half starts again from its start.
+//! Format 2 had one lap over the whole file (`Layout::OneLap`), read only
+//! to upgrade such a store.
 //!
 //! Recovery (`replay`): redb, reopened after a crash, holds exactly the
 //! writes up to its last durable commit, and it records in each commit the
-//! sequence number of the last write it holds (`journal_seq`). The journal is
-//! read from offset 0: frames at or below that number are skipped, the
-//! following ones are applied in order, and the scan stops at the first
-//! frame that is not the next number or fails its checksum. That frame is
+//! sequence number of the last write it holds (`journal_seq`). Each half's
+//! lap is read from its start, the half whose first frame has the lower
+//! number first (a checkpoint may not have ended: its writes are in that
+//! half, the later ones in the other). Frames at or below the number redb
+//! holds are skipped, the following ones are applied in order, and a lap's
+//! scan stops at the first frame that is not the next number or fails its
+//! checksum. That frame is
 //! what a crash during an append leaves (a torn tail: the write never
 //! returned, so dropping it keeps `write` atomic, all or nothing), or what
 //! is left of an earlier lap of the file (a lower number). A frame that

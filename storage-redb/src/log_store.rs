@@ -14,12 +14,14 @@
 //! With the journal on, the journal is the write-ahead log: a write is
 //! checked, appended to it (synced when `must_sync`) and kept in memory
 //! (`unflushed.rs`), which reads serve from; redb gets the writes in one
-//! durable transaction at a checkpoint (`LogStore::commit_durable`). A
-//! checkpoint runs inside the call that finds it due (a write, when a
-//! second has passed or half the journal is used, or its frame does not
-//! fit; a purge or a metadata save, always): it blocks that call, and the
-//! calls queued behind it, for one durable redb commit of what was
-//! written since the last one.
+//! durable transaction at a checkpoint. A write that finds one due (a
+//! second since the last, or half of the journal's active half used)
+//! starts it on its own thread (`start_checkpoint`): the writes so far
+//! become a layer that reads still find, and later writes go to a new
+//! layer and the journal's other half. What waits for it: a purge, a
+//! metadata save or a compaction (each commits on top of it, in the
+//! calling thread), and a write that fills the active half before it
+//! ends. At most two layers, each at most half the journal.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};

@@ -34,22 +34,24 @@ pub struct RedbOptions {
     /// write: this much disk per store, and that first write waits for it.
     /// A synced write costs one append and one `fdatasync` of it, and no
     /// redb transaction; the writes are kept in memory (at most about this
-    /// much) until a checkpoint writes them to redb in one durable commit
-    /// and starts the journal again, when half the journal is used or
+    /// much) until a checkpoint writes them to redb in one durable commit,
+    /// on a thread of its own, when a quarter of the journal (half of one
+    /// of its two halves) is used since the last or
     /// `journal_checkpoint_interval` has passed. Larger: fewer checkpoints,
     /// more disk and memory, and a longer replay after a crash (the journal
-    /// is read at about disk speed). 0: no journal, every write is a redb
+    /// is read at about disk speed). A longer value grows an existing
+    /// file at the next open; a shorter one leaves it as it is. 0: no journal, every write is a redb
     /// commit, durable when synced (the format before the journal). Default: 16
     /// MiB: a checkpoint comes every second anyway, and 8 MiB (half) is
     /// several times what a node logged per second in the measured runs
     /// (4,855 puts/s of 256-byte values: under 2 MB of commands).
     pub journal_bytes: u64,
-    /// The longest time redb goes without a commit while the journal is on
-    /// and writes come (the checkpoint is made by the first write after
-    /// it). It bounds how much a replay after a crash applies. Each
-    /// checkpoint makes one write wait for a durable redb commit of what
-    /// was written since the last one, and the calls queued behind it
-    /// with it. Default: 1 s.
+    /// The longest time between checkpoints while the journal is on and
+    /// writes come (the first write after it begins one). It bounds how
+    /// much a replay after a crash applies. A checkpoint runs on its own
+    /// thread; a purge or a metadata save waits for the one in progress,
+    /// and so does a write that fills its half of the journal before it
+    /// ends. Default: 1 s.
     pub journal_checkpoint_interval: std::time::Duration,
 }
 

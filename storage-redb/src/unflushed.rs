@@ -3,13 +3,14 @@
 //!
 //! With the journal on, a write is appended to the journal and applied
 //! here; redb gets the writes only at a checkpoint (`log_store.rs`), in one
-//! transaction. The log a reader sees is redb's entries below `from`,
-//! followed by `entries`. redb may still hold entries at `from` and after:
-//! a truncation cut them, and the checkpoint removes them.
+//! transaction. The log a reader sees is the log below (redb's, or redb's
+//! with a checkpoint's layer on top) up to `from`, followed by `entries`.
+//! The log below may still hold entries at `from` and after: a truncation
+//! cut them, and the next checkpoint removes them from redb.
 //!
-//! Bounded by the journal: every entry here is in a frame appended since
-//! the journal last started again, and a checkpoint (which empties this)
-//! comes before the journal overflows.
+//! Bounded by the journal: every entry of a layer is in a frame of one
+//! journal half, and a layer is sealed for a checkpoint (or written in
+//! one) before its half overflows.
 
 use std::collections::VecDeque;
 

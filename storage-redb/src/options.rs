@@ -40,11 +40,14 @@ pub struct RedbOptions {
     /// `journal_checkpoint_interval` has passed. Larger: fewer checkpoints,
     /// more disk and memory, and a longer replay after a crash (the journal
     /// is read at about disk speed). A longer value grows an existing
-    /// file at the next open; a shorter one leaves it as it is. 0: no journal, every write is a redb
-    /// commit, durable when synced (the format before the journal). Default: 16
-    /// MiB: a checkpoint comes every second anyway, and 8 MiB (half) is
-    /// several times what a node logged per second in the measured runs
-    /// (4,855 puts/s of 256-byte values: under 2 MB of commands).
+    /// file at the next open; a shorter one leaves it as it is. A write
+    /// that fills its half before the checkpoint in progress ends waits
+    /// for it. 0: no journal, every write is a redb commit, durable when
+    /// synced (the format before the journal). Default: 16 MiB: a
+    /// checkpoint comes every second anyway, and 4 MiB (a quarter) is
+    /// about twice what a node logged per second in the measured runs
+    /// (4,855 puts/s of 256-byte values: under 2 MB of commands), with
+    /// another 4 MiB of its half left while the checkpoint runs.
     pub journal_bytes: u64,
     /// The longest time between checkpoints while the journal is on and
     /// writes come (the first write after it begins one). It bounds how

@@ -9,7 +9,13 @@ use redb::TableDefinition;
 /// version with `StorageError::UnsupportedFormat` rather than guess (and a
 /// version no build writes, such as 0, with `StorageError::Corrupt`); a
 /// later build keeps reading this one.
-pub const STORE_FORMAT_VERSION: u8 = 2;
+pub const STORE_FORMAT_VERSION: u8 = 3;
+
+/// The version with the journal in one lap from offset 0 (`journal.rs`,
+/// `Layout::OneLap`); the same tables. A store of this version has its
+/// journal replayed that way when it opens, then made durable in redb, and
+/// is marked [`STORE_FORMAT_VERSION`], whose journal is two halves.
+pub(crate) const STORE_FORMAT_VERSION_ONE_LAP_JOURNAL: u8 = 2;
 
 /// The version before the journal (`journal.rs`): the same tables, and no
 /// journal file. A store of this version is read and marked

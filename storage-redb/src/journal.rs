@@ -1,27 +1,39 @@
-//! `Journal`: the append-only file that makes a write durable in front of
-//! the redb file (`log.journal`, next to `log.redb`).
+//! `Journal`: the write-ahead log in front of the redb file
+//! (`log.journal`, next to `log.redb`).
 //!
 //! Why: a durable redb commit writes its copy-on-write B-tree pages and its
 //! header at scattered offsets, then syncs; on the development VM that took
 //! 2-3x what etcd's WAL append takes on the same disk in the same minute
 //! (`benches/README.md`, kv). Here a synced write is one frame appended to
 //! a file whose blocks are all allocated and written before first use, then
-//! one `fdatasync`, which needs no metadata update; the same batch goes to
-//! redb as a commit without fsync (`Durability::None`), which is what reads
-//! see. redb is made durable now and then (a checkpoint, `log_store.rs`),
-//! after which the journal starts again at offset 0.
+//! one `fdatasync`, which needs no metadata update, and no redb
+//! transaction: the batch waits in memory (`unflushed.rs`), where reads
+//! find it, until a checkpoint (`log_store.rs`) writes everything before it
+//! to redb in one durable commit, on a thread of its own.
 //!
 //! Frame: `len: u32 LE` (payload bytes), `crc: u32 LE` (CRC-32 of `seq`
 //! and the payload), `seq: u64 LE`, then the payload,
-//! `rafter::codec::encode(&(truncate_from, entries, hard_state))`. Frames
-//! are laid end to end from offset 0; their sequence numbers go up by one.
+//! `rafter::codec::encode(&(truncate_from, entries, hard_state))`.
+//!
+//! Layout (format 3): the file is two halves. Frames are laid end to end
+//! from the start of the active half (a lap), their sequence numbers going
+//! up by one. When a checkpoint begins, appends move to the start of the
+//! other half, so that the checkpoint's writes stay in the first half
+//! until it has ended; a half is reused only then. After a checkpoint run
+//! inside a call (a purge, a metadata save, a write larger than a half),
+//! which holds every write, the active half starts again from its start.
+//! Format 2 had one lap over the whole file (`Layout::OneLap`), read only
+//! to upgrade such a store.
 //!
 //! Recovery (`replay`): redb, reopened after a crash, holds exactly the
 //! writes up to its last durable commit, and it records in each commit the
-//! sequence number of the write it holds (`journal_seq`). The journal is
-//! read from offset 0: frames at or below that number are skipped, the
-//! following ones are applied in order, and the scan stops at the first
-//! frame that is not the next number or fails its checksum. That frame is
+//! sequence number of the last write it holds (`journal_seq`). Each half's
+//! lap is read from its start, the half whose first frame has the lower
+//! number first (a checkpoint may not have ended: its writes are in that
+//! half, the later ones in the other). Frames at or below the number redb
+//! holds are skipped, the following ones are applied in order, and a lap's
+//! scan stops at the first frame that is not the next number or fails its
+//! checksum. That frame is
 //! what a crash during an append leaves (a torn tail: the write never
 //! returned, so dropping it keeps `write` atomic, all or nothing), or what
 //! is left of an earlier lap of the file (a lower number). A frame that
@@ -47,23 +59,29 @@ pub(crate) type JournalBatch = (Option<u64>, Vec<Entry>, Option<HardState>);
 
 /// The journal file, open for appending.
 ///
-/// Invariant: `end <= capacity`; the frames in `0..end` have consecutive
-/// sequence numbers ending at the last one appended.
+/// Invariant: `end <= half_bytes`; the frames in `active + (0..end)` have
+/// consecutive sequence numbers ending at the last one appended.
 #[derive(Debug)]
 pub(crate) struct Journal {
     file: File,
-    /// Where the next frame goes.
+    /// Where the half being appended to starts: 0 or `half_bytes`.
+    active: u64,
+    /// Where the next frame goes, from `active`.
     end: u64,
     /// The file's length: all of it allocated and written (zeros at first).
     capacity: u64,
+    /// The length of each half.
+    half_bytes: u64,
     /// The frame being built; reused so appends do not allocate.
     frame: Vec<u8>,
 }
 
 impl Journal {
     /// Opens `dir/log.journal`, creating it `capacity` bytes long (zeros,
-    /// synced, and the directory synced) if it is missing or shorter. The
-    /// next append goes to offset 0: call [`Journal::replay`] first.
+    /// synced, and the directory synced) if it is missing or empty. An
+    /// existing file keeps its length, which places its halves, until
+    /// [`Journal::grow`]. The next append goes to offset 0: call
+    /// [`Journal::replay`] first.
     pub(crate) fn open(dir: &Path, capacity: u64) -> Result<Self, StorageError> {
         let path = dir.join(JOURNAL_FILE);
         let file = OpenOptions::new()
@@ -77,49 +95,100 @@ impl Journal {
             .metadata()
             .map_err(|e| io("read journal size", e))?
             .len();
-        if length < capacity {
+        let mut journal = Self {
+            file,
+            active: 0,
+            end: 0,
+            capacity: length,
+            half_bytes: length / 2,
+            frame: Vec::new(),
+        };
+        if length == 0 {
+            journal.grow(dir, capacity)?;
+        }
+        Ok(journal)
+    }
+
+    /// Makes the file `capacity` bytes long if it is shorter, and starts
+    /// again at offset 0 with the new halves. Only once redb durably holds
+    /// every write the journal holds: the halves move.
+    pub(crate) fn grow(&mut self, dir: &Path, capacity: u64) -> Result<(), StorageError> {
+        if self.capacity < capacity {
             // Written, not `fallocate`d: an allocated but unwritten block
             // costs a metadata update at the first `fdatasync` after it is
             // written, which is what the journal exists to avoid.
             let zeros = vec![0u8; FILL_CHUNK_BYTES];
-            let mut offset = length;
+            let mut offset = self.capacity;
             while offset < capacity {
                 let chunk = (capacity - offset).min(FILL_CHUNK_BYTES as u64) as usize;
-                file.write_all_at(&zeros[..chunk], offset)
+                self.file
+                    .write_all_at(&zeros[..chunk], offset)
                     .map_err(|e| io("fill journal", e))?;
                 offset += chunk as u64;
             }
-            file.sync_all().map_err(|e| io("sync journal", e))?;
+            self.file.sync_all().map_err(|e| io("sync journal", e))?;
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io("sync data directory", e))?;
+            self.capacity = capacity;
+            self.half_bytes = capacity / 2;
         }
-        let capacity = length.max(capacity);
-        Ok(Self {
-            file,
-            end: 0,
-            capacity,
-            frame: Vec::new(),
-        })
+        self.active = 0;
+        self.end = 0;
+        Ok(())
     }
 
     /// Reads the frames after `durable_seq` (the sequence number redb
     /// holds) in order into `apply`, and returns the last sequence number
-    /// applied (`durable_seq` if none). See the module doc for where the
-    /// scan stops and when that is corruption.
+    /// applied (`durable_seq` if none). `layout` says where the frames are
+    /// (see the module doc for where a scan stops and when that is
+    /// corruption).
     pub(crate) fn replay(
         &mut self,
         durable_seq: u64,
+        layout: Layout,
         mut apply: impl FnMut(JournalBatch) -> Result<(), StorageError>,
     ) -> Result<u64, StorageError> {
-        // No frame is longer than the file.
-        let payload_bytes_max = usize::try_from(self.capacity).unwrap_or(usize::MAX);
-        let mut offset = 0u64;
+        // Each region is (start, end).
+        let mut regions = match layout {
+            Layout::OneLap => vec![(0, self.capacity)],
+            Layout::Halves => vec![(0, self.half_bytes), (self.half_bytes, 2 * self.half_bytes)],
+        };
+        // The older lap first: the one whose first frame has the lower
+        // number (a half without a valid first frame last).
+        let mut firsts = Vec::new();
+        for &(start, end) in &regions {
+            firsts.push(match self.read_frame(start, end)? {
+                FrameRead::Valid { seq, .. } => seq,
+                _ => u64::MAX,
+            });
+        }
+        if firsts.len() == 2 && firsts[1] < firsts[0] {
+            regions.swap(0, 1);
+        }
         let mut expected = durable_seq + 1;
+        for (start, end) in regions {
+            expected = self.replay_region(start..end, expected, &mut apply)?;
+        }
+        Ok(expected - 1)
+    }
+
+    /// Replays the lap that starts at `region.start`: frames below
+    /// `expected` are skipped, the one numbered `expected` is applied, and
+    /// so on. Returns the next number expected.
+    fn replay_region(
+        &self,
+        region: std::ops::Range<u64>,
+        mut expected: u64,
+        apply: &mut impl FnMut(JournalBatch) -> Result<(), StorageError>,
+    ) -> Result<u64, StorageError> {
+        // No frame is longer than its region.
+        let payload_bytes_max = usize::try_from(region.end - region.start).unwrap_or(usize::MAX);
+        let mut offset = region.start;
         // The frames of one lap go up; a lower one is an earlier lap.
         let mut previous: Option<u64> = None;
         loop {
-            match self.read_frame(offset, payload_bytes_max)? {
+            match self.read_frame(offset, region.end)? {
                 FrameRead::End => break,
                 FrameRead::Valid { seq, .. } if previous.is_some_and(|p| seq <= p) => break,
                 FrameRead::Valid { seq, next, .. } if seq < expected => {
@@ -153,7 +222,7 @@ impl Journal {
                     // A torn tail, unless the frame after it carries on.
                     let carries_on = match next {
                         Some(next) => matches!(
-                            self.read_frame(next, payload_bytes_max)?,
+                            self.read_frame(next, region.end)?,
                             FrameRead::Valid { seq, .. } if seq == expected + 1
                         ),
                         None => false,
@@ -171,12 +240,12 @@ impl Journal {
                 }
             }
         }
-        Ok(expected - 1)
+        Ok(expected)
     }
 
-    /// Reads the frame at `offset`.
-    fn read_frame(&self, offset: u64, payload_bytes_max: usize) -> Result<FrameRead, StorageError> {
-        if offset + FRAME_HEADER_BYTES > self.capacity {
+    /// Reads the frame at `offset`, which must end by `region_end`.
+    fn read_frame(&self, offset: u64, region_end: u64) -> Result<FrameRead, StorageError> {
+        if offset + FRAME_HEADER_BYTES > region_end {
             return Ok(FrameRead::End);
         }
         let mut header = [0u8; FRAME_HEADER_BYTES as usize];
@@ -191,7 +260,7 @@ impl Journal {
             return Ok(FrameRead::End);
         }
         let next = offset + FRAME_HEADER_BYTES + u64::from(length);
-        if length as usize > payload_bytes_max || next > self.capacity {
+        if next > region_end {
             return Ok(FrameRead::Damaged { next: None });
         }
         let mut payload = vec![0u8; length as usize];
@@ -204,10 +273,10 @@ impl Journal {
         Ok(FrameRead::Valid { seq, payload, next })
     }
 
-    /// Appends `batch` as write number `seq`, synced with `fdatasync` when
-    /// `sync`. Returns `false`, writing nothing, when the frame does not fit
-    /// in the rest of the file: the caller checkpoints redb and calls
-    /// [`Journal::restart`].
+    /// Appends `batch` as write number `seq` to the active half, synced
+    /// with `fdatasync` when `sync`. Returns `false`, writing nothing, when
+    /// the frame does not fit in the rest of the half: the caller switches
+    /// halves ([`Journal::switch`]) or checkpoints ([`Journal::restart`]).
     pub(crate) fn append(
         &mut self,
         seq: u64,
@@ -221,7 +290,7 @@ impl Journal {
             &mut self.frame,
         );
         let length = self.frame.len() as u64 - FRAME_HEADER_BYTES;
-        if self.end + FRAME_HEADER_BYTES + length > self.capacity {
+        if self.end + FRAME_HEADER_BYTES + length > self.half_bytes {
             return Ok(false);
         }
         let length32 = u32::try_from(length).expect("a frame that fits is under 4 GiB");
@@ -230,32 +299,50 @@ impl Journal {
         self.frame[4..8].copy_from_slice(&crc.to_le_bytes());
         self.frame[8..16].copy_from_slice(&seq.to_le_bytes());
         self.file
-            .write_all_at(&self.frame, self.end)
+            .write_all_at(&self.frame, self.active + self.end)
             .map_err(|e| io("append to journal", e))?;
         if sync {
             self.file.sync_data().map_err(|e| io("sync journal", e))?;
         }
         self.end += self.frame.len() as u64;
-        debug_assert!(self.end <= self.capacity);
+        debug_assert!(self.end <= self.half_bytes);
         Ok(true)
     }
 
-    /// Bytes appended since the last restart.
+    /// Bytes appended to the active half since it was started.
     pub(crate) fn used_bytes(&self) -> u64 {
         self.end
     }
 
-    /// The file's length.
-    pub(crate) fn capacity(&self) -> u64 {
-        self.capacity
+    /// The length of each half.
+    pub(crate) fn half_bytes(&self) -> u64 {
+        self.half_bytes
     }
 
-    /// The next frame goes to offset 0 again. Only once redb durably holds
-    /// every write the journal holds: the frames left behind are then at
-    /// or below redb's sequence number, and the new ones start above it.
+    /// The next frame goes to the start of the other half. Only once redb
+    /// durably holds every write in that half (a checkpoint of it ended):
+    /// its frames are then at or below redb's number, and the new ones
+    /// start above the active half's.
+    pub(crate) fn switch(&mut self) {
+        self.active = if self.active == 0 { self.half_bytes } else { 0 };
+        self.end = 0;
+    }
+
+    /// The next frame goes to the start of the active half again. Only
+    /// once redb durably holds every write the journal holds: the frames
+    /// left behind in both halves are then at or below redb's number.
     pub(crate) fn restart(&mut self) {
         self.end = 0;
     }
+}
+
+/// Where a journal's frames are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Format version 2: one lap from offset 0 over the whole file.
+    OneLap,
+    /// Format version 3: two halves, each a lap from its start.
+    Halves,
 }
 
 /// What is at an offset of the journal.

@@ -28,6 +28,7 @@ mod options;
 mod record;
 mod state_machine;
 mod storage;
+mod unflushed;
 
 /// The README's snippets, compiled as doctests.
 #[cfg(doctest)]

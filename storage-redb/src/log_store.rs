@@ -8,10 +8,25 @@
 //! `StorageError::Corrupt` and are never served. A format from a later
 //! build is `StorageError::UnsupportedFormat`; a batch that breaks the
 //! write contract is `StorageError::InvalidBatch` (nothing on disk is
-//! wrong, so neither is `Corrupt`).
+//! wrong, so neither is `Corrupt`), refused in full before anything is
+//! written anywhere.
+//!
+//! With the journal on, the journal is the write-ahead log: a write is
+//! checked, appended to it (synced when `must_sync`) and kept in memory
+//! (`unflushed.rs`), which reads serve from; redb gets the writes in one
+//! durable transaction at a checkpoint. A write that finds one due (a
+//! second since the last, or half of the journal's active half used)
+//! starts it on its own thread (`start_checkpoint`): the writes so far
+//! become a layer that reads still find, and later writes go to a new
+//! layer and the journal's other half. What waits for it: a purge, a
+//! metadata save or a compaction (each commits on top of it, in the
+//! calling thread), and a write that fills the active half before it
+//! ends. At most two layers, each at most half the journal.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rafter::codec;
@@ -27,52 +42,92 @@ use crate::format::{
     DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, JOURNAL_FILE, LOG_TABLE, META_FORMAT_VERSION,
     META_HARD_STATE, META_INSTALLING_SNAPSHOT, META_JOURNAL_SEQ, META_PURGED,
     META_RECORD_BYTES_MAX, META_SNAPSHOT, META_TABLE, STORE_FORMAT_VERSION,
-    STORE_FORMAT_VERSION_BEFORE_JOURNAL,
+    STORE_FORMAT_VERSION_BEFORE_JOURNAL, STORE_FORMAT_VERSION_ONE_LAP_JOURNAL,
 };
-use crate::journal::{Journal, JournalBatch};
+use crate::journal::{Journal, JournalBatch, Layout};
 use crate::lock::DirectoryLock;
 use crate::options::RedbOptions;
-use crate::record::{self, log_key};
+use crate::record::{self, log_key, CHECKSUM_BYTES};
+use crate::unflushed::Unflushed;
 
-/// The log and hard state of one node in one redb file.
+/// The log and hard state of one node: redb's file, the journal, and the
+/// journal's writes that redb does not hold yet.
 ///
-/// Invariant: `purged.index <= last_log_id.index`; the log table's keys are
-/// exactly `purged.index + 1 ..= last_log_id.index` (none when equal), and
-/// the cached `hard_state`, `purged`, `last_log_id` and `snapshot` equal
-/// what the last committed transaction left on disk.
+/// Invariant: `purged.index <= stored_last.index` and `purged.index <=
+/// last_log_id.index`; the log table's keys are exactly `purged.index + 1
+/// ..= stored_last.index` (none when equal); the log is redb's entries
+/// below `unflushed.from()` followed by `unflushed.entries()`, so
+/// `purged.index < unflushed.from() <= stored_last.index + 1` and
+/// `last_log_id.index == unflushed.from() - 1 + unflushed.entries().len()`;
+/// the cached `hard_state`, `purged`, `snapshot` and `installing_snapshot`
+/// are what a reopen would find.
 #[derive(Debug)]
 pub(crate) struct LogStore {
     /// Declared before `_lock` so the database closes before the lock goes.
-    db: Database,
+    /// Shared with the thread of a checkpoint in progress, if any.
+    db: Arc<Database>,
     path: PathBuf,
     options: RedbOptions,
     hard_state: HardState,
     purged: LogId,
+    /// The log's last entry (or the purge point when it is empty),
+    /// unflushed writes included.
     last_log_id: LogId,
+    /// The last entry of redb's log table (or the purge point).
+    stored_last: LogId,
+    /// The writes since the last checkpoint began (empty with the journal
+    /// off), on top of `flushing`'s if any.
+    unflushed: Unflushed,
+    /// The checkpoint in progress, if any: the writes before it began,
+    /// being committed to redb by another thread.
+    flushing: Option<Flushing>,
     snapshot: Option<SnapshotMeta>,
     installing_snapshot: Option<SnapshotMeta>,
     /// The log records purged since the last compaction (see
     /// `compaction.rs`).
     purged_since_compaction: PurgedSinceCompaction,
     /// The first IO or corruption error; every later call returns it
-    /// (fail-stop: after a failed commit the file's contents are unknown).
+    /// (fail-stop: after a failed commit or append the files' contents
+    /// are unknown).
     failed: Option<StorageError>,
-    /// Where each record of a write is sealed; reused so that appends do not
+    /// Where each record is sealed; reused so that a checkpoint does not
     /// allocate a record per entry. Holds no meaning between calls.
     record_buffer: Vec<u8>,
-    /// The file a synced write is made durable in, in front of redb (see
-    /// `journal.rs`); `None` when `RedbOptions::journal_bytes` is 0.
+    /// The write-ahead log in front of redb (see `journal.rs`); `None`
+    /// when `RedbOptions::journal_bytes` is 0 or before the first write.
     journal: Option<Journal>,
-    /// The number of the last write, stored with it in redb
-    /// (`journal_seq`).
+    /// The number of the last write. redb stores the number of the last
+    /// write it holds (`journal_seq`) with every commit.
     ///
-    /// Invariant: every write after redb's last durable commit is in the
-    /// journal, in order, up to this number (synced up to the last synced
-    /// write).
+    /// Invariant: every write after redb's last commit is in the journal,
+    /// in order, up to this number (synced up to the last synced write),
+    /// and in `unflushed`. With the journal on every redb commit is
+    /// durable.
     journal_seq: u64,
     /// When redb was last made durable (a checkpoint).
     durable_at: Instant,
     _lock: DirectoryLock,
+}
+
+/// A checkpoint in progress on its own thread.
+#[derive(Debug)]
+struct Flushing {
+    /// What it writes; reads still find these entries here until it ends.
+    layer: Arc<Unflushed>,
+    /// The log's last entry when it began: redb's last entry when it ends.
+    last: LogId,
+    /// Its durable redb commit.
+    thread: JoinHandle<Result<(), StorageError>>,
+}
+
+/// A write that passed every check, ready to go to the journal and the
+/// log.
+struct CheckedWrite {
+    /// The index of the batch's first entry: `truncate_from` if it cuts
+    /// the log, else one past the last entry.
+    next_index: u64,
+    /// The entry before `next_index` (or the purge point).
+    previous: LogId,
 }
 
 impl LogStore {
@@ -84,15 +139,18 @@ impl LogStore {
         let mut builder = Database::builder();
         builder.set_cache_size(options.cache_bytes);
         builder.set_check_integrity_on_open(options.open_check_file);
-        let db = open_or_create(dir, DATABASE_FILE, &builder, init_format)?;
-        init_format(&db)?;
+        let db = open_or_create(dir, DATABASE_FILE, &builder, |db| init_format(db).map(drop))?;
+        let version = init_format(&db)?;
         let mut store = Self {
-            db,
+            db: Arc::new(db),
             path,
             options,
             hard_state: HardState::default(),
             purged: LogId::default(),
             last_log_id: LogId::default(),
+            stored_last: LogId::default(),
+            unflushed: Unflushed::new(1),
+            flushing: None,
             snapshot: None,
             installing_snapshot: None,
             purged_since_compaction: PurgedSinceCompaction::default(),
@@ -104,18 +162,34 @@ impl LogStore {
             _lock: lock,
         };
         store.load()?;
+        store.stored_last = store.last_log_id;
+        store.unflushed = Unflushed::new(store.last_log_id.index + 1);
         store.check_invariants();
-        store.recover_journal(dir)?;
+        let layout = if version == STORE_FORMAT_VERSION_ONE_LAP_JOURNAL {
+            Layout::OneLap
+        } else {
+            Layout::Halves
+        };
+        store.recover_journal(dir, layout)?;
+        if version != STORE_FORMAT_VERSION {
+            // After the replay (which read the older layout) was made
+            // durable: a crash before this opens as the older version.
+            store.commit_meta(|meta| {
+                meta.insert(META_FORMAT_VERSION, [STORE_FORMAT_VERSION].as_slice())
+                    .map(drop)
+                    .map_err(|e| from_redb("save format version", e))
+            })?;
+        }
         store.check_invariants();
         Ok(store)
     }
 
-    /// Applies the journal's writes that redb lacks (a crash lost redb's
-    /// commits since its last durable one), makes redb durable, and starts
-    /// the journal again at offset 0. The file is read even when the
-    /// journal is off, if it exists: an earlier run may have left writes
-    /// in it.
-    fn recover_journal(&mut self, dir: &Path) -> Result<(), StorageError> {
+    /// Applies the journal's writes that redb lacks (a crash lost them, or
+    /// the process stopped before a checkpoint), makes them durable in
+    /// redb, and starts the journal again at offset 0. The file is read
+    /// even when the journal is off, if it exists: an earlier run may have
+    /// left writes in it.
+    fn recover_journal(&mut self, dir: &Path, layout: Layout) -> Result<(), StorageError> {
         let capacity = self.options.journal_bytes;
         // Created by the first write (`ensure_journal`), so that a store
         // only opened and read (a tool, a test) costs no journal file.
@@ -124,12 +198,12 @@ impl LogStore {
         }
         let mut journal = Journal::open(dir, capacity)?;
         let durable_seq = self.journal_seq;
-        let last = journal.replay(durable_seq, |batch| self.replay_write(batch))?;
+        let last = journal.replay(durable_seq, layout, |batch| self.replay_write(batch))?;
         assert_eq!(last, self.journal_seq, "replay applies each write it reads");
         // Even with nothing replayed: what redb holds now must be durable
         // before the journal's frames are written over.
-        self.checkpoint()?;
-        journal.restart();
+        self.commit_durable(|_| Ok(()))?;
+        journal.grow(dir, capacity).map_err(|e| self.fail(e))?;
         self.journal = (capacity > 0).then_some(journal);
         Ok(())
     }
@@ -152,9 +226,9 @@ impl LogStore {
         Ok(())
     }
 
-    /// One write read back from the journal: checked and committed as
-    /// `write` does, without a journal frame or an fsync (the checkpoint
-    /// after the replay makes them durable).
+    /// One write read back from the journal: checked as `write` checks it
+    /// and applied to the unflushed log (the commit after the replay makes
+    /// the lot durable in redb). At most a journal's worth is held.
     fn replay_write(&mut self, batch: JournalBatch) -> Result<(), StorageError> {
         let (truncate_from, entries, hard_state) = batch;
         let batch = WriteBatch {
@@ -163,30 +237,22 @@ impl LogStore {
             hard_state,
             must_sync: false,
         };
-        // A write that was refused never reached the journal (the redb
-        // transaction runs first), so a refusal now is damage.
+        // A write that was refused never reached the journal (it is
+        // checked in full first), so a refusal now is damage.
         let seq = self.journal_seq + 1;
-        self.commit_batch(&batch, Durability::None)
-            .map_err(|e| match e {
-                StorageError::InvalidBatch(message) | StorageError::Corrupt { message, .. } => {
-                    corrupt(
-                        format!("journal write {seq}"),
-                        format!("refused on replay: {message}"),
-                    )
-                }
-                other => other,
-            })
-    }
-
-    /// Makes every commit so far durable with one durable commit of the
-    /// journal number; the journal (if open) then starts again.
-    fn checkpoint(&mut self) -> Result<(), StorageError> {
-        let seq_record = record::seal(META_JOURNAL_SEQ.as_bytes(), &self.journal_seq.to_le_bytes());
-        self.commit_meta(|meta| {
-            meta.insert(META_JOURNAL_SEQ, seq_record.as_slice())
-                .map(drop)
-                .map_err(|e| from_redb("save journal seq", e))
-        })
+        let checked = self.check_write(&batch).map_err(|e| match e {
+            StorageError::InvalidBatch(message) | StorageError::Corrupt { message, .. } => corrupt(
+                format!("journal write {seq}"),
+                format!("refused on replay: {message}"),
+            ),
+            StorageError::Unavailable { index } => corrupt(
+                format!("journal write {seq}"),
+                format!("refused on replay: it cuts the log at {index}, inside the purged part"),
+            ),
+            other => other,
+        })?;
+        self.apply_write(batch, &checked);
+        Ok(())
     }
 
     /// The path of the database file.
@@ -194,7 +260,7 @@ impl LogStore {
         &self.path
     }
 
-    /// What a starting node needs, from the cache (equal to the disk).
+    /// What a starting node needs, from the cache (what a reopen finds).
     pub(crate) fn initial_state(&self) -> Result<InitialState, StorageError> {
         self.usable()?;
         Ok(InitialState {
@@ -206,65 +272,145 @@ impl LogStore {
         })
     }
 
-    /// Applies `batch` in one redb write transaction: truncate, append, hard
-    /// state. Durable on return when `batch.must_sync`.
+    /// Applies `batch`: truncate, append, hard state, as one write, all or
+    /// nothing. Durable on return when `batch.must_sync`.
     ///
     /// A batch that breaks the trait's contract (a gap, a term going back,
     /// an invalid membership, a record over the limit) is refused: nothing
     /// is written and the store stays usable.
+    ///
+    /// With the journal on, the write is one frame appended to the journal
+    /// (with one `fdatasync` when `must_sync`) and no redb transaction,
+    /// unless a checkpoint is due or the frame does not fit: then the
+    /// write goes into that checkpoint's durable redb commit instead of the
+    /// journal. With it off, the write is one redb transaction, durable
+    /// when `must_sync`.
     pub(crate) fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
         self.usable()?;
         if batch.is_empty() {
             return Ok(());
         }
-        // A synced write goes to the journal unless a checkpoint is due
-        // (then redb commits it durably itself, and the journal starts
-        // again); an unsynced one goes to the journal unsynced, so that
-        // the journal has no gap in its numbers.
+        self.finish_checkpoint(false)?;
         self.ensure_journal()?;
-        let journaled = match &self.journal {
-            Some(journal) => {
-                !batch.must_sync
-                    || (self.durable_at.elapsed() < self.options.journal_checkpoint_interval
-                        && journal.used_bytes() < journal.capacity() / 2)
-            }
-            None => false,
-        };
-        let durability = if batch.must_sync && !journaled {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        // redb first: a batch it refuses must not reach the journal, where
-        // a replay would meet it again.
-        self.commit_batch(&batch, durability)?;
-        if matches!(durability, Durability::Immediate) {
-            self.made_durable();
+        let checked = self.check_write(&batch)?;
+        if self.journal.is_none() {
+            let durability = if batch.must_sync {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            self.apply_write(batch, &checked);
+            return self.commit(durability, |_| Ok(()));
+        }
+        if self.checkpoint_due() && self.flushing.is_none() {
+            self.start_checkpoint()?;
+        }
+        let mut appended = self.append(&batch)?;
+        if !appended {
+            // The active half is full. The other half is free once the
+            // checkpoint in progress (of the writes in it) has ended.
+            self.finish_checkpoint(true)?;
+            self.start_checkpoint()?;
+            appended = self.append(&batch)?;
+        }
+        self.apply_write(batch, &checked);
+        if appended {
             return Ok(());
         }
-        let seq = self.journal_seq;
-        let Some(journal) = &mut self.journal else {
-            return Ok(());
-        };
-        match journal.append(seq, &batch, batch.must_sync) {
-            Ok(true) => Ok(()),
-            // No room: make redb durable instead, and start over.
-            Ok(false) => self.checkpoint(),
-            Err(e) => Err(self.fail(e)),
-        }
+        // Larger than a half: into a durable commit of its own, with
+        // everything before it; the journal then starts again.
+        self.commit_durable(|_| Ok(()))
     }
 
-    /// Checks `batch` and commits it to redb with `durability`, as write
-    /// number `journal_seq + 1`, then updates the cache. What can be
-    /// checked is checked before the database is touched; what needs the
-    /// transaction (the term before a truncation point, the size of each
-    /// record) is checked inside it, and a refusal drops the transaction,
-    /// which rolls it back.
-    fn commit_batch(
-        &mut self,
-        batch: &WriteBatch,
-        durability: Durability,
-    ) -> Result<(), StorageError> {
+    /// Appends `batch` to the journal as the next write, synced when it
+    /// asks; `false` when it does not fit in the active half.
+    fn append(&mut self, batch: &WriteBatch) -> Result<bool, StorageError> {
+        let seq = self.journal_seq + 1;
+        let Some(journal) = &mut self.journal else {
+            return Ok(false);
+        };
+        let appended = journal.append(seq, batch, batch.must_sync);
+        appended.map_err(|e| self.fail(e))
+    }
+
+    /// Whether a checkpoint should begin: `journal_checkpoint_interval`
+    /// passed since the last one began, or half of the active half is
+    /// used (so that the checkpoint can end before the half is full).
+    fn checkpoint_due(&self) -> bool {
+        self.journal.as_ref().is_some_and(|journal| {
+            self.durable_at.elapsed() >= self.options.journal_checkpoint_interval
+                || journal.used_bytes() >= journal.half_bytes() / 2
+        })
+    }
+
+    /// Begins a checkpoint of every write so far on another thread: they
+    /// stay readable from its layer, new writes go to a new layer and to
+    /// the journal's other half. None may be in progress.
+    fn start_checkpoint(&mut self) -> Result<(), StorageError> {
+        assert!(self.flushing.is_none(), "one checkpoint at a time");
+        let next = Unflushed::new(self.last_log_id.index + 1);
+        let layer = Arc::new(std::mem::replace(&mut self.unflushed, next));
+        let db = Arc::clone(&self.db);
+        let written = Arc::clone(&layer);
+        let flush = (self.stored_last, self.hard_state, self.journal_seq);
+        let spawned = std::thread::Builder::new()
+            .name("rafter-redb-checkpoint".into())
+            .spawn(move || {
+                let (stored_last, hard_state, journal_seq) = flush;
+                commit_transaction(
+                    &db,
+                    &mut Vec::new(),
+                    Flush {
+                        unflushed: &written,
+                        stored_last,
+                        hard_state,
+                        journal_seq,
+                    },
+                    Durability::Immediate,
+                    |_| Ok(()),
+                )
+            });
+        // The layer left `unflushed`: without its thread the store cannot
+        // go on.
+        let thread = spawned.map_err(|e| self.fail(io("start checkpoint thread", e)))?;
+        if let Some(journal) = &mut self.journal {
+            journal.switch();
+        }
+        self.flushing = Some(Flushing {
+            layer,
+            last: self.last_log_id,
+            thread,
+        });
+        self.durable_at = Instant::now();
+        Ok(())
+    }
+
+    /// Ends the checkpoint in progress if it has finished, or waits for it
+    /// when `wait`: redb then holds its writes durably.
+    fn finish_checkpoint(&mut self, wait: bool) -> Result<(), StorageError> {
+        let Some(flushing) = &self.flushing else {
+            return Ok(());
+        };
+        if !wait && !flushing.thread.is_finished() {
+            return Ok(());
+        }
+        let flushing = self.flushing.take().expect("checked above");
+        let ended = flushing.thread.join().unwrap_or_else(|_| {
+            Err(StorageError::Io {
+                operation: "checkpoint",
+                message: "the checkpoint thread panicked".into(),
+            })
+        });
+        ended.map_err(|e| self.fail(e))?;
+        self.stored_last = flushing.last;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Checks `batch` in full against the log: what redb's transaction
+    /// would have refused is refused here, before the batch reaches the
+    /// journal, where a replay would meet it again.
+    fn check_write(&mut self, batch: &WriteBatch) -> Result<CheckedWrite, StorageError> {
         if let Some(from) = batch.truncate_from {
             if from <= self.purged.index {
                 return Err(StorageError::Unavailable { index: from });
@@ -273,49 +419,90 @@ impl LogStore {
         let truncates = batch
             .truncate_from
             .is_some_and(|from| from <= self.last_log_id.index);
-        let next_index = match batch.truncate_from {
-            Some(from) if truncates => from,
-            _ => self.last_log_id.index + 1,
+        let (next_index, previous) = match batch.truncate_from {
+            Some(from) if truncates => {
+                let previous = self.log_id_at(from - 1).map_err(|e| self.fail(e))?;
+                (from, previous)
+            }
+            _ => (self.last_log_id.index + 1, self.last_log_id),
         };
         check_entries(&batch.entries, next_index)?;
-        let seq = self.journal_seq + 1;
-        let written = write_transaction(
-            &self.db,
-            &mut self.record_buffer,
-            batch,
-            WriteBounds {
-                truncates,
-                next_index,
-                purged: self.purged,
-                last: self.last_log_id,
-            },
-            durability,
-            seq,
-        );
-        // One huge entry must not pin its record's memory for the life of
-        // the store.
-        if self.record_buffer.capacity() > RECORD_BUFFER_BYTES_KEPT_MAX {
-            self.record_buffer = Vec::new();
-        }
-        match written {
-            Ok(new_last) => {
-                self.last_log_id = new_last;
-                if let Some(hard_state) = batch.hard_state {
-                    self.hard_state = hard_state;
-                }
-                self.journal_seq = seq;
-                self.check_invariants();
-                Ok(())
+        if let Some(first) = batch.entries.first() {
+            if first.term < previous.term {
+                return Err(invalid_batch(format!(
+                    "entry {} has term {}, below the term {} of the entry before it",
+                    first.index, first.term, previous.term
+                )));
             }
-            // Dropping the uncommitted transaction rolled it back: the store
-            // is unchanged.
-            Err(WriteError::Refused(e)) => Err(e),
-            Err(WriteError::Failed(e)) => Err(self.fail(e)),
         }
+        for entry in &batch.entries {
+            // `size_bytes` bounds the encoding from above, so only an entry
+            // near the limit costs an encoding here.
+            if entry.size_bytes() as usize + CHECKSUM_BYTES <= ENTRY_RECORD_BYTES_MAX {
+                continue;
+            }
+            let record = record::seal_into(&log_key(entry.index), &mut self.record_buffer, |out| {
+                codec::encode_entry_into(entry, out);
+            });
+            let length = record.len();
+            self.trim_record_buffer();
+            if length > ENTRY_RECORD_BYTES_MAX {
+                return Err(invalid_batch(format!(
+                    "entry {}: record of {length} bytes is over the limit of \
+                     {ENTRY_RECORD_BYTES_MAX}",
+                    entry.index
+                )));
+            }
+        }
+        Ok(CheckedWrite {
+            next_index,
+            previous,
+        })
     }
 
-    /// Reads consecutive entries of `range`, checking every record, until
-    /// their `size_bytes` would go over `bytes_max` (at least one entry).
+    /// The id of entry `index` of the log (the purge point at
+    /// `purged.index`), which must be inside it: from the unflushed
+    /// entries, else read from redb.
+    fn log_id_at(&self, index: u64) -> Result<LogId, StorageError> {
+        if index == self.purged.index {
+            return Ok(self.purged);
+        }
+        if let Some(term) = self.unflushed.term(index) {
+            return Ok(LogId::new(term, index));
+        }
+        if let Some(flushing) = &self.flushing {
+            if index < self.unflushed.from() {
+                if let Some(term) = flushing.layer.term(index) {
+                    return Ok(LogId::new(term, index));
+                }
+            }
+        }
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| from_redb("begin read", e))?;
+        let log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| from_redb("open log", e))?;
+        Ok(read_entry(&log, index)?.log_id())
+    }
+
+    /// Applies a checked write to the unflushed log and the cache, as
+    /// write number `journal_seq + 1`.
+    fn apply_write(&mut self, batch: WriteBatch, checked: &CheckedWrite) {
+        self.last_log_id = batch.entries.last().map_or(checked.previous, Entry::log_id);
+        self.unflushed.append(checked.next_index, batch.entries);
+        if let Some(hard_state) = batch.hard_state {
+            self.hard_state = hard_state;
+            self.unflushed.hard_state_set();
+        }
+        self.journal_seq += 1;
+        self.check_invariants();
+    }
+
+    /// Reads consecutive entries of `range`, checking every record read
+    /// from redb, until their `size_bytes` would go over `bytes_max` (at
+    /// least one entry).
     pub(crate) fn entries(
         &mut self,
         range: Range<u64>,
@@ -333,14 +520,45 @@ impl LogStore {
                 index: self.last_log_id.index + 1,
             });
         }
-        let result = self.read_range(range.clone(), bytes_max);
-        let entries = result.map_err(|e| self.fail(e))?;
-        assert!(!entries.is_empty(), "read of {range:?} returned nothing");
-        assert!(entries.len() as u64 <= range.end - range.start);
-        Ok(entries)
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        // The log is redb's entries below the lowest layer, then the
+        // checkpoint's layer below the active one, then the active one.
+        let active_from = self.unflushed.from();
+        let flushing_from = self
+            .flushing
+            .as_ref()
+            .map_or(active_from, |f| f.layer.from().min(active_from));
+        let stored = range.start..range.end.min(flushing_from);
+        if !stored.is_empty() {
+            let result = self.read_range(stored, bytes_max, &mut out, &mut bytes);
+            let budget_reached = result.map_err(|e| self.fail(e))?;
+            if budget_reached {
+                return Ok(out);
+            }
+        }
+        if let Some(flushing) = &self.flushing {
+            let part = range.start.max(flushing_from)..range.end.min(active_from);
+            if read_layer(&flushing.layer, part, bytes_max, &mut out, &mut bytes) {
+                return Ok(out);
+            }
+        }
+        let part = range.start.max(active_from)..range.end;
+        read_layer(&self.unflushed, part, bytes_max, &mut out, &mut bytes);
+        assert!(!out.is_empty(), "read of {range:?} returned nothing");
+        assert!(out.len() as u64 <= range.end - range.start);
+        Ok(out)
     }
 
-    fn read_range(&self, range: Range<u64>, bytes_max: u64) -> Result<Vec<Entry>, StorageError> {
+    /// Reads `range` of redb's log into `out` (see `entries`); returns
+    /// whether the byte budget stopped it.
+    fn read_range(
+        &self,
+        range: Range<u64>,
+        bytes_max: u64,
+        out: &mut Vec<Entry>,
+        bytes: &mut u64,
+    ) -> Result<bool, StorageError> {
         let txn = self
             .db
             .begin_read()
@@ -348,10 +566,7 @@ impl LogStore {
         let log = txn
             .open_table(LOG_TABLE)
             .map_err(|e| from_redb("open log", e))?;
-        let mut out = Vec::new();
-        let mut bytes = 0u64;
         let mut expected = range.start;
-        let mut budget_reached = false;
         for item in log
             .range(range.clone())
             .map_err(|e| from_redb("read log", e))?
@@ -367,67 +582,61 @@ impl LogStore {
             let entry = decode_entry(index, value.value())?;
             let size = entry.size_bytes();
             if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
-                budget_reached = true;
-                break;
+                return Ok(true);
             }
-            bytes = bytes.saturating_add(size);
+            *bytes = bytes.saturating_add(size);
             out.push(entry);
             expected += 1;
         }
         // The bounds were checked against the cache, so a read that ends
         // early without reaching its budget found a hole.
-        if !budget_reached && expected < range.end {
+        if expected < range.end {
             return Err(corrupt(
                 format!("log entry {expected}"),
                 "missing although inside the log's bounds",
             ));
         }
-        Ok(out)
+        Ok(false)
     }
 
-    /// Removes entries up to `up_to.index` and records the purge point, then
-    /// compacts the file if the rule in `compaction.rs` says so.
+    /// Removes entries up to `up_to.index` and records the purge point, in
+    /// one durable commit that is also a checkpoint, then compacts the
+    /// file if the rule in `compaction.rs` says so.
     pub(crate) fn purge(&mut self, up_to: LogId) -> Result<(), StorageError> {
         self.usable()?;
         if up_to.index <= self.purged.index {
             return Ok(());
         }
+        // Before the layers change: the purge's commit follows it.
+        self.finish_checkpoint(true)?;
         let purged_record = record::seal(META_PURGED.as_bytes(), &codec::encode(&up_to));
-        let result = (|| {
-            let mut txn = self
-                .db
-                .begin_write()
-                .map_err(|e| from_redb("begin write", e))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| from_redb("set durability", e))?;
-            // (entries, bytes) removed.
-            let mut removed = (0u64, 0u64);
-            {
-                let mut log = txn
-                    .open_table(LOG_TABLE)
-                    .map_err(|e| from_redb("open log", e))?;
-                log.retain_in(..=up_to.index, |_, value| {
-                    removed.0 += 1;
-                    removed.1 += value.len() as u64;
-                    false
-                })
-                .map_err(|e| from_redb("purge log", e))?;
-                let mut meta = txn
-                    .open_table(META_TABLE)
-                    .map_err(|e| from_redb("open meta", e))?;
-                meta.insert(META_PURGED, purged_record.as_slice())
-                    .map_err(|e| from_redb("save purge point", e))?;
-            }
-            txn.commit().map_err(|e| from_redb("commit", e))?;
-            Ok(removed)
-        })();
-        let (removed_entries, removed_bytes) = result.map_err(|e| self.fail(e))?;
-        self.made_durable();
+        // Unflushed entries at or below the point are never written. If
+        // the commit fails the store stops, so the cache may go first.
+        self.unflushed.purge(up_to.index);
         self.purged = up_to;
         if up_to.index >= self.last_log_id.index {
             self.last_log_id = up_to;
         }
-        self.check_invariants();
+        // (entries, bytes) removed.
+        let mut removed = (0u64, 0u64);
+        self.commit_durable(|txn| {
+            let mut log = txn
+                .open_table(LOG_TABLE)
+                .map_err(|e| from_redb("open log", e))?;
+            log.retain_in(..=up_to.index, |_, value| {
+                removed.0 += 1;
+                removed.1 += value.len() as u64;
+                false
+            })
+            .map_err(|e| from_redb("purge log", e))?;
+            let mut meta = txn
+                .open_table(META_TABLE)
+                .map_err(|e| from_redb("open meta", e))?;
+            meta.insert(META_PURGED, purged_record.as_slice())
+                .map_err(|e| from_redb("save purge point", e))?;
+            Ok(())
+        })?;
+        let (removed_entries, removed_bytes) = removed;
         self.purged_since_compaction
             .add(removed_entries, removed_bytes);
         let live_entries = self.last_log_id.index - self.purged.index;
@@ -445,7 +654,15 @@ impl LogStore {
     /// the live data once.
     pub(crate) fn compact(&mut self) -> Result<(), StorageError> {
         self.usable()?;
-        let result = self.db.compact().map_err(|e| from_redb("compact", e));
+        // Its thread holds the database until it ends.
+        self.finish_checkpoint(true)?;
+        let result = match Arc::get_mut(&mut self.db) {
+            Some(db) => db.compact().map_err(|e| from_redb("compact", e)),
+            None => Err(StorageError::Io {
+                operation: "compact",
+                message: "the database is still shared with a checkpoint".into(),
+            }),
+        };
         result.map_err(|e| self.fail(e))?;
         self.purged_since_compaction.reset();
         Ok(())
@@ -506,32 +723,73 @@ impl LogStore {
         Ok(())
     }
 
-    /// Runs `change` on the meta table in one durable transaction; a
-    /// failure is kept (fail-stop).
+    /// Runs `change` on the meta table in one durable commit, which is
+    /// also a checkpoint; a failure is kept (fail-stop).
     fn commit_meta(
         &mut self,
         change: impl FnOnce(
             &mut redb::Table<'_, &'static str, &'static [u8]>,
         ) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        let result = (|| {
-            let mut txn = self
-                .db
-                .begin_write()
-                .map_err(|e| from_redb("begin write", e))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| from_redb("set durability", e))?;
-            {
-                let mut table = txn
-                    .open_table(META_TABLE)
-                    .map_err(|e| from_redb("open meta", e))?;
-                change(&mut table)?;
-            }
-            txn.commit().map_err(|e| from_redb("commit", e))
-        })();
+        self.commit_durable(|txn| {
+            let mut table = txn
+                .open_table(META_TABLE)
+                .map_err(|e| from_redb("open meta", e))?;
+            change(&mut table)
+        })
+    }
+
+    /// A checkpoint: writes the unflushed log and hard state, then runs
+    /// `change`, in one redb transaction committed with
+    /// `Durability::Immediate`; the journal then starts again.
+    fn commit_durable(
+        &mut self,
+        change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.commit(Durability::Immediate, change)
+    }
+
+    /// Writes the unflushed log, the hard state if it changed, `change`
+    /// and the number of the last write to redb in one transaction with
+    /// `durability`. Afterwards redb holds the whole log; a failure is
+    /// kept (fail-stop: what redb holds is then unknown).
+    fn commit(
+        &mut self,
+        durability: Durability,
+        change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        // redb runs one write transaction at a time, and this one goes on
+        // top of what the checkpoint in progress writes.
+        self.finish_checkpoint(true)?;
+        let result = commit_transaction(
+            &self.db,
+            &mut self.record_buffer,
+            Flush {
+                unflushed: &self.unflushed,
+                stored_last: self.stored_last,
+                hard_state: self.hard_state,
+                journal_seq: self.journal_seq,
+            },
+            durability,
+            change,
+        );
+        self.trim_record_buffer();
         result.map_err(|e| self.fail(e))?;
-        self.made_durable();
+        self.stored_last = self.last_log_id;
+        self.unflushed.flushed(self.last_log_id.index + 1);
+        if matches!(durability, Durability::Immediate) {
+            self.made_durable();
+        }
+        self.check_invariants();
         Ok(())
+    }
+
+    /// One huge entry must not pin its record's memory for the life of
+    /// the store.
+    fn trim_record_buffer(&mut self) {
+        if self.record_buffer.capacity() > RECORD_BUFFER_BYTES_KEPT_MAX {
+            self.record_buffer = Vec::new();
+        }
     }
 
     /// Reads and checks what is on disk into the cache (the open gateway).
@@ -662,6 +920,29 @@ impl LogStore {
                 "an empty log ends at its purge point"
             );
         }
+        // The layers, bottom up: each starts inside or right after the
+        // one below it, and above the purge point.
+        let mut below = self.stored_last;
+        if let Some(flushing) = &self.flushing {
+            let from = flushing.layer.from();
+            assert!(
+                self.purged.index < from && from <= below.index + 1,
+                "checkpoint layer from {from}, purged {:?}, redb's last {below:?}",
+                self.purged,
+            );
+            below = flushing.last;
+        }
+        let from = self.unflushed.from();
+        assert!(
+            self.purged.index < from && from <= below.index + 1,
+            "unflushed log from {from}, purged {:?}, below it {below:?}",
+            self.purged,
+        );
+        assert_eq!(
+            from - 1 + self.unflushed.entries().len() as u64,
+            self.last_log_id.index,
+            "the unflushed log ends at the last log id"
+        );
     }
 
     fn usable(&self) -> Result<(), StorageError> {
@@ -678,17 +959,53 @@ impl LogStore {
     }
 }
 
+impl Drop for LogStore {
+    /// A checkpoint in progress ends before the database closes (its
+    /// outcome does not matter: the journal holds its writes).
+    fn drop(&mut self) {
+        if let Some(flushing) = self.flushing.take() {
+            let _ = flushing.thread.join();
+        }
+    }
+}
+
+/// Reads `range` of `layer` (inside it) into `out`, as `entries` reads
+/// redb's part; returns whether the byte budget stopped it.
+fn read_layer(
+    layer: &Unflushed,
+    range: Range<u64>,
+    bytes_max: u64,
+    out: &mut Vec<Entry>,
+    bytes: &mut u64,
+) -> bool {
+    if range.is_empty() {
+        return false;
+    }
+    let skip = usize::try_from(range.start - layer.from()).unwrap_or(usize::MAX);
+    let take = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+    for entry in layer.entries().iter().skip(skip).take(take) {
+        let size = entry.size_bytes();
+        if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
+            return true;
+        }
+        *bytes = bytes.saturating_add(size);
+        out.push(entry.clone());
+    }
+    false
+}
+
 /// Creates the tables and stores the format version of a new store, or
-/// checks the version of an existing one.
+/// checks the version of an existing one; returns the version found (this
+/// build's for a new store).
 ///
 /// The version is read before any other table is opened: a later format may
 /// change every table but `meta` and its `format_version` byte (FORMAT.md),
 /// so a store of a later format is `UnsupportedFormat`, never `Corrupt`
 /// because its log table has another type. Nothing is written unless the
 /// version is known or the store is new.
-fn init_format(db: &Database) -> Result<(), StorageError> {
+fn init_format(db: &Database) -> Result<u8, StorageError> {
     let txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
-    {
+    let found = {
         let mut meta = txn
             .open_table(META_TABLE)
             .map_err(|e| from_redb("open meta", e))?;
@@ -696,15 +1013,20 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
             .get(META_FORMAT_VERSION)
             .map_err(|e| from_redb("read format version", e))?
             .map(|v| v.value().to_vec());
-        match version.as_deref() {
-            Some([STORE_FORMAT_VERSION]) => {}
+        let found = match version.as_deref() {
+            Some([STORE_FORMAT_VERSION]) => STORE_FORMAT_VERSION,
             // Written before the journal: the same tables, no journal to
             // replay. Marked with this version, so that a build from
             // before the journal, which would not replay it, refuses it.
             Some([STORE_FORMAT_VERSION_BEFORE_JOURNAL]) => {
                 meta.insert(META_FORMAT_VERSION, [STORE_FORMAT_VERSION].as_slice())
                     .map_err(|e| from_redb("save format version", e))?;
+                STORE_FORMAT_VERSION
             }
+            // The journal in one lap: `open` replays it so, then marks the
+            // store with this version. Nothing is written here, so that a
+            // crash before then finds the older version again.
+            Some([STORE_FORMAT_VERSION_ONE_LAP_JOURNAL]) => STORE_FORMAT_VERSION_ONE_LAP_JOURNAL,
             // Written by a later build: not damage, a format this one does
             // not know. Refused rather than guessed at; the transaction is
             // dropped unwritten.
@@ -737,19 +1059,22 @@ fn init_format(db: &Database) -> Result<(), StorageError> {
                 }
                 meta.insert(META_FORMAT_VERSION, [STORE_FORMAT_VERSION].as_slice())
                     .map_err(|e| from_redb("save format version", e))?;
+                STORE_FORMAT_VERSION
             }
-        }
+        };
         // Created here for a new store; for an existing one, its type is
         // checked (a mismatch is `Corrupt`).
         txn.open_table(LOG_TABLE)
             .map_err(|e| from_redb("open log", e))?;
-    }
-    txn.commit().map_err(|e| from_redb("commit", e))
+        found
+    };
+    txn.commit().map_err(|e| from_redb("commit", e))?;
+    Ok(found)
 }
 
 /// Checks the batch's entries: consecutive from `next_index`, terms not
-/// decreasing, memberships valid. The size of each record is checked as it
-/// is sealed, in `write_transaction`.
+/// decreasing, memberships valid. The rest (the term before the batch, the
+/// size of each record) is `LogStore::check_write`'s.
 fn check_entries(entries: &[Entry], next_index: u64) -> Result<(), StorageError> {
     let mut term_previous = 0;
     for (i, entry) in entries.iter().enumerate() {
@@ -786,103 +1111,67 @@ fn check_entries(entries: &[Entry], next_index: u64) -> Result<(), StorageError>
 /// allocation per write of such entries, small next to copying them.
 const RECORD_BUFFER_BYTES_KEPT_MAX: usize = 1 << 20;
 
-/// The cached bounds a write starts from.
-struct WriteBounds {
-    /// Whether the batch removes a suffix first (`truncate_from` inside the
-    /// log).
-    truncates: bool,
-    /// The index of the batch's first entry: `truncate_from` if it
-    /// truncates, else one past the last entry.
-    next_index: u64,
-    purged: LogId,
-    last: LogId,
+/// What a commit writes besides its own change: the log and hard state
+/// that redb lacks.
+struct Flush<'a> {
+    unflushed: &'a Unflushed,
+    /// redb's last entry before the commit.
+    stored_last: LogId,
+    /// The current hard state, written if it changed.
+    hard_state: HardState,
+    /// The number of the last write, which redb holds after the commit.
+    journal_seq: u64,
 }
 
-/// Why a write transaction did not commit.
-enum WriteError {
-    /// The batch breaks the trait's contract; the transaction was rolled
-    /// back and the store is still usable.
-    Refused(StorageError),
-    /// The database failed; the store must stop (fail-stop).
-    Failed(StorageError),
-}
-
-/// Maps a redb error met while doing `operation` inside a write.
-fn failed<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> WriteError {
-    move |e| WriteError::Failed(from_redb(operation, e))
-}
-
-/// Runs one write transaction for `batch` (already through `check_entries`)
-/// and returns the new last log id. Each entry is encoded and sealed into
-/// `record_buffer`, reused for every record (redb copies the value into its
-/// page), so a record costs no allocation of its own.
-fn write_transaction(
+/// Runs one write transaction: the cut of redb's log where the unflushed
+/// log starts, one insert per unflushed entry, the hard state, `change`,
+/// `journal_seq`. Each entry is encoded and sealed into `record_buffer`,
+/// reused for every record (redb copies the value into its page). The
+/// entries were checked when written, so nothing here refuses them.
+fn commit_transaction(
     db: &Database,
     record_buffer: &mut Vec<u8>,
-    batch: &WriteBatch,
-    bounds: WriteBounds,
+    flush: Flush<'_>,
     durability: Durability,
-    journal_seq: u64,
-) -> Result<LogId, WriteError> {
-    let mut txn = db.begin_write().map_err(failed("begin write"))?;
+    change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
     txn.set_durability(durability)
-        .map_err(failed("set durability"))?;
-    let mut new_last = bounds.last;
+        .map_err(|e| from_redb("set durability", e))?;
     {
-        let mut log = txn.open_table(LOG_TABLE).map_err(failed("open log"))?;
-        if bounds.truncates {
-            // Checked by the caller: purged.index < from <= last.index.
-            let from = bounds.next_index;
+        let mut log = txn
+            .open_table(LOG_TABLE)
+            .map_err(|e| from_redb("open log", e))?;
+        let from = flush.unflushed.from();
+        if from <= flush.stored_last.index {
             log.retain_in(from.., |_, _| false)
-                .map_err(failed("truncate log"))?;
-            new_last = if from - 1 == bounds.purged.index {
-                bounds.purged
-            } else {
-                read_entry(&log, from - 1)
-                    .map_err(WriteError::Failed)?
-                    .log_id()
-            };
+                .map_err(|e| from_redb("truncate log", e))?;
         }
-        if let Some(first) = batch.entries.first() {
-            if first.term < new_last.term {
-                return Err(WriteError::Refused(invalid_batch(format!(
-                    "entry {} has term {}, below the term {} of the entry before it",
-                    first.index, first.term, new_last.term
-                ))));
-            }
-        }
-        for entry in &batch.entries {
+        for entry in flush.unflushed.entries() {
             let record = record::seal_into(&log_key(entry.index), record_buffer, |out| {
                 codec::encode_entry_into(entry, out);
             });
-            if record.len() > ENTRY_RECORD_BYTES_MAX {
-                return Err(WriteError::Refused(invalid_batch(format!(
-                    "entry {}: record of {} bytes is over the limit of {ENTRY_RECORD_BYTES_MAX}",
-                    entry.index,
-                    record.len()
-                ))));
-            }
-            log.insert(entry.index, record).map_err(failed("append"))?;
-            new_last = entry.log_id();
+            log.insert(entry.index, record)
+                .map_err(|e| from_redb("append", e))?;
         }
-    }
-    {
-        let mut meta = txn.open_table(META_TABLE).map_err(failed("open meta"))?;
-        if let Some(hard_state) = &batch.hard_state {
+        let mut meta = txn
+            .open_table(META_TABLE)
+            .map_err(|e| from_redb("open meta", e))?;
+        if flush.unflushed.hard_state_changed() {
             let record = record::seal_into(META_HARD_STATE.as_bytes(), record_buffer, |out| {
-                out.extend_from_slice(&codec::encode_hard_state(hard_state));
+                out.extend_from_slice(&codec::encode_hard_state(&flush.hard_state));
             });
             meta.insert(META_HARD_STATE, record)
-                .map_err(failed("save hard state"))?;
+                .map_err(|e| from_redb("save hard state", e))?;
         }
         let record = record::seal_into(META_JOURNAL_SEQ.as_bytes(), record_buffer, |out| {
-            out.extend_from_slice(&journal_seq.to_le_bytes());
+            out.extend_from_slice(&flush.journal_seq.to_le_bytes());
         });
         meta.insert(META_JOURNAL_SEQ, record)
-            .map_err(failed("save journal seq"))?;
+            .map_err(|e| from_redb("save journal seq", e))?;
     }
-    txn.commit().map_err(failed("commit"))?;
-    Ok(new_last)
+    change(&txn)?;
+    txn.commit().map_err(|e| from_redb("commit", e))
 }
 
 /// Reads and checks one entry that must exist.

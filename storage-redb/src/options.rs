@@ -29,27 +29,32 @@ pub struct RedbOptions {
     /// redb's page cache, in bytes. Reads of recent entries hit the core's
     /// own cache first, so the store needs little. Default: 64 MiB.
     pub cache_bytes: usize,
-    /// Length of the journal file (`log.journal`) that synced writes are
-    /// appended to in front of redb, allocated and written (zeros) by the
-    /// store's first write: this much disk per store, and that first write
-    /// waits for it. A synced write costs one append and one
-    /// `fdatasync` of it; redb gets the same write without an fsync and is
-    /// made durable (a checkpoint: one durable redb commit, the journal
-    /// starting again) when half the journal is used or
+    /// Length of the journal file (`log.journal`), the write-ahead log in
+    /// front of redb, allocated and written (zeros) by the store's first
+    /// write: this much disk per store, and that first write waits for it.
+    /// A synced write costs one append and one `fdatasync` of it, and no
+    /// redb transaction; the writes are kept in memory (at most about this
+    /// much) until a checkpoint writes them to redb in one durable commit,
+    /// on a thread of its own, when a quarter of the journal (half of one
+    /// of its two halves) is used since the last or
     /// `journal_checkpoint_interval` has passed. Larger: fewer checkpoints,
-    /// more disk, and a longer replay after a crash (the journal is read
-    /// at about disk speed). 0: no journal, every synced write is a
-    /// durable redb commit (the format before the journal). Default: 16
-    /// MiB: a checkpoint comes every second anyway, and 8 MiB (half) is
-    /// several times what a node logged per second in the measured runs
-    /// (4,855 puts/s of 256-byte values: under 2 MB of commands).
+    /// more disk and memory, and a longer replay after a crash (the journal
+    /// is read at about disk speed). A longer value grows an existing
+    /// file at the next open; a shorter one leaves it as it is. A write
+    /// that fills its half before the checkpoint in progress ends waits
+    /// for it. 0: no journal, every write is a redb commit, durable when
+    /// synced (the format before the journal). Default: 16 MiB: a
+    /// checkpoint comes every second anyway, and 4 MiB (a quarter) is
+    /// about twice what a node logged per second in the measured runs
+    /// (4,855 puts/s of 256-byte values: under 2 MB of commands), with
+    /// another 4 MiB of its half left while the checkpoint runs.
     pub journal_bytes: u64,
-    /// The longest time redb goes without a durable commit while the
-    /// journal is on. redb reuses the pages its commits free only after a
-    /// durable commit, so this bounds how much the file grows between
-    /// checkpoints, and how much a replay after a crash applies. Each
-    /// checkpoint makes one synced write as slow as without the journal.
-    /// Default: 1 s.
+    /// The longest time between checkpoints while the journal is on and
+    /// writes come (the first write after it begins one). It bounds how
+    /// much a replay after a crash applies. A checkpoint runs on its own
+    /// thread; a purge or a metadata save waits for the one in progress,
+    /// and so does a write that fills its half of the journal before it
+    /// ends. Default: 1 s.
     pub journal_checkpoint_interval: std::time::Duration,
 }
 

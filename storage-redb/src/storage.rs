@@ -32,9 +32,15 @@ use crate::options::RedbOptions;
 /// A durable [`RaftStorage`] in one redb file: `<dir>/log.redb`, with the
 /// directory locked by `<dir>/LOCK` while the store is open.
 ///
-/// Every `write` is one redb write transaction, whatever the number of
-/// entries (group commit), committed with `Durability::Immediate` (fsync)
-/// when `batch.must_sync`. `purge` and `save_snapshot_meta` always fsync.
+/// Every `write`, whatever the number of entries (group commit), is one
+/// frame appended to the journal `<dir>/log.journal` (the write-ahead log),
+/// with one `fdatasync` when `batch.must_sync`, and is kept in memory for
+/// reads; the writes reach redb in one durable transaction at a
+/// checkpoint, on a thread of its own every second or quarter journal, and
+/// in the call with every `purge` and `save_snapshot_meta`. With
+/// [`RedbOptions::journal_bytes`] 0, every write is a redb transaction
+/// instead, fsynced when `batch.must_sync`. Dropping the store waits for
+/// a checkpoint in progress.
 /// Every record carries a CRC-32 over its key and bytes; a record that
 /// fails it or a hole in the log is [`StorageError::Corrupt`], at open or
 /// at read, and a store written by a later format is

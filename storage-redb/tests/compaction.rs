@@ -41,9 +41,10 @@ fn directory(store: &RedbStorage) -> PathBuf {
     path.parent().expect("in its directory").to_path_buf()
 }
 
-/// A store in `dir` holding entries `1..=ENTRIES`, written in batches of 100.
+/// A store in `dir` holding entries `1..=ENTRIES`, written in batches of
+/// 100, all of them in the database file.
 async fn build(dir: &Path, options: RedbOptions) -> RedbStorage {
-    let mut store = RedbStorage::open_with(dir, options).expect("open");
+    let mut store = RedbStorage::open_with(dir, options.clone()).expect("open");
     for first in (1..=ENTRIES).step_by(100) {
         let batch = WriteBatch {
             entries: (first..first + 100).map(entry).collect(),
@@ -57,7 +58,10 @@ async fn build(dir: &Path, options: RedbOptions) -> RedbStorage {
         };
         store.write(batch).await.expect("append");
     }
-    store
+    // The last writes are in the journal until a checkpoint; opening makes
+    // one.
+    drop(store);
+    RedbStorage::open_with(dir, options).expect("reopen")
 }
 
 fn purge_point() -> LogId {

@@ -238,3 +238,104 @@ async fn a_store_only_opened_and_read_has_no_journal_file() {
         options().journal_bytes
     );
 }
+
+/// The frames of the lap that starts at `start`, as (offset, seq), read
+/// from the headers up to `end` (no checksum checked: the tests read
+/// journals they just wrote).
+fn lap(bytes: &[u8], start: usize, end: usize) -> Vec<(usize, u64)> {
+    let mut frames = Vec::new();
+    let mut offset = start;
+    while offset + 16 <= end {
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        let seq = u64::from_le_bytes(bytes[offset + 8..offset + 16].try_into().unwrap());
+        let follows = frames.last().is_none_or(|&(_, last)| seq == last + 1);
+        if length == 0 || offset + 16 + length > end || !follows {
+            break;
+        }
+        frames.push((offset, seq));
+        offset += 16 + length;
+    }
+    frames
+}
+
+#[tokio::test]
+async fn a_crash_during_a_background_checkpoint_replays_both_halves() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("store");
+    let mut small = options();
+    small.journal_bytes = 64 << 10;
+    let mut store = RedbStorage::open_with(&dir, small.clone()).expect("open");
+    // redb as a crash leaves it while the first checkpoint has not ended:
+    // the store as opened, nothing written.
+    let before = root.path().join("before");
+    std::fs::create_dir_all(&before).unwrap();
+    std::fs::copy(dir.join("log.redb"), before.join("log.redb")).unwrap();
+    // About 320 bytes a frame: a checkpoint begins at 16 KiB (half the
+    // first half), and the next writes go to the second half.
+    write_batches(&mut store, 1, 800).await;
+    let bytes = std::fs::read(dir.join("log.journal")).expect("read journal");
+    let first = lap(&bytes, 0, 32 << 10);
+    let second = lap(&bytes, 32 << 10, 64 << 10);
+    assert!(!first.is_empty() && !second.is_empty(), "both halves used");
+    assert_eq!(first[0].1, 1, "the first lap");
+    assert_eq!(
+        second[0].1,
+        first.last().unwrap().1 + 1,
+        "the second lap follows"
+    );
+    assert_eq!(second.last().unwrap().1, 80, "one switch only");
+    std::fs::write(before.join("log.journal"), &bytes).unwrap();
+    check_holds(&before, 800, 800).await;
+}
+
+#[tokio::test]
+async fn a_version_2_store_replays_its_journal_in_one_lap_and_becomes_version_3() {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("store");
+    let mut store = RedbStorage::open_with(&dir, options()).expect("open");
+    let image = root.path().join("v2");
+    std::fs::create_dir_all(&image).unwrap();
+    std::fs::copy(dir.join("log.redb"), image.join("log.redb")).unwrap();
+    // 1 MiB: every frame in the first lap of the first half.
+    write_batches(&mut store, 1, 1200).await;
+    drop(store);
+    let bytes = std::fs::read(dir.join("log.journal")).expect("read journal");
+    let frames = lap(&bytes, 0, 512 << 10);
+    assert_eq!(frames.len(), 120);
+    // Version 2 wrote one lap over the whole file: the same frames in a
+    // 64 KiB journal cross its middle, where version 3 starts its second
+    // half.
+    let (last_offset, _) = *frames.last().unwrap();
+    let used = last_offset
+        + 16
+        + u32::from_le_bytes(bytes[last_offset..][..4].try_into().unwrap()) as usize;
+    assert!(used > 32 << 10 && used < 64 << 10, "{used} bytes of frames");
+    let mut journal = vec![0u8; 64 << 10];
+    journal[..used].copy_from_slice(&bytes[..used]);
+    std::fs::write(image.join("log.journal"), &journal).unwrap();
+    {
+        let db = redb::Database::open(image.join("log.redb")).expect("raw open");
+        let txn = db.begin_write().expect("raw write");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert("format_version", [2u8].as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("raw commit");
+    }
+    let mut small = options();
+    small.journal_bytes = 64 << 10;
+    let mut store = RedbStorage::open_with(&image, small).expect("open version 2");
+    let state = store.initial_state().await.expect("state");
+    assert_eq!(state.last_log_id, entry(1200).log_id());
+    let entries = store.entries(1..1201, u64::MAX).await.expect("read");
+    assert_eq!(entries, (1..=1200).map(entry).collect::<Vec<_>>());
+    drop(store);
+    let db = redb::Database::open(image.join("log.redb")).expect("raw open");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("raw read");
+    let meta = txn.open_table(META).expect("meta");
+    let version = meta.get("format_version").expect("get").expect("present");
+    assert_eq!(version.value(), [rafter_redb::STORE_FORMAT_VERSION]);
+    assert_eq!(rafter_redb::STORE_FORMAT_VERSION, 3);
+}

@@ -84,19 +84,22 @@ impl Engine {
         Ok(())
     }
 
-    /// The follower: the leader's answer. An `Appended` answer is taken
-    /// from whichever node sent it: the entries' (index, term) decide their
-    /// fate, whoever leads now.
+    /// The follower: the leader's answer, taken only from the node the
+    /// batch went to (an answer naming another node's entries would hand a
+    /// caller some other command's response). The entries' (index, term)
+    /// then decide their fate, whoever leads by the time they apply.
     pub(super) fn handle_forward_response(
         &mut self,
         from: NodeId,
         batch: u64,
         outcome: ForwardOutcome,
     ) {
-        if self.forwards.remove(&batch).is_none() {
-            // Failed already: the leader changed, or it took too long.
+        if self.forwards.get(&batch).map(|&(_, to)| to) != Some(from) {
+            // Failed already (the leader changed, or it took too long), or
+            // not an answer from the node asked.
             return;
         }
+        self.forwards.remove(&batch);
         let result = match outcome {
             ForwardOutcome::Appended { first } => Ok((first, from)),
             ForwardOutcome::Refused(refusal) => Err(self.propose_error_of(refusal)),

@@ -232,6 +232,37 @@ fn an_unanswered_batch_ends_unknown_when_the_leader_changes_or_time_runs_out() {
     );
 }
 
+/// Only the node a batch went to can answer for it: an answer from
+/// another node is ignored, and the batch still waits for its own.
+#[test]
+fn an_answer_from_another_node_is_ignored() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let term = net.node(1).term();
+    let batch = net.node(2).forward(commands(1)).unwrap();
+    net.turn(2);
+    let appended = |from| {
+        msg(
+            from,
+            2,
+            term,
+            MessageBody::ForwardResponse {
+                batch,
+                outcome: ForwardOutcome::Appended {
+                    first: LogId::new(term, 7),
+                },
+            },
+        )
+    };
+    step(net.node(2), appended(3));
+    assert_eq!(turn(net.node(2)).forwarded, vec![]);
+    step(net.node(2), appended(1));
+    assert_eq!(
+        turn(net.node(2)).forwarded,
+        vec![(batch, Ok((LogId::new(term, 7), 1)))]
+    );
+}
+
 /// A batch from a node behind in term is refused at once, not dropped, so
 /// its callers need not wait for the batch to expire.
 #[test]

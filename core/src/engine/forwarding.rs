@@ -9,8 +9,46 @@
 //! answer was lost) may or may not have been appended: its callers learn
 //! that the outcome is unknown, never a guess.
 
+use std::collections::VecDeque;
+
 use super::*;
 use crate::command_bytes::CommandBytes;
+
+/// How long a leader remembers a forwarded batch, in longest election
+/// timeouts: a duplicate of a message (which any network may deliver, and
+/// the simulators do) arriving later than this would be appended again.
+/// Transports deliver duplicates within moments, if at all; this is
+/// seconds.
+pub(super) const FORWARD_DEDUP_ELECTIONS: u64 = 8;
+
+/// The first batch id of a node's start. Batch ids must not repeat across
+/// restarts while a leader remembers the old ones (a new batch taken for a
+/// duplicate would be ignored, and its callers told the outcome is
+/// unknown): the high 32 bits mix the seed, the id and the durable state
+/// the node starts from, which differ from one start to the next once the
+/// cluster has done anything. Hashed, not drawn from the engine's RNG, so
+/// the election timeouts a seed gives are unchanged.
+pub(super) fn first_batch_id(rng_seed: u64, id: NodeId, hard_state: HardState, last: LogId) -> u64 {
+    let mut x = rng_seed
+        ^ id.rotate_left(13)
+        ^ hard_state.term.rotate_left(29)
+        ^ hard_state.commit.rotate_left(41)
+        ^ last.index.rotate_left(53)
+        ^ last.term.rotate_left(7);
+    // SplitMix64's finalizer.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x & 0xffff_ffff_0000_0000) | 1
+}
+
+/// Forwarded batches seen, by (sender, batch id), oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct SeenBatches {
+    set: BTreeSet<(NodeId, u64)>,
+    /// Invariant: the same pairs as `set`, in arrival order, with the tick.
+    order: VecDeque<(u64, NodeId, u64)>,
+}
 
 impl Engine {
     /// A non-leader's proposal batch: sends it to the leader it knows and
@@ -40,6 +78,14 @@ impl Engine {
         batch: u64,
         commands: Vec<CommandBytes>,
     ) {
+        if !self.forwards_seen.set.insert((from, batch)) {
+            // A duplicate: handled once already (appended, or refused and
+            // so answered). Silence: the first answer stands.
+            return;
+        }
+        self.forwards_seen
+            .order
+            .push_back((self.ticks, from, batch));
         let outcome = match self.admit_forwarded(&commands) {
             Err(refusal) => ForwardOutcome::Refused(refusal),
             Ok(()) => {
@@ -140,6 +186,22 @@ impl Engine {
                 (batch, Err(ProposeError::ForwardUnanswered { leader }))
             }),
         );
+    }
+
+    /// Forgets the batches seen `FORWARD_DEDUP_ELECTIONS` longest election
+    /// timeouts ago.
+    pub(super) fn forget_old_forwards(&mut self) {
+        let keep = FORWARD_DEDUP_ELECTIONS * self.config.election_ticks_max;
+        let now = self.ticks;
+        let seen = &mut self.forwards_seen;
+        while let Some(&(at, from, batch)) = seen.order.front() {
+            if now - at <= keep {
+                break;
+            }
+            seen.order.pop_front();
+            seen.set.remove(&(from, batch));
+        }
+        debug_assert_eq!(seen.set.len(), seen.order.len());
     }
 
     /// Batches the leader has not answered within the longest election

@@ -186,8 +186,16 @@ pub(crate) struct Engine {
     /// it went to. Invariant: empty on the leader; failed like
     /// `follower_reads`.
     forwards: BTreeMap<u64, (u64, NodeId)>,
-    /// The id of the next forwarded batch.
+    /// The id of the next forwarded batch: a per-start epoch in the high
+    /// 32 bits (see `forwarding::first_batch_id`), a counter below.
     forward_next: u64,
+    /// Forwarded batches this node has handled, by sender and batch id,
+    /// with the tick each arrived at, so a duplicated message is never
+    /// appended twice. Kept whatever this node's role (a duplicate may
+    /// arrive after it stepped down, and must not be refused as "not
+    /// appended"); pruned `FORWARD_DEDUP_ELECTIONS` longest election
+    /// timeouts after arrival.
+    forwards_seen: forwarding::SeenBatches,
     /// Ticks since start: the clock of `follower_reads` and `forwards`.
     ticks: u64,
 
@@ -244,6 +252,8 @@ impl Engine {
         let mut rng =
             ChaCha8Rng::seed_from_u64(config.rng_seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let election_timeout = random_timeout(&mut rng, &config);
+        let forward_next =
+            forwarding::first_batch_id(config.rng_seed, id, restored.hard_state, restored.last);
         let mut engine = Self {
             id,
             config,
@@ -269,7 +279,8 @@ impl Engine {
             lease_reads_served: 0,
             follower_reads: BTreeMap::new(),
             forwards: BTreeMap::new(),
-            forward_next: 1,
+            forward_next,
+            forwards_seen: forwarding::SeenBatches::default(),
             ticks: 0,
             hard_state_handed: HardState {
                 commit: 0,
@@ -437,6 +448,7 @@ impl Engine {
         self.ticks += 1;
         self.expire_follower_reads();
         self.expire_forwards();
+        self.forget_old_forwards();
         self.election_elapsed += 1;
         if self.role == Role::Leader {
             self.tick_leader();

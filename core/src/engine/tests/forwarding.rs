@@ -98,14 +98,18 @@ fn the_leader_refuses_with_the_reason_and_appends_nothing() {
     net.elect(1);
     let term = net.node(1).term();
     let last = net.node(1).last_log_id();
-    let ask = |net: &mut Net, to: NodeId, commands: Vec<CommandBytes>| {
+    // Each ask is a batch of its own: a repeated id is a duplicate.
+    let mut next_batch = 9;
+    let mut ask = |net: &mut Net, to: NodeId, commands: Vec<CommandBytes>| {
+        let batch = next_batch;
+        next_batch += 1;
         step(
             net.node(to),
             msg(
                 2,
                 to,
                 term,
-                MessageBody::ForwardProposals { batch: 9, commands },
+                MessageBody::ForwardProposals { batch, commands },
             ),
         );
         let t = turn(net.node(to));
@@ -261,6 +265,76 @@ fn an_answer_from_another_node_is_ignored() {
         turn(net.node(2)).forwarded,
         vec![(batch, Ok((LogId::new(term, 7), 1)))]
     );
+}
+
+/// A duplicated batch (any network may deliver a message twice) is
+/// appended once and answered once; a copy that arrives after the leader
+/// stepped down in the same term gets no "not leader" refusal, which would
+/// tell the caller nothing was appended. Forgotten only long after.
+#[test]
+fn a_duplicated_batch_is_appended_once_and_answered_once() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let term = net.node(1).term();
+    let batch = net.node(2).forward(commands(2)).unwrap();
+    let t = net.turn(2);
+    let request = t.messages[0].clone();
+    let last = net.node(1).last_log_id().index;
+    step(net.node(1), request.clone());
+    let answers: Vec<_> = turn(net.node(1))
+        .messages
+        .iter()
+        .filter_map(forward_response)
+        .collect();
+    assert_eq!(
+        answers,
+        vec![(
+            batch,
+            ForwardOutcome::Appended {
+                first: LogId::new(term, last + 1)
+            }
+        )]
+    );
+    step(net.node(1), request.clone());
+    let t = turn(net.node(1));
+    assert_eq!(t.messages.iter().filter_map(forward_response).count(), 0);
+    assert_eq!(net.node(1).last_log_id().index, last + 2, "appended once");
+    // Stepped down in the same term (CheckQuorum): still silent.
+    net.node(1).become_follower(term, None);
+    step(net.node(1), request.clone());
+    let t = turn(net.node(1));
+    assert_eq!(t.messages.iter().filter_map(forward_response).count(), 0);
+    // Long after, the id is forgotten (and a copy that late would be
+    // handled again).
+    let window = super::super::forwarding::FORWARD_DEDUP_ELECTIONS * ELECTION_TICKS_MAX;
+    net.node(1).ticks += window + 1;
+    net.node(1).forget_old_forwards();
+    step(net.node(1), request);
+    assert_eq!(
+        turn(net.node(1)).messages.iter().find_map(forward_response),
+        Some((batch, ForwardOutcome::Refused(ForwardRefusal::NotLeader)))
+    );
+}
+
+/// Batch ids differ from one start of a node to the next once its durable
+/// state moved, so a leader that remembers the old ids does not take a new
+/// batch for a duplicate.
+#[test]
+fn batch_ids_start_elsewhere_after_a_restart() {
+    use super::super::forwarding::first_batch_id;
+    let hs = |term, commit| HardState {
+        term,
+        vote: None,
+        commit,
+    };
+    let a = first_batch_id(7, 2, hs(3, 10), LogId::new(3, 12));
+    let b = first_batch_id(7, 2, hs(3, 11), LogId::new(3, 12));
+    let c = first_batch_id(7, 2, hs(3, 10), LogId::new(3, 13));
+    let d = first_batch_id(7, 3, hs(3, 10), LogId::new(3, 12));
+    assert!(a != b && a != c && a != d && b != c);
+    for id in [a, b, c, d] {
+        assert_eq!(id & 0xffff_ffff, 1, "the counter starts at 1");
+    }
 }
 
 /// A batch from a node behind in term is refused at once, not dropped, so

@@ -57,11 +57,13 @@
 
 mod error;
 mod invariants;
+mod layers;
 mod range;
 mod reader;
 mod request;
 mod sessions;
 mod snapshot;
+mod source;
 mod tables;
 mod txn;
 mod writer;
@@ -72,6 +74,7 @@ mod model_test;
 mod tests;
 
 pub use error::{KvError, SnapshotError, StoreError};
+pub use layers::{Batch, LayeredReads, LayeredStore};
 pub use reader::StoreReader;
 pub use request::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,

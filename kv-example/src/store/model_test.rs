@@ -742,12 +742,16 @@ proptest! {
         for rev in model.compact.max(1)..=model.current() {
             prop_assert_eq!(store.range(&whole(rev)), model.range(&whole(rev)), "revision {}", rev);
         }
+        let reader = store.store().view();
+        prop_assert_eq!((reader.revision(), reader.compact_revision()), (model.current(), model.compact));
         store.store().check_invariants().unwrap();
         for rev in model.compact.max(1)..=model.current() {
             prop_assert_eq!(store.range(&whole(rev)), model.range(&whole(rev)), "revision {}", rev);
         }
         store.reopen();
         prop_assert_eq!(store.index as usize, steps.iter().filter(|(s, _)| !matches!(s, Step::Range(..))).count());
+        let reader = store.store().view();
+        prop_assert_eq!((reader.revision(), reader.compact_revision()), (model.current(), model.compact));
         for rev in model.compact.max(1)..=model.current() {
             prop_assert_eq!(store.range(&whole(rev)), model.range(&whole(rev)), "revision {}", rev);
         }

@@ -845,11 +845,8 @@ fn flush(
     db.apply_batch_with(first.first, last.applied, Durability::Immediate, |txn| {
         let mut writer = StoreWriter::open(txn).map_err(sm_error)?;
         let stored_compact = writer.compact_revision();
-        let mut target = 0;
-        for layer in layers {
-            write_layer(&mut writer, layer).map_err(sm_error)?;
-            target = target.max(layer.compact_target);
-        }
+        write_layers(&mut writer, layers).map_err(sm_error)?;
+        let target = layers.iter().map(|l| l.compact_target).max().unwrap_or(0);
         let sink = &mut writer.rules_mut().sink;
         sink.set_revision(last.revision).map_err(sm_error)?;
         if target > stored_compact {
@@ -877,30 +874,39 @@ fn flush(
     Ok(())
 }
 
-fn write_layer(writer: &mut StoreWriter<'_>, layer: &Layer) -> Result<(), StoreError> {
+/// Writes `layers` into redb: every history record, and the last live
+/// entry and session of each key and client (a key put in several layers
+/// is written once).
+fn write_layers(writer: &mut StoreWriter<'_>, layers: &[Arc<Layer>]) -> Result<(), StoreError> {
+    let mut live: BTreeMap<&[u8], Option<LiveEntry>> = BTreeMap::new();
+    let mut sessions: BTreeMap<u64, &Option<Session>> = BTreeMap::new();
     let sink = &mut writer.rules_mut().sink;
-    for (key, records) in &layer.history {
-        for (revision, record) in records {
-            match record {
-                Rec::Put {
-                    create_revision,
-                    version,
-                    value,
-                } => sink.put_history(key, *revision, *create_revision, *version, value)?,
-                Rec::Tombstone => sink.put_tombstone(key, *revision)?,
+    for layer in layers {
+        for (key, records) in &layer.history {
+            for (revision, record) in records {
+                match record {
+                    Rec::Put {
+                        create_revision,
+                        version,
+                        value,
+                    } => sink.put_history(key, *revision, *create_revision, *version, value)?,
+                    Rec::Tombstone => sink.put_tombstone(key, *revision)?,
+                }
             }
         }
+        live.extend(layer.live.iter().map(|(k, v)| (k.as_ref(), *v)));
+        sessions.extend(layer.sessions.iter().map(|(c, s)| (*c, s)));
     }
-    for (key, entry) in &layer.live {
+    for (key, entry) in live {
         match entry {
-            Some(entry) => sink.set_live(key, *entry)?,
+            Some(entry) => sink.set_live(key, entry)?,
             None => sink.remove_live(key)?,
         }
     }
-    for (client, session) in &layer.sessions {
+    for (client, session) in sessions {
         match session {
-            Some(session) => writer.set_session(*client, session)?,
-            None => writer.remove_session(*client)?,
+            Some(session) => writer.set_session(client, session)?,
+            None => writer.remove_session(client)?,
         }
     }
     Ok(())

@@ -130,7 +130,10 @@ impl Layer {
     }
 }
 
-fn span_bounds<'a>(span: KeySpan<'a>) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+/// A key range in `BTreeMap::range`'s terms.
+type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+fn span_bounds(span: KeySpan<'_>) -> Option<Bounds<'_>> {
     match span {
         KeySpan::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
         KeySpan::From(start) => Some((Bound::Included(start), Bound::Unbounded)),

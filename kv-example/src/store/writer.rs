@@ -60,6 +60,13 @@ pub(crate) trait Sink: Source {
     fn compact(&mut self, target: i64) -> Result<(), StoreError>;
 }
 
+/// A [`RedbSink`]'s tables as a [`Source`].
+type WriteTables<'a, 't> = Tables<
+    'a,
+    Table<'t, (&'static [u8], u64), &'static [u8]>,
+    Table<'t, &'static [u8], &'static [u8]>,
+>;
+
 /// The redb tables a [`StoreWriter`] writes.
 pub(crate) struct RedbSink<'t> {
     pub(crate) history: Table<'t, (&'static [u8], u64), &'static [u8]>,
@@ -77,13 +84,7 @@ impl<'t> RedbSink<'t> {
         })
     }
 
-    fn tables(
-        &self,
-    ) -> Tables<
-        '_,
-        Table<'t, (&'static [u8], u64), &'static [u8]>,
-        Table<'t, &'static [u8], &'static [u8]>,
-    > {
+    fn tables(&self) -> WriteTables<'_, 't> {
         Tables {
             history: &self.history,
             live: &self.live,

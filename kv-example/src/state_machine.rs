@@ -180,7 +180,7 @@ impl KvStateMachine {
         if self.durable_at.elapsed() >= DURABLE_INTERVAL
             || self.entries_since_durable >= DURABLE_ENTRIES_MAX
         {
-            if self.store.flush_running() && self.entries_since_durable >= UNFLUSHED_ENTRIES_MAX {
+            if self.entries_since_durable >= UNFLUSHED_ENTRIES_MAX && self.store.flush_running()? {
                 self.flush_now()?;
             } else if self.store.flush_in_background()? {
                 self.counters.flushes.fetch_add(1, Ordering::Relaxed);

@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -548,10 +548,41 @@ impl Batch<'_> {
     }
 }
 
-/// A flush running on its own thread: the layers up to `boundary`.
-struct Flushing {
-    boundary: u64,
-    handle: JoinHandle<Result<(), StateMachineError>>,
+/// The flush thread: one for the store's life (a thread per flush spread
+/// redb's page buffers over glibc's per-thread malloc arenas), taking one
+/// job at a time.
+struct Flusher {
+    /// `None` once closing.
+    jobs: Option<mpsc::Sender<Vec<Arc<Layer>>>>,
+    done: mpsc::Receiver<Result<(), StateMachineError>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(
+        db: Arc<RedbStateMachineStore>,
+        published: Arc<Mutex<Arc<StateView>>>,
+    ) -> Result<Self, StateMachineError> {
+        let (jobs, job_queue) = mpsc::channel::<Vec<Arc<Layer>>>();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("kv-flush".into())
+            .spawn(move || {
+                for layers in job_queue {
+                    let result = flush(&db, &published, &layers);
+                    drop(layers);
+                    if done_tx.send(result).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| StateMachineError::Io(format!("starting the flush thread: {e}")))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
 }
 
 /// The key space of the service: layers in memory over the state machine's
@@ -564,7 +595,10 @@ pub struct LayeredStore {
     /// The unflushed layers above the running flush's boundary, oldest
     /// first: the ones this side may still merge.
     tail: Vec<Arc<Layer>>,
-    flushing: Option<Flushing>,
+    flusher: Flusher,
+    /// The boundary (last applied index) of the flush sent to the thread
+    /// and not yet collected.
+    flushing: Option<u64>,
 }
 
 impl std::fmt::Debug for LayeredStore {
@@ -639,11 +673,14 @@ impl LayeredStore {
             .map_err(|e| StateMachineError::Io(e.to_string()))?;
         let view = base_view(&db)?;
         let sessions = Sessions::load(view.tables.as_deref()).map_err(sm_error)?;
+        let published = Arc::new(Mutex::new(Arc::new(view)));
+        let flusher = Flusher::start(db.clone(), published.clone())?;
         Ok(Self {
             db,
-            published: Arc::new(Mutex::new(Arc::new(view))),
+            published,
             sessions,
             tail: Vec::new(),
+            flusher,
             flushing: None,
         })
     }
@@ -699,7 +736,7 @@ impl LayeredStore {
             self.tail.pop();
         }
         self.tail.push(Arc::new(layer));
-        let boundary = self.flushing.as_ref().map_or(0, |f| f.boundary);
+        let boundary = self.flushing.unwrap_or(0);
         let mut published = self
             .published
             .lock()
@@ -744,21 +781,18 @@ impl LayeredStore {
             return Ok(false);
         };
         let layers = std::mem::take(&mut self.tail);
-        let db = self.db.clone();
-        let published = self.published.clone();
-        let handle = std::thread::Builder::new()
-            .name("kv-flush".into())
-            .spawn(move || flush(&db, &published, &layers))
-            .map_err(|e| StateMachineError::Io(format!("starting the flush thread: {e}")))?;
-        self.flushing = Some(Flushing { boundary, handle });
+        let sent = self.flusher.jobs.as_ref().map(|jobs| jobs.send(layers));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(StateMachineError::Io("the flush thread stopped".into()));
+        }
+        self.flushing = Some(boundary);
         Ok(true)
     }
 
-    /// Whether a background flush is running.
-    pub fn flush_running(&self) -> bool {
-        self.flushing
-            .as_ref()
-            .is_some_and(|f| !f.handle.is_finished())
+    /// Whether a background flush is running (collecting a finished one).
+    pub fn flush_running(&mut self) -> Result<bool, StateMachineError> {
+        self.collect(false)?;
+        Ok(self.flushing.is_some())
     }
 
     /// Flushes every layer now: waits for a running flush, then writes the
@@ -774,20 +808,20 @@ impl LayeredStore {
     }
 
     fn collect(&mut self, wait: bool) -> Result<(), StateMachineError> {
-        let done = self
-            .flushing
-            .as_ref()
-            .is_some_and(|f| wait || f.handle.is_finished());
-        if !done {
+        if self.flushing.is_none() {
             return Ok(());
         }
-        let Some(flushing) = self.flushing.take() else {
-            return Ok(());
+        let result = if wait {
+            self.flusher.done.recv().map_err(|_| ())
+        } else {
+            match self.flusher.done.try_recv() {
+                Ok(result) => Ok(result),
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::TryRecvError::Disconnected) => Err(()),
+            }
         };
-        flushing
-            .handle
-            .join()
-            .map_err(|_| StateMachineError::Io("the flush thread panicked".into()))?
+        self.flushing = None;
+        result.map_err(|()| StateMachineError::Io("the flush thread stopped".into()))?
     }
 
     /// Re-reads everything from redb after it was replaced underneath (a
@@ -830,6 +864,11 @@ impl Drop for LayeredStore {
     fn drop(&mut self) {
         if let Err(error) = self.flush() {
             tracing::warn!(%error, "flushing the key space on close failed");
+        }
+        // The thread ends when its queue closes; it holds the database.
+        self.flusher.jobs = None;
+        if let Some(thread) = self.flusher.thread.take() {
+            let _ = thread.join();
         }
     }
 }

@@ -15,6 +15,7 @@ mod prometheus_text;
 mod report;
 mod storage_mode;
 mod transport_mode;
+mod trivial_server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ enum Mode {
     /// Closed-loop HTTP clients on etcd's v3 JSON API (put, range) against
     /// any endpoints, or rafter-kv and etcd side by side (`--against-etcd`).
     Kv(kv_mode::KvArgs),
+    /// An HTTP server that answers every request with 200 and a fixed body:
+    /// the trivial endpoint that shows what the loader alone can drive.
+    TrivialServer(trivial_server::TrivialServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             Mode::Storage(args) => storage_mode::run(args).await,
             Mode::Transport(args) => transport_mode::run(args).await,
             Mode::Kv(args) => kv_mode::run(args).await,
+            Mode::TrivialServer(args) => trivial_server::run(args).await,
         }
     });
     let reports = match result {
@@ -91,6 +96,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cli.mode, Mode::TrivialServer(_)) {
+        return ExitCode::SUCCESS;
+    }
     report::print_table(&reports);
     let comparison = kv_mode::compare(&reports);
     kv_mode::print_comparison(&comparison);

@@ -77,6 +77,9 @@ impl<R> Responder<R> {
 pub(crate) struct Waiter<R> {
     pub(crate) index: u64,
     pub(crate) term: u64,
+    /// The leader a forwarded proposal was appended by
+    /// (`Config::forward_proposals`); `None` for this node's own.
+    pub(crate) forwarded_to: Option<NodeId>,
     /// When the caller gets `Timeout` if its entry has not applied.
     pub(crate) deadline: Instant,
     pub(crate) responder: Responder<R>,
@@ -233,6 +236,19 @@ impl<SM: StateMachine> ApplyTask<SM> {
                 let result = match job {
                     ApplyJob::Wait(new) => {
                         for waiter in new {
+                            // Only a forwarded proposal can be registered at
+                            // or below the applied index: the leader's answer
+                            // came after its entry applied here, and the
+                            // response is gone. (An own proposal is registered
+                            // before its entry can commit.)
+                            if let (true, Some(leader)) =
+                                (waiter.index <= applied, waiter.forwarded_to)
+                            {
+                                waiter
+                                    .responder
+                                    .fail(ProposeError::ForwardUnanswered { leader });
+                                continue;
+                            }
                             waiters.push(waiters::Waiter {
                                 index: waiter.index,
                                 last: waiter.index + waiter.responder.entries() - 1,
@@ -549,6 +565,7 @@ mod tests {
         let waiter = Waiter {
             index,
             term,
+            forwarded_to: None,
             deadline: Instant::now() + Duration::from_secs(3600),
             responder: Responder::One(sender),
         };
@@ -592,6 +609,47 @@ mod tests {
             harness.events.recv().await,
             Some(ApplyEvent::SnapshotInstalled(_))
         ));
+        drop(harness.jobs);
+        harness.task.await.expect("the apply task does not panic");
+    }
+
+    /// A forwarded proposal whose leader's answer arrives after its entry
+    /// applied here (the answer and the commit travel apart) is told its
+    /// outcome is unknown: its response is gone. Registered as an own
+    /// proposal would be, it was left behind the applied index, which the
+    /// waiters' invariant forbids (and `take_applied` asserts).
+    #[tokio::test]
+    async fn a_forwarded_waiter_registered_after_its_entry_applied_ends_unknown() {
+        let harness = start();
+        harness
+            .jobs
+            .send(ApplyJob::Apply(vec![command(1, 1, 5), command(1, 2, 6)]))
+            .unwrap();
+        let (mut late, late_answer) = one(1, 1);
+        late.forwarded_to = Some(3);
+        let (mut next, next_answer) = one(3, 1);
+        next.forwarded_to = Some(3);
+        // A query runs after the entries are applied: the registration
+        // comes strictly later.
+        let (done, applied) = oneshot::channel();
+        harness
+            .queries
+            .send(Box::new(move |_sm: &Sum| {
+                let _ = done.send(());
+            }))
+            .await
+            .unwrap();
+        applied.await.unwrap();
+        harness.jobs.send(ApplyJob::Wait(vec![late, next])).unwrap();
+        harness
+            .jobs
+            .send(ApplyJob::Apply(vec![command(1, 3, 7)]))
+            .unwrap();
+        assert_eq!(
+            late_answer.await,
+            Ok(Err(ProposeError::ForwardUnanswered { leader: 3 }))
+        );
+        assert_eq!(next_answer.await, Ok(Ok(18)), "one above still waits");
         drop(harness.jobs);
         harness.task.await.expect("the apply task does not panic");
     }

@@ -13,7 +13,7 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::command_bytes::CommandBytes;
-use crate::message::{Message, MessageBody};
+use crate::message::{ForwardOutcome, Message, MessageBody};
 use crate::types::{Entry, EntryPayload, HardState, LogId, SnapshotMeta};
 
 /// The version byte every encoding starts with. A later format bumps it and
@@ -278,6 +278,20 @@ pub fn validate_message(message: &Message) -> Result<(), DecodeError> {
         | MessageBody::InstallSnapshotResponse { .. }
         | MessageBody::ReadIndexRequest { .. }
         | MessageBody::ReadIndexResponse { .. } => Ok(()),
+        MessageBody::ForwardProposals { commands, .. } => {
+            if commands.is_empty() {
+                return Err(DecodeError::Invalid(
+                    "forwarded batch of no commands".into(),
+                ));
+            }
+            Ok(())
+        }
+        MessageBody::ForwardResponse { outcome, .. } => match outcome {
+            ForwardOutcome::Appended { first } if first.index == 0 => Err(DecodeError::Invalid(
+                "forwarded batch appended at index 0".into(),
+            )),
+            _ => Ok(()),
+        },
     }
 }
 
@@ -640,9 +654,11 @@ mod tests {
                 MessageBody::InstallSnapshotResponse { .. } => 9,
                 MessageBody::ReadIndexRequest { .. } => 10,
                 MessageBody::ReadIndexResponse { .. } => 11,
+                MessageBody::ForwardProposals { .. } => 12,
+                MessageBody::ForwardResponse { .. } => 13,
             }
         }
-        const BODY_VARIANTS: usize = 12;
+        const BODY_VARIANTS: usize = 14;
 
         /// Likewise for entry payloads.
         fn payload_variant(payload: &EntryPayload) -> usize {

@@ -134,6 +134,17 @@ pub struct Config {
     /// defaults need. A peer may make a receiver buffer one message of this
     /// size per stream it reads, so lower it where memory is tight.
     pub message_bytes_max: usize,
+    /// On a follower or learner, `propose` and `propose_many` hand the
+    /// commands to the leader over the peer transport (etcd-raft's
+    /// proposal forwarding) instead of answering `NotLeader`: the caller
+    /// gets its response from this node's own apply, so a client talking to
+    /// any member costs one message each way, not a second request to the
+    /// leader. The leader answers each batch with the log index it appended
+    /// it at, or why it refused; the outcome of a batch whose answer is lost
+    /// (the leader changed or did not answer within `election_ticks_max`)
+    /// is unknown (`ProposeError::ForwardUnanswered`). Off by default:
+    /// callers that route to the leader themselves keep `NotLeader`.
+    pub forward_proposals: bool,
     /// Seed of the node's random number generator (election timeouts). Nodes
     /// mix in their id, so one seed serves a whole cluster; a fixed seed
     /// makes a simulated run repeatable.
@@ -161,6 +172,7 @@ impl Default for Config {
             snapshot_interval_entries: 100_000,
             snapshot_trailing_entries: 5_000,
             message_bytes_max: 64 << 20,
+            forward_proposals: false,
             rng_seed: 0x5eed,
         }
     }
@@ -305,6 +317,13 @@ impl Config {
     #[must_use]
     pub fn with_message_bytes_max(mut self, message_bytes_max: usize) -> Self {
         self.message_bytes_max = message_bytes_max;
+        self
+    }
+
+    /// Sets [`Config::forward_proposals`].
+    #[must_use]
+    pub fn with_forward_proposals(mut self, forward_proposals: bool) -> Self {
+        self.forward_proposals = forward_proposals;
         self
     }
 

@@ -18,12 +18,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
+use crate::command_bytes::CommandBytes;
 use crate::config::Config;
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Actions, Engine, ProgressState};
 use crate::error::{CompactionError, Fatal, MembershipError, ReadError, TransferError};
 use crate::message::Message;
-use crate::metrics::{self, Metrics, PeerMetrics, ReplicationState};
+use crate::metrics::{self, Metrics, PeerMetrics, ReplicationState, Role};
 use crate::network::RaftNetwork;
 use crate::proposal_queue::{Payloads, Proposal, ProposalQueue};
 use crate::storage_task::{StorageDone, StorageJob};
@@ -92,6 +93,9 @@ pub(crate) struct DriverParts<N, R> {
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
+/// Callers of a batch of proposals, in order, with their own deadlines.
+type Responders<R> = Vec<(Responder<R>, Option<Instant>)>;
+
 pub(crate) struct Driver<N, R> {
     parts: DriverParts<N, R>,
     ticker: Interval,
@@ -103,7 +107,7 @@ pub(crate) struct Driver<N, R> {
     take_turn: usize,
     /// Proposals of this turn, appended together.
     batch_payloads: Vec<EntryPayload>,
-    batch_responders: Vec<(Responder<R>, Option<Instant>)>,
+    batch_responders: Responders<R>,
     /// Messages waiting for the write with the given id to be durable.
     /// Invariant: write ids are non-decreasing front to back.
     gated: VecDeque<(u64, Message)>,
@@ -116,6 +120,13 @@ pub(crate) struct Driver<N, R> {
     /// whole-node simulation replays a seed exactly).
     reads: BTreeMap<u64, oneshot::Sender<Result<u64, ReadError>>>,
     read_next_id: u64,
+    /// Proposals forwarded to the leader (`Config::forward_proposals`),
+    /// by the engine's batch id, until the leader says where it appended
+    /// them. A `BTreeMap` for the same reason as `reads`.
+    forwarded: BTreeMap<u64, Responders<R>>,
+    /// Batches and commands forwarded since start, for the metrics.
+    forwarded_batches: u64,
+    forwarded_commands: u64,
     /// The engine's membership version the metrics were last checked at.
     published_membership: Option<u64>,
     /// Per peer, the engine's count of answers heard and when it last
@@ -141,6 +152,9 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             outbox: BTreeMap::new(),
             reads: BTreeMap::new(),
             read_next_id: 1,
+            forwarded: BTreeMap::new(),
+            forwarded_batches: 0,
+            forwarded_commands: 0,
             published_membership: None,
             peer_acks: BTreeMap::new(),
         }
@@ -382,32 +396,94 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
     }
 
     /// Appends this turn's proposals as one batch and registers their
-    /// waiters with the apply task, before any of them can be applied.
+    /// waiters with the apply task, before any of them can be applied; or,
+    /// on a follower with `forward_proposals`, hands them to the leader.
     fn flush_proposals(&mut self) {
         if self.batch_payloads.is_empty() {
             return;
         }
         let payloads = std::mem::take(&mut self.batch_payloads);
         let responders = std::mem::take(&mut self.batch_responders);
+        if self.parts.config.forward_proposals && self.parts.engine.role() != Role::Leader {
+            self.forward_proposals(payloads, responders);
+            return;
+        }
         match self.parts.engine.propose(payloads) {
-            Ok(first) => {
-                let mut index = first.index;
-                let deadline = Instant::now() + self.parts.config.propose_timeout;
-                let waiters = responders
-                    .into_iter()
-                    .map(|(responder, own_deadline)| {
-                        let waiter = Waiter {
-                            index,
-                            term: first.term,
-                            deadline: own_deadline.unwrap_or(deadline),
-                            responder,
-                        };
-                        index += waiter.responder.entries();
-                        waiter
-                    })
-                    .collect();
-                // The apply task only ends after the driver drops its sender.
-                let _ = self.parts.apply_jobs.send(ApplyJob::Wait(waiters));
+            Ok(first) => self.wait_for(first, None, responders),
+            Err(error) => {
+                for (responder, _) in responders {
+                    responder.fail(error.clone());
+                }
+            }
+        }
+    }
+
+    /// Registers with the apply task the callers of consecutive entries
+    /// from `first`, in order.
+    fn wait_for(&mut self, first: LogId, forwarded_to: Option<NodeId>, responders: Responders<R>) {
+        let mut index = first.index;
+        let deadline = Instant::now() + self.parts.config.propose_timeout;
+        let waiters = responders
+            .into_iter()
+            .map(|(responder, own_deadline)| {
+                let waiter = Waiter {
+                    index,
+                    term: first.term,
+                    forwarded_to,
+                    deadline: own_deadline.unwrap_or(deadline),
+                    responder,
+                };
+                index += waiter.responder.entries();
+                waiter
+            })
+            .collect();
+        // The apply task only ends after the driver drops its sender.
+        let _ = self.parts.apply_jobs.send(ApplyJob::Wait(waiters));
+    }
+
+    /// Sends a follower's proposals to the leader in batches of at most
+    /// `append_bytes_max` command bytes (a batch fits a message as an
+    /// append does), never splitting one caller's commands: the leader
+    /// appends each batch as consecutive entries.
+    fn forward_proposals(&mut self, payloads: Vec<EntryPayload>, responders: Responders<R>) {
+        let bytes_max = self.parts.config.append_bytes_max as usize;
+        let mut commands = payloads.into_iter().map(|payload| match payload {
+            EntryPayload::Command(command) => command,
+            // The driver batches only commands.
+            other => unreachable!("proposal batch holds {other:?}"),
+        });
+        let mut batch = Vec::new();
+        let mut batch_responders = Vec::new();
+        let mut bytes = 0;
+        for (responder, deadline) in responders {
+            let own: Vec<_> = commands
+                .by_ref()
+                .take(responder.entries() as usize)
+                .collect();
+            let own_bytes: usize = own.iter().map(|c| c.len()).sum();
+            if !batch.is_empty() && bytes + own_bytes > bytes_max {
+                self.forward_batch(
+                    std::mem::take(&mut batch),
+                    std::mem::take(&mut batch_responders),
+                );
+                bytes = 0;
+            }
+            batch.extend(own);
+            batch_responders.push((responder, deadline));
+            bytes += own_bytes;
+        }
+        if !batch.is_empty() {
+            self.forward_batch(batch, batch_responders);
+        }
+    }
+
+    fn forward_batch(&mut self, commands: Vec<CommandBytes>, responders: Responders<R>) {
+        let count = commands.len() as u64;
+        match self.parts.engine.forward(commands) {
+            Ok(batch) => {
+                self.forwarded_batches += 1;
+                self.forwarded_commands += count;
+                self.forwarded.insert(batch, responders);
             }
             Err(error) => {
                 for (responder, _) in responders {
@@ -425,6 +501,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             apply,
             load,
             reads,
+            forwarded,
             members,
             build_snapshot,
             snapshot_meta,
@@ -433,6 +510,21 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             snapshot_receives,
             install,
         } = actions;
+        // The leader's answers to forwarded batches: their waiters reach the
+        // apply task before this turn's committed entries.
+        for (batch, result) in forwarded {
+            let Some(responders) = self.forwarded.remove(&batch) else {
+                continue;
+            };
+            match result {
+                Ok((first, leader)) => self.wait_for(first, Some(leader), responders),
+                Err(error) => {
+                    for (responder, _) in responders {
+                        responder.fail(error.clone());
+                    }
+                }
+            }
+        }
         let storage = &self.parts.storage_jobs;
         let apply_jobs = &self.parts.apply_jobs;
         // The latest snapshot's metadata before the write: after an install,
@@ -571,6 +663,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
         let membership_may_differ = self.published_membership != membership_version;
         self.published_membership = membership_version;
         let peers = self.peer_metrics();
+        let forwarded = (self.forwarded_batches, self.forwarded_commands);
         let engine = &self.parts.engine;
         self.parts.metrics.send_if_modified(|m| {
             // Compare the cheap fields first; rebuild the maps only when the
@@ -585,7 +678,8 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 || m.persisted_index != engine.persisted_index()
                 || m.snapshot_index != engine.snapshot_index()
                 || m.purged_index != engine.purged_index()
-                || m.membership_index != engine.membership_index();
+                || m.membership_index != engine.membership_index()
+                || (m.forwarded_batches, m.forwarded_commands) != forwarded;
             m.role = engine.role();
             m.term = engine.term();
             m.leader = engine.leader();
@@ -597,6 +691,7 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
             m.snapshot_index = engine.snapshot_index();
             m.purged_index = engine.purged_index();
             m.membership_index = engine.membership_index();
+            (m.forwarded_batches, m.forwarded_commands) = forwarded;
             if membership_may_differ && m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
                 changed = true;

@@ -122,6 +122,17 @@ pub enum ProposeError {
     /// in `Metrics::fatal` by the time a call returns this).
     #[error("raft node is stopped")]
     Stopped,
+    /// The proposal was forwarded to the leader (`Config::forward_proposals`)
+    /// and its outcome cannot be learned here: the leader changed or did not
+    /// answer within an election timeout, or the entry was applied on this
+    /// node before the leader's answer arrived. As after a `Timeout`, it may
+    /// or may not be applied: only a command the state machine deduplicates
+    /// is safe to retry.
+    #[error("proposal forwarded to leader {leader}: its outcome is unknown")]
+    ForwardUnanswered {
+        /// The leader it was forwarded to.
+        leader: NodeId,
+    },
 }
 
 /// Why a linearizable read could not be served.

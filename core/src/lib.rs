@@ -66,7 +66,9 @@ pub use error::{
     CompactionError, Fatal, MembershipError, ProposeError, ReadError, ReceiveError, StartError,
     TransferError,
 };
-pub use message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
+pub use message::{
+    AppendOutcome, ForwardOutcome, ForwardRefusal, Message, MessageBody, SnapshotOutcome,
+};
 pub use metrics::{Metrics, PeerMetrics, ReplicationState, Role};
 pub use metrics_watch::{MetricsClosed, MetricsRef, MetricsWatch};
 pub use network::RaftNetwork;

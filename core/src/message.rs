@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use bytes::Bytes;
 
+use crate::command_bytes::CommandBytes;
 use crate::types::{Entry, LogId, NodeId, SnapshotMeta};
 
 /// One Raft message from one node to another. `#[non_exhaustive]`: build
@@ -126,6 +127,68 @@ pub enum MessageBody {
         /// The read index: the follower reads once it has applied it.
         index: Option<u64>,
     },
+    /// A follower or learner hands its callers' commands to its leader
+    /// (`Config::forward_proposals`; etcd-raft's forwarded `MsgProp`). The
+    /// leader appends them as consecutive entries, under the limits of its
+    /// own proposals, or refuses them all. Added after every earlier kind.
+    ForwardProposals {
+        /// The follower's id for the batch, echoed in the answer.
+        batch: u64,
+        /// The encoded commands, in order (at least one).
+        commands: Vec<CommandBytes>,
+    },
+    /// The leader's answer to a `ForwardProposals`.
+    ForwardResponse {
+        /// Echo of the batch's id.
+        batch: u64,
+        /// Where the commands were appended, or why not.
+        outcome: ForwardOutcome,
+    },
+}
+
+/// What a leader did with a `ForwardProposals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardOutcome {
+    /// Appended as consecutive entries of `first.term` from `first.index`:
+    /// the follower waits for them as for its own proposals (applied there
+    /// with that term, or provably overwritten).
+    Appended {
+        /// The first command's entry.
+        first: LogId,
+    },
+    /// Nothing was appended.
+    Refused(ForwardRefusal),
+}
+
+/// Why a leader appended none of a forwarded batch; each maps to the
+/// `ProposeError` a local proposal would get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardRefusal {
+    /// The receiver does not lead (any more).
+    NotLeader,
+    /// Its appended but uncommitted commands are over its limit.
+    TooManyRequests {
+        /// Entries appended and not committed.
+        gap: u64,
+    },
+    /// A leadership transfer is under way.
+    TransferInProgress,
+    /// The leader is no longer in the configuration.
+    LeaderNotMember,
+    /// A command is over the leader's `Config::request_bytes_max`.
+    RequestTooLarge {
+        /// The command's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// More commands than the leader's `Config::proposal_batch_max`.
+    TooManyCommands {
+        /// Commands in the batch.
+        count: u64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 /// The result of an `InstallSnapshot` at the follower.
@@ -186,6 +249,8 @@ impl Message {
             MessageBody::InstallSnapshotResponse { .. } => "install_snapshot_response",
             MessageBody::ReadIndexRequest { .. } => "read_index_request",
             MessageBody::ReadIndexResponse { .. } => "read_index_response",
+            MessageBody::ForwardProposals { .. } => "forward_proposals",
+            MessageBody::ForwardResponse { .. } => "forward_response",
         }
     }
 }

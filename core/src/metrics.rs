@@ -89,6 +89,11 @@ pub struct Metrics {
     /// Callers of `propose` waiting for their entry to be applied (a caller
     /// that timed out is no longer counted).
     pub proposals_waiting: usize,
+    /// Proposal batches this node forwarded to a leader since it started
+    /// (`Config::forward_proposals`; one message each).
+    pub forwarded_batches: u64,
+    /// Commands in those batches.
+    pub forwarded_commands: u64,
     /// Last index in the log (durable or not).
     pub last_log_index: u64,
     /// Last index known durable.

@@ -208,10 +208,17 @@ impl<SM: StateMachine> Raft<SM> {
     /// `Config::propose_timeout`) and `Stopped` leave the outcome unknown;
     /// `Overwritten` means it will never apply.
     ///
+    /// On a follower or learner with [`Config::forward_proposals`], the
+    /// command goes to the leader over the peer transport (batched with the
+    /// turn's other proposals) and the response comes from this node's own
+    /// apply; the leader's refusals come back as the errors above, and
+    /// `ForwardUnanswered` (the leader changed or did not answer within an
+    /// election timeout) leaves the outcome unknown.
+    ///
     /// Retry safety: an error that says nothing was appended, and
     /// `Overwritten` (another entry provably took its place), may be
-    /// retried: the command cannot apply twice. `Timeout`, `Stopped` and
-    /// `Indeterminate` (a snapshot from the leader replaced the log over the
+    /// retried: the command cannot apply twice. `Timeout`, `Stopped`,
+    /// `ForwardUnanswered` and `Indeterminate` (a snapshot from the leader replaced the log over the
     /// entry) leave it unknown whether the command was or will be applied,
     /// so a retry may apply it twice. A command that must apply at most once
     /// needs a client session (Raft dissertation §6.3): the command carries

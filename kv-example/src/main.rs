@@ -11,6 +11,14 @@ use rafter_kv::config::ServeArgs;
 use rafter_kv::demo::{add_node_cert, ensure_certs, DemoArgs};
 use rafter_kv::node::Node;
 
+/// mimalloc instead of glibc's malloc: under load a third of a node's
+/// allocations and frees are small, short-lived buffers handed between
+/// tasks on different threads (HTTP bodies, Raft messages, redb pages), the
+/// case glibc's arenas handle worst (free lists walked and consolidated,
+/// memory held per arena). Measured in benches/README.md, set F.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A replicated key-value store on Raft, speaking etcd's v3 JSON API.
 #[derive(Debug, Parser)]
 #[command(

@@ -163,7 +163,7 @@ impl ServiceMetrics {
         );
         registry.register(
             "forwarded_batches",
-            "Batches of writes forwarded to the leader",
+            "Batches of writes forwarded to the leader (messages inside Raft)",
             m.forwarded_batches.clone(),
         );
         registry.register(
@@ -329,6 +329,9 @@ impl ServiceMetrics {
                     .set(now.last_log_index.saturating_sub(*matched) as i64);
             }
         }
+        let forwarded_before = last.map_or(0, |l| l.forwarded_batches);
+        self.forwarded_batches
+            .inc_by(now.forwarded_batches.saturating_sub(forwarded_before));
         let Some(last) = last else { return };
         if now.term > last.term {
             self.elections.inc_by(now.term - last.term);

@@ -18,9 +18,7 @@ use tokio::task::JoinHandle;
 use crate::append_timing::{AppendTimer, TimedNetwork};
 use crate::cluster::{cluster_id, encode_members, RaftHalf};
 use crate::config::ServeConfig;
-use crate::follower_reads::ReadIndexClient;
 use crate::forward::Forwarder;
-use crate::forward_proposals::ProposalForwarder;
 use crate::membership::{self, Standing};
 use crate::metrics::{ServiceMetrics, TimedStorage};
 use crate::server::{router, AppState};
@@ -46,9 +44,12 @@ pub struct Node {
     pub standing: watch::Receiver<Standing>,
 }
 
-/// The Raft settings of a node.
+/// The Raft settings of a node. A follower forwards the writes it receives
+/// to the leader inside Raft (`forward_proposals`): one message per batch
+/// over the peer transport, the answer from its own apply.
 pub fn raft_config(config: &ServeConfig) -> Config {
     Config::default()
+        .with_forward_proposals(true)
         .with_request_bytes_max(config.max_request_bytes + COMMAND_OVERHEAD_BYTES)
         .with_snapshot_interval_entries(config.snapshot_entries)
         .with_snapshot_trailing_entries((config.snapshot_entries / 20).max(1))
@@ -149,8 +150,6 @@ impl Node {
             id: config.id,
             cluster_id: cluster,
             forwarder: Forwarder::new(),
-            proposals: ProposalForwarder::start(metrics.clone()),
-            read_index: ReadIndexClient::start(metrics.clone()),
             metrics,
             request_bytes_max: config.max_request_bytes,
             request_timeout: config.request_timeout,

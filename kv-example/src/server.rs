@@ -20,12 +20,10 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::api::error::ApiError;
 use crate::api::kv::ResponseHeader;
-use crate::api::{cluster, etcd, internal, plain};
+use crate::api::{cluster, etcd, plain};
 use crate::cluster::MemberAddr;
 use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
-use crate::follower_reads::ReadIndexClient;
 use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
-use crate::forward_proposals::{Forwarded, ProposalForwarder};
 use crate::metrics::{HttpLabels, ReasonLabels, RouteLabels, ServiceMetrics};
 use crate::state_machine::{KvReads, KvStateMachine};
 use crate::store::StoreReader;
@@ -47,10 +45,6 @@ pub struct AppState {
     pub cluster_id: u64,
     /// The client that relays requests to the leader.
     pub forwarder: Forwarder,
-    /// Batches writes to the leader.
-    pub proposals: ProposalForwarder,
-    /// Gets read indexes from the leader for reads served here.
-    pub read_index: ReadIndexClient,
     /// The metrics.
     pub metrics: Arc<ServiceMetrics>,
     /// Largest request body accepted (`--max-request-bytes`).
@@ -80,14 +74,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/cluster/transfer-leader", post(cluster::transfer_leader))
         .route("/cluster/digest", get(cluster::digest))
         .route("/metrics", get(cluster::metrics))
-        .route(
-            crate::forward_proposals::PROPOSE_PATH,
-            post(internal::propose),
-        )
-        .route(
-            crate::follower_reads::READ_INDEX_PATH,
-            post(internal::read_index),
-        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -310,9 +296,12 @@ impl AppState {
         }
     }
 
-    /// Proposes `request` on the leader and waits until it is applied: here
-    /// if this node leads, else forwarded with the next batch to the
-    /// leader, else after waiting for one; all within the request timeout.
+    /// Proposes `request` and waits until it is applied here: on the
+    /// leader directly; on a follower the core forwards it to the leader
+    /// over the peer transport, batched with the node's other writes
+    /// (`Config::forward_proposals`), and the answer comes from this node's
+    /// own apply; while there is no leader, after waiting for one; all
+    /// within the request timeout.
     pub async fn write(
         &self,
         relay: &Relay,
@@ -322,61 +311,48 @@ impl AppState {
         let deadline = Instant::now() + self.request_timeout;
         let mut watch = self.raft.metrics();
         loop {
-            let LeaderView {
-                role,
-                leader,
-                leader_http,
-            } = LeaderView::of(&mut watch)?;
-            let command = || {
-                KvCommand::V1(CommandV1 {
+            let LeaderView { role, leader, .. } = LeaderView::of(&mut watch)?;
+            let attempt = if leader.is_some() {
+                let command = KvCommand::V1(CommandV1 {
                     session,
                     time_ms: now_ms(),
                     request: request.clone(),
-                })
-            };
-            let attempt = match (leader, leader_http) {
-                (Some(leader), _) if leader == self.id && role == Role::Leader => {
+                });
+                let leads = role == Role::Leader;
+                if leads {
                     self.metrics.proposals.inc();
-                    let proposed = std::time::Instant::now();
-                    let answer = timeout_at(deadline, self.raft.propose(command())).await;
-                    if let Ok(Ok(_)) = &answer {
+                } else {
+                    self.metrics.forwarded.inc();
+                }
+                let proposed = std::time::Instant::now();
+                let answer = timeout_at(deadline, self.raft.propose(command)).await;
+                if let (true, Ok(Ok(_))) = (leads, &answer) {
+                    self.metrics
+                        .propose_seconds
+                        .observe(proposed.elapsed().as_secs_f64());
+                }
+                match answer {
+                    Err(_) => return Err(ApiError::timeout()),
+                    Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
+                    Ok(Ok(Err(refused))) => return Err(refused.into()),
+                    // A write with a session applies at most once, so one
+                    // whose forwarded outcome is unknown is sent again: a
+                    // duplicate is answered from the session.
+                    Ok(Err(ProposeError::ForwardUnanswered { .. })) if session.is_some() => {
+                        Attempt::Retry
+                    }
+                    Ok(Err(error)) => {
                         self.metrics
-                            .propose_seconds
-                            .observe(proposed.elapsed().as_secs_f64());
-                    }
-                    match answer {
-                        Err(_) => return Err(ApiError::timeout()),
-                        Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
-                        Ok(Ok(Err(refused))) => return Err(refused.into()),
-                        Ok(Err(error)) => {
-                            self.metrics
-                                .proposals_failed
-                                .get_or_create(&ReasonLabels {
-                                    reason: propose_error_name(&error).into(),
-                                })
-                                .inc();
-                            propose_attempt::<()>(error)
-                        }
+                            .proposals_failed
+                            .get_or_create(&ReasonLabels {
+                                reason: propose_error_name(&error).into(),
+                            })
+                            .inc();
+                        propose_attempt::<()>(error)
                     }
                 }
-                (Some(leader), Some(http)) if leader != self.id => {
-                    match timeout_at(deadline, self.proposals.forward(http, command())).await {
-                        Err(_) => return Err(ApiError::timeout()),
-                        Ok(Ok(Ok(outcome))) => return Ok(Routed::Local(outcome)),
-                        Ok(Ok(Err(refused))) => return Err(refused.into()),
-                        Ok(Err(Forwarded::NotLeader)) => Attempt::NotLeader,
-                        Ok(Err(Forwarded::Retry)) => Attempt::Retry,
-                        Ok(Err(Forwarded::Refused(error))) => return Err(error),
-                        Ok(Err(Forwarded::Unknown(reason))) => {
-                            tracing::debug!(%reason, "forwarded write outcome unknown");
-                            return Err(ApiError::new(
-                                crate::api::error::code::UNAVAILABLE,
-                                format!("etcdserver: request timed out ({reason})"),
-                            ));
-                        }
-                    }
-                }
-                _ => Attempt::NotLeader,
+            } else {
+                Attempt::NotLeader
             };
             if let Attempt::Failed(error) = attempt {
                 return Err(error);
@@ -401,9 +377,11 @@ impl AppState {
     }
 
     /// Runs `read` on this node's state once it reflects every write
-    /// acknowledged before the call: on the leader after ReadIndex; on a
-    /// follower after a read index from the leader is applied here (both
-    /// batched); while there is no leader, after waiting for one.
+    /// acknowledged before the call: `Raft::linearizable_read` on any
+    /// member (the leader confirms a read index with a heartbeat round; a
+    /// follower asks the leader for one over the peer transport, both
+    /// batched, then waits for its own apply); while there is no leader,
+    /// after waiting for one.
     pub async fn linearizable<T, F>(&self, read: F) -> Result<Routed<T>, ApiError>
     where
         F: Fn() -> Result<T, ApiError>,
@@ -411,53 +389,22 @@ impl AppState {
         let deadline = Instant::now() + self.request_timeout;
         let mut watch = self.raft.metrics();
         loop {
-            let LeaderView {
-                role,
-                leader,
-                leader_http,
-            } = LeaderView::of(&mut watch)?;
-            let index = match (leader, leader_http) {
-                (Some(leader), _) if leader == self.id && role == Role::Leader => {
-                    match timeout_at(deadline, self.raft.linearizable_read()).await {
-                        Err(_) => return Err(ApiError::timeout()),
-                        Ok(Ok(_)) => {
-                            self.metrics.read_index.inc();
-                            return read().map(Routed::Local);
-                        }
-                        Ok(Err(ReadError::NotLeader { .. } | ReadError::LeadershipLost)) => None,
-                        Ok(Err(ReadError::Timeout(_))) => return Err(ApiError::timeout()),
-                        Ok(Err(ReadError::Stopped)) => {
-                            return Err(ApiError::stopped("the node stopped"))
-                        }
-                        Ok(Err(other)) => return Err(ApiError::stopped(other)),
-                    }
-                }
-                (Some(leader), Some(http)) if leader != self.id => {
-                    match timeout_at(deadline, self.read_index.read_index(http)).await {
-                        Err(_) => return Err(ApiError::timeout()),
-                        Ok(Ok(index)) => Some(index),
-                        Ok(Err(Forwarded::Refused(error))) => return Err(error),
-                        Ok(Err(_)) => None,
-                    }
-                }
-                _ => None,
-            };
-            if let Some(index) = index {
-                // The watch's guard is dropped before reading: `read` takes
-                // the metrics lock again, and a second read lock behind a
-                // waiting writer (the driver) would deadlock.
-                let applied = timeout_at(
-                    deadline,
-                    watch.wait_for(|m| m.applied_index >= index || m.stopped),
-                )
-                .await
-                .map(|seen| seen.map(|m| !m.stopped));
-                match applied {
+            let leader = LeaderView::of(&mut watch)?.leader;
+            if leader.is_some() {
+                match timeout_at(deadline, self.raft.linearizable_read()).await {
                     Err(_) => return Err(ApiError::timeout()),
-                    Ok(Err(_)) | Ok(Ok(false)) => {
+                    Ok(Ok(_)) => {
+                        self.metrics.read_index.inc();
+                        return read().map(Routed::Local);
+                    }
+                    // The leader changed or is not known yet: route again
+                    // once the view changes.
+                    Ok(Err(ReadError::NotLeader { .. } | ReadError::LeadershipLost)) => {}
+                    Ok(Err(ReadError::Timeout(_))) => return Err(ApiError::timeout()),
+                    Ok(Err(ReadError::Stopped)) => {
                         return Err(ApiError::stopped("the node stopped"))
                     }
-                    Ok(Ok(true)) => return read().map(Routed::Local),
+                    Ok(Err(other)) => return Err(ApiError::stopped(other)),
                 }
             }
             wait_for_change(&mut watch, deadline, leader, Duration::from_millis(10)).await?;
@@ -549,6 +496,7 @@ fn propose_error_name(error: &ProposeError) -> &'static str {
         ProposeError::ProposalDropped { .. } => "dropped",
         ProposeError::Overwritten { .. } => "overwritten",
         ProposeError::Stopped => "stopped",
+        ProposeError::ForwardUnanswered { .. } => "forward_unanswered",
         _ => "other",
     }
 }

@@ -52,10 +52,12 @@ pub fn stream_class(message: &Message) -> StreamClass {
         | MessageBody::HeartbeatResponse { .. }
         | MessageBody::TimeoutNow
         | MessageBody::ReadIndexRequest { .. }
-        | MessageBody::ReadIndexResponse { .. } => StreamClass::Control,
+        | MessageBody::ReadIndexResponse { .. }
+        | MessageBody::ForwardResponse { .. } => StreamClass::Control,
         MessageBody::Append { .. }
         | MessageBody::AppendResponse { .. }
-        | MessageBody::InstallSnapshotResponse { .. } => StreamClass::Raft,
+        | MessageBody::InstallSnapshotResponse { .. }
+        | MessageBody::ForwardProposals { .. } => StreamClass::Raft,
         MessageBody::InstallSnapshot { .. } => StreamClass::Snapshot,
         _ => StreamClass::Raft,
     }

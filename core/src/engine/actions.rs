@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use crate::error::ReadError;
+use crate::error::{ProposeError, ReadError};
 use crate::message::Message;
 use crate::storage::WriteBatch;
 use bytes::Bytes;
@@ -35,8 +35,11 @@ pub(crate) struct Write {
 ///    `Engine::on_loaded` (the cache did not hold them).
 /// 6. `reads`: answers to `read_index` requests: the index a linearizable
 ///    read must wait to be applied, or why none can be given.
-/// 7. `members`: the membership changed; tell the network.
-/// 8. Snapshots: `build_snapshot` asks the apply task for a new snapshot
+/// 7. `forwarded`: answers to forwarded proposal batches (`forward`):
+///    where the leader appended each, or why it is refused or unknown.
+///    Register their waiters before this turn's `apply`.
+/// 8. `members`: the membership changed; tell the network.
+/// 9. Snapshots: `build_snapshot` asks the apply task for a new snapshot
 ///    (`Engine::on_snapshot_built`); `snapshot_meta` goes to storage before
 ///    the write, `purge` after it; `snapshot_reads` read chunks to send
 ///    (`Engine::on_snapshot_chunk`); `snapshot_receives` store received
@@ -53,6 +56,7 @@ pub(crate) struct Actions {
     pub(crate) apply: Vec<Entry>,
     pub(crate) load: Option<Range<u64>>,
     pub(crate) reads: Vec<(u64, Result<u64, ReadError>)>,
+    pub(crate) forwarded: Vec<(u64, ForwardResult)>,
     pub(crate) members: Option<BTreeMap<NodeId, String>>,
     pub(crate) build_snapshot: bool,
     pub(crate) snapshot_meta: Option<SnapshotMeta>,
@@ -61,6 +65,10 @@ pub(crate) struct Actions {
     pub(crate) snapshot_receives: Vec<SnapshotReceive>,
     pub(crate) install: Option<SnapshotMeta>,
 }
+
+/// What became of a forwarded batch: the first entry it was appended at and
+/// the leader that appended it, or why not.
+pub(crate) type ForwardResult = Result<(LogId, NodeId), ProposeError>;
 
 /// Read the chunk of `snapshot` at `offset`, to send to `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,6 +44,7 @@ impl Engine {
         if leader_changed {
             // Asked of a leader that is no longer ours: it will not answer.
             self.fail_follower_reads();
+            self.fail_forwards();
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -64,6 +65,7 @@ impl Engine {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.fail_follower_reads();
+        self.fail_forwards();
         self.votes.clear();
         self.reset_timers();
         tracing::info!(id = self.id, term = self.term, "became pre-candidate");
@@ -78,6 +80,7 @@ impl Engine {
         self.role = Role::Candidate;
         self.leader = None;
         self.fail_follower_reads();
+        self.fail_forwards();
         self.votes.clear();
         self.reset_timers();
         tracing::info!(id = self.id, term = self.term, "became candidate");

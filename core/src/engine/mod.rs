@@ -16,6 +16,7 @@ mod actions;
 pub(crate) mod config_change;
 mod elections;
 mod follower_reads;
+mod forwarding;
 mod heartbeats;
 mod inflights;
 pub(crate) mod log;
@@ -42,7 +43,9 @@ use uncommitted::Uncommitted;
 
 use crate::config::Config;
 use crate::error::{CompactionError, MembershipError, ProposeError, ReadError, TransferError};
-use crate::message::{AppendOutcome, Message, MessageBody, SnapshotOutcome};
+use crate::message::{
+    AppendOutcome, ForwardOutcome, ForwardRefusal, Message, MessageBody, SnapshotOutcome,
+};
 use crate::metrics::Role;
 use crate::state_machine::StateMachineError;
 use crate::storage::WriteBatch;
@@ -69,6 +72,11 @@ pub(crate) struct EngineConfig {
     pub(crate) snapshot_trailing_entries: u64,
     /// `Config::uncommitted_bytes_max`.
     pub(crate) uncommitted_bytes_max: u64,
+    /// `Config::proposal_batch_max`: the most commands a forwarded batch
+    /// may hold.
+    pub(crate) proposal_batch_max: usize,
+    /// `Config::request_bytes_max`: the largest forwarded command.
+    pub(crate) request_bytes_max: usize,
     /// A deliberately broken rule, so the simulator can prove it catches it.
     /// Only exists with the `planted-bugs` feature: other builds, `testing`
     /// ones included, carry no trace of it.
@@ -90,6 +98,8 @@ impl EngineConfig {
             snapshot_interval_entries: config.snapshot_interval_entries,
             snapshot_trailing_entries: config.snapshot_trailing_entries,
             uncommitted_bytes_max: config.uncommitted_bytes_max,
+            proposal_batch_max: config.proposal_batch_max,
+            request_bytes_max: config.request_bytes_max,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -151,7 +161,14 @@ pub(crate) struct Engine {
     /// leader changes or this node campaigns, and after
     /// `election_ticks_max` ticks without an answer.
     follower_reads: BTreeMap<u64, u64>,
-    /// Ticks since start: the clock of `follower_reads`.
+    /// Not leader: forwarded proposal batches waiting for the leader's
+    /// answer, by batch id, with the tick each was sent at and the leader
+    /// it went to. Invariant: empty on the leader; failed like
+    /// `follower_reads`.
+    forwards: BTreeMap<u64, (u64, NodeId)>,
+    /// The id of the next forwarded batch.
+    forward_next: u64,
+    /// Ticks since start: the clock of `follower_reads` and `forwards`.
     ticks: u64,
 
     /// The (term, vote, commit) last given to storage.
@@ -229,6 +246,8 @@ impl Engine {
             transfer_elapsed: 0,
             reads: ReadQueue::default(),
             follower_reads: BTreeMap::new(),
+            forwards: BTreeMap::new(),
+            forward_next: 1,
             ticks: 0,
             hard_state_handed: HardState {
                 commit: 0,
@@ -391,6 +410,7 @@ impl Engine {
     pub(crate) fn tick(&mut self) {
         self.ticks += 1;
         self.expire_follower_reads();
+        self.expire_forwards();
         self.election_elapsed += 1;
         if self.role == Role::Leader {
             self.tick_leader();
@@ -537,6 +557,17 @@ impl Engine {
                         },
                     );
                 }
+                // Refused now rather than left to expire: nothing of it was
+                // appended, and the answer's term tells the sender ours.
+                MessageBody::ForwardProposals { batch, .. } => {
+                    self.send(
+                        msg.from,
+                        MessageBody::ForwardResponse {
+                            batch: *batch,
+                            outcome: ForwardOutcome::Refused(ForwardRefusal::NotLeader),
+                        },
+                    );
+                }
                 _ => {}
             }
             return;
@@ -571,6 +602,12 @@ impl Engine {
             }
             MessageBody::ReadIndexResponse { request, index } => {
                 self.handle_read_index_response(msg.from, request, index)
+            }
+            MessageBody::ForwardProposals { batch, commands } => {
+                self.handle_forward_proposals(msg.from, batch, commands)
+            }
+            MessageBody::ForwardResponse { batch, outcome } => {
+                self.handle_forward_response(msg.from, batch, outcome)
             }
             MessageBody::InstallSnapshot {
                 meta,
@@ -792,6 +829,7 @@ impl Engine {
                 self.follower_reads.is_empty(),
                 "a leader waits for no leader's read index"
             );
+            assert!(self.forwards.is_empty(), "a leader forwards no proposals");
         }
         self.log.check_invariants();
         if self.role == Role::Leader {

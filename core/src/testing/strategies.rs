@@ -20,8 +20,8 @@ use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
 
 use crate::{
-    AppendOutcome, Entry, EntryPayload, LogId, Membership, Message, MessageBody, SnapshotMeta,
-    SnapshotOutcome,
+    AppendOutcome, Entry, EntryPayload, ForwardOutcome, ForwardRefusal, LogId, Membership, Message,
+    MessageBody, SnapshotMeta, SnapshotOutcome,
 };
 
 /// Any `u64`, weighted towards the edges: 0, 1, `u64::MAX`, and the 16
@@ -55,6 +55,27 @@ pub fn log_id() -> BoxedStrategy<LogId> {
     (number(), number())
         .prop_map(|(term, index)| LogId::new(term, index))
         .boxed()
+}
+
+/// Any answer to a forwarded batch the codec accepts (an append names an
+/// index of at least 1).
+pub fn forward_outcome() -> BoxedStrategy<ForwardOutcome> {
+    prop_oneof![
+        log_id().prop_map(|first| ForwardOutcome::Appended {
+            first: LogId::new(first.term, first.index.max(1)),
+        }),
+        Just(ForwardOutcome::Refused(ForwardRefusal::NotLeader)),
+        number().prop_map(|gap| ForwardOutcome::Refused(ForwardRefusal::TooManyRequests { gap })),
+        Just(ForwardOutcome::Refused(ForwardRefusal::TransferInProgress)),
+        Just(ForwardOutcome::Refused(ForwardRefusal::LeaderNotMember)),
+        (number(), number()).prop_map(|(size, max)| ForwardOutcome::Refused(
+            ForwardRefusal::RequestTooLarge { size, max }
+        )),
+        (number(), number()).prop_map(|(count, max)| ForwardOutcome::Refused(
+            ForwardRefusal::TooManyCommands { count, max }
+        )),
+    ]
+    .boxed()
 }
 
 /// A node address: up to 24 characters of host-and-port alphabet, possibly
@@ -239,6 +260,14 @@ pub fn free_body() -> BoxedStrategy<MessageBody> {
         number().prop_map(|request| MessageBody::ReadIndexRequest { request }),
         (number(), proptest::option::of(number()))
             .prop_map(|(request, index)| MessageBody::ReadIndexResponse { request, index }),
+        (number(), vec(vec(any::<u8>(), 0..100), 1..4)).prop_map(|(batch, commands)| {
+            MessageBody::ForwardProposals {
+                batch,
+                commands: commands.into_iter().map(CommandBytes::from).collect(),
+            }
+        }),
+        (number(), forward_outcome())
+            .prop_map(|(batch, outcome)| MessageBody::ForwardResponse { batch, outcome }),
     ]
     .boxed()
 }

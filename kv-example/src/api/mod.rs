@@ -6,7 +6,6 @@
 pub mod cluster;
 pub mod error;
 pub mod etcd;
-pub mod internal;
 pub mod json;
 pub mod kv;
 pub mod plain;

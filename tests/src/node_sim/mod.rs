@@ -207,6 +207,10 @@ impl RunConfig {
             .with_snapshot_trailing_entries(rng.pick(&[0, 3, 20]))
             .with_learner_catchup_lag_max(rng.pick(&[0, 5, 1000]))
             .with_propose_timeout(tick * rng.between(20, 60) as u32)
+            // Half the seeds forward followers' proposals to the leader. Taken
+            // from the seed, not drawn, so every other draw of a seed stays
+            // what it was.
+            .with_forward_proposals(seed % 2 == 1)
             .with_rng_seed(seed);
         raft.validate().expect("the simulation draws valid configs");
         let delay_max = rng.between(100, 1500);

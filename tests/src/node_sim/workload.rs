@@ -67,9 +67,10 @@ fn output(input: &KvInput, response: &KvResponse) -> KvOutput {
 fn propose_failure(error: &ProposeError) -> (Outcome, Option<NodeId>) {
     match error {
         ProposeError::NotLeader { leader_hint, .. } => (Outcome::Failed, *leader_hint),
-        ProposeError::Timeout(_) | ProposeError::Stopped | ProposeError::Indeterminate { .. } => {
-            (Outcome::Unknown, None)
-        }
+        ProposeError::Timeout(_)
+        | ProposeError::Stopped
+        | ProposeError::Indeterminate { .. }
+        | ProposeError::ForwardUnanswered { .. } => (Outcome::Unknown, None),
         // Nothing appended, or another entry provably took its index.
         _ => (Outcome::Failed, None),
     }

@@ -34,6 +34,8 @@ fn config() -> EngineConfig {
         snapshot_interval_entries: 0,
         snapshot_trailing_entries: 0,
         uncommitted_bytes_max: 1 << 30,
+        proposal_batch_max: 4096,
+        request_bytes_max: 1 << 20,
         #[cfg(feature = "planted-bugs")]
         planted_bug: None,
     }
@@ -176,6 +178,7 @@ struct Turn {
     apply: Vec<Entry>,
     load: Option<Range<u64>>,
     reads: Vec<(u64, Result<u64, ReadError>)>,
+    forwarded: Vec<(u64, super::actions::ForwardResult)>,
 }
 
 /// Ends the engine's turn, checks its invariants and returns what came out.
@@ -189,6 +192,7 @@ fn turn(engine: &mut Engine) -> Turn {
         apply: actions.apply,
         load: actions.load,
         reads: actions.reads,
+        forwarded: actions.forwarded,
     }
 }
 
@@ -503,6 +507,7 @@ fn is_vote_request(m: &Message) -> bool {
 }
 
 mod elections;
+mod forwarding;
 mod membership;
 mod reads;
 mod replication;

@@ -536,15 +536,14 @@ impl Batch<'_> {
         removed
     }
 
-    /// Ends the batch at log id `last` and publishes it to readers. Returns
-    /// the number of layers now unflushed (for tests).
-    pub fn finish(self, last: LogId) -> usize {
+    /// Ends the batch at log id `last` and publishes it to readers.
+    pub fn finish(self, last: LogId) {
         let Batch { rules, store, .. } = self;
         let mut top = rules.sink.top;
         top.revision = rules.revision;
         top.compact_revision = rules.compact_revision;
         top.applied = last;
-        store.publish(top)
+        store.publish(top);
     }
 }
 
@@ -707,11 +706,6 @@ impl LayeredStore {
         current(&self.published).applied
     }
 
-    /// Records applied so far and not flushed (or being flushed).
-    pub fn unflushed_records(&self) -> usize {
-        current(&self.published).layers.iter().map(|l| l.size).sum()
-    }
-
     /// Starts the batch of log entries from `first` on.
     pub fn batch(&mut self, first: u64) -> Batch<'_> {
         let below = current(&self.published);
@@ -724,7 +718,7 @@ impl LayeredStore {
         Batch { rules, store: self }
     }
 
-    fn publish(&mut self, top: Layer) -> usize {
+    fn publish(&mut self, top: Layer) {
         let mut layer = top;
         // Merge while the layer before is not much bigger: O(log n) layers,
         // each record copied O(log n) times.
@@ -755,7 +749,6 @@ impl LayeredStore {
             .chain(&self.tail)
             .cloned()
             .collect();
-        let count = layers.len();
         *published = Arc::new(StateView {
             tables: published.tables.clone(),
             layers,
@@ -765,7 +758,6 @@ impl LayeredStore {
             base_revision: published.base_revision,
             base_compact_revision: published.base_compact_revision,
         });
-        count
     }
 
     /// Collects a finished background flush (a failed one stops the node)

@@ -1,8 +1,10 @@
 //! `KvStateMachine`: the `rafter::StateMachine` of the service. Each applied
-//! batch of entries is one redb write transaction holding the store's
-//! changes, the sessions and the applied log id together
-//! (`rafter_redb::RedbStateMachineStore`), so a restart resumes exactly
-//! after the last applied entry.
+//! batch of entries becomes one in-memory layer of the store
+//! (`store::LayeredStore`), visible to reads at once; the layers reach redb
+//! in one write transaction per interval, on a thread of their own, with
+//! the applied log id they end at (`rafter_redb::RedbStateMachineStore`),
+//! so a restart resumes exactly after the last flushed entry and Rafter
+//! applies the rest again from its log.
 //!
 //! Client sessions give exactly-once writes: a write tagged with a
 //! sequence number its client already applied answers the remembered
@@ -15,20 +17,34 @@ use std::time::{Duration, Instant};
 
 use rafter::{codec, Committed, CommittedPayload, LogId, StateMachine, StateMachineError};
 use rafter_redb::RedbStateMachineStore;
-use redb::{Durability, ReadableDatabase};
 
 use crate::command::{CommandV1, KvCommand, KvResponse, WriteOutcome};
 use crate::snapshots::SnapshotFiles;
-use crate::store::{KvError, Session, StoreError, StoreReader, StoreWriter};
+use crate::store::{Batch, KvError, LayeredReads, LayeredStore, Session, StoreError, StoreReader};
 
-/// Apply batches are committed without an fsync (`Durability::None`) and
-/// made durable at least this often: after a crash, Rafter applies the
-/// entries since the last durable batch again from its log (applies are
-/// deterministic, and the log keeps them until a durable snapshot covers
-/// them). etcd's backend commits on the same 100 ms clock.
-const DURABLE_INTERVAL: Duration = Duration::from_millis(100);
+/// Applied batches are flushed to redb, durably, in one transaction at
+/// least this often: after a crash, Rafter applies the entries since the
+/// last flush again from its log (applies are deterministic, and the log
+/// keeps them until a durable snapshot covers them). etcd's backend
+/// commits every 100 ms; a flush here costs more per record (the history
+/// is ordered by key, so each put dirties its own B-tree page), and 500 ms
+/// measured about 10% more puts/s than 100 ms (set F in benches/README.md).
+const DURABLE_INTERVAL: Duration = Duration::from_millis(500);
 /// ... or every this many entries, which bounds the replay after a crash.
 const DURABLE_ENTRIES_MAX: u64 = 10_000;
+/// Entries applied and not flushed past which an apply waits for the
+/// running flush (a disk slower than the applies would otherwise let the
+/// layers grow without bound).
+const UNFLUSHED_ENTRIES_MAX: u64 = 8 * DURABLE_ENTRIES_MAX;
+
+/// redb's page cache for the key-value store (redb's default is 1 GiB). The
+/// writes of the last interval are in memory as layers, so the apply path
+/// and current reads of recently written keys never reach redb; what is
+/// left is the flush's B-tree walks and reads of colder keys, which a miss
+/// serves from the OS page cache. Under a write load the default fills
+/// with written pages whatever the live data (set E in benches/README.md:
+/// about 730 MiB per node after 1M puts over 10,000 keys).
+const STATE_CACHE_BYTES: usize = 64 << 20;
 
 /// The longest response a session remembers, encoded. A larger one (a
 /// transaction with big reads) is not remembered: its retry answers an
@@ -40,8 +56,10 @@ const SESSION_RESPONSE_BYTES_MAX: usize = 1 << 20;
 pub struct ApplyCounters {
     /// Entries applied (commands, no-ops and configuration changes).
     pub entries_applied: AtomicU64,
-    /// Apply batches (one redb transaction each).
+    /// Apply batches (one in-memory layer each).
     pub batches_applied: AtomicU64,
+    /// Flushes of the layers to redb started (one transaction each).
+    pub flushes: AtomicU64,
     /// Writes answered from a session instead of applied again.
     pub session_duplicates: AtomicU64,
     /// Snapshot transfers started (first chunk read for a follower).
@@ -50,32 +68,27 @@ pub struct ApplyCounters {
     pub snapshots_installed: AtomicU64,
     /// Snapshots built.
     pub snapshots_built: AtomicU64,
-    /// Nanoseconds spent in apply batches (the store transaction, its
-    /// commit included).
+    /// Nanoseconds spent in apply batches (in memory; a flush runs on its
+    /// own thread and counts only when an apply waits for it).
     pub apply_nanos: AtomicU64,
 }
 
 /// Reads of the applied state, for the HTTP side: cheap to clone, each
-/// read is one redb read transaction (a consistent view).
+/// view is the state after one whole apply batch.
 #[derive(Debug, Clone)]
 pub struct KvReads {
-    store: Arc<RedbStateMachineStore>,
+    reads: LayeredReads,
 }
 
 impl KvReads {
     /// A consistent view of the store as of the last applied batch.
     pub fn view(&self) -> Result<StoreReader, StoreError> {
-        let txn = self
-            .store
-            .database()
-            .begin_read()
-            .map_err(|e| StoreError::Storage(e.into()))?;
-        StoreReader::open(&txn)
+        Ok(self.reads.view())
     }
 
     /// The last applied log id.
     pub fn applied(&self) -> Result<LogId, StateMachineError> {
-        self.store.applied()
+        Ok(self.reads.applied())
     }
 }
 
@@ -83,13 +96,13 @@ impl KvReads {
 /// `<dir>/snapshots`.
 #[derive(Debug)]
 pub struct KvStateMachine {
-    store: Arc<RedbStateMachineStore>,
+    store: LayeredStore,
     snapshots: SnapshotFiles,
     session_ttl_ms: u64,
     /// The latest `time_ms` applied: the log's clock.
     log_clock_ms: u64,
     counters: Arc<ApplyCounters>,
-    /// When the last batch was committed durably, and entries since.
+    /// When the last flush started, and entries applied since.
     durable_at: Instant,
     entries_since_durable: u64,
 }
@@ -99,15 +112,13 @@ impl KvStateMachine {
     /// `session_ttl_ms` must be the same on every node: it decides, from
     /// the log alone, when a session is forgotten.
     pub fn open(dir: &Path, session_ttl_ms: u64) -> Result<Self, StateMachineError> {
-        let store = RedbStateMachineStore::open(dir.join("state"))?;
-        let txn = store.database().begin_write().map_err(io)?;
-        StoreWriter::open(&txn)
-            .and_then(|writer| writer.finish())
-            .map_err(store_error)?;
-        txn.commit().map_err(io)?;
+        let store = LayeredStore::open(Arc::new(RedbStateMachineStore::open_with_cache(
+            dir.join("state"),
+            STATE_CACHE_BYTES,
+        )?))?;
         let snapshots = SnapshotFiles::open(&dir.join("snapshots"))?;
         Ok(Self {
-            store: Arc::new(store),
+            store,
             snapshots,
             session_ttl_ms,
             log_clock_ms: 0,
@@ -120,7 +131,7 @@ impl KvStateMachine {
     /// The read handle for the HTTP side.
     pub fn reads(&self) -> KvReads {
         KvReads {
-            store: self.store.clone(),
+            reads: self.store.reads(),
         }
     }
 
@@ -140,45 +151,42 @@ impl KvStateMachine {
         let first_index = first.log_id.index;
         let last_id = last.log_id;
         let count = entries.len() as u64;
+        let applied = self.store.applied();
+        if first_index <= applied.index {
+            return Err(StateMachineError::Corrupt {
+                index: first_index,
+                message: format!("already applied (applied index {})", applied.index),
+            });
+        }
+        let mut batch = self.store.batch(first_index);
+        let mut responses = Vec::with_capacity(entries.len());
+        for (offset, entry) in entries.into_iter().enumerate() {
+            let expected = first_index + offset as u64;
+            if entry.log_id.index != expected {
+                return Err(StateMachineError::Corrupt {
+                    index: entry.log_id.index,
+                    message: format!("expected entry {expected}"),
+                });
+            }
+            let CommittedPayload::Command(KvCommand::V1(command)) = entry.payload else {
+                continue;
+            };
+            self.log_clock_ms = self.log_clock_ms.max(command.time_ms);
+            responses.push(apply_one(&mut batch, command, &self.counters)?);
+        }
+        batch.expire_sessions(self.log_clock_ms, self.session_ttl_ms);
+        batch.finish(last_id);
         self.entries_since_durable += count;
-        let durable = self.durable_at.elapsed() >= DURABLE_INTERVAL
-            || self.entries_since_durable >= DURABLE_ENTRIES_MAX;
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        let session_ttl_ms = self.session_ttl_ms;
-        let log_clock_ms = &mut self.log_clock_ms;
-        let counters = &*self.counters;
-        let responses = self
-            .store
-            .apply_batch_with(first_index, last_id, durability, |txn| {
-                let mut writer = StoreWriter::open(txn).map_err(store_error)?;
-                let mut responses = Vec::with_capacity(entries.len());
-                for (offset, entry) in entries.into_iter().enumerate() {
-                    let expected = first_index + offset as u64;
-                    if entry.log_id.index != expected {
-                        return Err(StateMachineError::Corrupt {
-                            index: entry.log_id.index,
-                            message: format!("expected entry {expected}"),
-                        });
-                    }
-                    let CommittedPayload::Command(KvCommand::V1(command)) = entry.payload else {
-                        continue;
-                    };
-                    *log_clock_ms = (*log_clock_ms).max(command.time_ms);
-                    responses.push(apply_one(&mut writer, command, counters)?);
-                }
-                writer
-                    .expire_sessions(*log_clock_ms, session_ttl_ms)
-                    .map_err(store_error)?;
-                writer.finish().map_err(store_error)?;
-                Ok(responses)
-            })?;
-        if durable {
-            self.durable_at = Instant::now();
-            self.entries_since_durable = 0;
+        if self.durable_at.elapsed() >= DURABLE_INTERVAL
+            || self.entries_since_durable >= DURABLE_ENTRIES_MAX
+        {
+            if self.entries_since_durable >= UNFLUSHED_ENTRIES_MAX && self.store.flush_running()? {
+                self.flush_now()?;
+            } else if self.store.flush_in_background()? {
+                self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+                self.durable_at = Instant::now();
+                self.entries_since_durable = 0;
+            }
         }
         self.counters
             .entries_applied
@@ -192,18 +200,37 @@ impl KvStateMachine {
         );
         Ok(responses)
     }
+
+    /// Writes every applied batch to redb now (waiting for a running
+    /// flush): snapshots are built from, and installed into, redb.
+    fn flush_all(&mut self) -> Result<(), StateMachineError> {
+        blocking(|| self.flush_now())
+    }
+
+    fn flush_now(&mut self) -> Result<(), StateMachineError> {
+        self.store.flush()?;
+        self.durable_at = Instant::now();
+        self.entries_since_durable = 0;
+        Ok(())
+    }
+
+    /// Flushes and checks the store's invariants (O(store size)).
+    pub fn check_invariants(&mut self) -> Result<(), StateMachineError> {
+        self.flush_all()?;
+        self.store.check_invariants()
+    }
 }
 
 /// Applies one command, through its session if it has one.
 fn apply_one(
-    writer: &mut StoreWriter<'_>,
+    writer: &mut Batch<'_>,
     command: CommandV1,
     counters: &ApplyCounters,
 ) -> Result<KvResponse, StateMachineError> {
     let Some(tag) = command.session else {
         return execute(writer, &command);
     };
-    if let Some(session) = writer.session(tag.client).map_err(store_error)? {
+    if let Some(session) = writer.session(tag.client) {
         if tag.seq == session.last_seq {
             counters.session_duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(remembered(&session.response));
@@ -225,7 +252,7 @@ fn apply_one(
     writer
         .set_session(
             tag.client,
-            &Session {
+            Session {
                 last_seq: tag.seq,
                 last_write_ms: command.time_ms,
                 response: remembered,
@@ -235,10 +262,7 @@ fn apply_one(
     Ok(response)
 }
 
-fn execute(
-    writer: &mut StoreWriter<'_>,
-    command: &CommandV1,
-) -> Result<KvResponse, StateMachineError> {
+fn execute(writer: &mut Batch<'_>, command: &CommandV1) -> Result<KvResponse, StateMachineError> {
     match writer.apply(&command.request).map_err(store_error)? {
         Ok((revision, response)) => Ok(Ok(WriteOutcome { revision, response })),
         Err(error) => Ok(Err(error)),
@@ -267,7 +291,7 @@ impl StateMachine for KvStateMachine {
     type Response = KvResponse;
 
     async fn applied(&mut self) -> Result<LogId, StateMachineError> {
-        self.store.applied()
+        Ok(self.store.applied())
     }
 
     async fn apply(
@@ -278,7 +302,8 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn build_snapshot(&mut self) -> Result<LogId, StateMachineError> {
-        let store = self.store.clone();
+        self.flush_all()?;
+        let store = self.store.database().clone();
         let built = self.snapshots.build(store).await?;
         self.counters
             .snapshots_built
@@ -312,9 +337,14 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn install_snapshot(&mut self, snapshot: LogId) -> Result<(), StateMachineError> {
-        let store = &self.store;
+        self.flush_all()?;
+        let store = &mut self.store;
         let snapshots = &mut self.snapshots;
-        blocking(|| snapshots.install(store, snapshot))?;
+        blocking(|| {
+            let installed = snapshots.install(store.database(), snapshot);
+            // Whether or not the install committed, re-read redb.
+            store.reload().and(installed)
+        })?;
         self.counters
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
@@ -333,10 +363,6 @@ fn blocking<R>(work: impl FnOnce() -> R) -> R {
         }
         _ => work(),
     }
-}
-
-fn io(error: impl std::fmt::Display) -> StateMachineError {
-    StateMachineError::Io(error.to_string())
 }
 
 /// A store failure stops the node: the disk or the data is broken.

@@ -53,11 +53,27 @@ impl RedbStateMachineStore {
     /// hold the only copy of the state); the filesystem failed. A
     /// `state.redb.new` left by a crash during creation is replaced.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StateMachineError> {
-        let dir = dir.as_ref();
+        Self::open_inner(dir.as_ref(), None)
+    }
+
+    /// [`Self::open`] with redb's page cache limited to `cache_bytes`
+    /// (redb's default is 1 GiB, which a write load fills with written
+    /// pages whatever the size of the live data). Blocks.
+    pub fn open_with_cache(
+        dir: impl AsRef<Path>,
+        cache_bytes: usize,
+    ) -> Result<Self, StateMachineError> {
+        Self::open_inner(dir.as_ref(), Some(cache_bytes))
+    }
+
+    fn open_inner(dir: &Path, cache_bytes: Option<usize>) -> Result<Self, StateMachineError> {
         std::fs::create_dir_all(dir).map_err(|e| StateMachineError::Io(e.to_string()))?;
         let lock = DirectoryLock::acquire(dir).map_err(|e| StateMachineError::Io(e.to_string()))?;
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(true);
+        if let Some(bytes) = cache_bytes {
+            builder.set_cache_size(bytes);
+        }
         let db = open_or_create(dir, STATE_DATABASE_FILE, &builder, |db| {
             let txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
             txn.open_table(APPLIED_TABLE)

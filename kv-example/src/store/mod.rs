@@ -3,13 +3,20 @@
 //!
 //! # Use
 //!
-//! - Writes: the state machine opens a redb write transaction (through
-//!   `RedbStateMachineStore::apply_batch`), opens one [`StoreWriter`] over
-//!   it, [`StoreWriter::apply`]s every request of the batch in log order,
-//!   [`StoreWriter::finish`]es, and lets the transaction commit. A request
-//!   that breaks an etcd rule answers a [`KvError`] and changes nothing; a
-//!   [`StoreError`] means the storage failed and the node must stop.
-//! - Reads: [`StoreReader`] over a redb read transaction, a consistent view.
+//! - Writes, the service's way: [`LayeredStore`] (`layers.rs`): each apply
+//!   batch is a [`Batch`] writing one in-memory layer, published to readers
+//!   when it finishes; the layers reach these tables in one redb write
+//!   transaction per interval, on a thread of their own.
+//! - Writes straight into redb: open one [`StoreWriter`] over a write
+//!   transaction, [`StoreWriter::apply`] the requests in log order,
+//!   [`StoreWriter::finish`], and commit (the flush does this).
+//! - Either way a request that breaks an etcd rule answers a [`KvError`]
+//!   and changes nothing; a [`StoreError`] means the storage failed and the
+//!   node must stop. The rules are written once (`writer.rs`), over a
+//!   `Source` (reads) and `Sink` (writes) that are either the tables of a
+//!   redb transaction or a layer over a redb read snapshot.
+//! - Reads: [`StoreReader`], a consistent view: over a redb read
+//!   transaction, or the layered store's published state.
 //! - Snapshots: [`write_snapshot`] / [`load_snapshot`].
 //! - Exactly-once: [`Session`]s, kept by the writer in the same
 //!   transactions.
@@ -57,11 +64,13 @@
 
 mod error;
 mod invariants;
+mod layers;
 mod range;
 mod reader;
 mod request;
 mod sessions;
 mod snapshot;
+mod source;
 mod tables;
 mod txn;
 mod writer;
@@ -72,6 +81,7 @@ mod model_test;
 mod tests;
 
 pub use error::{KvError, SnapshotError, StoreError};
+pub use layers::{Batch, LayeredReads, LayeredStore};
 pub use reader::StoreReader;
 pub use request::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,

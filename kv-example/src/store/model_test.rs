@@ -3,15 +3,19 @@
 //! way. Random sequences of puts, deletes, txns (nested one deep),
 //! compactions and reads
 //! at random revisions must give identical answers, and at the end every
-//! revision not compacted must read the same in both.
+//! revision not compacted must read the same in both. The same runs drive
+//! the layered store (the service's), flushing at random points.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use proptest::prelude::*;
+use rafter::LogId;
+use rafter_redb::RedbStateMachineStore;
 
 use super::request::*;
 use super::tests::Kv;
-use super::KvError;
+use super::{KvError, LayeredStore};
 
 type State = BTreeMap<Vec<u8>, KeyValue>;
 
@@ -636,6 +640,120 @@ proptest! {
         for rev in model.compact.max(1)..=model.current() {
             let r = RangeRequest { revision: rev, ..super::tests::range("\0", "\0") };
             prop_assert_eq!(store.range(&r), model.range(&r), "revision {}", rev);
+        }
+    }
+}
+
+/// The layered store, each request its own apply batch; after each, by
+/// `flush % 4`: nothing, a background flush, a flush that waits, nothing.
+struct Layered {
+    dir: tempfile::TempDir,
+    store: Option<LayeredStore>,
+    index: u64,
+}
+
+impl Layered {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layered = Self {
+            dir,
+            store: None,
+            index: 0,
+        };
+        layered.reopen();
+        layered
+    }
+
+    /// Drops the store, losing what was not flushed, and opens it again.
+    fn reopen(&mut self) {
+        self.store = None;
+        let db = RedbStateMachineStore::open(self.dir.path()).unwrap();
+        let store = LayeredStore::open(Arc::new(db)).unwrap();
+        self.index = store.applied().index;
+        self.store = Some(store);
+    }
+
+    fn store(&mut self) -> &mut LayeredStore {
+        self.store.as_mut().unwrap()
+    }
+
+    fn apply(
+        &mut self,
+        request: &WriteRequest,
+        flush: u8,
+    ) -> Result<(i64, WriteResponse), KvError> {
+        self.index += 1;
+        let index = self.index;
+        let mut batch = self.store().batch(index);
+        let answer = batch.apply(request).unwrap();
+        batch.finish(LogId { term: 1, index });
+        match flush % 4 {
+            1 => {
+                self.store().flush_in_background().unwrap();
+            }
+            2 => self.store().flush().unwrap(),
+            _ => {}
+        }
+        answer
+    }
+
+    fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse, KvError> {
+        self.store().view().range(r).unwrap()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_layered_store_answers_like_the_model(
+        steps in prop::collection::vec((step(), any::<u8>()), 1..40)
+    ) {
+        let mut store = Layered::new();
+        let mut model = Model::new();
+        for (step, flush) in &steps {
+            let current = model.current();
+            match step {
+                Step::Range(r, pick) => {
+                    let r = RangeRequest { revision: pick_revision(*pick, current), ..r.clone() };
+                    prop_assert_eq!(store.range(&r), model.range(&r), "{:?}", r);
+                }
+                other => {
+                    let request = match other {
+                        Step::Put(p) => WriteRequest::Put(p.clone()),
+                        Step::Delete(d) => WriteRequest::DeleteRange(d.clone()),
+                        Step::Compact(pick) => WriteRequest::Compaction(CompactionRequest {
+                            revision: pick_revision(*pick, current),
+                        }),
+                        Step::Txn { compare, success, failure } => WriteRequest::Txn(TxnRequest {
+                            compare: compare.clone(),
+                            success: success.iter().map(|o| concrete(o, current)).collect(),
+                            failure: failure.iter().map(|o| concrete(o, current)).collect(),
+                        }),
+                        Step::Range(..) => unreachable!(),
+                    };
+                    prop_assert_eq!(store.apply(&request, *flush), model.apply(&request), "{:?}", request);
+                }
+            }
+        }
+        let whole = |rev| RangeRequest { revision: rev, ..super::tests::range("\0", "\0") };
+        // In memory and redb together, then all in redb, then after a
+        // restart: every revision not compacted reads the same.
+        for rev in model.compact.max(1)..=model.current() {
+            prop_assert_eq!(store.range(&whole(rev)), model.range(&whole(rev)), "revision {}", rev);
+        }
+        let reader = store.store().view();
+        prop_assert_eq!((reader.revision(), reader.compact_revision()), (model.current(), model.compact));
+        store.store().check_invariants().unwrap();
+        for rev in model.compact.max(1)..=model.current() {
+            prop_assert_eq!(store.range(&whole(rev)), model.range(&whole(rev)), "revision {}", rev);
+        }
+        store.reopen();
+        prop_assert_eq!(store.index as usize, steps.iter().filter(|(s, _)| !matches!(s, Step::Range(..))).count());
+        let reader = store.store().view();
+        prop_assert_eq!((reader.revision(), reader.compact_revision()), (model.current(), model.compact));
+        for rev in model.compact.max(1)..=model.current() {
+            prop_assert_eq!(store.range(&whole(rev)), model.range(&whole(rev)), "revision {}", rev);
         }
     }
 }

@@ -6,12 +6,10 @@
 
 use std::cmp::Ordering;
 
-use redb::ReadableTable;
-
-use super::error::{storage, KvError, StoreError};
+use super::error::{KvError, StoreError};
 use super::request::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
-use super::tables::{decode_history, decode_live, key_successor, live_value, rev_key};
-use super::tables::{HistoryRecord, LiveEntry};
+use super::source::{live_value, Source};
+use super::tables::{key_successor, HistoryRecord, LiveEntry};
 
 /// The keys a `key` / `range_end` pair names (etcd's `mkGteRange` rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,69 +52,10 @@ struct Candidate {
     value: Option<Vec<u8>>,
 }
 
-/// The live keys in `span` at the current state, in key order.
-pub(crate) fn live_entries(
-    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    span: KeySpan<'_>,
-) -> Result<Vec<(Vec<u8>, LiveEntry)>, StoreError> {
-    let mut out = Vec::new();
-    let iter = match span {
-        KeySpan::Empty => return Ok(out),
-        KeySpan::Single(key) => {
-            if let Some(g) = live.get(key).map_err(storage)? {
-                out.push((key.to_vec(), decode_live(key, g.value())?));
-            }
-            return Ok(out);
-        }
-        KeySpan::From(start) => live.range::<&[u8]>(start..).map_err(storage)?,
-        KeySpan::Between(start, end) => live.range::<&[u8]>(start..end).map_err(storage)?,
-    };
-    for item in iter {
-        let (k, v) = item.map_err(storage)?;
-        let key = k.value();
-        out.push((key.to_vec(), decode_live(key, v.value())?));
-    }
-    Ok(out)
-}
-
-/// The newest record of `key` at or below `revision`, with its revision.
-pub(crate) fn record_at(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
-    key: &[u8],
-    revision: i64,
-) -> Result<Option<(i64, HistoryRecord)>, StoreError> {
-    let mut iter = history
-        .range((key, 0u64)..=(key, rev_key(revision)))
-        .map_err(storage)?;
-    match iter.next_back() {
-        None => Ok(None),
-        Some(item) => {
-            let (k, v) = item.map_err(storage)?;
-            let record_revision = k.value().1 as i64;
-            Ok(Some((record_revision, decode_history(key, v.value())?)))
-        }
-    }
-}
-
-/// The first key in the history at or after `from`.
-pub(crate) fn next_history_key(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
-    from: &[u8],
-) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut iter = history.range((from, 0u64)..).map_err(storage)?;
-    match iter.next() {
-        None => Ok(None),
-        Some(item) => {
-            let (k, _) = item.map_err(storage)?;
-            Ok(Some(k.value().0.to_vec()))
-        }
-    }
-}
-
 /// The keys in `span` alive at `revision`, in key order, from the history:
 /// two seeks per key that has history in the span.
 fn entries_at(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    history: &impl Source,
     span: KeySpan<'_>,
     revision: i64,
 ) -> Result<Vec<Candidate>, StoreError> {
@@ -145,26 +84,25 @@ fn entries_at(
     let mut from = match span {
         KeySpan::Empty => return Ok(out),
         KeySpan::Single(key) => {
-            push(key, record_at(history, key, revision)?);
+            push(key, history.record_at(key, revision)?);
             return Ok(out);
         }
         KeySpan::From(start) | KeySpan::Between(start, _) => start.to_vec(),
     };
-    while let Some(key) = next_history_key(history, &from)? {
+    while let Some(key) = history.next_history_key(&from)? {
         if !span.contains(&key) {
             break;
         }
-        push(&key, record_at(history, &key, revision)?);
+        push(&key, history.record_at(&key, revision)?);
         from = key_successor(&key);
     }
     Ok(out)
 }
 
 /// Answers `request` over a store whose current revision is `current` and
-/// compact revision `compact`; `live` must hold the state at `current`.
+/// compact revision `compact`; `source` must hold the state at `current`.
 pub(crate) fn range(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
-    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    source: &impl Source,
     current: i64,
     compact: i64,
     request: &RangeRequest,
@@ -185,7 +123,8 @@ pub(crate) fn range(
     }
     let span = KeySpan::new(&request.key, &request.range_end);
     let mut candidates = if revision == current {
-        live_entries(live, span)?
+        source
+            .live_range(span)?
             .into_iter()
             .map(|(key, entry)| Candidate {
                 key,
@@ -194,7 +133,7 @@ pub(crate) fn range(
             })
             .collect()
     } else {
-        entries_at(history, span, revision)?
+        entries_at(source, span, revision)?
     };
     let count = candidates.len() as i64;
     if request.count_only {
@@ -221,7 +160,7 @@ pub(crate) fn range(
     if order != SortOrder::None {
         if request.sort_target == SortTarget::Value {
             for c in candidates.iter_mut().filter(|c| c.value.is_none()) {
-                c.value = Some(live_value(history, &c.key, &c.entry)?);
+                c.value = Some(live_value(source, &c.key, &c.entry)?);
             }
         }
         let target = request.sort_target;
@@ -252,7 +191,7 @@ pub(crate) fn range(
         } else {
             match c.value {
                 Some(v) => v,
-                None => live_value(history, &c.key, &c.entry)?,
+                None => live_value(source, &c.key, &c.entry)?,
             }
         };
         kvs.push(c.entry.key_value(c.key, value));
@@ -267,13 +206,12 @@ pub(crate) fn range(
 
 /// The kvs (with values) of the live keys in `span`, in key order.
 pub(crate) fn live_kvs(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
-    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    source: &impl Source,
     span: KeySpan<'_>,
 ) -> Result<Vec<KeyValue>, StoreError> {
     let mut out = Vec::new();
-    for (key, entry) in live_entries(live, span)? {
-        let value = live_value(history, &key, &entry)?;
+    for (key, entry) in source.live_range(span)? {
+        let value = live_value(source, &key, &entry)?;
         out.push(entry.key_value(key, value));
     }
     Ok(out)

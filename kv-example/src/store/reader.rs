@@ -1,12 +1,16 @@
 //! [`StoreReader`]: reads over one consistent redb read transaction.
 
+use std::sync::Arc;
+
+use rafter::LogId;
 use redb::{ReadOnlyTable, ReadTransaction, TableError};
 
 use super::error::{storage, KvError, StoreError};
 use super::invariants;
+use super::layers::StateView;
 use super::range::{self, live_kvs, KeySpan};
 use super::request::{RangeRequest, RangeResponse};
-use super::sessions::{self, Session};
+use super::sessions::Session;
 use super::tables::{read_meta, HISTORY, LIVE, META, REVISION_INITIAL, SESSIONS, SESSION_EXPIRY};
 
 /// The store's tables in a read transaction.
@@ -17,21 +21,20 @@ pub(crate) struct ReadTables {
     pub(crate) session_expiry: ReadOnlyTable<(u64, u64), ()>,
 }
 
-/// Reads the key space as of the read transaction it was opened over: every
-/// answer is from the same committed state, whatever commits meanwhile.
+/// Reads the key space as of one applied state: every answer is from the
+/// same state, whatever is applied or committed meanwhile. Over a redb read
+/// transaction ([`StoreReader::open`]) or over the layered store's published
+/// state (redb plus the layers not yet flushed; see `layers.rs`).
+#[derive(Clone)]
 pub struct StoreReader {
-    /// `None`: no writer ever opened the store (it reads as a fresh one).
-    tables: Option<ReadTables>,
-    /// Invariant: compact_revision <= revision; revision >= 1.
-    revision: i64,
-    compact_revision: i64,
+    state: Arc<StateView>,
 }
 
 impl std::fmt::Debug for StoreReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreReader")
-            .field("revision", &self.revision)
-            .field("compact_revision", &self.compact_revision)
+            .field("revision", &self.state.revision)
+            .field("compact_revision", &self.state.compact_revision)
             .finish_non_exhaustive()
     }
 }
@@ -51,42 +54,56 @@ impl StoreReader {
     /// Opens the store's tables in `txn`. A database no [`super::StoreWriter`]
     /// has opened reads as a fresh store (revision 1, no keys).
     pub fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
-        let Some(meta) = open_optional(txn, META)? else {
-            return Ok(Self {
-                tables: None,
-                revision: REVISION_INITIAL,
-                compact_revision: 0,
-            });
-        };
-        let (revision, compact_revision) = read_meta(&meta)?;
-        // The writer creates all tables in one transaction: one missing
-        // next to the meta table is damage.
-        let missing = |name: &'static str| StoreError::Corrupt {
-            table: name,
-            detail: "table missing".into(),
-        };
-        let tables = ReadTables {
-            history: open_optional(txn, HISTORY)?.ok_or_else(|| missing("kv_history"))?,
-            live: open_optional(txn, LIVE)?.ok_or_else(|| missing("kv_live"))?,
-            sessions: open_optional(txn, SESSIONS)?.ok_or_else(|| missing("kv_sessions"))?,
-            session_expiry: open_optional(txn, SESSION_EXPIRY)?
-                .ok_or_else(|| missing("kv_session_expiry"))?,
+        let (tables, revision, compact_revision) = match open_optional(txn, META)? {
+            None => (None, REVISION_INITIAL, 0),
+            Some(meta) => {
+                let (revision, compact_revision) = read_meta(&meta)?;
+                // The writer creates all tables in one transaction: one
+                // missing next to the meta table is damage.
+                let missing = |name: &'static str| StoreError::Corrupt {
+                    table: name,
+                    detail: "table missing".into(),
+                };
+                let tables = ReadTables {
+                    history: open_optional(txn, HISTORY)?.ok_or_else(|| missing("kv_history"))?,
+                    live: open_optional(txn, LIVE)?.ok_or_else(|| missing("kv_live"))?,
+                    sessions: open_optional(txn, SESSIONS)?
+                        .ok_or_else(|| missing("kv_sessions"))?,
+                    session_expiry: open_optional(txn, SESSION_EXPIRY)?
+                        .ok_or_else(|| missing("kv_session_expiry"))?,
+                };
+                (Some(Arc::new(tables)), revision, compact_revision)
+            }
         };
         Ok(Self {
-            tables: Some(tables),
-            revision,
-            compact_revision,
+            state: Arc::new(StateView {
+                tables,
+                layers: Vec::new(),
+                revision,
+                compact_revision,
+                applied: LogId::default(),
+                base_revision: revision,
+                base_compact_revision: compact_revision,
+            }),
         })
+    }
+
+    pub(crate) fn over(state: Arc<StateView>) -> Self {
+        Self { state }
+    }
+
+    pub(crate) fn into_tables(self) -> Option<Arc<ReadTables>> {
+        self.state.tables.clone()
     }
 
     /// The current store revision (1 for a fresh store).
     pub fn revision(&self) -> i64 {
-        self.revision
+        self.state.revision
     }
 
     /// Reads below this revision fail with [`KvError::Compacted`] (0: none).
     pub fn compact_revision(&self) -> i64 {
-        self.compact_revision
+        self.state.compact_revision
     }
 
     /// A range read (etcd's rules, see [`RangeRequest`]).
@@ -94,29 +111,17 @@ impl StoreReader {
         &self,
         request: &RangeRequest,
     ) -> Result<Result<RangeResponse, KvError>, StoreError> {
-        match &self.tables {
-            Some(t) => range::range(
-                &t.history,
-                &t.live,
-                self.revision,
-                self.compact_revision,
-                request,
-            ),
-            None if request.key.is_empty() => Ok(Err(KvError::EmptyKey)),
-            None if request.revision > self.revision => Ok(Err(KvError::FutureRevision)),
-            None => Ok(Ok(RangeResponse {
-                revision: self.revision,
-                ..RangeResponse::default()
-            })),
-        }
+        range::range(
+            &self.state.source(None),
+            self.state.revision,
+            self.state.compact_revision,
+            request,
+        )
     }
 
     /// The session of `client`, if it has one.
     pub fn session(&self, client: u64) -> Result<Option<Session>, StoreError> {
-        match &self.tables {
-            Some(t) => sessions::get(&t.sessions, client),
-            None => Ok(None),
-        }
+        self.state.session(client)
     }
 
     /// A hash of the live key-value state at the current revision (every
@@ -127,40 +132,39 @@ impl StoreReader {
     /// not included. Reads every live key: O(store size).
     pub fn digest(&self) -> Result<String, StoreError> {
         let mut hasher = DigestHasher::new();
-        hasher.update(&self.revision.to_be_bytes());
-        hasher.update(&self.compact_revision.to_be_bytes());
-        if let Some(t) = &self.tables {
-            for kv in live_kvs(&t.history, &t.live, KeySpan::From(&[]))? {
-                hasher.update(&(kv.key.len() as u64).to_be_bytes());
-                hasher.update(&kv.key);
-                hasher.update(&kv.create_revision.to_be_bytes());
-                hasher.update(&kv.mod_revision.to_be_bytes());
-                hasher.update(&kv.version.to_be_bytes());
-                hasher.update(&(kv.value.len() as u64).to_be_bytes());
-                hasher.update(&kv.value);
-            }
+        hasher.update(&self.state.revision.to_be_bytes());
+        hasher.update(&self.state.compact_revision.to_be_bytes());
+        for kv in live_kvs(&self.state.source(None), KeySpan::From(&[]))? {
+            hasher.update(&(kv.key.len() as u64).to_be_bytes());
+            hasher.update(&kv.key);
+            hasher.update(&kv.create_revision.to_be_bytes());
+            hasher.update(&kv.mod_revision.to_be_bytes());
+            hasher.update(&kv.version.to_be_bytes());
+            hasher.update(&(kv.value.len() as u64).to_be_bytes());
+            hasher.update(&kv.value);
         }
         Ok(hasher.finish())
     }
 
     /// Walks every table and checks the layout's invariants (see
-    /// `store/mod.rs`). O(store size).
+    /// `store/mod.rs`). O(store size). Checks the redb part of the state:
+    /// the layered store flushes first (`LayeredStore::check_invariants`).
     pub fn check_invariants(&self) -> Result<(), StoreError> {
-        match &self.tables {
+        match &self.state.tables {
             Some(t) => invariants::check(
                 &t.history,
                 &t.live,
                 &t.sessions,
                 &t.session_expiry,
-                self.revision,
-                self.compact_revision,
+                self.state.base_revision,
+                self.state.base_compact_revision,
             ),
             None => Ok(()),
         }
     }
 
     pub(crate) fn tables(&self) -> Option<&ReadTables> {
-        self.tables.as_ref()
+        self.state.tables.as_deref()
     }
 }
 

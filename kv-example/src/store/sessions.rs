@@ -70,6 +70,25 @@ pub(crate) fn set(
     Ok(())
 }
 
+/// Removes the session of `client` and its expiry entry, if any.
+pub(crate) fn remove(
+    sessions: &mut Table<'_, u64, &'static [u8]>,
+    expiry: &mut Table<'_, (u64, u64), ()>,
+    client: u64,
+) -> Result<(), StoreError> {
+    let old = sessions
+        .remove(client)
+        .map_err(storage)?
+        .map(|g| g.value().to_vec());
+    if let Some(old) = old {
+        let old = decode_session(client, &old)?;
+        expiry
+            .remove((old.last_write_ms, client))
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
 /// Removes every session whose last write is more than `ttl_ms` before
 /// `now_ms` (`last_write_ms < now_ms - ttl_ms`) and returns how many. Reads
 /// only the expired entries of the age index, plus one seek.

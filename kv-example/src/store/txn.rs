@@ -9,14 +9,12 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
-use redb::ReadableTable;
-
-use super::error::{storage, KvError, StoreError};
-use super::range::{live_entries, KeySpan};
+use super::error::{KvError, StoreError};
+use super::range::KeySpan;
 use super::request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, RequestOp, TxnRequest,
 };
-use super::tables::live_value;
+use super::source::{live_value, Source};
 
 /// etcd's default `--max-txn-ops`: compares, and ops of each branch (nested
 /// txns share what is left). Over it: [`KvError::TooManyOps`].
@@ -170,14 +168,10 @@ impl TxnPath {
 }
 
 /// Evaluates the compares of `request` and its nested txns.
-pub(crate) fn txn_path(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
-    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    request: &TxnRequest,
-) -> Result<TxnPath, StoreError> {
+pub(crate) fn txn_path(source: &impl Source, request: &TxnRequest) -> Result<TxnPath, StoreError> {
     let mut succeeded = true;
     for compare in &request.compare {
-        if !compare_holds(history, live, compare)? {
+        if !compare_holds(source, compare)? {
             succeeded = false;
             break;
         }
@@ -190,7 +184,7 @@ pub(crate) fn txn_path(
     let mut nested = Vec::new();
     for op in ops {
         if let RequestOp::Txn(t) = op {
-            nested.push(txn_path(history, live, t)?);
+            nested.push(txn_path(source, t)?);
         }
     }
     Ok(TxnPath { succeeded, nested })
@@ -198,12 +192,8 @@ pub(crate) fn txn_path(
 
 /// etcd's `applyCompare`: every key of the range must satisfy the compare;
 /// an empty range compares a zero kv, except that a value compare fails.
-fn compare_holds(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
-    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    compare: &Compare,
-) -> Result<bool, StoreError> {
-    let entries = live_entries(live, KeySpan::new(&compare.key, &compare.range_end))?;
+fn compare_holds(source: &impl Source, compare: &Compare) -> Result<bool, StoreError> {
+    let entries = source.live_range(KeySpan::new(&compare.key, &compare.range_end))?;
     if entries.is_empty() {
         return Ok(match &compare.target {
             CompareTarget::Value(_) => false,
@@ -217,7 +207,7 @@ fn compare_holds(
             CompareTarget::Version(v) => entry.version.cmp(v),
             CompareTarget::Create(v) => entry.create_revision.cmp(v),
             CompareTarget::Mod(v) => entry.mod_revision.cmp(v),
-            CompareTarget::Value(v) => live_value(history, key, entry)?.as_slice().cmp(v),
+            CompareTarget::Value(v) => live_value(source, key, entry)?.as_slice().cmp(v),
         };
         if !relation_holds(ordering, compare.result) {
             return Ok(false);
@@ -241,7 +231,7 @@ fn relation_holds(ordering: Ordering, result: CompareResult) -> bool {
 /// revision that is compacted or in the future, fails the whole txn. As in
 /// etcd, every put is checked before any range, whatever the op order.
 pub(crate) fn check_path(
-    live: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    source: &impl Source,
     request: &TxnRequest,
     path: &TxnPath,
     current: i64,
@@ -261,7 +251,7 @@ pub(crate) fn check_path(
                 let gone = deleted
                     .iter()
                     .any(|d| KeySpan::new(&d.key, &d.range_end).contains(&p.key));
-                if gone || live.get(p.key.as_slice()).map_err(storage)?.is_none() {
+                if gone || source.live_get(&p.key)?.is_none() {
                     return Ok(Err(KvError::KeyNotFound));
                 }
             }

@@ -3,20 +3,21 @@
 
 use std::ops::Bound;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{Table, WriteTransaction};
 
 use super::error::{storage, KvError, StoreError};
 use super::invariants;
-use super::range::{self, live_entries, next_history_key, record_at, KeySpan};
+use super::range::{self, KeySpan};
 use super::request::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse,
     WriteRequest, WriteResponse,
 };
 use super::sessions::{self, Session};
+use super::source::{live_value, Source, Tables};
 use super::tables::{
-    key_successor, live_value, read_meta, rev_key, HistoryRecord, HistoryRecordRef, LiveEntry,
-    HISTORY, LIVE, META, META_COMPACT_REVISION, META_REVISION, SESSIONS, SESSION_EXPIRY,
+    key_successor, read_meta, rev_key, HistoryRecord, HistoryRecordRef, LiveEntry, HISTORY, LIVE,
+    META, META_COMPACT_REVISION, META_REVISION, SESSIONS, SESSION_EXPIRY,
 };
 use super::txn::{check_path, check_put, check_txn, txn_path, TxnPath};
 
@@ -25,35 +26,178 @@ use super::txn::{check_path, check_put, check_txn, txn_path, TxnPath};
 /// error is a storage failure (fatal, see [`StoreError`]).
 pub type ApplyResult = Result<Result<(i64, WriteResponse), KvError>, StoreError>;
 
-/// Applies write requests to the key space inside a write transaction owned
-/// by the caller. Open one per transaction (it opens the store's tables once,
-/// creating them if missing), apply any number of requests, call
-/// [`StoreWriter::finish`], then commit the transaction. Dropping the
-/// transaction uncommitted discards every request applied through it.
-///
-/// Each request is atomic on its own: a request that fails with a
-/// [`KvError`] changes nothing, not even the revision, so the requests
-/// applied before and after it in the same transaction are unaffected.
-pub struct StoreWriter<'t> {
-    history: Table<'t, (&'static [u8], u64), &'static [u8]>,
-    live: Table<'t, &'static [u8], &'static [u8]>,
-    meta: Table<'t, &'static str, i64>,
-    sessions: Table<'t, u64, &'static [u8]>,
-    session_expiry: Table<'t, (u64, u64), ()>,
-    /// Invariant: equals the meta table's revision after every request;
-    /// never decreases; `compact_revision <= revision`.
-    revision: i64,
-    /// Invariant: equals the meta table's compact revision; never decreases.
-    compact_revision: i64,
+/// Where a writer's changes go: the tables of one redb write transaction
+/// ([`RedbSink`]) or the in-memory layer of one apply batch
+/// (`layers::LayerSink`). Reads through the [`Source`] see every change
+/// made so far.
+pub(crate) trait Sink: Source {
+    /// Records that `key` was put at `revision`.
+    fn put_history(
+        &mut self,
+        key: &[u8],
+        revision: i64,
+        create_revision: i64,
+        version: i64,
+        value: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Records that `key` was deleted at `revision`.
+    fn put_tombstone(&mut self, key: &[u8], revision: i64) -> Result<(), StoreError>;
+
+    /// Sets the live entry of `key`.
+    fn set_live(&mut self, key: &[u8], entry: LiveEntry) -> Result<(), StoreError>;
+
+    /// Removes `key` from the live index.
+    fn remove_live(&mut self, key: &[u8]) -> Result<(), StoreError>;
+
+    /// Stores the store revision.
+    fn set_revision(&mut self, revision: i64) -> Result<(), StoreError>;
+
+    /// etcd's compaction to `target` (the caller checked
+    /// `compact_revision < target <= revision`): stores the compact revision
+    /// and drops the history it makes unreachable, at once or later (reads
+    /// at `target` and above cannot tell).
+    fn compact(&mut self, target: i64) -> Result<(), StoreError>;
 }
 
-impl std::fmt::Debug for StoreWriter<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreWriter")
-            .field("revision", &self.revision)
-            .field("compact_revision", &self.compact_revision)
-            .finish_non_exhaustive()
+/// A [`RedbSink`]'s tables as a [`Source`].
+type WriteTables<'a, 't> = Tables<
+    'a,
+    Table<'t, (&'static [u8], u64), &'static [u8]>,
+    Table<'t, &'static [u8], &'static [u8]>,
+>;
+
+/// The redb tables a [`StoreWriter`] writes.
+pub(crate) struct RedbSink<'t> {
+    pub(crate) history: Table<'t, (&'static [u8], u64), &'static [u8]>,
+    pub(crate) live: Table<'t, &'static [u8], &'static [u8]>,
+    pub(crate) meta: Table<'t, &'static str, i64>,
+}
+
+impl<'t> RedbSink<'t> {
+    /// Opens (creating any that is missing) the key-space tables in `txn`.
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            history: txn.open_table(HISTORY).map_err(storage)?,
+            live: txn.open_table(LIVE).map_err(storage)?,
+            meta: txn.open_table(META).map_err(storage)?,
+        })
     }
+
+    fn tables(&self) -> WriteTables<'_, 't> {
+        Tables {
+            history: &self.history,
+            live: &self.live,
+        }
+    }
+}
+
+impl Source for RedbSink<'_> {
+    fn live_get(&self, key: &[u8]) -> Result<Option<LiveEntry>, StoreError> {
+        self.tables().live_get(key)
+    }
+
+    fn live_range(&self, span: KeySpan<'_>) -> Result<Vec<(Vec<u8>, LiveEntry)>, StoreError> {
+        self.tables().live_range(span)
+    }
+
+    fn history_get(&self, key: &[u8], revision: i64) -> Result<Option<HistoryRecord>, StoreError> {
+        self.tables().history_get(key, revision)
+    }
+
+    fn record_at(
+        &self,
+        key: &[u8],
+        revision: i64,
+    ) -> Result<Option<(i64, HistoryRecord)>, StoreError> {
+        self.tables().record_at(key, revision)
+    }
+
+    fn next_history_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.tables().next_history_key(from)
+    }
+}
+
+impl Sink for RedbSink<'_> {
+    fn put_history(
+        &mut self,
+        key: &[u8],
+        revision: i64,
+        create_revision: i64,
+        version: i64,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let record = rafter::codec::encode(&HistoryRecordRef::Put {
+            create_revision,
+            version,
+            value,
+        });
+        self.history
+            .insert((key, rev_key(revision)), record.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn put_tombstone(&mut self, key: &[u8], revision: i64) -> Result<(), StoreError> {
+        let tombstone = rafter::codec::encode(&HistoryRecord::Tombstone);
+        self.history
+            .insert((key, rev_key(revision)), tombstone.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn set_live(&mut self, key: &[u8], entry: LiveEntry) -> Result<(), StoreError> {
+        self.live
+            .insert(key, rafter::codec::encode(&entry).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn remove_live(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.live.remove(key).map_err(storage)?;
+        Ok(())
+    }
+
+    fn set_revision(&mut self, revision: i64) -> Result<(), StoreError> {
+        self.meta.insert(META_REVISION, revision).map_err(storage)?;
+        Ok(())
+    }
+
+    /// For every key, drops the records older than the newest one at or
+    /// below `target`, and that one too if it is a tombstone. Walks the
+    /// whole history (two seeks per key plus the records removed).
+    fn compact(&mut self, target: i64) -> Result<(), StoreError> {
+        let mut from = Vec::new();
+        while let Some(key) = self.next_history_key(&from)? {
+            if let Some((newest, record)) = self.record_at(&key, target)? {
+                let last = (key.as_slice(), rev_key(newest));
+                let upper = match record {
+                    HistoryRecord::Tombstone => Bound::Included(last),
+                    HistoryRecord::Put { .. } => Bound::Excluded(last),
+                };
+                self.history
+                    .retain_in((Bound::Included((key.as_slice(), 0u64)), upper), |_, _| {
+                        false
+                    })
+                    .map_err(storage)?;
+            }
+            from = key_successor(&key);
+        }
+        self.meta
+            .insert(META_COMPACT_REVISION, target)
+            .map_err(storage)?;
+        Ok(())
+    }
+}
+
+/// etcd's rules for write requests, over any [`Sink`].
+pub(crate) struct Rules<S> {
+    pub(crate) sink: S,
+    /// Invariant: equals the sink's stored revision after every request;
+    /// never decreases; `compact_revision <= revision`.
+    pub(crate) revision: i64,
+    /// Invariant: equals the sink's compact revision; never decreases.
+    pub(crate) compact_revision: i64,
 }
 
 /// The write revision of the request being applied, and whether it changed
@@ -65,41 +209,9 @@ struct Pending {
     changed: bool,
 }
 
-impl<'t> StoreWriter<'t> {
-    /// Opens the store's tables in `txn`, creating any that are missing (a
-    /// fresh store is at revision 1, compact revision 0).
-    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
-        let history = txn.open_table(HISTORY).map_err(storage)?;
-        let live = txn.open_table(LIVE).map_err(storage)?;
-        let meta = txn.open_table(META).map_err(storage)?;
-        let sessions = txn.open_table(SESSIONS).map_err(storage)?;
-        let session_expiry = txn.open_table(SESSION_EXPIRY).map_err(storage)?;
-        let (revision, compact_revision) = read_meta(&meta)?;
-        Ok(Self {
-            history,
-            live,
-            meta,
-            sessions,
-            session_expiry,
-            revision,
-            compact_revision,
-        })
-    }
-
-    /// The current store revision (1 for a fresh store).
-    pub fn revision(&self) -> i64 {
-        self.revision
-    }
-
-    /// Reads below this revision fail with [`KvError::Compacted`] (0: none).
-    pub fn compact_revision(&self) -> i64 {
-        self.compact_revision
-    }
-
-    /// Applies one write request (see [`ApplyResult`]). After a
-    /// [`StoreError`] the request may be half-applied: drop the writer and
-    /// the transaction uncommitted, and stop.
-    pub fn apply(&mut self, request: &WriteRequest) -> ApplyResult {
+impl<S: Sink> Rules<S> {
+    /// See [`StoreWriter::apply`].
+    pub(crate) fn apply(&mut self, request: &WriteRequest) -> ApplyResult {
         let mut pending = Pending {
             revision: self.revision + 1,
             changed: false,
@@ -109,7 +221,7 @@ impl<'t> StoreWriter<'t> {
                 if let Err(e) = check_put(&put.key, &put.value, put.ignore_value) {
                     return Ok(Err(e));
                 }
-                if put.ignore_value && !self.is_live(&put.key)? {
+                if put.ignore_value && self.sink.live_get(&put.key)?.is_none() {
                     return Ok(Err(KvError::KeyNotFound));
                 }
                 WriteResponse::Put(self.put(put, &mut pending)?)
@@ -124,9 +236,9 @@ impl<'t> StoreWriter<'t> {
                 if let Err(e) = check_txn(txn) {
                     return Ok(Err(e));
                 }
-                let path = txn_path(&self.history, &self.live, txn)?;
+                let path = txn_path(&self.sink, txn)?;
                 let checked =
-                    check_path(&self.live, txn, &path, self.revision, self.compact_revision)?;
+                    check_path(&self.sink, txn, &path, self.revision, self.compact_revision)?;
                 if let Err(e) = checked {
                     return Ok(Err(e));
                 }
@@ -140,78 +252,17 @@ impl<'t> StoreWriter<'t> {
         if pending.changed {
             assert_eq!(pending.revision, self.revision + 1);
             self.revision = pending.revision;
-            self.meta
-                .insert(META_REVISION, self.revision)
-                .map_err(storage)?;
+            self.sink.set_revision(self.revision)?;
         }
         Ok(Ok((self.revision, response)))
     }
 
-    /// A range read at the state of the transaction so far (etcd's rules,
-    /// see [`RangeRequest`]).
-    pub fn range(
+    /// See [`StoreWriter::range`].
+    pub(crate) fn range(
         &self,
         request: &RangeRequest,
     ) -> Result<Result<RangeResponse, KvError>, StoreError> {
-        range::range(
-            &self.history,
-            &self.live,
-            self.revision,
-            self.compact_revision,
-            request,
-        )
-    }
-
-    /// The session of `client`, if it has one.
-    pub fn session(&self, client: u64) -> Result<Option<Session>, StoreError> {
-        sessions::get(&self.sessions, client)
-    }
-
-    /// Stores the session of `client`, replacing any. Errors with
-    /// [`StoreError::SessionTooLarge`] (storing nothing) if its encoding is
-    /// over [`super::RECORD_BYTES_MAX`]: callers keep responses well below.
-    pub fn set_session(&mut self, client: u64, session: &Session) -> Result<(), StoreError> {
-        sessions::set(
-            &mut self.sessions,
-            &mut self.session_expiry,
-            client,
-            session,
-        )
-    }
-
-    /// Removes the sessions whose last write is more than `ttl_ms` before
-    /// `now_ms` (log time), returning how many. Costs a seek plus the
-    /// expired sessions, not a scan of all of them.
-    pub fn expire_sessions(&mut self, now_ms: u64, ttl_ms: u64) -> Result<u64, StoreError> {
-        sessions::expire(&mut self.sessions, &mut self.session_expiry, now_ms, ttl_ms)
-    }
-
-    /// Ends the writer before the caller commits. Every request's effects
-    /// (revision included) are already in the transaction, so this only
-    /// releases the tables and, in debug builds, checks the cheap
-    /// invariants.
-    pub fn finish(self) -> Result<(), StoreError> {
-        debug_assert!(self.compact_revision <= self.revision);
-        drop(self);
-        Ok(())
-    }
-
-    /// Walks every table and checks the layout's invariants (see
-    /// `store/mod.rs`). O(store size): for tests and after loading a
-    /// snapshot, never on the apply path.
-    pub fn check_invariants(&self) -> Result<(), StoreError> {
-        invariants::check(
-            &self.history,
-            &self.live,
-            &self.sessions,
-            &self.session_expiry,
-            self.revision,
-            self.compact_revision,
-        )
-    }
-
-    fn is_live(&self, key: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.live.get(key).map_err(storage)?.is_some())
+        range::range(&self.sink, self.revision, self.compact_revision, request)
     }
 
     /// Current revision as a read inside the request sees it.
@@ -226,12 +277,10 @@ impl<'t> StoreWriter<'t> {
     /// Puts; the caller has checked the request (for `ignore_value`, that
     /// the key exists).
     fn put(&mut self, put: &PutRequest, pending: &mut Pending) -> Result<PutResponse, StoreError> {
-        let old = live_entries(&self.live, KeySpan::Single(&put.key))?
-            .pop()
-            .map(|(_, entry)| entry);
+        let old = self.sink.live_get(&put.key)?;
         let old_value = match old {
             Some(entry) if put.prev_kv || put.ignore_value => {
-                Some(live_value(&self.history, &put.key, &entry)?)
+                Some(live_value(&self.sink, &put.key, &entry)?)
             }
             _ => None,
         };
@@ -257,17 +306,14 @@ impl<'t> StoreWriter<'t> {
         } else {
             &put.value
         };
-        let record = rafter::codec::encode(&HistoryRecordRef::Put {
-            create_revision: entry.create_revision,
-            version: entry.version,
+        self.sink.put_history(
+            &put.key,
+            revision,
+            entry.create_revision,
+            entry.version,
             value,
-        });
-        self.history
-            .insert((put.key.as_slice(), rev_key(revision)), record.as_slice())
-            .map_err(storage)?;
-        self.live
-            .insert(put.key.as_slice(), rafter::codec::encode(&entry).as_slice())
-            .map_err(storage)?;
+        )?;
+        self.sink.set_live(&put.key, entry)?;
         pending.changed = true;
         let prev_kv = match (put.prev_kv, old, old_value) {
             (true, Some(old), Some(value)) => Some(old.key_value(put.key.clone(), value)),
@@ -282,23 +328,19 @@ impl<'t> StoreWriter<'t> {
         delete: &DeleteRangeRequest,
         pending: &mut Pending,
     ) -> Result<DeleteRangeResponse, StoreError> {
-        let entries = live_entries(&self.live, KeySpan::new(&delete.key, &delete.range_end))?;
+        let entries = self
+            .sink
+            .live_range(KeySpan::new(&delete.key, &delete.range_end))?;
         let mut prev_kvs = Vec::new();
         if delete.prev_kv {
             for (key, entry) in &entries {
-                let value = live_value(&self.history, key, entry)?;
+                let value = live_value(&self.sink, key, entry)?;
                 prev_kvs.push(entry.key_value(key.clone(), value));
             }
         }
-        let tombstone = rafter::codec::encode(&HistoryRecord::Tombstone);
         for (key, _) in &entries {
-            self.history
-                .insert(
-                    (key.as_slice(), rev_key(pending.revision)),
-                    tombstone.as_slice(),
-                )
-                .map_err(storage)?;
-            self.live.remove(key.as_slice()).map_err(storage)?;
+            self.sink.put_tombstone(key, pending.revision)?;
+            self.sink.remove_live(key)?;
         }
         if !entries.is_empty() {
             pending.changed = true;
@@ -324,8 +366,7 @@ impl<'t> StoreWriter<'t> {
             let response = match op {
                 RequestOp::Range(r) => {
                     let current = self.current(pending);
-                    let answer =
-                        range::range(&self.history, &self.live, current, self.compact_revision, r)?;
+                    let answer = range::range(&self.sink, current, self.compact_revision, r)?;
                     ResponseOp::Range(answer.unwrap_or_else(|e| {
                         panic!("txn range {r:?} passed check_txn and check_path but failed: {e}")
                     }))
@@ -349,16 +390,13 @@ impl<'t> StoreWriter<'t> {
         })
     }
 
-    /// etcd's compaction: for every key, drops the records older than the
-    /// newest one at or below `revision`, and that one too if it is a
-    /// tombstone. Reads at `revision` and above are unaffected. Walks the
-    /// whole history (two seeks per key plus the records removed).
+    /// etcd's compaction (see [`Sink::compact`]). Reads at `revision` and
+    /// above are unaffected.
     ///
-    /// TODO: this runs inside one apply, so a large history stalls the
-    /// apply loop for the whole walk (etcd compacts in the background in
-    /// batches of 1000 keys). It stays synchronous for now because the
-    /// result must be identical on every replica at the same log index, and
-    /// a background compactor would need its progress in the snapshot.
+    /// TODO: on redb alone this walks the whole history inside one apply
+    /// (etcd compacts in the background in batches of 1000 keys). The
+    /// service's layered store defers the walk to its background flush, so
+    /// only the flush is long.
     fn compact(&mut self, request: &CompactionRequest) -> Result<Result<(), KvError>, StoreError> {
         let target = request.revision;
         if target > self.revision {
@@ -367,26 +405,137 @@ impl<'t> StoreWriter<'t> {
         if target <= self.compact_revision {
             return Ok(Err(KvError::Compacted));
         }
-        let mut from = Vec::new();
-        while let Some(key) = next_history_key(&self.history, &from)? {
-            if let Some((newest, record)) = record_at(&self.history, &key, target)? {
-                let last = (key.as_slice(), rev_key(newest));
-                let upper = match record {
-                    HistoryRecord::Tombstone => Bound::Included(last),
-                    HistoryRecord::Put { .. } => Bound::Excluded(last),
-                };
-                self.history
-                    .retain_in((Bound::Included((key.as_slice(), 0u64)), upper), |_, _| {
-                        false
-                    })
-                    .map_err(storage)?;
-            }
-            from = key_successor(&key);
-        }
+        self.sink.compact(target)?;
         self.compact_revision = target;
-        self.meta
-            .insert(META_COMPACT_REVISION, target)
-            .map_err(storage)?;
         Ok(Ok(()))
+    }
+}
+
+/// Applies write requests to the key space inside a write transaction owned
+/// by the caller. Open one per transaction (it opens the store's tables once,
+/// creating them if missing), apply any number of requests, call
+/// [`StoreWriter::finish`], then commit the transaction. Dropping the
+/// transaction uncommitted discards every request applied through it.
+///
+/// Each request is atomic on its own: a request that fails with a
+/// [`KvError`] changes nothing, not even the revision, so the requests
+/// applied before and after it in the same transaction are unaffected.
+pub struct StoreWriter<'t> {
+    rules: Rules<RedbSink<'t>>,
+    sessions: Table<'t, u64, &'static [u8]>,
+    session_expiry: Table<'t, (u64, u64), ()>,
+}
+
+impl std::fmt::Debug for StoreWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWriter")
+            .field("revision", &self.rules.revision)
+            .field("compact_revision", &self.rules.compact_revision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'t> StoreWriter<'t> {
+    /// Opens the store's tables in `txn`, creating any that are missing (a
+    /// fresh store is at revision 1, compact revision 0).
+    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        let sink = RedbSink::open(txn)?;
+        let sessions = txn.open_table(SESSIONS).map_err(storage)?;
+        let session_expiry = txn.open_table(SESSION_EXPIRY).map_err(storage)?;
+        let (revision, compact_revision) = read_meta(&sink.meta)?;
+        Ok(Self {
+            rules: Rules {
+                sink,
+                revision,
+                compact_revision,
+            },
+            sessions,
+            session_expiry,
+        })
+    }
+
+    /// The current store revision (1 for a fresh store).
+    pub fn revision(&self) -> i64 {
+        self.rules.revision
+    }
+
+    /// Reads below this revision fail with [`KvError::Compacted`] (0: none).
+    pub fn compact_revision(&self) -> i64 {
+        self.rules.compact_revision
+    }
+
+    /// Applies one write request (see [`ApplyResult`]). After a
+    /// [`StoreError`] the request may be half-applied: drop the writer and
+    /// the transaction uncommitted, and stop.
+    pub fn apply(&mut self, request: &WriteRequest) -> ApplyResult {
+        self.rules.apply(request)
+    }
+
+    /// A range read at the state of the transaction so far (etcd's rules,
+    /// see [`RangeRequest`]).
+    pub fn range(
+        &self,
+        request: &RangeRequest,
+    ) -> Result<Result<RangeResponse, KvError>, StoreError> {
+        self.rules.range(request)
+    }
+
+    /// The session of `client`, if it has one.
+    pub fn session(&self, client: u64) -> Result<Option<Session>, StoreError> {
+        sessions::get(&self.sessions, client)
+    }
+
+    /// Stores the session of `client`, replacing any. Errors with
+    /// [`StoreError::SessionTooLarge`] (storing nothing) if its encoding is
+    /// over [`super::RECORD_BYTES_MAX`]: callers keep responses well below.
+    pub fn set_session(&mut self, client: u64, session: &Session) -> Result<(), StoreError> {
+        sessions::set(
+            &mut self.sessions,
+            &mut self.session_expiry,
+            client,
+            session,
+        )
+    }
+
+    /// Removes the session of `client`, if any.
+    pub(crate) fn remove_session(&mut self, client: u64) -> Result<(), StoreError> {
+        sessions::remove(&mut self.sessions, &mut self.session_expiry, client)
+    }
+
+    /// Removes the sessions whose last write is more than `ttl_ms` before
+    /// `now_ms` (log time), returning how many. Costs a seek plus the
+    /// expired sessions, not a scan of all of them.
+    pub fn expire_sessions(&mut self, now_ms: u64, ttl_ms: u64) -> Result<u64, StoreError> {
+        sessions::expire(&mut self.sessions, &mut self.session_expiry, now_ms, ttl_ms)
+    }
+
+    /// Ends the writer before the caller commits. Every request's effects
+    /// (revision included) are already in the transaction, so this only
+    /// releases the tables and, in debug builds, checks the cheap
+    /// invariants.
+    pub fn finish(self) -> Result<(), StoreError> {
+        debug_assert!(self.rules.compact_revision <= self.rules.revision);
+        drop(self);
+        Ok(())
+    }
+
+    /// Walks every table and checks the layout's invariants (see
+    /// `store/mod.rs`). O(store size): for tests and after loading a
+    /// snapshot, never on the apply path.
+    pub fn check_invariants(&self) -> Result<(), StoreError> {
+        invariants::check(
+            &self.rules.sink.history,
+            &self.rules.sink.live,
+            &self.sessions,
+            &self.session_expiry,
+            self.rules.revision,
+            self.rules.compact_revision,
+        )
+    }
+
+    /// The rules over this transaction's tables, for the layered store's
+    /// flush.
+    pub(crate) fn rules_mut(&mut self) -> &mut Rules<RedbSink<'t>> {
+        &mut self.rules
     }
 }

@@ -82,6 +82,14 @@ pub struct ServeArgs {
     /// Applied entries between snapshots.
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
+    /// Serve linearizable reads on the leader from its lease (no heartbeat
+    /// round while a quorum's acknowledgement is fresh). Safe only while
+    /// the nodes' clocks tick at rates within Rafter's drift bound of one
+    /// another (`Config::lease_drift_ticks`: 2 of the 10-tick minimum
+    /// election timeout); every node must have the same setting. Off by
+    /// default.
+    #[arg(long)]
+    pub lease_reads: bool,
 }
 
 /// The same settings in a TOML file (kebab-case keys, as the flags).
@@ -102,6 +110,7 @@ struct FileConfig {
     request_timeout: Option<String>,
     session_ttl: Option<String>,
     snapshot_entries: Option<u64>,
+    lease_reads: Option<bool>,
 }
 
 /// Checked settings of one node.
@@ -136,6 +145,8 @@ pub struct ServeConfig {
     pub session_ttl: Duration,
     /// Snapshot interval.
     pub snapshot_entries: u64,
+    /// Leader lease reads (`Config::lease_reads`).
+    pub lease_reads: bool,
 }
 
 impl ServeArgs {
@@ -256,6 +267,7 @@ impl ServeArgs {
                 "session-ttl",
             )?,
             snapshot_entries,
+            lease_reads: self.lease_reads || file.lease_reads.unwrap_or(false),
         })
     }
 }
@@ -356,6 +368,19 @@ mod tests {
         }
         .resolve()
         .unwrap();
+        assert!(!config.lease_reads, "lease reads are off by default");
+        let leased = ServeArgs {
+            lease_reads: true,
+            ..joiner.clone()
+        };
+        let leased = ServeArgs {
+            advertise: Some("node4:7001/node4:8001".into()),
+            ..leased
+        }
+        .resolve()
+        .unwrap();
+        assert!(leased.lease_reads);
+        assert!(crate::node::raft_config(&leased).lease_reads);
         assert_eq!(config.advertise.http, "node4:8001");
         assert_eq!(config.join, ["http://node1:8001"]);
         let error = ServeArgs {

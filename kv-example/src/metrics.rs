@@ -73,6 +73,9 @@ pub struct ServiceMetrics {
     pub forwarded_batches: Counter,
     /// Linearizable reads served through ReadIndex.
     pub read_index: Counter,
+    /// Read indexes this node answered from its leader lease
+    /// (`--lease-reads`), without a heartbeat round.
+    pub lease_reads: Counter,
     /// Durations of the log store's synced writes (one fsync each).
     pub fsync_seconds: Histogram,
     /// Time from a request entering the router to its response leaving
@@ -118,6 +121,7 @@ impl ServiceMetrics {
             forwarded: Counter::default(),
             forwarded_batches: Counter::default(),
             read_index: Counter::default(),
+            lease_reads: Counter::default(),
             fsync_seconds: duration_histogram(),
             request_seconds: Family::new_with_constructor(duration_histogram),
             propose_seconds: duration_histogram(),
@@ -170,6 +174,11 @@ impl ServiceMetrics {
             "read_index",
             "Linearizable reads confirmed through ReadIndex",
             m.read_index.clone(),
+        );
+        registry.register(
+            "lease_reads",
+            "Read indexes answered from the leader's lease, without a heartbeat round",
+            m.lease_reads.clone(),
         );
         registry.register(
             "fsync_seconds",
@@ -332,6 +341,9 @@ impl ServiceMetrics {
         let forwarded_before = last.map_or(0, |l| l.forwarded_batches);
         self.forwarded_batches
             .inc_by(now.forwarded_batches.saturating_sub(forwarded_before));
+        let lease_before = last.map_or(0, |l| l.lease_reads_served);
+        self.lease_reads
+            .inc_by(now.lease_reads_served.saturating_sub(lease_before));
         let Some(last) = last else { return };
         if now.term > last.term {
             self.elections.inc_by(now.term - last.term);

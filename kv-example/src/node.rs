@@ -54,6 +54,7 @@ pub fn raft_config(config: &ServeConfig) -> Config {
         .with_snapshot_interval_entries(config.snapshot_entries)
         .with_snapshot_trailing_entries((config.snapshot_entries / 20).max(1))
         .with_propose_timeout(config.request_timeout)
+        .with_lease_reads(config.lease_reads)
 }
 
 impl Node {

@@ -573,3 +573,34 @@ async fn writes_through_a_follower_travel_to_the_leader_in_batches() {
     let digest = c.wait_converged(Duration::from_secs(10)).await;
     assert_eq!(digest["revision"], 201);
 }
+
+/// `--lease-reads`: the leader answers linearizable reads from its lease
+/// (counted in `/metrics`), and they still see every acknowledged write,
+/// on the leader and through a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lease_reads_the_leader_serves_reads_from_its_lease() {
+    let c = Cluster::start(3, &["--lease-reads"]).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    for n in 0..20 {
+        let value = format!("v{n}");
+        put(&c.client, &c.url(follower), "k", &value).await;
+        for node in [leader, follower] {
+            let found = range(&c, node, json!({"key": b64("k")})).await;
+            assert_eq!(found["kvs"][0]["value"], b64(&value), "read on node {node}");
+        }
+    }
+    let (_, _, metrics) = c
+        .client
+        .send(Method::GET, &format!("{}/metrics", c.url(leader)), &[], "")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    let served: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rafter_kv_lease_reads_total "))
+        .unwrap_or_else(|| panic!("no lease counter:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(served > 0, "no read was served from the lease");
+}

@@ -22,8 +22,13 @@ pub enum StreamClass {
     /// responses: tiny, and what keeps leadership stable (or a follower's
     /// read waiting), so nothing bulky ever travels before them.
     Control,
-    /// Appends and their responses, and snapshot answers: pipelined back to
-    /// back, possibly large.
+    /// Appends and their responses, snapshot answers, and forwarded
+    /// proposals with their answers: pipelined back to back, possibly
+    /// large. A leader's answer to a forwarded batch travels here, ahead of
+    /// the append that carries the batch's entries, so the follower learns
+    /// where they are before any commit can cover them (on the control
+    /// stream it could come after their apply, and the callers would only
+    /// learn that the outcome is unknown).
     Raft,
     /// Snapshot transfer: bulky, and must not block [`StreamClass::Raft`].
     /// `MessageBody::InstallSnapshot` chunks travel here.
@@ -52,12 +57,12 @@ pub fn stream_class(message: &Message) -> StreamClass {
         | MessageBody::HeartbeatResponse { .. }
         | MessageBody::TimeoutNow
         | MessageBody::ReadIndexRequest { .. }
-        | MessageBody::ReadIndexResponse { .. }
-        | MessageBody::ForwardResponse { .. } => StreamClass::Control,
+        | MessageBody::ReadIndexResponse { .. } => StreamClass::Control,
         MessageBody::Append { .. }
         | MessageBody::AppendResponse { .. }
         | MessageBody::InstallSnapshotResponse { .. }
-        | MessageBody::ForwardProposals { .. } => StreamClass::Raft,
+        | MessageBody::ForwardProposals { .. }
+        | MessageBody::ForwardResponse { .. } => StreamClass::Raft,
         MessageBody::InstallSnapshot { .. } => StreamClass::Snapshot,
         _ => StreamClass::Raft,
     }

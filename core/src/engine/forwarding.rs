@@ -96,6 +96,10 @@ impl Engine {
                 }
             }
         };
+        // Queued before the appends this turn sends (they go out when the
+        // turn ends), so on a transport that keeps order between the two
+        // the answer reaches the follower before the entries, hence before
+        // any commit that covers them.
         self.send(from, MessageBody::ForwardResponse { batch, outcome });
     }
 

@@ -267,6 +267,31 @@ fn an_answer_from_another_node_is_ignored() {
     );
 }
 
+/// The answer leaves the leader ahead of the append that carries the
+/// batch's entries to the follower that asked.
+#[test]
+fn the_answer_goes_out_before_the_entries() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let batch = net.node(2).forward(commands(1)).unwrap();
+    let request = net.turn(2).messages.remove(0);
+    step(net.node(1), request);
+    let to_follower: Vec<_> = turn(net.node(1))
+        .messages
+        .into_iter()
+        .filter(|m| m.to == 2)
+        .collect();
+    let answer = to_follower
+        .iter()
+        .position(|m| forward_response(m).is_some_and(|(b, _)| b == batch))
+        .expect("answered");
+    let append = to_follower
+        .iter()
+        .position(|m| matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty()))
+        .expect("the entries are sent");
+    assert!(answer < append, "{to_follower:?}");
+}
+
 /// A duplicated batch (any network may deliver a message twice) is
 /// appended once and answered once; a copy that arrives after the leader
 /// stepped down in the same term gets no "not leader" refusal, which would

@@ -95,17 +95,34 @@ impl Engine {
     /// timeout (a lost request or answer): the caller may retry, and the
     /// request's memory is bounded by what arrives in that time.
     pub(super) fn expire_follower_reads(&mut self) {
-        let patience = self.config.election_ticks_max;
-        let now = self.ticks;
-        let expired: Vec<u64> = self
-            .follower_reads
-            .iter()
-            .filter(|&(_, &asked)| now - asked > patience)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in expired {
-            self.follower_reads.remove(&id);
+        let expired = take_unanswered(
+            &mut self.follower_reads,
+            |&asked| asked,
+            self.ticks,
+            self.config.election_ticks_max,
+        );
+        for (id, _) in expired {
             self.out.reads.push((id, Err(ReadError::LeadershipLost)));
         }
     }
+}
+
+/// Removes and returns the requests to a leader asked (by `asked`) more than
+/// `patience` ticks before `now`, in id order: follower reads and forwarded
+/// batches expire alike.
+pub(super) fn take_unanswered<V>(
+    asked_of_leader: &mut BTreeMap<u64, V>,
+    asked: impl Fn(&V) -> u64,
+    now: u64,
+    patience: u64,
+) -> Vec<(u64, V)> {
+    let expired: Vec<u64> = asked_of_leader
+        .iter()
+        .filter(|&(_, value)| now - asked(value) > patience)
+        .map(|(&id, _)| id)
+        .collect();
+    expired
+        .into_iter()
+        .filter_map(|id| asked_of_leader.remove(&id).map(|value| (id, value)))
+        .collect()
 }

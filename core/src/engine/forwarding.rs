@@ -212,16 +212,13 @@ impl Engine {
     /// timeout (a lost message or answer): unknown outcome, and the
     /// bookkeeping stays bounded by what is forwarded in that time.
     pub(super) fn expire_forwards(&mut self) {
-        let patience = self.config.election_ticks_max;
-        let now = self.ticks;
-        let expired: Vec<u64> = self
-            .forwards
-            .iter()
-            .filter(|&(_, &(asked, _))| now - asked > patience)
-            .map(|(&batch, _)| batch)
-            .collect();
-        for batch in expired {
-            let (_, leader) = self.forwards.remove(&batch).expect("listed above");
+        let expired = super::follower_reads::take_unanswered(
+            &mut self.forwards,
+            |&(asked, _)| asked,
+            self.ticks,
+            self.config.election_ticks_max,
+        );
+        for (batch, (_, leader)) in expired {
             self.out
                 .forwarded
                 .push((batch, Err(ProposeError::ForwardUnanswered { leader })));

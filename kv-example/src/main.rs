@@ -16,6 +16,11 @@ use rafter_kv::node::Node;
 /// tasks on different threads (HTTP bodies, Raft messages, redb pages), the
 /// case glibc's arenas handle worst (free lists walked and consolidated,
 /// memory held per arena). Measured in benches/README.md, set F.
+///
+/// Built with mimalloc's `no_thp` (workspace `Cargo.toml`): otherwise it
+/// asks for transparent huge pages on its arenas, and every page it takes
+/// back after purging faults in and zeroes a whole 2 MiB (14% of a
+/// node's CPU under puts, set I).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

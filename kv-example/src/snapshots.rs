@@ -93,14 +93,15 @@ impl SnapshotFiles {
             self.collect().await?;
         }
         if self.building.is_none() {
-            let applied = store.applied()?;
+            // The view and the applied id it records are read in one
+            // transaction, so the snapshot holds exactly the state at
+            // `applied`, whatever a background flush commits meanwhile.
+            let view = store
+                .database()
+                .begin_read()
+                .map_err(|e| StateMachineError::Io(e.to_string()))?;
+            let applied = RedbStateMachineStore::applied_in(&view)?;
             if applied.index > self.latest().map_or(0, |l| l.index) {
-                // No apply runs while this does (we are on the apply task),
-                // so the view holds exactly the state at `applied`.
-                let view = store
-                    .database()
-                    .begin_read()
-                    .map_err(|e| StateMachineError::Io(e.to_string()))?;
                 let dir = self.dir.clone();
                 self.building = Some(tokio::task::spawn_blocking(move || {
                     write_file(&dir, applied, &view)

@@ -182,10 +182,8 @@ impl KvStateMachine {
         {
             if self.entries_since_durable >= UNFLUSHED_ENTRIES_MAX && self.store.flush_running()? {
                 self.flush_now()?;
-            } else if self.store.flush_in_background()? {
-                self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-                self.durable_at = Instant::now();
-                self.entries_since_durable = 0;
+            } else {
+                self.start_flush()?;
             }
         }
         self.counters
@@ -201,8 +199,18 @@ impl KvStateMachine {
         Ok(responses)
     }
 
+    /// Starts a background flush of the applied batches unless one runs.
+    fn start_flush(&mut self) -> Result<(), StateMachineError> {
+        if self.store.flush_in_background()? {
+            self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+            self.durable_at = Instant::now();
+            self.entries_since_durable = 0;
+        }
+        Ok(())
+    }
+
     /// Writes every applied batch to redb now (waiting for a running
-    /// flush): snapshots are built from, and installed into, redb.
+    /// flush): snapshots are installed into redb.
     fn flush_all(&mut self) -> Result<(), StateMachineError> {
         blocking(|| self.flush_now())
     }
@@ -302,7 +310,11 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn build_snapshot(&mut self) -> Result<LogId, StateMachineError> {
-        self.flush_all()?;
+        // From what redb holds (the last flush), not the applied state: a
+        // flush here would stop the applies for its length. A flush starts
+        // in the background instead, so the next build covers more; Rafter
+        // keeps the log behind the snapshot it is told of.
+        self.start_flush()?;
         let store = self.store.database().clone();
         let built = self.snapshots.build(store).await?;
         self.counters

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use rafter::{codec, LogId, StateMachineError};
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    TableError, WriteTransaction,
 };
 
 use crate::create::open_or_create;
@@ -98,7 +99,18 @@ impl RedbStateMachineStore {
     /// The last log id whose effects are stored (zero for a new store).
     pub fn applied(&self) -> Result<LogId, StateMachineError> {
         let txn = self.db.begin_read().map_err(sm_io)?;
-        let table = txn.open_table(APPLIED_TABLE).map_err(sm_io)?;
+        Self::applied_in(&txn)
+    }
+
+    /// The applied log id as `txn` sees it: the one that matches the state
+    /// machine's tables in the same read transaction (a snapshot built from
+    /// `txn` covers exactly the entries up to it).
+    pub fn applied_in(txn: &ReadTransaction) -> Result<LogId, StateMachineError> {
+        let table = match txn.open_table(APPLIED_TABLE) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(LogId::default()),
+            Err(e) => return Err(sm_io(e)),
+        };
         read_applied(&table)
     }
 

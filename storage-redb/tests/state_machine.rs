@@ -106,6 +106,31 @@ async fn a_failed_batch_stores_neither_data_nor_applied_index() {
 }
 
 #[test]
+fn a_read_transaction_sees_the_applied_id_of_its_own_state() {
+    use redb::ReadableDatabase;
+    let root = tempfile::tempdir().expect("temp dir");
+    let store = RedbStateMachineStore::open(root.path()).expect("open");
+    let fresh = store.database().begin_read().expect("read");
+    store
+        .apply_batch(1, LogId::new(1, 3), |_| Ok(()))
+        .expect("first batch");
+    let old = store.database().begin_read().expect("read");
+    store
+        .apply_batch(4, LogId::new(2, 5), |_| Ok(()))
+        .expect("second batch");
+    assert_eq!(
+        RedbStateMachineStore::applied_in(&fresh),
+        Ok(LogId::default())
+    );
+    assert_eq!(
+        RedbStateMachineStore::applied_in(&old),
+        Ok(LogId::new(1, 3)),
+        "an older read transaction keeps its own applied id"
+    );
+    assert_eq!(store.applied(), Ok(LogId::new(2, 5)));
+}
+
+#[test]
 fn a_second_open_of_the_directory_fails() {
     let root = tempfile::tempdir().expect("temp dir");
     let _kv = RedbKv::open(root.path()).expect("open");

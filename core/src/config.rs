@@ -17,7 +17,7 @@ pub const LEASE_DRIFT_TICKS_DEFAULT: u64 = 2;
 /// What an append message or a snapshot chunk may take beyond its payload
 /// budget (`append_bytes_max`, plus one entry of up to `request_bytes_max`):
 /// see [`Config::message_bytes_max`].
-const MESSAGE_OVERHEAD_BYTES: u128 = 64 << 10;
+pub(crate) const MESSAGE_OVERHEAD_BYTES: u128 = 64 << 10;
 
 const _: () = assert!(HEARTBEAT_TICKS_DEFAULT < ELECTION_TICKS_MIN_DEFAULT);
 const _: () = assert!(ELECTION_TICKS_MIN_DEFAULT < ELECTION_TICKS_MAX_DEFAULT);
@@ -147,8 +147,11 @@ pub struct Config {
     /// leader. The leader answers each batch with the log index it appended
     /// it at, or why it refused; the outcome of a batch whose answer is lost
     /// (the leader changed or did not answer within `election_ticks_max`)
-    /// is unknown (`ProposeError::ForwardUnanswered`). Off by default:
-    /// callers that route to the leader themselves keep `NotLeader`.
+    /// is unknown (`ProposeError::ForwardUnanswered`). One call's commands
+    /// must fit one message (`message_bytes_max` less 64 KiB of headers):
+    /// a larger `propose_many` on a follower is `RequestTooLarge` at once.
+    /// Off by default: callers that route to the leader themselves keep
+    /// `NotLeader`.
     pub forward_proposals: bool,
     /// Seed of the node's random number generator (election timeouts). Nodes
     /// mix in their id, so one seed serves a whole cluster; a fixed seed

@@ -19,10 +19,12 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::apply::{ApplyEvent, ApplyJob, Responder, Waiter};
 use crate::command_bytes::CommandBytes;
-use crate::config::Config;
+use crate::config::{Config, MESSAGE_OVERHEAD_BYTES};
 use crate::engine::config_change::MembershipChange;
 use crate::engine::{Actions, Engine, ProgressState};
-use crate::error::{CompactionError, Fatal, MembershipError, ReadError, TransferError};
+use crate::error::{
+    CompactionError, Fatal, MembershipError, ProposeError, ReadError, TransferError,
+};
 use crate::message::Message;
 use crate::metrics::{self, Metrics, PeerMetrics, ReplicationState, Role};
 use crate::network::RaftNetwork;
@@ -95,6 +97,15 @@ pub(crate) struct DriverParts<N, R> {
 
 /// Callers of a batch of proposals, in order, with their own deadlines.
 type Responders<R> = Vec<(Responder<R>, Option<Instant>)>;
+
+/// The command bytes one forwarded batch may carry: a message's limit less
+/// what its headers may take. `Config::validate` keeps it at least
+/// `append_bytes_max + request_bytes_max`, so any batch the driver builds
+/// of several callers fits.
+fn forwarded_bytes_max(config: &Config) -> usize {
+    let overhead = usize::try_from(MESSAGE_OVERHEAD_BYTES).unwrap_or(usize::MAX);
+    config.message_bytes_max.saturating_sub(overhead)
+}
 
 pub(crate) struct Driver<N, R> {
     parts: DriverParts<N, R>,
@@ -444,9 +455,14 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
     /// Sends a follower's proposals to the leader in batches of at most
     /// `append_bytes_max` command bytes (a batch fits a message as an
     /// append does), never splitting one caller's commands: the leader
-    /// appends each batch as consecutive entries.
+    /// appends each batch as consecutive entries. A caller whose commands
+    /// alone cannot travel in one message (`message_bytes_max` less its
+    /// headers) is refused here with `RequestTooLarge`: the transport would
+    /// drop the message, and the caller learn only later that the outcome
+    /// is unknown.
     fn forward_proposals(&mut self, payloads: Vec<EntryPayload>, responders: Responders<R>) {
         let bytes_max = self.parts.config.append_bytes_max as usize;
+        let message_room = forwarded_bytes_max(&self.parts.config);
         let mut commands = payloads.into_iter().map(|payload| match payload {
             EntryPayload::Command(command) => command,
             // The driver batches only commands.
@@ -461,6 +477,13 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
                 .take(responder.entries() as usize)
                 .collect();
             let own_bytes: usize = own.iter().map(|c| c.len()).sum();
+            if own_bytes > message_room {
+                responder.fail(ProposeError::RequestTooLarge {
+                    size: own_bytes,
+                    max: message_room,
+                });
+                continue;
+            }
             if !batch.is_empty() && bytes + own_bytes > bytes_max {
                 self.forward_batch(
                     std::mem::take(&mut batch),
@@ -478,6 +501,11 @@ impl<N: RaftNetwork, R: Send + 'static> Driver<N, R> {
     }
 
     fn forward_batch(&mut self, commands: Vec<CommandBytes>, responders: Responders<R>) {
+        debug_assert!(
+            commands.iter().map(|c| c.len()).sum::<usize>()
+                <= forwarded_bytes_max(&self.parts.config),
+            "a forwarded batch too large for one message"
+        );
         let count = commands.len() as u64;
         match self.parts.engine.forward(commands) {
             Ok(batch) => {

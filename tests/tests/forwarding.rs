@@ -135,3 +135,36 @@ async fn a_batch_the_leader_never_gets_ends_unknown() {
     assert_eq!(cluster.raft(leader).status().last_log_index, before);
     cluster.shutdown().await;
 }
+
+/// One caller's commands that together cannot travel in one message (the
+/// message limit less its headers) are refused on the follower at once:
+/// before, the batch went out, the transport dropped it, and the caller
+/// learned only after an election timeout that its outcome was unknown.
+/// A caller under the limit on the same follower is forwarded as usual.
+#[tokio::test(start_paused = true)]
+async fn a_follower_refuses_at_once_commands_too_large_for_one_message() {
+    // Room for 5,120 command bytes in a forwarded message.
+    let config = test_config()
+        .with_forward_proposals(true)
+        .with_request_bytes_max(1024)
+        .with_append_bytes_max(4096)
+        .with_message_bytes_max(4096 + 1024 + (64 << 10));
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower_of(leader);
+    let value = "v".repeat(990);
+    let batch =
+        |n: usize| -> Vec<KvCommand> { (0..n).map(|i| set(&format!("k{i}"), &value)).collect() };
+
+    let refused = cluster.raft(follower).propose_many(batch(6)).await;
+    match refused {
+        Err(ProposeError::RequestTooLarge { size, max }) => {
+            assert!(size > max, "{size} > {max}");
+            assert_eq!(max, 4096 + 1024);
+        }
+        other => panic!("expected RequestTooLarge, got {other:?}"),
+    }
+    let fits = cluster.raft(follower).propose_many(batch(5)).await;
+    assert_eq!(fits.map(|r| r.len()).ok(), Some(5), "five commands fit");
+    cluster.shutdown().await;
+}

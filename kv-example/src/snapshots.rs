@@ -81,17 +81,27 @@ impl SnapshotFiles {
         self.built
     }
 
+    /// Size in bytes of the newest complete snapshot's file (0 if none, or
+    /// unreadable: the caller only weighs it).
+    pub fn latest_bytes(&self) -> u64 {
+        self.latest()
+            .and_then(|id| fs::metadata(self.path(id)).ok())
+            .map_or(0, |m| m.len())
+    }
+
     /// Collects a finished background build, starts the next one from the
     /// store's current state, and returns the newest complete snapshot (the
-    /// zero id if there is none: Rafter then ignores it).
+    /// zero id if there is none: Rafter then ignores it) and the index the
+    /// build it started covers, if it started one.
     pub async fn build(
         &mut self,
         store: Arc<RedbStateMachineStore>,
-    ) -> Result<LogId, StateMachineError> {
+    ) -> Result<(LogId, Option<u64>), StateMachineError> {
         let finished = self.building.as_ref().is_some_and(|b| b.is_finished());
         if finished || (self.building.is_some() && self.complete.is_empty()) {
             self.collect().await?;
         }
+        let mut started = None;
         if self.building.is_none() {
             // The view and the applied id it records are read in one
             // transaction, so the snapshot holds exactly the state at
@@ -106,12 +116,13 @@ impl SnapshotFiles {
                 self.building = Some(tokio::task::spawn_blocking(move || {
                     write_file(&dir, applied, &view)
                 }));
+                started = Some(applied.index);
                 if self.complete.is_empty() {
                     self.collect().await?;
                 }
             }
         }
-        Ok(self.latest().unwrap_or_default())
+        Ok((self.latest().unwrap_or_default(), started))
     }
 
     async fn collect(&mut self) -> Result<(), StateMachineError> {

@@ -446,8 +446,16 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
     for n in 0..150 {
         put(&c.client, &c.url(leader), &format!("k{n}"), &n.to_string()).await;
     }
-    let status = c.status(leader).await.unwrap();
-    assert!(status["snapshot_index"].as_u64().unwrap() > 100, "{status}");
+    // The node triggers snapshots itself, every half second at most.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = c.status(leader).await.unwrap();
+        if status["snapshot_index"].as_u64().unwrap() > 100 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.spawn(behind);
     let digest = c.wait_converged(Duration::from_secs(30)).await;
     assert!(digest["revision"].as_i64().unwrap() >= 151);

@@ -17,8 +17,9 @@
 //! carry, whatever the store's size (an LSM tree bounds its compactions the
 //! same way), and the log keeps about the store's size of entries beyond
 //! the interval. A build runs in the background (`snapshots.rs`); Rafter
-//! learns of it, and purges the log behind it, on the next trigger, which
-//! this task sends as soon as the finished build is waiting.
+//! learns of it, and purges the log behind it, at the next trigger, which
+//! also starts the next build (as with Rafter's own interval: a trigger for
+//! the finished build alone would start a new one each time).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -65,10 +66,6 @@ pub fn spawn(
             if status.stopped {
                 return;
             }
-            // A finished build Rafter has not heard of: it learns of it
-            // from the next build request.
-            let waiting =
-                counters.snapshot_started_index.load(Ordering::Relaxed) > status.snapshot_index;
             let bytes_since = counters
                 .applied_bytes
                 .load(Ordering::Relaxed)
@@ -79,7 +76,7 @@ pub fn spawn(
                 bytes_since,
                 counters.snapshot_bytes.load(Ordering::Relaxed),
             );
-            if waiting || due {
+            if due {
                 if let Err(error) = raft.trigger_snapshot().await {
                     tracing::debug!(%error, "snapshot not triggered");
                 }

@@ -91,17 +91,17 @@ impl SnapshotFiles {
 
     /// Collects a finished background build, starts the next one from the
     /// store's current state, and returns the newest complete snapshot (the
-    /// zero id if there is none: Rafter then ignores it) and the index the
-    /// build it started covers, if it started one.
+    /// zero id if there is none: Rafter then ignores it) and whether a build
+    /// started.
     pub async fn build(
         &mut self,
         store: Arc<RedbStateMachineStore>,
-    ) -> Result<(LogId, Option<u64>), StateMachineError> {
+    ) -> Result<(LogId, bool), StateMachineError> {
         let finished = self.building.as_ref().is_some_and(|b| b.is_finished());
         if finished || (self.building.is_some() && self.complete.is_empty()) {
             self.collect().await?;
         }
-        let mut started = None;
+        let mut started = false;
         if self.building.is_none() {
             // The view and the applied id it records are read in one
             // transaction, so the snapshot holds exactly the state at
@@ -116,7 +116,7 @@ impl SnapshotFiles {
                 self.building = Some(tokio::task::spawn_blocking(move || {
                     write_file(&dir, applied, &view)
                 }));
-                started = Some(applied.index);
+                started = true;
                 if self.complete.is_empty() {
                     self.collect().await?;
                 }

@@ -82,8 +82,6 @@ pub struct ApplyCounters {
     pub applied_bytes_at_build: AtomicU64,
     /// Size in bytes of the newest complete snapshot file (0: none).
     pub snapshot_bytes: AtomicU64,
-    /// The index the latest started snapshot build covers (0: none).
-    pub snapshot_started_index: AtomicU64,
 }
 
 /// Reads of the applied state, for the HTTP side: cheap to clone, each
@@ -357,13 +355,10 @@ impl StateMachine for KvStateMachine {
         let store = self.store.database().clone();
         let applied_bytes = self.counters.applied_bytes.load(Ordering::Relaxed);
         let (built, started) = self.snapshots.build(store).await?;
-        if let Some(index) = started {
+        if started {
             self.counters
                 .applied_bytes_at_build
                 .store(applied_bytes, Ordering::Relaxed);
-            self.counters
-                .snapshot_started_index
-                .store(index, Ordering::Relaxed);
         }
         self.counters
             .snapshots_built

@@ -184,3 +184,208 @@ fn check_chain(key: &[u8], chain: &[Link], compact: i64) -> Result<(), StoreErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableDatabase;
+
+    use super::super::request::*;
+    use super::super::tables::{HistoryRecord, KeyEntry, LiveEntry, StoredRecord, HISTORY, KEYS};
+    use super::super::tests::{put, range, Kv};
+    use super::super::{StoreReader, StoreWriter};
+    use super::*;
+
+    /// "a" put at 2, 3, 4; "b" put at 5 and deleted at 6; "c" put at 7.
+    fn store() -> Kv {
+        let s = Kv::new();
+        for request in [
+            put("a", "1"),
+            put("a", "2"),
+            put("a", "3"),
+            put("b", "1"),
+            WriteRequest::DeleteRange(DeleteRangeRequest {
+                key: b"b".to_vec(),
+                range_end: Vec::new(),
+                prev_kv: false,
+            }),
+            put("c", "1"),
+        ] {
+            s.apply(request).unwrap();
+        }
+        s
+    }
+
+    fn record(create_revision: i64, version: i64) -> HistoryRecord {
+        HistoryRecord::Put {
+            create_revision,
+            version,
+            value: b"v".to_vec(),
+        }
+    }
+
+    /// Plants `damage` in a fresh [`store`] and checks that the invariant
+    /// walk reports it as corruption (and that reads at every revision give
+    /// an answer or `Corrupt`, never a panic).
+    fn caught(why: &str, damage: impl FnOnce(&redb::WriteTransaction)) {
+        let s = store();
+        let txn = s.db.begin_write().unwrap();
+        damage(&txn);
+        txn.commit().unwrap();
+        let reader = StoreReader::open(&s.db.begin_read().unwrap()).unwrap();
+        match reader.check_invariants() {
+            Err(StoreError::Corrupt { .. }) => {}
+            other => panic!("{why}: not caught: {other:?}"),
+        }
+        for revision in 1..=reader.revision() {
+            let read = reader.range(&RangeRequest {
+                revision,
+                ..range("\0", "\0")
+            });
+            assert!(
+                matches!(read, Ok(_) | Err(StoreError::Corrupt { .. })),
+                "{why}: {read:?}"
+            );
+        }
+        // A writer over the damaged store errors or works, never panics.
+        let txn = s.db.begin_write().unwrap();
+        let writer = StoreWriter::open(&txn);
+        if let Ok(mut w) = writer {
+            let _ = w.apply(&put("a", "4"));
+            let _ = w.apply(&WriteRequest::Compaction(CompactionRequest { revision: 5 }));
+        }
+    }
+
+    fn insert_record(
+        txn: &redb::WriteTransaction,
+        revision: u64,
+        key: &[u8],
+        stored: StoredRecord,
+    ) {
+        let mut history = txn.open_table(HISTORY).unwrap();
+        history
+            .insert((revision, key), rafter::codec::encode(&stored).as_slice())
+            .unwrap();
+    }
+
+    fn insert_key(txn: &redb::WriteTransaction, key: &[u8], entry: KeyEntry) {
+        let mut keys = txn.open_table(KEYS).unwrap();
+        keys.insert(key, rafter::codec::encode(&entry).as_slice())
+            .unwrap();
+    }
+
+    #[test]
+    fn the_untouched_store_is_valid() {
+        let s = store();
+        StoreReader::open(&s.db.begin_read().unwrap())
+            .unwrap()
+            .check_invariants()
+            .unwrap();
+    }
+
+    #[test]
+    fn planted_layout_damage_is_caught() {
+        caught("a prev naming a missing record", |txn| {
+            let stored = StoredRecord {
+                prev: 1,
+                record: record(2, 3),
+            };
+            insert_record(txn, 4, b"a", stored);
+        });
+        caught("a prev at or above its own revision (a cycle)", |txn| {
+            let stored = StoredRecord {
+                prev: 4,
+                record: record(2, 3),
+            };
+            insert_record(txn, 4, b"a", stored);
+        });
+        caught("a record on no chain", |txn| {
+            insert_record(
+                txn,
+                5,
+                b"a",
+                StoredRecord {
+                    prev: 0,
+                    record: record(5, 1),
+                },
+            );
+        });
+        caught("a live key entered as deleted", |txn| {
+            insert_key(txn, b"c", KeyEntry::Deleted { revision: 7 });
+        });
+        caught("a deleted key entered as live", |txn| {
+            let entry = LiveEntry {
+                create_revision: 5,
+                mod_revision: 6,
+                version: 2,
+            };
+            insert_key(txn, b"b", KeyEntry::Live(entry));
+        });
+        caught("a key missing from kv_keys", |txn| {
+            let mut keys = txn.open_table(KEYS).unwrap();
+            keys.remove(&b"a"[..]).unwrap();
+        });
+        caught("a key entry above the store revision", |txn| {
+            insert_key(txn, b"d", KeyEntry::Deleted { revision: 99 });
+        });
+        caught("a version chain broken", |txn| {
+            let stored = StoredRecord {
+                prev: 3,
+                record: record(2, 7),
+            };
+            insert_record(txn, 4, b"a", stored);
+            let entry = LiveEntry {
+                create_revision: 2,
+                mod_revision: 4,
+                version: 7,
+            };
+            insert_key(txn, b"a", KeyEntry::Live(entry));
+        });
+        caught("an undecodable record", |txn| {
+            let mut history = txn.open_table(HISTORY).unwrap();
+            history.insert((3u64, &b"a"[..]), &b"\xff\xff"[..]).unwrap();
+        });
+        caught("an undecodable key entry", |txn| {
+            let mut keys = txn.open_table(KEYS).unwrap();
+            keys.insert(&b"a"[..], &b"\xff\xff"[..]).unwrap();
+        });
+    }
+
+    #[test]
+    fn compaction_without_relinking_would_be_caught() {
+        // A compaction that removes the older records without relinking:
+        // "a"@2 gone while "a"@3 still names it.
+        caught("a kept record naming a compacted one", |txn| {
+            let mut history = txn.open_table(HISTORY).unwrap();
+            history.remove((2u64, &b"a"[..])).unwrap();
+        });
+        // And done without dropping the older record: two at or below.
+        let s = store();
+        s.apply(WriteRequest::Compaction(CompactionRequest { revision: 6 }))
+            .unwrap();
+        let txn = s.db.begin_write().unwrap();
+        insert_record(
+            &txn,
+            2,
+            b"a",
+            StoredRecord {
+                prev: 0,
+                record: record(2, 1),
+            },
+        );
+        insert_record(
+            &txn,
+            4,
+            b"a",
+            StoredRecord {
+                prev: 2,
+                record: record(2, 3),
+            },
+        );
+        txn.commit().unwrap();
+        let reader = StoreReader::open(&s.db.begin_read().unwrap()).unwrap();
+        assert!(matches!(
+            reader.check_invariants(),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

@@ -33,14 +33,6 @@ fn decode_live(key: &[u8], bytes: &[u8]) -> Result<LiveEntry, StoreError> {
     Ok(entry)
 }
 
-/// Whether `txn` holds a table called `name`.
-fn has_table(txn: &WriteTransaction, name: &str) -> Result<bool, StoreError> {
-    Ok(txn
-        .list_tables()
-        .map_err(storage)?
-        .any(|table| table.name() == name))
-}
-
 /// If `txn` holds the old layout's tables, rewrites them into the current
 /// layout and deletes them; otherwise does nothing (one listing of the
 /// table names, so this runs on every [`super::StoreWriter::open`]).
@@ -51,8 +43,15 @@ fn has_table(txn: &WriteTransaction, name: &str) -> Result<bool, StoreError> {
 /// store holding both layouts, or an old live index that disagrees with
 /// the old history.
 pub(crate) fn upgrade_if_old(txn: &WriteTransaction) -> Result<bool, StoreError> {
-    let old_history = has_table(txn, OLD_HISTORY.name())?;
-    let old_live = has_table(txn, OLD_LIVE.name())?;
+    // One listing of the (few) table names.
+    let names: Vec<String> = txn
+        .list_tables()
+        .map_err(storage)?
+        .map(|table| table.name().to_string())
+        .collect();
+    let has_table = |name: &str| names.iter().any(|n| n == name);
+    let old_history = has_table(OLD_HISTORY.name());
+    let old_live = has_table(OLD_LIVE.name());
     if !old_history && !old_live {
         return Ok(false);
     }
@@ -62,7 +61,7 @@ pub(crate) fn upgrade_if_old(txn: &WriteTransaction) -> Result<bool, StoreError>
             "the old layout is missing one of its tables".into(),
         ));
     }
-    if has_table(txn, HISTORY.name())? || has_table(txn, KEYS.name())? {
+    if has_table(HISTORY.name()) || has_table(KEYS.name()) {
         return Err(corrupt(
             "kv_history",
             "the store holds both the old and the new layout".into(),

@@ -117,7 +117,11 @@ impl StoreReader {
         self.state.compact_revision
     }
 
-    /// A range read (etcd's rules, see [`RangeRequest`]).
+    /// A range read (etcd's rules, see [`RangeRequest`]). At the current
+    /// revision it reads each live key once; at an older revision R it
+    /// walks each key's history chain back from its newest record: per key
+    /// of the range, one point read per record of the key above R, plus one
+    /// (bounded by the key's writes since the compact revision).
     pub fn range(
         &self,
         request: &RangeRequest,

@@ -61,6 +61,7 @@ pub(crate) enum HistoryRecordRef<'a> {
         #[serde(with = "serde_bytes")]
         value: &'a [u8],
     },
+    /// The key was deleted.
     Tombstone,
 }
 
@@ -183,6 +184,8 @@ pub(crate) fn check_put(record: &HistoryRecord, revision: u64) -> Result<(), Str
     Ok(())
 }
 
+/// Decodes the `kv_keys` entry of `key` and checks it alone (a live
+/// entry's revisions and version; a deletion's revision >= 1).
 pub(crate) fn decode_key_entry(key: &[u8], bytes: &[u8]) -> Result<KeyEntry, StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt {
         table: "kv_keys",

@@ -38,6 +38,7 @@
 //! | `kv_meta` | `"revision"`, `"compact_revision"` | i64 |
 //! | `kv_sessions` | client id | [`Session`] |
 //! | `kv_session_expiry` | `(last_write_ms, client id)` | () |
+//! | `kv_live` | `"layout"` | u64: 2, the layout marker (see below) |
 //!
 //! Records are `rafter::codec` encodings, decoded with [`RECORD_BYTES_MAX`].
 //!
@@ -68,7 +69,10 @@
 //!
 //! A store of the previous layout (`kv_history` keyed `(key, revision)`,
 //! `kv_live` of live keys only) is upgraded in the first write transaction
-//! that opens it (`upgrade.rs`). Snapshots keep their format (history in
+//! that opens it (`upgrade.rs`). The old layout's `kv_live` name now holds
+//! a layout marker of other types, so that a build of the old layout (a
+//! node rolled back) fails to open this store instead of reading it as
+//! empty. Snapshots keep their format (history in
 //! key then revision order), so builds of either layout exchange them.
 //!
 //! Invariants (checked in full by `check_invariants`, used by the tests and

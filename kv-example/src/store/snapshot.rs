@@ -34,7 +34,7 @@ use super::tables::{
     decode_key_entry, decode_session, HistoryRecord, KeyEntry, LiveEntry, StoredRecord, HISTORY,
     KEYS, META, META_COMPACT_REVISION, META_REVISION, REVISION_INITIAL, SESSIONS, SESSION_EXPIRY,
 };
-use super::upgrade::{OLD_HISTORY, OLD_LIVE};
+use super::upgrade::{write_layout_marker, OLD_HISTORY, OLD_LIVE};
 use super::RECORD_BYTES_MAX;
 
 const MAGIC: [u8; 8] = *b"RKVSNAP\0";
@@ -217,7 +217,8 @@ pub fn load_snapshot(txn: &WriteTransaction, input: &mut impl Read) -> Result<()
     // A store never opened by a writer of this build may still hold the old
     // layout, which a later open would otherwise "upgrade" over this load.
     txn.delete_table(OLD_HISTORY).map_err(storage)?;
-    txn.delete_table(OLD_LIVE).map_err(storage)?;
+    txn.delete_table(OLD_LIVE).map_err(storage)?; // Or the layout marker, by name.
+    write_layout_marker(txn)?;
     txn.delete_table(SESSIONS).map_err(storage)?;
     txn.delete_table(META).map_err(storage)?;
     txn.delete_table(SESSION_EXPIRY).map_err(storage)?;

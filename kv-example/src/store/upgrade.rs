@@ -19,6 +19,25 @@ pub(crate) const OLD_HISTORY: TableDefinition<(&[u8], u64), &[u8]> =
 /// The previous layout's live index: live key → encoded [`LiveEntry`].
 pub(crate) const OLD_LIVE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_live");
 
+/// The layout marker: [`LAYOUT_KEY`] → [`LAYOUT_VERSION`], in a table that
+/// takes the old live index's name with other types. A build of the old
+/// layout opening this store (a node rolled back) then fails to start
+/// (redb's `TableTypeMismatch` on `kv_live`) instead of creating an empty
+/// `kv_history` and `kv_live` and serving an empty key space at the stored
+/// revision.
+pub(crate) const LAYOUT_MARKER: TableDefinition<&str, u64> = TableDefinition::new("kv_live");
+/// The marker's key.
+pub(crate) const LAYOUT_KEY: &str = "layout";
+/// The layout of `store/mod.rs` (1: the old one, which had no marker).
+pub(crate) const LAYOUT_VERSION: u64 = 2;
+
+/// Writes the layout marker (see [`LAYOUT_MARKER`]).
+pub(crate) fn write_layout_marker(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut marker = txn.open_table(LAYOUT_MARKER).map_err(storage)?;
+    marker.insert(LAYOUT_KEY, LAYOUT_VERSION).map_err(storage)?;
+    Ok(())
+}
+
 fn corrupt(table: &'static str, detail: String) -> StoreError {
     StoreError::Corrupt { table, detail }
 }
@@ -34,8 +53,9 @@ fn decode_live(key: &[u8], bytes: &[u8]) -> Result<LiveEntry, StoreError> {
 }
 
 /// If `txn` holds the old layout's tables, rewrites them into the current
-/// layout and deletes them; otherwise does nothing (one listing of the
-/// table names, so this runs on every [`super::StoreWriter::open`]).
+/// layout and deletes them; otherwise only writes the layout marker if it
+/// is missing (a fresh store). One listing of the table names when there
+/// is nothing to do, so this runs on every [`super::StoreWriter::open`].
 ///
 /// Cost: one pass over the old history and one point read of the old live
 /// index per key, all in this transaction: the store's size in writes,
@@ -50,12 +70,17 @@ pub(crate) fn upgrade_if_old(txn: &WriteTransaction) -> Result<bool, StoreError>
         .map(|table| table.name().to_string())
         .collect();
     let has_table = |name: &str| names.iter().any(|n| n == name);
+    // The old layout is known by `kv_history`: `kv_live` alone is the
+    // marker of this one.
     let old_history = has_table(OLD_HISTORY.name());
-    let old_live = has_table(OLD_LIVE.name());
-    if !old_history && !old_live {
+    let live_name = has_table(OLD_LIVE.name());
+    if !old_history {
+        if !live_name {
+            write_layout_marker(txn)?;
+        }
         return Ok(false);
     }
-    if !(old_history && old_live) {
+    if !live_name {
         return Err(corrupt(
             "kv_history",
             "the old layout is missing one of its tables".into(),
@@ -148,6 +173,7 @@ pub(crate) fn upgrade_if_old(txn: &WriteTransaction) -> Result<bool, StoreError>
     }
     txn.delete_table(OLD_HISTORY).map_err(storage)?;
     txn.delete_table(OLD_LIVE).map_err(storage)?;
+    write_layout_marker(txn)?;
     tracing::info!("key space upgraded to history keyed by revision");
     Ok(true)
 }
@@ -247,6 +273,7 @@ mod tests {
     /// previous release holds.
     fn downgrade(s: &Kv) {
         let txn = s.db.begin_write().unwrap();
+        txn.delete_table(LAYOUT_MARKER).unwrap();
         {
             let history = txn.open_table(HISTORY).unwrap();
             let keys = txn.open_table(KEYS).unwrap();
@@ -317,11 +344,13 @@ mod tests {
             [
                 "kv_history_by_revision",
                 "kv_keys",
+                "kv_live",
                 "kv_meta",
                 "kv_session_expiry",
                 SESSIONS.name()
             ]
         );
+        assert_old_build_refused(&s);
         let after = answers(&s);
         assert_eq!(after.0, before.0, "reads at every revision");
         assert_eq!(after.1, before.1, "digest");
@@ -338,6 +367,42 @@ mod tests {
         .unwrap();
         // Opening again does not upgrade again.
         open_writer(&s).unwrap();
+    }
+
+    /// What a build of the old layout does first on open (its
+    /// `RedbSink::open`): open `kv_history` and `kv_live` with the old
+    /// types. It must fail, not find an empty key space.
+    fn assert_old_build_refused(s: &Kv) {
+        let txn = s.db.begin_write().unwrap();
+        let old_history = txn.open_table(OLD_HISTORY).map(drop);
+        assert!(old_history.is_ok(), "{old_history:?}");
+        let old_live = txn.open_table(OLD_LIVE).map(drop);
+        assert!(
+            matches!(old_live, Err(redb::TableError::TableTypeMismatch { .. })),
+            "{old_live:?}"
+        );
+        let marker = txn.open_table(LAYOUT_MARKER).unwrap();
+        assert_eq!(
+            marker.get(LAYOUT_KEY).unwrap().unwrap().value(),
+            LAYOUT_VERSION
+        );
+    }
+
+    #[test]
+    fn a_build_of_the_old_layout_cannot_open_a_store_of_this_one() {
+        // A fresh store, one written to, and one a snapshot was loaded into.
+        let s = Kv::new();
+        open_writer(&s).unwrap();
+        assert_old_build_refused(&s);
+        s.apply(put("a", "1")).unwrap();
+        assert_old_build_refused(&s);
+        let source = populated();
+        let snapshot = answers(&source).2;
+        let txn = s.db.begin_write().unwrap();
+        super::super::load_snapshot(&txn, &mut snapshot.as_slice()).unwrap();
+        txn.commit().unwrap();
+        assert_old_build_refused(&s);
+        assert_eq!(answers(&s), answers(&source));
     }
 
     #[test]

@@ -937,7 +937,7 @@ fn write_layers(writer: &mut StoreWriter<'_>, layers: &[Arc<Layer>]) -> Result<(
             continue;
         };
         // The layers are above the base: the base's newest record of the
-        // key is below the first (prev_for errors otherwise).
+        // key is below the first (prev_for errors if it is above).
         let mut prev = sink.prev_for(key, first)?;
         let mut head = None;
         for &(revision, record) in records {

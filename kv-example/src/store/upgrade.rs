@@ -179,7 +179,7 @@ pub(crate) fn upgrade_if_old(txn: &WriteTransaction) -> Result<bool, StoreError>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use redb::{ReadableDatabase, ReadableTable};
 
     use super::super::request::*;
@@ -271,7 +271,7 @@ mod tests {
     /// Rewrites the store's key space into the previous layout, with its
     /// table definitions and record encodings: what a store written by the
     /// previous release holds.
-    fn downgrade(s: &Kv) {
+    pub(crate) fn downgrade(s: &Kv) {
         let txn = s.db.begin_write().unwrap();
         txn.delete_table(LAYOUT_MARKER).unwrap();
         {
@@ -305,7 +305,7 @@ mod tests {
 
     /// Opens a writer (which upgrades) and commits; the writer's error, if
     /// any, with nothing committed.
-    fn open_writer(s: &Kv) -> Result<(), StoreError> {
+    pub(crate) fn open_writer(s: &Kv) -> Result<(), StoreError> {
         let txn = s.db.begin_write().unwrap();
         {
             let w = StoreWriter::open(&txn)?;

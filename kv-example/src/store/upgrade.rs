@@ -3,8 +3,9 @@
 //! one (`store/mod.rs`): the whole store is copied in the caller's write
 //! transaction, so a crash leaves either layout whole, never a mix.
 //!
-//! The old table definitions live here and nowhere else: nothing but the
-//! upgrade (and its test) reads them.
+//! The old table definitions live here and nowhere else. Besides the
+//! upgrade and its tests, only a reader (which refuses an old store, since
+//! it cannot upgrade) and a snapshot load (which deletes them) name them.
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
@@ -56,6 +57,7 @@ fn decode_live(key: &[u8], bytes: &[u8]) -> Result<LiveEntry, StoreError> {
 /// layout and deletes them; otherwise only writes the layout marker if it
 /// is missing (a fresh store). One listing of the table names when there
 /// is nothing to do, so this runs on every [`super::StoreWriter::open`].
+/// Returns whether it upgraded.
 ///
 /// Cost: one pass over the old history and one point read of the old live
 /// index per key, all in this transaction: the store's size in writes,

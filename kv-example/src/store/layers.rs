@@ -48,7 +48,9 @@ use super::reader::{ReadTables, StoreReader};
 use super::request::{RangeRequest, RangeResponse, WriteRequest};
 use super::sessions::Session;
 use super::source::{Source, Tables};
-use super::tables::{decode_session, HistoryRecord, LiveEntry};
+use super::tables::{
+    decode_session, rev_key, HistoryRecord, HistoryRecordRef, KeyEntry, LiveEntry,
+};
 use super::writer::{ApplyResult, Rules, Sink, StoreWriter};
 use super::RECORD_BYTES_MAX;
 
@@ -202,7 +204,7 @@ pub(crate) struct Merged<'a> {
 
 type BaseTables<'a> = Tables<
     'a,
-    ReadOnlyTable<(&'static [u8], u64), &'static [u8]>,
+    ReadOnlyTable<(u64, &'static [u8]), &'static [u8]>,
     ReadOnlyTable<&'static [u8], &'static [u8]>,
 >;
 
@@ -220,7 +222,7 @@ impl<'a> Merged<'a> {
     fn base(&self) -> Option<BaseTables<'a>> {
         self.tables.map(|t| Tables {
             history: &t.history,
-            live: &t.live,
+            keys: &t.keys,
         })
     }
 }
@@ -408,20 +410,17 @@ impl Sink for LayerSink {
             value: Bytes::copy_from_slice(value),
         };
         self.push_record(key, revision, record);
+        let entry = LiveEntry {
+            create_revision,
+            mod_revision: revision,
+            version,
+        };
+        self.set(key, Some(entry));
         Ok(())
     }
 
     fn put_tombstone(&mut self, key: &[u8], revision: i64) -> Result<(), StoreError> {
         self.push_record(key, revision, Rec::Tombstone);
-        Ok(())
-    }
-
-    fn set_live(&mut self, key: &[u8], entry: LiveEntry) -> Result<(), StoreError> {
-        self.set(key, Some(entry));
-        Ok(())
-    }
-
-    fn remove_live(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.set(key, None);
         Ok(())
     }
@@ -908,34 +907,76 @@ fn flush(
     Ok(())
 }
 
-/// Writes `layers` into redb: every history record, and the last live
-/// entry and session of each key and client (a key put in several layers
-/// is written once).
+/// Writes `layers` into redb: every history record, and the head of each
+/// key's chain and the last session of each client (a key written in
+/// several layers gets one `kv_keys` write).
+///
+/// The history records go in in revision order: they all sort after every
+/// record in redb (the layers are above the base), so they fill a few new
+/// pages at the end of `kv_history_by_revision` instead of dirtying one
+/// leaf per key.
 fn write_layers(writer: &mut StoreWriter<'_>, layers: &[Arc<Layer>]) -> Result<(), StoreError> {
-    let mut live: BTreeMap<&[u8], Option<LiveEntry>> = BTreeMap::new();
+    let mut by_key: BTreeMap<&[u8], Vec<(i64, &Rec)>> = BTreeMap::new();
     let mut sessions: BTreeMap<u64, &Option<Session>> = BTreeMap::new();
-    let sink = &mut writer.rules_mut().sink;
+    let mut records_count = 0;
     for layer in layers {
         for (key, records) in &layer.history {
-            for (revision, record) in records {
-                match record {
-                    Rec::Put {
-                        create_revision,
-                        version,
-                        value,
-                    } => sink.put_history(key, *revision, *create_revision, *version, value)?,
-                    Rec::Tombstone => sink.put_tombstone(key, *revision)?,
-                }
-            }
+            records_count += records.len();
+            by_key
+                .entry(key.as_ref())
+                .or_default()
+                .extend(records.iter().map(|(revision, record)| (*revision, record)));
         }
-        live.extend(layer.live.iter().map(|(k, v)| (k.as_ref(), *v)));
         sessions.extend(layer.sessions.iter().map(|(c, s)| (*c, s)));
     }
-    for (key, entry) in live {
-        match entry {
-            Some(entry) => sink.set_live(key, entry)?,
-            None => sink.remove_live(key)?,
+    let sink = &mut writer.rules_mut().sink;
+    // (revision, key, prev, record) for every record.
+    let mut appends: Vec<(i64, &[u8], u64, &Rec)> = Vec::with_capacity(records_count);
+    for (key, records) in &by_key {
+        let Some(&(first, _)) = records.first() else {
+            continue;
+        };
+        // The layers are above the base: the base's newest record of the
+        // key is below the first (prev_for errors if it is above).
+        let mut prev = sink.prev_for(key, first)?;
+        let mut head = None;
+        for &(revision, record) in records {
+            // Invariant (module doc): revisions increase across layers.
+            debug_assert!(rev_key(revision) > prev, "{key:?}: {revision} after {prev}");
+            appends.push((revision, key, prev, record));
+            prev = rev_key(revision);
+            head = Some(match record {
+                Rec::Put {
+                    create_revision,
+                    version,
+                    ..
+                } => KeyEntry::Live(LiveEntry {
+                    create_revision: *create_revision,
+                    mod_revision: revision,
+                    version: *version,
+                }),
+                Rec::Tombstone => KeyEntry::Deleted { revision },
+            });
         }
+        if let Some(head) = head {
+            sink.set_key_entry(key, head)?;
+        }
+    }
+    appends.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    for (revision, key, prev, record) in appends {
+        let record = match record {
+            Rec::Put {
+                create_revision,
+                version,
+                value,
+            } => HistoryRecordRef::Put {
+                create_revision: *create_revision,
+                version: *version,
+                value,
+            },
+            Rec::Tombstone => HistoryRecordRef::Tombstone,
+        };
+        sink.insert_record(revision, key, prev, record)?;
     }
     for (client, session) in sessions {
         match session {

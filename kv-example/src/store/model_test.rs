@@ -641,6 +641,14 @@ proptest! {
             let r = RangeRequest { revision: rev, ..super::tests::range("\0", "\0") };
             prop_assert_eq!(store.range(&r), model.range(&r), "revision {}", rev);
         }
+        // And so does the same store written in the previous layout, once
+        // upgraded (the upgrade checks the invariants).
+        super::upgrade::tests::downgrade(&store);
+        super::upgrade::tests::open_writer(&store).unwrap();
+        for rev in model.compact.max(1)..=model.current() {
+            let r = RangeRequest { revision: rev, ..super::tests::range("\0", "\0") };
+            prop_assert_eq!(store.range(&r), model.range(&r), "upgraded, revision {}", rev);
+        }
     }
 }
 

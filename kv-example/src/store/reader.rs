@@ -11,12 +11,13 @@ use super::layers::StateView;
 use super::range::{self, live_kvs, KeySpan};
 use super::request::{RangeRequest, RangeResponse};
 use super::sessions::Session;
-use super::tables::{read_meta, HISTORY, LIVE, META, REVISION_INITIAL, SESSIONS, SESSION_EXPIRY};
+use super::tables::{read_meta, HISTORY, KEYS, META, REVISION_INITIAL, SESSIONS, SESSION_EXPIRY};
+use super::upgrade::OLD_HISTORY;
 
 /// The store's tables in a read transaction.
 pub(crate) struct ReadTables {
-    pub(crate) history: ReadOnlyTable<(&'static [u8], u64), &'static [u8]>,
-    pub(crate) live: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub(crate) history: ReadOnlyTable<(u64, &'static [u8]), &'static [u8]>,
+    pub(crate) keys: ReadOnlyTable<&'static [u8], &'static [u8]>,
     pub(crate) sessions: ReadOnlyTable<u64, &'static [u8]>,
     pub(crate) session_expiry: ReadOnlyTable<(u64, u64), ()>,
 }
@@ -58,6 +59,15 @@ impl StoreReader {
             None => (None, REVISION_INITIAL, 0),
             Some(meta) => {
                 let (revision, compact_revision) = read_meta(&meta)?;
+                // Only a writer upgrades (it needs a write transaction).
+                if open_optional(txn, OLD_HISTORY)?.is_some() {
+                    return Err(StoreError::Corrupt {
+                        table: "kv_history",
+                        detail: "the store has the old layout: open a StoreWriter on it once \
+                                 to upgrade it"
+                            .into(),
+                    });
+                }
                 // The writer creates all tables in one transaction: one
                 // missing next to the meta table is damage.
                 let missing = |name: &'static str| StoreError::Corrupt {
@@ -65,8 +75,9 @@ impl StoreReader {
                     detail: "table missing".into(),
                 };
                 let tables = ReadTables {
-                    history: open_optional(txn, HISTORY)?.ok_or_else(|| missing("kv_history"))?,
-                    live: open_optional(txn, LIVE)?.ok_or_else(|| missing("kv_live"))?,
+                    history: open_optional(txn, HISTORY)?
+                        .ok_or_else(|| missing("kv_history_by_revision"))?,
+                    keys: open_optional(txn, KEYS)?.ok_or_else(|| missing("kv_keys"))?,
                     sessions: open_optional(txn, SESSIONS)?
                         .ok_or_else(|| missing("kv_sessions"))?,
                     session_expiry: open_optional(txn, SESSION_EXPIRY)?
@@ -106,7 +117,11 @@ impl StoreReader {
         self.state.compact_revision
     }
 
-    /// A range read (etcd's rules, see [`RangeRequest`]).
+    /// A range read (etcd's rules, see [`RangeRequest`]). At the current
+    /// revision it reads each live key once; at an older revision R it
+    /// walks each key's history chain back from its newest record: per key
+    /// of the range, one point read per record of the key above R, plus one
+    /// (bounded by the key's writes since the compact revision).
     pub fn range(
         &self,
         request: &RangeRequest,
@@ -153,7 +168,7 @@ impl StoreReader {
         match &self.state.tables {
             Some(t) => invariants::check(
                 &t.history,
-                &t.live,
+                &t.keys,
                 &t.sessions,
                 &t.session_expiry,
                 self.state.base_revision,

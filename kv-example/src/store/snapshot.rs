@@ -29,10 +29,12 @@ use super::error::{storage, SnapshotError, StoreError};
 use super::invariants;
 use super::reader::StoreReader;
 use super::sessions::Session;
+use super::source::Tables;
 use super::tables::{
-    decode_history, decode_live, decode_session, HistoryRecord, LiveEntry, HISTORY, LIVE, META,
-    META_COMPACT_REVISION, META_REVISION, REVISION_INITIAL, SESSIONS, SESSION_EXPIRY,
+    decode_key_entry, decode_session, HistoryRecord, KeyEntry, LiveEntry, StoredRecord, HISTORY,
+    KEYS, META, META_COMPACT_REVISION, META_REVISION, REVISION_INITIAL, SESSIONS, SESSION_EXPIRY,
 };
+use super::upgrade::{write_layout_marker, OLD_HISTORY, OLD_LIVE};
 use super::RECORD_BYTES_MAX;
 
 const MAGIC: [u8; 8] = *b"RKVSNAP\0";
@@ -119,21 +121,41 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<u64
         compact_revision: reader.compact_revision(),
     })?;
     if let Some(t) = reader.tables() {
-        for item in t.history.range::<(&[u8], u64)>(..).map_err(storage)? {
+        // The stream keeps the format of the `(key, revision)` layout, so
+        // builds of either layout exchange snapshots: per key (in key
+        // order), its chain's revisions collected newest first, then its
+        // records oldest first. Memory: 8 bytes per record of one key.
+        let tables = Tables {
+            history: &t.history,
+            keys: &t.keys,
+        };
+        let mut revisions: Vec<i64> = Vec::new();
+        for item in t.keys.range::<&[u8]>(..).map_err(storage)? {
             let (k, v) = item.map_err(storage)?;
-            let (key, revision) = k.value();
-            framed.record(&SnapshotRecord::History {
-                key: key.to_vec(),
-                revision,
-                record: decode_history(key, v.value())?,
-            })?;
+            let key = k.value();
+            let entry = decode_key_entry(key, v.value())?;
+            revisions.clear();
+            let mut at = entry.newest();
+            while at > 0 {
+                revisions.push(at);
+                at = tables.chained(key, at)?.prev as i64;
+            }
+            for &revision in revisions.iter().rev() {
+                framed.record(&SnapshotRecord::History {
+                    key: key.to_vec(),
+                    revision: revision as u64,
+                    record: tables.chained(key, revision)?.record,
+                })?;
+            }
         }
-        for item in t.live.range::<&[u8]>(..).map_err(storage)? {
+        for item in t.keys.range::<&[u8]>(..).map_err(storage)? {
             let (k, v) = item.map_err(storage)?;
-            framed.record(&SnapshotRecord::Live {
-                key: k.value().to_vec(),
-                entry: decode_live(k.value(), v.value())?,
-            })?;
+            if let Some(entry) = decode_key_entry(k.value(), v.value())?.live() {
+                framed.record(&SnapshotRecord::Live {
+                    key: k.value().to_vec(),
+                    entry,
+                })?;
+            }
         }
         for item in t.sessions.range::<u64>(..).map_err(storage)? {
             let (k, v) = item.map_err(storage)?;
@@ -191,12 +213,17 @@ enum Section {
 /// transaction without committing it (it commits only on `Ok`).
 pub fn load_snapshot(txn: &WriteTransaction, input: &mut impl Read) -> Result<(), StoreError> {
     txn.delete_table(HISTORY).map_err(storage)?;
-    txn.delete_table(LIVE).map_err(storage)?;
+    txn.delete_table(KEYS).map_err(storage)?;
+    // A store never opened by a writer of this build may still hold the old
+    // layout, which a later open would otherwise "upgrade" over this load.
+    txn.delete_table(OLD_HISTORY).map_err(storage)?;
+    txn.delete_table(OLD_LIVE).map_err(storage)?; // Or the layout marker, by name.
+    write_layout_marker(txn)?;
     txn.delete_table(SESSIONS).map_err(storage)?;
     txn.delete_table(META).map_err(storage)?;
     txn.delete_table(SESSION_EXPIRY).map_err(storage)?;
     let mut history = txn.open_table(HISTORY).map_err(storage)?;
-    let mut live = txn.open_table(LIVE).map_err(storage)?;
+    let mut keys = txn.open_table(KEYS).map_err(storage)?;
     let mut meta = txn.open_table(META).map_err(storage)?;
     let mut sessions = txn.open_table(SESSIONS).map_err(storage)?;
     let mut expiry = txn.open_table(SESSION_EXPIRY).map_err(storage)?;
@@ -280,11 +307,36 @@ pub fn load_snapshot(txn: &WriteTransaction, input: &mut impl Read) -> Result<()
                 if last_history.as_ref().is_some_and(|last| *last >= next) {
                     return Err(invalid("history records out of order".into()).into());
                 }
+                if revision < 1 {
+                    return Err(invalid("history record at revision 0".into()).into());
+                }
+                // The chain: the previous record of the same key (order
+                // checked above), else none.
+                let prev = match &last_history {
+                    Some((last_key, last_revision)) if *last_key == next.0 => *last_revision,
+                    _ => 0,
+                };
+                // A key whose newest record is a tombstone has no Live
+                // record: its kv_keys entry comes from the history (a later
+                // put of the key removes it; the Live record then adds it).
+                let (key, revision) = (next.0.as_slice(), next.1);
+                match &record {
+                    HistoryRecord::Tombstone => {
+                        let deleted = KeyEntry::Deleted {
+                            revision: revision as i64,
+                        };
+                        keys.insert(key, rafter::codec::encode(&deleted).as_slice())
+                            .map_err(storage)?;
+                    }
+                    HistoryRecord::Put { .. } => {
+                        if prev != 0 {
+                            keys.remove(key).map_err(storage)?;
+                        }
+                    }
+                }
+                let stored = StoredRecord { prev, record };
                 history
-                    .insert(
-                        (next.0.as_slice(), next.1),
-                        rafter::codec::encode(&record).as_slice(),
-                    )
+                    .insert((revision, key), rafter::codec::encode(&stored).as_slice())
                     .map_err(storage)?;
                 last_history = Some(next);
             }
@@ -293,7 +345,13 @@ pub fn load_snapshot(txn: &WriteTransaction, input: &mut impl Read) -> Result<()
                 if last_live.as_ref().is_some_and(|last| *last >= key) {
                     return Err(invalid("live records out of order".into()).into());
                 }
-                live.insert(key.as_slice(), rafter::codec::encode(&entry).as_slice())
+                if !entry.valid() {
+                    return Err(invalid(format!("live record {entry:?}")).into());
+                }
+                // Replaces a Deleted entry (if the history ends in a
+                // tombstone): the invariant check below then refuses it.
+                let entry = KeyEntry::Live(entry);
+                keys.insert(key.as_slice(), rafter::codec::encode(&entry).as_slice())
                     .map_err(storage)?;
                 last_live = Some(key);
             }
@@ -338,7 +396,7 @@ pub fn load_snapshot(txn: &WriteTransaction, input: &mut impl Read) -> Result<()
     }
     // Invariant: `revisions` is set, or the End record would have failed.
     let (revision, compact) = revisions.unwrap_or((REVISION_INITIAL, 0));
-    invariants::check(&history, &live, &sessions, &expiry, revision, compact).map_err(|e| {
+    invariants::check(&history, &keys, &sessions, &expiry, revision, compact).map_err(|e| {
         SnapshotError::Invalid {
             index,
             detail: e.to_string(),

@@ -8,7 +8,9 @@ use redb::ReadableTable;
 
 use super::error::{storage, StoreError};
 use super::range::KeySpan;
-use super::tables::{decode_history, decode_live, rev_key, HistoryRecord, LiveEntry};
+use super::tables::{
+    decode_history, decode_key_entry, rev_key, HistoryRecord, KeyEntry, LiveEntry, StoredRecord,
+};
 
 /// Point and range reads of the live index and the history, at one state.
 pub(crate) trait Source {
@@ -22,6 +24,8 @@ pub(crate) trait Source {
     fn history_get(&self, key: &[u8], revision: i64) -> Result<Option<HistoryRecord>, StoreError>;
 
     /// The newest record of `key` at or below `revision`, with its revision.
+    /// Over redb this walks the key's chain back from its newest record:
+    /// one point read per record of the key above `revision`, plus one.
     fn record_at(
         &self,
         key: &[u8],
@@ -32,7 +36,7 @@ pub(crate) trait Source {
     fn next_history_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
-/// The value of a live key: the put record at `(key, mod_revision)`, which
+/// The value of a live key: the put record at `(mod_revision, key)`, which
 /// must agree with the live entry.
 pub(crate) fn live_value(
     source: &impl Source,
@@ -46,30 +50,66 @@ pub(crate) fn live_value(
             value,
         }) if create_revision == entry.create_revision && version == entry.version => Ok(value),
         other => Err(StoreError::Corrupt {
-            table: "kv_live",
+            table: "kv_keys",
             detail: format!("key {key:?}: live {entry:?} but history {other:?}"),
         }),
     }
 }
 
-/// The history and live tables of one redb transaction, read or write.
-pub(crate) struct Tables<'a, H, L> {
+/// The history and key tables of one redb transaction, read or write.
+pub(crate) struct Tables<'a, H, K> {
     pub(crate) history: &'a H,
-    pub(crate) live: &'a L,
+    pub(crate) keys: &'a K,
 }
 
-impl<H, L> Source for Tables<'_, H, L>
+impl<H, K> Tables<'_, H, K>
 where
-    H: ReadableTable<(&'static [u8], u64), &'static [u8]>,
-    L: ReadableTable<&'static [u8], &'static [u8]>,
+    H: ReadableTable<(u64, &'static [u8]), &'static [u8]>,
+    K: ReadableTable<&'static [u8], &'static [u8]>,
 {
-    fn live_get(&self, key: &[u8]) -> Result<Option<LiveEntry>, StoreError> {
-        match self.live.get(key).map_err(storage)? {
-            Some(g) => Ok(Some(decode_live(key, g.value())?)),
+    /// The [`KeyEntry`] of `key`: the head of its chain, if it has history.
+    pub(crate) fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>, StoreError> {
+        match self.keys.get(key).map_err(storage)? {
+            Some(g) => Ok(Some(decode_key_entry(key, g.value())?)),
             None => Ok(None),
         }
     }
 
+    /// The stored record of `key` at exactly `revision`, if any.
+    pub(crate) fn stored(
+        &self,
+        key: &[u8],
+        revision: i64,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let revision = rev_key(revision);
+        match self.history.get((revision, key)).map_err(storage)? {
+            Some(g) => Ok(Some(decode_history(key, revision, g.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored record of `key` at `revision`, which its chain names:
+    /// missing means damage.
+    pub(crate) fn chained(&self, key: &[u8], revision: i64) -> Result<StoredRecord, StoreError> {
+        self.stored(key, revision)?
+            .ok_or_else(|| StoreError::Corrupt {
+                table: "kv_history_by_revision",
+                detail: format!("key {key:?}: its chain names a record at {revision}, missing"),
+            })
+    }
+}
+
+impl<H, K> Source for Tables<'_, H, K>
+where
+    H: ReadableTable<(u64, &'static [u8]), &'static [u8]>,
+    K: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    fn live_get(&self, key: &[u8]) -> Result<Option<LiveEntry>, StoreError> {
+        Ok(self.key_entry(key)?.and_then(|entry| entry.live()))
+    }
+
+    /// Walks `kv_keys` over the span, skipping deleted keys (those whose
+    /// tombstone compaction has not reached yet).
     fn live_range(&self, span: KeySpan<'_>) -> Result<Vec<(Vec<u8>, LiveEntry)>, StoreError> {
         let mut out = Vec::new();
         let iter = match span {
@@ -80,56 +120,57 @@ where
                 }
                 return Ok(out);
             }
-            KeySpan::From(start) => self.live.range::<&[u8]>(start..).map_err(storage)?,
+            KeySpan::From(start) => self.keys.range::<&[u8]>(start..).map_err(storage)?,
             KeySpan::Between(start, end) => {
-                self.live.range::<&[u8]>(start..end).map_err(storage)?
+                self.keys.range::<&[u8]>(start..end).map_err(storage)?
             }
         };
         for item in iter {
             let (k, v) = item.map_err(storage)?;
             let key = k.value();
-            out.push((key.to_vec(), decode_live(key, v.value())?));
+            if let Some(entry) = decode_key_entry(key, v.value())?.live() {
+                out.push((key.to_vec(), entry));
+            }
         }
         Ok(out)
     }
 
     fn history_get(&self, key: &[u8], revision: i64) -> Result<Option<HistoryRecord>, StoreError> {
-        match self
-            .history
-            .get((key, rev_key(revision)))
-            .map_err(storage)?
-        {
-            Some(g) => Ok(Some(decode_history(key, g.value())?)),
-            None => Ok(None),
-        }
+        Ok(self.stored(key, revision)?.map(|stored| stored.record))
     }
 
+    /// Walks the key's chain back from its newest record: one point read
+    /// per record of the key above `revision`, plus one (so a read at or
+    /// above the newest record costs one `kv_keys` and one history read).
+    /// Every step goes to a strictly lower revision (checked on decode), so
+    /// the walk ends even over damaged data.
     fn record_at(
         &self,
         key: &[u8],
         revision: i64,
     ) -> Result<Option<(i64, HistoryRecord)>, StoreError> {
-        let mut iter = self
-            .history
-            .range((key, 0u64)..=(key, rev_key(revision)))
-            .map_err(storage)?;
-        match iter.next_back() {
-            None => Ok(None),
-            Some(item) => {
-                let (k, v) = item.map_err(storage)?;
-                let record_revision = k.value().1 as i64;
-                Ok(Some((record_revision, decode_history(key, v.value())?)))
+        let Some(entry) = self.key_entry(key)? else {
+            return Ok(None);
+        };
+        let mut at = entry.newest();
+        while at > 0 {
+            let stored = self.chained(key, at)?;
+            if at <= revision {
+                return Ok(Some((at, stored.record)));
             }
+            debug_assert!((stored.prev as i64) < at, "decode checks prev < revision");
+            at = stored.prev as i64;
         }
+        Ok(None)
     }
 
     fn next_history_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut iter = self.history.range((from, 0u64)..).map_err(storage)?;
+        let mut iter = self.keys.range::<&[u8]>(from..).map_err(storage)?;
         match iter.next() {
             None => Ok(None),
             Some(item) => {
                 let (k, _) = item.map_err(storage)?;
-                Ok(Some(k.value().0.to_vec()))
+                Ok(Some(k.value().to_vec()))
             }
         }
     }

@@ -11,10 +11,17 @@ use super::request::KeyValue;
 use super::sessions::Session;
 use super::RECORD_BYTES_MAX;
 
-/// `(key, revision)` → encoded [`HistoryRecord`].
-pub(crate) const HISTORY: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("kv_history");
-/// live key → encoded [`LiveEntry`].
-pub(crate) const LIVE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_live");
+/// `(revision, key)` → encoded [`StoredRecord`]: the history in revision
+/// order, so a flush's records are appended on a few pages at the end of
+/// the table instead of one page per key (etcd's bolt `key` bucket is keyed
+/// by revision too). A new name, not `kv_history` retyped, so that a store
+/// of the `(key, revision)` layout is recognised by its table names alone
+/// (`upgrade.rs`).
+pub(crate) const HISTORY: TableDefinition<(u64, &[u8]), &[u8]> =
+    TableDefinition::new("kv_history_by_revision");
+/// key → encoded [`KeyEntry`]: every key with history, live or deleted,
+/// with the revision of its newest record (the head of its chain).
+pub(crate) const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_keys");
 /// [`META_REVISION`] / [`META_COMPACT_REVISION`] → value.
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("kv_meta");
 /// client id → encoded [`Session`].
@@ -54,10 +61,63 @@ pub(crate) enum HistoryRecordRef<'a> {
         #[serde(with = "serde_bytes")]
         value: &'a [u8],
     },
+    /// The key was deleted.
+    Tombstone,
+}
+
+/// A history record as stored in [`HISTORY`]: the record and the revision
+/// of the same key's previous record, so that a key's history is a chain
+/// walked newest first from its [`KeyEntry`].
+/// Invariant: prev < the record's revision; prev is 0 when the key has no
+/// older record (none written, or compaction removed it), else the key has
+/// a record at prev.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredRecord {
+    pub(crate) prev: u64,
+    pub(crate) record: HistoryRecord,
+}
+
+/// The borrowed twin of [`StoredRecord`] for writing (same fields, same
+/// encoding).
+#[derive(Debug, Serialize)]
+pub(crate) struct StoredRecordRef<'a> {
+    pub(crate) prev: u64,
+    pub(crate) record: HistoryRecordRef<'a>,
+}
+
+/// What [`KEYS`] holds for one key: the head of its history chain.
+/// Invariant: the key's newest record is at [`KeyEntry::newest`], and it is
+/// a put with this entry's create revision and version when `Live`, a
+/// tombstone when `Deleted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum KeyEntry {
+    /// The key is live; its newest record is the put at `mod_revision`.
+    Live(LiveEntry),
+    /// The key was deleted at `revision` (its newest record, a tombstone),
+    /// and compaction has not yet dropped it.
+    Deleted { revision: i64 },
+}
+
+impl KeyEntry {
+    /// The revision of the key's newest record.
+    pub(crate) fn newest(&self) -> i64 {
+        match self {
+            KeyEntry::Live(entry) => entry.mod_revision,
+            KeyEntry::Deleted { revision } => *revision,
+        }
+    }
+
+    /// The live entry, if the key is live.
+    pub(crate) fn live(&self) -> Option<LiveEntry> {
+        match self {
+            KeyEntry::Live(entry) => Some(*entry),
+            KeyEntry::Deleted { .. } => None,
+        }
+    }
 }
 
 /// The current state of a live key, without its value (which is in
-/// [`HISTORY`] at `(key, mod_revision)`).
+/// [`HISTORY`] at `(mod_revision, key)`).
 /// Invariant: 1 <= create_revision <= mod_revision <= store revision;
 /// version >= 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,39 +149,56 @@ pub(crate) fn rev_key(revision: i64) -> u64 {
     revision.max(0) as u64
 }
 
-pub(crate) fn decode_history(key: &[u8], bytes: &[u8]) -> Result<HistoryRecord, StoreError> {
-    let record: HistoryRecord =
-        rafter::codec::decode(bytes, RECORD_BYTES_MAX).map_err(|e| StoreError::Corrupt {
-            table: "kv_history",
-            detail: format!("key {key:?}: {e}"),
-        })?;
+/// Decodes the record of `key` at `revision` and checks what it can alone:
+/// prev below the revision, and a put's create revision and version.
+pub(crate) fn decode_history(
+    key: &[u8],
+    revision: u64,
+    bytes: &[u8],
+) -> Result<StoredRecord, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "kv_history_by_revision",
+        detail: format!("key {key:?} at {revision}: {detail}"),
+    };
+    let stored: StoredRecord =
+        rafter::codec::decode(bytes, RECORD_BYTES_MAX).map_err(|e| corrupt(e.to_string()))?;
+    if revision < 1 || stored.prev >= revision {
+        return Err(corrupt(format!("previous record at {}", stored.prev)));
+    }
+    check_put(&stored.record, revision).map_err(corrupt)?;
+    Ok(stored)
+}
+
+/// A put's create revision is in `1..=revision` and its version >= 1.
+pub(crate) fn check_put(record: &HistoryRecord, revision: u64) -> Result<(), String> {
     if let HistoryRecord::Put {
         create_revision,
         version,
         ..
-    } = &record
+    } = record
     {
-        if *create_revision < 1 || *version < 1 {
-            return Err(StoreError::Corrupt {
-                table: "kv_history",
-                detail: format!("key {key:?}: create {create_revision}, version {version}"),
-            });
+        if *create_revision < 1 || *create_revision as u64 > revision || *version < 1 {
+            return Err(format!("create {create_revision}, version {version}"));
         }
     }
-    Ok(record)
+    Ok(())
 }
 
-pub(crate) fn decode_live(key: &[u8], bytes: &[u8]) -> Result<LiveEntry, StoreError> {
-    let entry: LiveEntry =
-        rafter::codec::decode(bytes, RECORD_BYTES_MAX).map_err(|e| StoreError::Corrupt {
-            table: "kv_live",
-            detail: format!("key {key:?}: {e}"),
-        })?;
-    if !entry.valid() {
-        return Err(StoreError::Corrupt {
-            table: "kv_live",
-            detail: format!("key {key:?}: {entry:?}"),
-        });
+/// Decodes the `kv_keys` entry of `key` and checks it alone (a live
+/// entry's revisions and version; a deletion's revision >= 1).
+pub(crate) fn decode_key_entry(key: &[u8], bytes: &[u8]) -> Result<KeyEntry, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "kv_keys",
+        detail: format!("key {key:?}: {detail}"),
+    };
+    let entry: KeyEntry =
+        rafter::codec::decode(bytes, RECORD_BYTES_MAX).map_err(|e| corrupt(e.to_string()))?;
+    let valid = match &entry {
+        KeyEntry::Live(live) => live.valid(),
+        KeyEntry::Deleted { revision } => *revision >= 1,
+    };
+    if !valid {
+        return Err(corrupt(format!("{entry:?}")));
     }
     Ok(entry)
 }
@@ -131,37 +208,6 @@ pub(crate) fn decode_session(client: u64, bytes: &[u8]) -> Result<Session, Store
         table: "kv_sessions",
         detail: format!("client {client}: {e}"),
     })
-}
-
-/// The value of a live key: the put record at `(key, mod_revision)`.
-pub(crate) fn live_value(
-    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
-    key: &[u8],
-    entry: &LiveEntry,
-) -> Result<Vec<u8>, StoreError> {
-    let guard = history
-        .get((key, rev_key(entry.mod_revision)))
-        .map_err(storage)?;
-    let record = match guard {
-        Some(g) => decode_history(key, g.value())?,
-        None => {
-            return Err(StoreError::Corrupt {
-                table: "kv_live",
-                detail: format!("key {key:?}: no history at mod revision {entry:?}"),
-            })
-        }
-    };
-    match record {
-        HistoryRecord::Put {
-            create_revision,
-            version,
-            value,
-        } if create_revision == entry.create_revision && version == entry.version => Ok(value),
-        other => Err(StoreError::Corrupt {
-            table: "kv_live",
-            detail: format!("key {key:?}: live {entry:?} but history {other:?}"),
-        }),
-    }
 }
 
 /// Reads (revision, compact_revision) from the meta table (a fresh store's

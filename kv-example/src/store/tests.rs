@@ -4,7 +4,7 @@
 use redb::{Database, ReadableDatabase};
 
 use super::request::*;
-use super::tables::{HistoryRecord, HistoryRecordRef};
+use super::tables::{HistoryRecord, HistoryRecordRef, StoredRecord, StoredRecordRef};
 use super::*;
 
 /// A store in a temporary redb file; every request in its own committed
@@ -1126,6 +1126,42 @@ fn the_borrowed_history_record_encodes_like_the_owned_one() {
         create_revision: 7,
         version: 300,
         value: b"value",
+    };
+    assert_eq!(
+        rafter::codec::encode(&owned),
+        rafter::codec::encode(&borrowed)
+    );
+}
+
+#[test]
+fn the_borrowed_stored_record_encodes_like_the_owned_one() {
+    let owned = StoredRecord {
+        prev: 41,
+        record: HistoryRecord::Put {
+            create_revision: 7,
+            version: 300,
+            value: b"value".to_vec(),
+        },
+    };
+    let borrowed = StoredRecordRef {
+        prev: 41,
+        record: HistoryRecordRef::Put {
+            create_revision: 7,
+            version: 300,
+            value: b"value",
+        },
+    };
+    assert_eq!(
+        rafter::codec::encode(&owned),
+        rafter::codec::encode(&borrowed)
+    );
+    let owned = StoredRecord {
+        prev: 0,
+        record: HistoryRecord::Tombstone,
+    };
+    let borrowed = StoredRecordRef {
+        prev: 0,
+        record: HistoryRecordRef::Tombstone,
     };
     assert_eq!(
         rafter::codec::encode(&owned),

@@ -1,9 +1,7 @@
 //! [`StoreWriter`]: applies write requests inside a redb write transaction
 //! that its caller opened and commits.
 
-use std::ops::Bound;
-
-use redb::{Table, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::error::{storage, KvError, StoreError};
 use super::invariants;
@@ -16,10 +14,12 @@ use super::request::{
 use super::sessions::{self, Session};
 use super::source::{live_value, Source, Tables};
 use super::tables::{
-    key_successor, read_meta, rev_key, HistoryRecord, HistoryRecordRef, LiveEntry, HISTORY, LIVE,
-    META, META_COMPACT_REVISION, META_REVISION, SESSIONS, SESSION_EXPIRY,
+    decode_key_entry, key_successor, read_meta, rev_key, HistoryRecord, HistoryRecordRef, KeyEntry,
+    LiveEntry, StoredRecord, StoredRecordRef, HISTORY, KEYS, META, META_COMPACT_REVISION,
+    META_REVISION, SESSIONS, SESSION_EXPIRY,
 };
 use super::txn::{check_path, check_put, check_txn, txn_path, TxnPath};
+use super::upgrade;
 
 /// The outcome of one write request: the store revision after it and the
 /// response, or the etcd rule it broke (then nothing changed); the outer
@@ -31,7 +31,10 @@ pub type ApplyResult = Result<Result<(i64, WriteResponse), KvError>, StoreError>
 /// (`layers::LayerSink`). Reads through the [`Source`] see every change
 /// made so far.
 pub(crate) trait Sink: Source {
-    /// Records that `key` was put at `revision`.
+    /// Records that `key` was put at `revision`, which makes it live with
+    /// that create revision, mod revision `revision` and version. A record
+    /// of the key at `revision` already (a txn's delete-range then put)
+    /// is replaced.
     fn put_history(
         &mut self,
         key: &[u8],
@@ -41,14 +44,10 @@ pub(crate) trait Sink: Source {
         value: &[u8],
     ) -> Result<(), StoreError>;
 
-    /// Records that `key` was deleted at `revision`.
+    /// Records that `key` was deleted at `revision`, which makes it not
+    /// live; as for [`Sink::put_history`], a record at `revision` already
+    /// is replaced.
     fn put_tombstone(&mut self, key: &[u8], revision: i64) -> Result<(), StoreError>;
-
-    /// Sets the live entry of `key`.
-    fn set_live(&mut self, key: &[u8], entry: LiveEntry) -> Result<(), StoreError>;
-
-    /// Removes `key` from the live index.
-    fn remove_live(&mut self, key: &[u8]) -> Result<(), StoreError>;
 
     /// Stores the store revision.
     fn set_revision(&mut self, revision: i64) -> Result<(), StoreError>;
@@ -63,23 +62,25 @@ pub(crate) trait Sink: Source {
 /// A [`RedbSink`]'s tables as a [`Source`].
 type WriteTables<'a, 't> = Tables<
     'a,
-    Table<'t, (&'static [u8], u64), &'static [u8]>,
+    Table<'t, (u64, &'static [u8]), &'static [u8]>,
     Table<'t, &'static [u8], &'static [u8]>,
 >;
 
 /// The redb tables a [`StoreWriter`] writes.
 pub(crate) struct RedbSink<'t> {
-    pub(crate) history: Table<'t, (&'static [u8], u64), &'static [u8]>,
-    pub(crate) live: Table<'t, &'static [u8], &'static [u8]>,
+    pub(crate) history: Table<'t, (u64, &'static [u8]), &'static [u8]>,
+    pub(crate) keys: Table<'t, &'static [u8], &'static [u8]>,
     pub(crate) meta: Table<'t, &'static str, i64>,
 }
 
 impl<'t> RedbSink<'t> {
-    /// Opens (creating any that is missing) the key-space tables in `txn`.
+    /// Opens (creating any that is missing) the key-space tables in `txn`,
+    /// upgrading a store of the old layout first (`upgrade.rs`).
     pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        upgrade::upgrade_if_old(txn)?;
         Ok(Self {
             history: txn.open_table(HISTORY).map_err(storage)?,
-            live: txn.open_table(LIVE).map_err(storage)?,
+            keys: txn.open_table(KEYS).map_err(storage)?,
             meta: txn.open_table(META).map_err(storage)?,
         })
     }
@@ -87,8 +88,122 @@ impl<'t> RedbSink<'t> {
     fn tables(&self) -> WriteTables<'_, 't> {
         Tables {
             history: &self.history,
-            live: &self.live,
+            keys: &self.keys,
         }
+    }
+
+    /// The newest revision of `key` before a record at `revision` is added:
+    /// the new record's `prev`. A record at `revision` already (a txn wrote
+    /// the key twice at one revision) is replaced, so its own prev is the
+    /// answer.
+    pub(crate) fn prev_for(&self, key: &[u8], revision: i64) -> Result<u64, StoreError> {
+        let tables = self.tables();
+        let Some(entry) = tables.key_entry(key)? else {
+            return Ok(0);
+        };
+        let newest = entry.newest();
+        if newest < revision {
+            Ok(rev_key(newest))
+        } else if newest == revision {
+            Ok(tables.chained(key, revision)?.prev)
+        } else {
+            Err(StoreError::Corrupt {
+                table: "kv_keys",
+                detail: format!(
+                    "key {key:?}: newest record {newest} above the write at {revision}"
+                ),
+            })
+        }
+    }
+
+    /// Stores the record of `key` at `revision`, pointing at `prev`.
+    pub(crate) fn insert_record(
+        &mut self,
+        revision: i64,
+        key: &[u8],
+        prev: u64,
+        record: HistoryRecordRef<'_>,
+    ) -> Result<(), StoreError> {
+        debug_assert!(prev < rev_key(revision), "prev {prev} at {revision}");
+        let bytes = rafter::codec::encode(&StoredRecordRef { prev, record });
+        self.history
+            .insert((rev_key(revision), key), bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Sets the head of `key`'s chain.
+    pub(crate) fn set_key_entry(&mut self, key: &[u8], entry: KeyEntry) -> Result<(), StoreError> {
+        self.keys
+            .insert(key, rafter::codec::encode(&entry).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Compacts one key (see [`Sink::compact`]): walks its chain down to
+    /// the newest record at or below `target`, removes every record older
+    /// than that one, and that one too if it is a tombstone; the oldest
+    /// record left gets prev 0, and a key with no record left leaves
+    /// `kv_keys`. Costs one read per record above `target` and per record
+    /// removed.
+    fn compact_key(&mut self, key: &[u8], entry: KeyEntry, target: i64) -> Result<(), StoreError> {
+        // The record just above the one at or below target, if any.
+        let mut above: Option<(i64, StoredRecord)> = None;
+        let mut at = entry.newest();
+        let kept = loop {
+            if at == 0 {
+                return Ok(()); // Every record is above target.
+            }
+            let stored = self.tables().chained(key, at)?;
+            if at <= target {
+                break stored;
+            }
+            let prev = stored.prev as i64;
+            above = Some((at, stored));
+            at = prev;
+        };
+        let mut older = kept.prev as i64;
+        while older > 0 {
+            let stored = self.tables().chained(key, older)?;
+            self.history
+                .remove((rev_key(older), key))
+                .map_err(storage)?;
+            older = stored.prev as i64;
+        }
+        match kept.record {
+            HistoryRecord::Put { .. } => {
+                if kept.prev != 0 {
+                    self.rewrite_as_oldest(at, key, kept.record)?;
+                }
+            }
+            HistoryRecord::Tombstone => {
+                self.history.remove((rev_key(at), key)).map_err(storage)?;
+                match above {
+                    Some((revision, stored)) => {
+                        self.rewrite_as_oldest(revision, key, stored.record)?
+                    }
+                    None => {
+                        self.keys.remove(key).map_err(storage)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the record of `key` at `revision` with prev 0: the records
+    /// before it are gone.
+    fn rewrite_as_oldest(
+        &mut self,
+        revision: i64,
+        key: &[u8],
+        record: HistoryRecord,
+    ) -> Result<(), StoreError> {
+        let bytes = rafter::codec::encode(&StoredRecord { prev: 0, record });
+        self.history
+            .insert((rev_key(revision), key), bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
     }
 }
 
@@ -127,35 +242,25 @@ impl Sink for RedbSink<'_> {
         version: i64,
         value: &[u8],
     ) -> Result<(), StoreError> {
-        let record = rafter::codec::encode(&HistoryRecordRef::Put {
+        let prev = self.prev_for(key, revision)?;
+        let record = HistoryRecordRef::Put {
             create_revision,
             version,
             value,
-        });
-        self.history
-            .insert((key, rev_key(revision)), record.as_slice())
-            .map_err(storage)?;
-        Ok(())
+        };
+        self.insert_record(revision, key, prev, record)?;
+        let entry = LiveEntry {
+            create_revision,
+            mod_revision: revision,
+            version,
+        };
+        self.set_key_entry(key, KeyEntry::Live(entry))
     }
 
     fn put_tombstone(&mut self, key: &[u8], revision: i64) -> Result<(), StoreError> {
-        let tombstone = rafter::codec::encode(&HistoryRecord::Tombstone);
-        self.history
-            .insert((key, rev_key(revision)), tombstone.as_slice())
-            .map_err(storage)?;
-        Ok(())
-    }
-
-    fn set_live(&mut self, key: &[u8], entry: LiveEntry) -> Result<(), StoreError> {
-        self.live
-            .insert(key, rafter::codec::encode(&entry).as_slice())
-            .map_err(storage)?;
-        Ok(())
-    }
-
-    fn remove_live(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.live.remove(key).map_err(storage)?;
-        Ok(())
+        let prev = self.prev_for(key, revision)?;
+        self.insert_record(revision, key, prev, HistoryRecordRef::Tombstone)?;
+        self.set_key_entry(key, KeyEntry::Deleted { revision })
     }
 
     fn set_revision(&mut self, revision: i64) -> Result<(), StoreError> {
@@ -163,24 +268,30 @@ impl Sink for RedbSink<'_> {
         Ok(())
     }
 
-    /// For every key, drops the records older than the newest one at or
-    /// below `target`, and that one too if it is a tombstone. Walks the
-    /// whole history (two seeks per key plus the records removed).
+    /// For every key in `kv_keys`, compacts its chain (see
+    /// [`RedbSink::compact_key`]): one seek per key, plus one read per
+    /// record above `target` and per record removed.
     fn compact(&mut self, target: i64) -> Result<(), StoreError> {
         let mut from = Vec::new();
-        while let Some(key) = self.next_history_key(&from)? {
-            if let Some((newest, record)) = self.record_at(&key, target)? {
-                let last = (key.as_slice(), rev_key(newest));
-                let upper = match record {
-                    HistoryRecord::Tombstone => Bound::Included(last),
-                    HistoryRecord::Put { .. } => Bound::Excluded(last),
-                };
-                self.history
-                    .retain_in((Bound::Included((key.as_slice(), 0u64)), upper), |_, _| {
-                        false
-                    })
+        loop {
+            let next = {
+                let mut iter = self
+                    .keys
+                    .range::<&[u8]>(from.as_slice()..)
                     .map_err(storage)?;
-            }
+                match iter.next() {
+                    None => None,
+                    Some(item) => {
+                        let (k, v) = item.map_err(storage)?;
+                        let entry = decode_key_entry(k.value(), v.value())?;
+                        Some((k.value().to_vec(), entry))
+                    }
+                }
+            };
+            let Some((key, entry)) = next else {
+                break;
+            };
+            self.compact_key(&key, entry, target)?;
             from = key_successor(&key);
         }
         self.meta
@@ -313,7 +424,6 @@ impl<S: Sink> Rules<S> {
             entry.version,
             value,
         )?;
-        self.sink.set_live(&put.key, entry)?;
         pending.changed = true;
         let prev_kv = match (put.prev_kv, old, old_value) {
             (true, Some(old), Some(value)) => Some(old.key_value(put.key.clone(), value)),
@@ -340,7 +450,6 @@ impl<S: Sink> Rules<S> {
         }
         for (key, _) in &entries {
             self.sink.put_tombstone(key, pending.revision)?;
-            self.sink.remove_live(key)?;
         }
         if !entries.is_empty() {
             pending.changed = true;
@@ -525,7 +634,7 @@ impl<'t> StoreWriter<'t> {
     pub fn check_invariants(&self) -> Result<(), StoreError> {
         invariants::check(
             &self.rules.sink.history,
-            &self.rules.sink.live,
+            &self.rules.sink.keys,
             &self.sessions,
             &self.session_expiry,
             self.rules.revision,

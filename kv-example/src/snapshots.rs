@@ -289,18 +289,58 @@ fn write_file(
 ) -> Result<LogId, StateMachineError> {
     let tmp = dir.join("build.tmp");
     let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    let mut out = BufWriter::new(file);
+    let mut out = BufWriter::new(SyncedEvery::new(file, SNAPSHOT_SYNC_BYTES));
     out.write_all(MAGIC)
         .and_then(|_| out.write_all(&id.index.to_be_bytes()))
         .and_then(|_| out.write_all(&id.term.to_be_bytes()))
         .map_err(|e| io(&tmp, e))?;
     write_snapshot(view, &mut out).map_err(store_error)?;
-    let file = out.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
+    let file = out.into_inner().map_err(|e| io(&tmp, e.into_error()))?.file;
     file.sync_all().map_err(|e| io(&tmp, e))?;
     let path = dir.join(format!("snap-{}-{}.bin", id.index, id.term));
     fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
     sync_dir(dir)?;
     Ok(id)
+}
+
+/// How much of a snapshot being built may wait in the page cache before
+/// it is synced. Unsynced, a whole store's file (tens of MB and more) sits
+/// dirty until the final sync writes it in one burst, and the logs'
+/// `fdatasync`s queue behind it on the same disk; in steps the burst is
+/// a few milliseconds of the disk's time each.
+const SNAPSHOT_SYNC_BYTES: u64 = 4 << 20;
+
+/// A file synced (`fdatasync`) after every `every` bytes written to it.
+struct SyncedEvery {
+    file: File,
+    every: u64,
+    unsynced: u64,
+}
+
+impl SyncedEvery {
+    fn new(file: File, every: u64) -> Self {
+        Self {
+            file,
+            every,
+            unsynced: 0,
+        }
+    }
+}
+
+impl Write for SyncedEvery {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.unsynced += written as u64;
+        if self.unsynced >= self.every {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Opens a snapshot file and checks its header names `id`.

@@ -428,28 +428,21 @@ pub(crate) mod tests {
             old.insert((&b"k3"[..], 3u64), &b"\xff\xff\xff"[..])
                 .unwrap();
         });
-        corrupted(&|txn| {
-            // A live entry that is not the newest record.
+        // A live entry for `key` put once at revision 2.
+        let live_at_2 = |txn: &redb::WriteTransaction, key: &[u8]| {
             let mut live = txn.open_table(OLD_LIVE).unwrap();
             let entry = LiveEntry {
                 create_revision: 2,
                 mod_revision: 2,
                 version: 1,
             };
-            live.insert(&b"k3"[..], rafter::codec::encode(&entry).as_slice())
+            live.insert(key, rafter::codec::encode(&entry).as_slice())
                 .unwrap();
-        });
-        corrupted(&|txn| {
-            // A live key without history.
-            let mut live = txn.open_table(OLD_LIVE).unwrap();
-            let entry = LiveEntry {
-                create_revision: 2,
-                mod_revision: 2,
-                version: 1,
-            };
-            live.insert(&b"zz"[..], rafter::codec::encode(&entry).as_slice())
-                .unwrap();
-        });
+        };
+        // A live entry that is not the newest record.
+        corrupted(&|txn| live_at_2(txn, b"k3"));
+        // A live key without history.
+        corrupted(&|txn| live_at_2(txn, b"zz"));
         corrupted(&|txn| {
             // Both layouts at once.
             txn.open_table(KEYS).unwrap();

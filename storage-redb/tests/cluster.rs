@@ -134,11 +134,13 @@ impl Cluster {
     async fn wait_converged(&self, expected: &BTreeMap<String, String>) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let applied: Vec<u64> = self
-                .nodes
-                .values()
-                .map(|n| n.raft.status().applied_index)
-                .collect();
+            // The state machine's contents can be visible before the
+            // node's metrics count the batch as applied, so convergence
+            // also waits for every node to have applied all it knows is
+            // committed.
+            let statuses: Vec<_> = self.nodes.values().map(|n| n.raft.status()).collect();
+            let applied: Vec<u64> = statuses.iter().map(|m| m.applied_index).collect();
+            let all_applied = statuses.iter().all(|m| m.applied_index == m.commit_index);
             let differing: Vec<(NodeId, &String)> = self
                 .nodes
                 .iter()
@@ -149,7 +151,7 @@ impl Cluster {
                         .map(move |(key, _)| (*id, key))
                 })
                 .collect();
-            if differing.is_empty() && applied.windows(2).all(|w| w[0] == w[1]) {
+            if differing.is_empty() && all_applied && applied.windows(2).all(|w| w[0] == w[1]) {
                 return;
             }
             assert!(

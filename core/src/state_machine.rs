@@ -46,8 +46,11 @@ pub enum StateMachineError {
     /// node then never compacts its log.
     #[error("snapshots are not supported by this state machine")]
     SnapshotUnsupported,
-    /// The snapshot asked for is not there (a newer one replaced it); the
-    /// transfer starts over with the latest.
+    /// The snapshot asked for is not there (a newer one replaced it, or the
+    /// machine restarted and cannot make that one again); the transfer
+    /// starts over, and if it was the latest snapshot the node knows of,
+    /// the node asks for a build (`build_snapshot`) whose answer the next
+    /// transfer sends.
     #[error("snapshot {0:?} is not available")]
     SnapshotUnavailable(LogId),
     /// `install_snapshot` was asked to install `snapshot`, which is behind

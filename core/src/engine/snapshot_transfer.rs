@@ -204,6 +204,21 @@ impl Engine {
             Err(error) => {
                 tracing::info!(id = self.id, to, %error, "snapshot unreadable; starting over");
                 progress.become_probe();
+                // The state machine no longer has the snapshot this node
+                // knows of (it restarted after a newer one replaced it, or
+                // the snapshot's metadata save did not survive a crash):
+                // every transfer would start over with it again, until
+                // the next build. Ask for one now; its answer replaces
+                // the snapshot the transfers send.
+                let lost = matches!(error, StateMachineError::SnapshotUnavailable(id) if id == self.snapshot);
+                if lost
+                    && !self.snapshot_building
+                    && !self.snapshots_unsupported
+                    && !self.installing
+                {
+                    self.snapshot_building = true;
+                    self.out.build_snapshot = true;
+                }
                 return;
             }
         };

@@ -271,6 +271,77 @@ fn leader_ignores_copies_of_answers_to_earlier_snapshot_chunks() {
     assert_eq!(e.take_actions().snapshot_reads, vec![last]);
 }
 
+/// A leader whose state machine no longer has the snapshot it knows of
+/// (it restarted after a newer one replaced it) asks for a build, whose
+/// answer the next transfer sends; before, every transfer started over with
+/// the lost snapshot until the next scheduled build.
+#[test]
+fn leader_asks_for_a_build_when_its_snapshot_is_unavailable() {
+    let (mut e, snapshot) = leader_streaming_a_snapshot();
+    step(&mut e, msg(2, 1, 2, snapshot_received(snapshot, 16)));
+    e.take_actions();
+    e.on_snapshot_chunk(
+        2,
+        snapshot,
+        16,
+        Err(StateMachineError::SnapshotUnavailable(snapshot)),
+    );
+    let actions = e.take_actions();
+    assert!(actions.build_snapshot, "no build asked for");
+    assert!(actions.messages.is_empty());
+    e.check_invariants();
+    // The transfer starts over with the lost snapshot meanwhile; its read
+    // fails the same way, and asks for no second build.
+    let mut pending = actions.snapshot_reads;
+    assert_eq!(
+        pending.iter().map(|r| r.snapshot).collect::<Vec<_>>(),
+        vec![snapshot]
+    );
+
+    // The build answers a newer snapshot (the leader's blank entry, once
+    // node 3 has it): transfers send that one from then on. A read of the
+    // lost one still under way answers unavailable again.
+    step(&mut e, msg(3, 1, 2, ack(6)));
+    let newer = LogId::new(2, 6);
+    e.on_applied(6);
+    e.on_snapshot_built(Ok(newer)).expect("a newer snapshot");
+    let mut reads = Vec::new();
+    for _ in 0..3 * ELECTION_TICKS_MAX {
+        let actions = e.take_actions();
+        assert!(!actions.build_snapshot, "a second build");
+        e.check_invariants();
+        pending.extend(actions.snapshot_reads);
+        for read in pending.drain(..).collect::<Vec<_>>() {
+            reads.push(read.snapshot);
+            if read.snapshot == snapshot {
+                let lost = Err(StateMachineError::SnapshotUnavailable(snapshot));
+                e.on_snapshot_chunk(2, snapshot, read.offset, lost);
+            }
+        }
+        for m in actions.messages.into_iter().filter(|m| m.to == 2) {
+            // Node 2 still holds nothing.
+            let answer = match m.body {
+                MessageBody::Heartbeat { read_seq, .. } => {
+                    MessageBody::HeartbeatResponse { read_seq }
+                }
+                MessageBody::Append { prev_log_id, .. } => MessageBody::AppendResponse {
+                    outcome: AppendOutcome::Reject {
+                        rejected_index: prev_log_id.index,
+                        hint: LogId::default(),
+                    },
+                },
+                _ => continue,
+            };
+            step(&mut e, msg(2, 1, 2, answer));
+        }
+        if reads.contains(&newer) {
+            break;
+        }
+        e.tick();
+    }
+    assert_eq!(reads.last(), Some(&newer), "transfers read {reads:?}");
+}
+
 /// A chunk left unanswered for an election timeout (it or its answer was
 /// lost) is read and sent again, from where the follower last answered.
 #[test]

@@ -21,7 +21,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod server;
-pub mod snapshot_policy;
+pub mod snapshot_stream;
 pub mod snapshots;
 pub mod state_machine;
 pub mod store;

@@ -22,7 +22,6 @@ use crate::forward::Forwarder;
 use crate::membership::{self, Standing};
 use crate::metrics::{ServiceMetrics, TimedStorage};
 use crate::server::{router, AppState};
-use crate::snapshot_policy;
 use crate::state_machine::KvStateMachine;
 
 /// The file that says this node, started with `--join`, has received a
@@ -47,14 +46,13 @@ pub struct Node {
 
 /// The Raft settings of a node. A follower forwards the writes it receives
 /// to the leader inside Raft (`forward_proposals`): one message per batch
-/// over the peer transport, the answer from its own apply. Rafter's own
-/// snapshot interval is off: the node triggers snapshots by the rule of
-/// `snapshot_policy.rs` (the interval, and the bytes written since).
+/// over the peer transport, the answer from its own apply. A snapshot every
+/// `--snapshot-entries` entries costs a read transaction (`snapshots.rs`).
 pub fn raft_config(config: &ServeConfig) -> Config {
     Config::default()
         .with_forward_proposals(true)
         .with_request_bytes_max(config.max_request_bytes + COMMAND_OVERHEAD_BYTES)
-        .with_snapshot_interval_entries(0)
+        .with_snapshot_interval_entries(config.snapshot_entries)
         .with_snapshot_trailing_entries((config.snapshot_entries / 20).max(1))
         .with_propose_timeout(config.request_timeout)
         .with_lease_reads(config.lease_reads)
@@ -95,7 +93,7 @@ impl Node {
             .map_err(|e| format!("state store: {e}"))?;
         let reads = state_machine.reads();
         let counters = state_machine.counters();
-        let metrics = Arc::new(ServiceMetrics::new(counters.clone()));
+        let metrics = Arc::new(ServiceMetrics::new(counters));
         let log = RedbStorage::open(dir.join("log")).map_err(|e| format!("log store: {e}"))?;
         let storage = TimedStorage::new(log, metrics.clone());
         let raft_config = raft_config(&config);
@@ -139,7 +137,6 @@ impl Node {
             })
             .map_err(|e| e.to_string())?;
         tokio::spawn(metrics.clone().watch(raft.metrics()));
-        snapshot_policy::spawn(raft.clone(), counters, config.snapshot_entries);
 
         let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
             Ok(listener) => listener,

@@ -1,22 +1,29 @@
-//! The state machine's snapshot files: built in the background from a redb
-//! read transaction (a consistent view, so applies go on while the file is
-//! written), read in chunks for followers, received in chunks and installed
-//! in one redb transaction.
+//! The state machine's snapshots. Its own snapshot is a *view*: a redb
+//! read transaction held open, which keeps the store's state at one applied
+//! log id readable while the applies and flushes go on (redb keeps the
+//! pages a reader sees). Taking one costs nothing but the transaction, and
+//! its bytes are made only when a follower reads them (`snapshot_stream.rs`),
+//! so a snapshot never rewrites the store on the node that takes it, as
+//! etcd streams its backend file only to a member that needs it. A
+//! snapshot received from a leader is a file, installed in one redb
+//! transaction.
+//!
+//! A view is durable without a file: it is the state of a durable flush
+//! (`Durability::Immediate`), so after a restart the store holds at least
+//! that state, and `open` takes a new view of it. The view Rafter was told
+//! of before a restart cannot be made again; its transfers then find it
+//! unavailable and Rafter asks for a new one.
 //!
 //! Files in the directory:
-//! - `snap-<index>-<term>.bin`: a complete snapshot: a header (magic,
-//!   index, term) and the store's dump (`store::snapshot`, with its own
-//!   checksum). Every such file is a correct snapshot of the replicated
-//!   state at its log id, so one left by a crash anywhere is still valid.
+//! - `snap-<index>-<term>.bin`: a complete snapshot received (or written
+//!   by an earlier build): a header (magic, index, term) and the store's
+//!   dump (`store::snapshot`, with its own checksum). Each is a correct
+//!   snapshot of the replicated state at its log id, so one left by a
+//!   crash anywhere is still valid. Removed once a newer view is taken.
 //! - `build.tmp` and `recv-<index>-<term>.part`: unfinished; removed on open.
-//!
-//! Build policy: `build` returns the newest snapshot that is complete and
-//! starts the next one in the background, so Rafter purges the log one
-//! snapshot interval later than it could, and the apply task never waits
-//! for a dump (only the very first snapshot, when none exists, is awaited).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,147 +31,173 @@ use rafter::{LogId, StateMachineError};
 use rafter_redb::RedbStateMachineStore;
 use redb::ReadableDatabase;
 
+use crate::snapshot_stream::{SnapshotStream, HEADER_BYTES, MAGIC};
 use crate::state_machine::store_error;
-use crate::store::{load_snapshot, write_snapshot};
+use crate::store::load_snapshot;
 
-/// The first bytes of a snapshot file.
-const MAGIC: &[u8; 8] = b"RKVSNAP1";
-/// Magic, index and term.
-const HEADER_BYTES: u64 = 24;
+/// Reads of snapshots under way at once (a leader streams to each follower
+/// that needs one; two are all a 3-node cluster has). A further one
+/// replaces the least recently started.
+const STREAMS_MAX: usize = 3;
 
-/// The snapshot files of one node.
+/// The snapshots of one node.
 ///
-/// Invariant: `complete` is sorted, every id in it has its file on disk,
-/// and at most two are kept (the one Rafter was told about and a newer one
-/// built since).
+/// Invariant: `files` is sorted and every id in it has its file on disk;
+/// `view`, if any, is newer than every file; every stream reads a view
+/// (the current one, or one it replaced, kept readable for the transfer
+/// under way).
 #[derive(Debug)]
-pub struct SnapshotFiles {
+pub struct Snapshots {
     dir: PathBuf,
-    complete: Vec<LogId>,
-    building: Option<tokio::task::JoinHandle<Result<LogId, StateMachineError>>>,
+    files: Vec<LogId>,
+    view: Option<View>,
+    streams: Vec<SnapshotStream>,
     /// The snapshot being received and the bytes it holds so far.
     receiving: Option<(LogId, u64)>,
     built: u64,
 }
 
-impl SnapshotFiles {
-    /// Opens `dir`, dropping unfinished files. Blocks.
-    pub fn open(dir: &Path) -> Result<Self, StateMachineError> {
+/// The store's state at `id`, held open.
+#[derive(Debug)]
+struct View {
+    id: LogId,
+    txn: Arc<redb::ReadTransaction>,
+}
+
+impl Snapshots {
+    /// Opens `dir`, dropping unfinished files, and takes a view of what
+    /// `store` holds. Blocks.
+    pub fn open(dir: &Path, store: &RedbStateMachineStore) -> Result<Self, StateMachineError> {
         fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let mut complete = Vec::new();
+        let mut files = Vec::new();
         for item in fs::read_dir(dir).map_err(|e| io(dir, e))? {
             let path = item.map_err(|e| io(dir, e))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".tmp") || name.ends_with(".part") {
                 fs::remove_file(&path).map_err(|e| io(&path, e))?;
             } else if let Some(id) = parse_name(name) {
-                complete.push(id);
+                files.push(id);
             }
         }
-        complete.sort();
-        Ok(Self {
+        files.sort();
+        let mut snapshots = Self {
             dir: dir.to_owned(),
-            complete,
-            building: None,
+            files,
+            view: None,
+            streams: Vec::new(),
             receiving: None,
             built: 0,
-        })
+        };
+        snapshots.take_view(store)?;
+        Ok(snapshots)
     }
 
-    /// The newest complete snapshot.
+    /// The newest snapshot: the view, or the newest file.
     pub fn latest(&self) -> Option<LogId> {
-        self.complete.last().copied()
+        match &self.view {
+            Some(view) => Some(view.id),
+            None => self.files.last().copied(),
+        }
     }
 
-    /// Snapshots built since open.
+    /// Views taken since open.
     pub fn built_count(&self) -> u64 {
         self.built
     }
 
-    /// Size in bytes of the newest complete snapshot's file (0 if none, or
-    /// unreadable: the caller only weighs it).
-    pub fn latest_bytes(&self) -> u64 {
-        self.latest()
-            .and_then(|id| fs::metadata(self.path(id)).ok())
-            .map_or(0, |m| m.len())
+    /// Takes a view of what `store` holds durably (its last flush) if that
+    /// is newer than the latest snapshot, and returns the latest (the zero
+    /// id if there is none: Rafter then ignores it). Cheap: one read
+    /// transaction.
+    pub fn build(&mut self, store: &RedbStateMachineStore) -> Result<LogId, StateMachineError> {
+        self.take_view(store)?;
+        Ok(self.latest().unwrap_or_default())
     }
 
-    /// Collects a finished background build, starts the next one from the
-    /// store's current state, and returns the newest complete snapshot (the
-    /// zero id if there is none: Rafter then ignores it) and whether a build
-    /// started.
-    pub async fn build(
-        &mut self,
-        store: Arc<RedbStateMachineStore>,
-    ) -> Result<(LogId, bool), StateMachineError> {
-        let finished = self.building.as_ref().is_some_and(|b| b.is_finished());
-        if finished || (self.building.is_some() && self.complete.is_empty()) {
-            self.collect().await?;
-        }
-        let mut started = false;
-        if self.building.is_none() {
-            // The view and the applied id it records are read in one
-            // transaction, so the snapshot holds exactly the state at
-            // `applied`, whatever a background flush commits meanwhile.
-            let view = store
-                .database()
-                .begin_read()
-                .map_err(|e| StateMachineError::Io(e.to_string()))?;
-            let applied = RedbStateMachineStore::applied_in(&view)?;
-            if applied.index > self.latest().map_or(0, |l| l.index) {
-                let dir = self.dir.clone();
-                self.building = Some(tokio::task::spawn_blocking(move || {
-                    write_file(&dir, applied, &view)
-                }));
-                started = true;
-                if self.complete.is_empty() {
-                    self.collect().await?;
-                }
-            }
-        }
-        Ok((self.latest().unwrap_or_default(), started))
-    }
-
-    async fn collect(&mut self) -> Result<(), StateMachineError> {
-        let Some(handle) = self.building.take() else {
+    fn take_view(&mut self, store: &RedbStateMachineStore) -> Result<(), StateMachineError> {
+        // The view and the applied id it records are read in one
+        // transaction, so the snapshot holds exactly the state at `id`,
+        // whatever a background flush commits meanwhile.
+        let txn = store
+            .database()
+            .begin_read()
+            .map_err(|e| StateMachineError::Io(e.to_string()))?;
+        let id = RedbStateMachineStore::applied_in(&txn)?;
+        if id.index <= self.latest().map_or(0, |l| l.index) {
             return Ok(());
-        };
-        let id = handle
-            .await
-            .map_err(|e| StateMachineError::Io(format!("snapshot build task failed: {e}")))??;
+        }
+        self.view = Some(View {
+            id,
+            txn: Arc::new(txn),
+        });
         self.built += 1;
-        if self.latest().is_some_and(|latest| latest >= id) {
-            // A snapshot installed meanwhile is newer.
-            let _ = fs::remove_file(self.path(id));
-            return Ok(());
-        }
-        tracing::info!(?id, "built a snapshot");
-        self.complete.push(id);
-        self.prune(2);
+        // Files hold older states this node has left.
+        self.prune_files(|file| file < id);
         Ok(())
     }
 
-    /// Keeps the newest `keep` complete snapshots.
-    fn prune(&mut self, keep: usize) {
-        while self.complete.len() > keep {
-            let old = self.complete.remove(0);
-            if let Err(error) = fs::remove_file(self.path(old)) {
+    /// Removes the files `drop` selects.
+    fn prune_files(&mut self, drop: impl Fn(LogId) -> bool) {
+        let dir = &self.dir;
+        self.files.retain(|&old| {
+            if !drop(old) {
+                return true;
+            }
+            if let Err(error) = fs::remove_file(dir.join(file_name(old))) {
                 tracing::warn!(?old, %error, "cannot remove an old snapshot");
             }
-        }
+            false
+        });
     }
 
     /// Up to `bytes_max` bytes of `snapshot` from `offset`; `None` past the
-    /// end.
+    /// end. A file is read from disk; a view is streamed (the first read
+    /// of a transfer starts a stream).
     pub fn read(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        bytes_max: usize,
+    ) -> Result<Option<bytes::Bytes>, StateMachineError> {
+        if self.files.contains(&snapshot) {
+            return self.read_file(snapshot, offset, bytes_max);
+        }
+        // The stream furthest along that can serve `offset`.
+        let serving = self
+            .streams
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.id() == snapshot && s.serves(offset))
+            .max_by_key(|(_, s)| s.offset())
+            .map(|(i, _)| i);
+        let index = match serving {
+            Some(index) => index,
+            None => {
+                let Some(view) = self.view.as_ref().filter(|v| v.id == snapshot) else {
+                    return Err(StateMachineError::SnapshotUnavailable(snapshot));
+                };
+                if self.streams.len() >= STREAMS_MAX {
+                    self.streams.remove(0);
+                }
+                self.streams
+                    .push(SnapshotStream::start(view.id, Arc::clone(&view.txn))?);
+                self.streams.len() - 1
+            }
+        };
+        let chunk = self.streams[index].read(offset, bytes_max);
+        if !matches!(chunk, Ok(Some(_))) {
+            // Past the end, or broken: its transfer is over.
+            self.streams.remove(index);
+        }
+        chunk
+    }
+
+    fn read_file(
         &self,
         snapshot: LogId,
         offset: u64,
         bytes_max: usize,
     ) -> Result<Option<bytes::Bytes>, StateMachineError> {
-        if !self.complete.contains(&snapshot) {
-            return Err(StateMachineError::SnapshotUnavailable(snapshot));
-        }
         let path = self.path(snapshot);
         let mut file = match File::open(&path) {
             Ok(file) => file,
@@ -257,23 +290,19 @@ impl SnapshotFiles {
         store.apply_batch(applied.index + 1, snapshot, |txn| {
             load_snapshot(txn, &mut reader).map_err(store_error)
         })?;
-        if !self.complete.contains(&snapshot) {
-            self.complete.push(snapshot);
-            self.complete.sort();
+        if !self.files.contains(&snapshot) {
+            self.files.push(snapshot);
+            self.files.sort();
         }
-        // Older ones describe a state this node has left.
-        let keep = self.complete.len()
-            - self
-                .complete
-                .iter()
-                .position(|id| *id == snapshot)
-                .unwrap_or(0);
-        self.prune(keep);
+        // Older ones, the view included, describe a state this node has
+        // left (streams under way keep theirs).
+        self.prune_files(|file| file < snapshot);
+        self.view = None;
         Ok(())
     }
 
     fn path(&self, id: LogId) -> PathBuf {
-        self.dir.join(format!("snap-{}-{}.bin", id.index, id.term))
+        self.dir.join(file_name(id))
     }
 
     fn part_path(&self, id: LogId) -> PathBuf {
@@ -281,66 +310,9 @@ impl SnapshotFiles {
     }
 }
 
-/// Writes the snapshot of `view` (the state at `id`) to its file.
-fn write_file(
-    dir: &Path,
-    id: LogId,
-    view: &redb::ReadTransaction,
-) -> Result<LogId, StateMachineError> {
-    let tmp = dir.join("build.tmp");
-    let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    let mut out = BufWriter::new(SyncedEvery::new(file, SNAPSHOT_SYNC_BYTES));
-    out.write_all(MAGIC)
-        .and_then(|_| out.write_all(&id.index.to_be_bytes()))
-        .and_then(|_| out.write_all(&id.term.to_be_bytes()))
-        .map_err(|e| io(&tmp, e))?;
-    write_snapshot(view, &mut out).map_err(store_error)?;
-    let file = out.into_inner().map_err(|e| io(&tmp, e.into_error()))?.file;
-    file.sync_all().map_err(|e| io(&tmp, e))?;
-    let path = dir.join(format!("snap-{}-{}.bin", id.index, id.term));
-    fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-    sync_dir(dir)?;
-    Ok(id)
-}
-
-/// How much of a snapshot being built may wait in the page cache before
-/// it is synced. Unsynced, a whole store's file (tens of MB and more) sits
-/// dirty until the final sync writes it in one burst, and the logs'
-/// `fdatasync`s queue behind it on the same disk; in steps the burst is
-/// a few milliseconds of the disk's time each.
-const SNAPSHOT_SYNC_BYTES: u64 = 4 << 20;
-
-/// A file synced (`fdatasync`) after every `every` bytes written to it.
-struct SyncedEvery {
-    file: File,
-    every: u64,
-    unsynced: u64,
-}
-
-impl SyncedEvery {
-    fn new(file: File, every: u64) -> Self {
-        Self {
-            file,
-            every,
-            unsynced: 0,
-        }
-    }
-}
-
-impl Write for SyncedEvery {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.file.write(buf)?;
-        self.unsynced += written as u64;
-        if self.unsynced >= self.every {
-            self.file.sync_data()?;
-            self.unsynced = 0;
-        }
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
+/// The name of snapshot `id`'s file.
+fn file_name(id: LogId) -> String {
+    format!("snap-{}-{}.bin", id.index, id.term)
 }
 
 /// Opens a snapshot file and checks its header names `id`.

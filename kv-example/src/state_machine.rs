@@ -19,11 +19,8 @@ use rafter::{codec, Committed, CommittedPayload, LogId, StateMachine, StateMachi
 use rafter_redb::RedbStateMachineStore;
 
 use crate::command::{CommandV1, KvCommand, KvResponse, WriteOutcome};
-use crate::snapshots::SnapshotFiles;
-use crate::store::{
-    Batch, KvError, LayeredReads, LayeredStore, RequestOp, Session, StoreError, StoreReader,
-    TxnRequest, WriteRequest,
-};
+use crate::snapshots::Snapshots;
+use crate::store::{Batch, KvError, LayeredReads, LayeredStore, Session, StoreError, StoreReader};
 
 /// Applied batches are flushed to redb, durably, in one transaction at
 /// least this often: after a crash, Rafter applies the entries since the
@@ -72,19 +69,11 @@ pub struct ApplyCounters {
     pub snapshots_sent: AtomicU64,
     /// Snapshots received and installed.
     pub snapshots_installed: AtomicU64,
-    /// Snapshots built.
+    /// Snapshots taken (views of the store, `snapshots.rs`).
     pub snapshots_built: AtomicU64,
     /// Nanoseconds spent in apply batches (in memory; a flush runs on its
     /// own thread and counts only when an apply waits for it).
     pub apply_nanos: AtomicU64,
-    /// Key and value bytes of the writes applied (an estimate of what they
-    /// add to the store; `snapshot_policy.rs` weighs it against the latest
-    /// snapshot's size).
-    pub applied_bytes: AtomicU64,
-    /// `applied_bytes` when the latest snapshot build started.
-    pub applied_bytes_at_build: AtomicU64,
-    /// Size in bytes of the newest complete snapshot file (0: none).
-    pub snapshot_bytes: AtomicU64,
 }
 
 /// Reads of the applied state, for the HTTP side: cheap to clone, each
@@ -111,7 +100,7 @@ impl KvReads {
 #[derive(Debug)]
 pub struct KvStateMachine {
     store: LayeredStore,
-    snapshots: SnapshotFiles,
+    snapshots: Snapshots,
     session_ttl_ms: u64,
     /// The latest `time_ms` applied: the log's clock.
     log_clock_ms: u64,
@@ -130,7 +119,7 @@ impl KvStateMachine {
             dir.join("state"),
             STATE_CACHE_BYTES,
         )?))?;
-        let snapshots = SnapshotFiles::open(&dir.join("snapshots"))?;
+        let snapshots = Snapshots::open(&dir.join("snapshots"), store.database())?;
         Ok(Self {
             store,
             snapshots,
@@ -174,7 +163,6 @@ impl KvStateMachine {
         }
         let mut batch = self.store.batch(first_index);
         let mut responses = Vec::with_capacity(entries.len());
-        let mut written = 0u64;
         for (offset, entry) in entries.into_iter().enumerate() {
             let expected = first_index + offset as u64;
             if entry.log_id.index != expected {
@@ -186,7 +174,6 @@ impl KvStateMachine {
             let CommittedPayload::Command(KvCommand::V1(command)) = entry.payload else {
                 continue;
             };
-            written += written_bytes(&command.request);
             self.log_clock_ms = self.log_clock_ms.max(command.time_ms);
             responses.push(apply_one(&mut batch, command, &self.counters)?);
         }
@@ -205,9 +192,6 @@ impl KvStateMachine {
         self.counters
             .entries_applied
             .fetch_add(count, Ordering::Relaxed);
-        self.counters
-            .applied_bytes
-            .fetch_add(written, Ordering::Relaxed);
         self.counters
             .batches_applied
             .fetch_add(1, Ordering::Relaxed);
@@ -245,27 +229,6 @@ impl KvStateMachine {
     pub fn check_invariants(&mut self) -> Result<(), StateMachineError> {
         self.flush_all()?;
         self.store.check_invariants()
-    }
-}
-
-/// What a write adds to the store, roughly: its keys and values.
-fn written_bytes(request: &WriteRequest) -> u64 {
-    fn op_bytes(op: &RequestOp) -> u64 {
-        match op {
-            RequestOp::Put(put) => (put.key.len() + put.value.len()) as u64,
-            RequestOp::DeleteRange(delete) => (delete.key.len() + delete.range_end.len()) as u64,
-            RequestOp::Txn(txn) => txn_bytes(txn),
-            RequestOp::Range(_) => 0,
-        }
-    }
-    fn txn_bytes(txn: &TxnRequest) -> u64 {
-        txn.success.iter().chain(&txn.failure).map(op_bytes).sum()
-    }
-    match request {
-        WriteRequest::Put(put) => (put.key.len() + put.value.len()) as u64,
-        WriteRequest::DeleteRange(delete) => (delete.key.len() + delete.range_end.len()) as u64,
-        WriteRequest::Txn(txn) => txn_bytes(txn),
-        WriteRequest::Compaction(_) => 0,
     }
 }
 
@@ -350,25 +313,17 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn build_snapshot(&mut self) -> Result<LogId, StateMachineError> {
-        // From what redb holds (the last flush), not the applied state: a
-        // flush here would stop the applies for its length. A flush starts
-        // in the background instead, so the next build covers more; Rafter
-        // keeps the log behind the snapshot it is told of.
+        // A view of what redb holds (the last flush), not of the applied
+        // state: a flush here would stop the applies for its length. A
+        // flush starts in the background instead, so the next view covers
+        // more; Rafter keeps the log behind the snapshot it is told of.
         self.start_flush()?;
-        let store = self.store.database().clone();
-        let applied_bytes = self.counters.applied_bytes.load(Ordering::Relaxed);
-        let (built, started) = self.snapshots.build(store).await?;
-        if started {
-            self.counters
-                .applied_bytes_at_build
-                .store(applied_bytes, Ordering::Relaxed);
-        }
+        let snapshots = &mut self.snapshots;
+        let store = self.store.database();
+        let built = blocking(|| snapshots.build(store))?;
         self.counters
             .snapshots_built
             .store(self.snapshots.built_count(), Ordering::Relaxed);
-        self.counters
-            .snapshot_bytes
-            .store(self.snapshots.latest_bytes(), Ordering::Relaxed);
         Ok(built)
     }
 

@@ -141,7 +141,9 @@ pub trait StateMachine: Send + 'static {
     /// no newer than the snapshot it has, and asks again after the next
     /// `Config::snapshot_interval_entries` entries (or on
     /// `Raft::trigger_snapshot`), when the finished build is collected.
-    /// `rafter-kv`'s state machine does this (`kv-example/src/snapshots.rs`).
+    /// Or hold the view itself as the snapshot and make its bytes only
+    /// when `read_snapshot` asks: `rafter-kv`'s state machine keeps a redb
+    /// read transaction open and streams it (`kv-example/src/snapshots.rs`).
     /// Never return an id beyond what is applied.
     fn build_snapshot(&mut self) -> impl Future<Output = Result<LogId, StateMachineError>> + Send {
         async { Err(StateMachineError::SnapshotUnsupported) }

@@ -130,6 +130,13 @@ pub trait RaftStorage: Send + 'static {
     /// log still knows its last log id. Purging at or below the current purge
     /// point does nothing.
     ///
+    /// It need not be durable when it returns: after a crash the log may
+    /// start earlier again (entries a snapshot covers are still a valid
+    /// log), though never later than the purge point asked. The same goes
+    /// for [`RaftStorage::save_snapshot_meta`]: a crash may leave the
+    /// previous snapshot's metadata, never a purge point past the saved
+    /// snapshot.
+    ///
     /// `up_to` may lie beyond the last entry, or name a term the log does not
     /// hold there: a follower installing a snapshot that replaces its log.
     /// The whole prefix goes; entries after `up_to` that belong to the

@@ -28,13 +28,17 @@
 //! still reuses the space.
 
 /// The log records purged since the last compaction (or since the store
-/// was opened).
+/// was opened), and all purged since it was opened.
 #[derive(Debug, Default)]
 pub(crate) struct PurgedSinceCompaction {
     /// Stored bytes of the purged records.
     bytes: u64,
     /// How many records were purged.
     entries: u64,
+    /// Records purged since open, and their bytes: the average record
+    /// size a purge not yet done is estimated with.
+    seen_entries: u64,
+    seen_bytes: u64,
 }
 
 impl PurgedSinceCompaction {
@@ -42,6 +46,29 @@ impl PurgedSinceCompaction {
     pub(crate) fn add(&mut self, entries: u64, bytes: u64) {
         self.entries = self.entries.saturating_add(entries);
         self.bytes = self.bytes.saturating_add(bytes);
+        self.seen_entries = self.seen_entries.saturating_add(entries);
+        self.seen_bytes = self.seen_bytes.saturating_add(bytes);
+    }
+
+    /// Whether purging `entries` more records, leaving `live_entries`,
+    /// may make compaction due: their bytes estimated at the average size
+    /// of the records purged since open (before the first purge, any may).
+    pub(crate) fn may_compact_after(
+        &self,
+        entries: u64,
+        live_entries: u64,
+        purged_bytes_min: u64,
+    ) -> bool {
+        if self.entries.saturating_add(entries) < live_entries {
+            return false;
+        }
+        if self.seen_entries == 0 {
+            return true;
+        }
+        let estimate =
+            u128::from(entries) * u128::from(self.seen_bytes) / u128::from(self.seen_entries);
+        let estimate = u64::try_from(estimate).unwrap_or(u64::MAX);
+        self.bytes.saturating_add(estimate) >= purged_bytes_min
     }
 
     /// Whether to compact now that the log holds `live_entries` entries.
@@ -49,9 +76,10 @@ impl PurgedSinceCompaction {
         self.bytes >= purged_bytes_min && self.entries >= live_entries
     }
 
-    /// After a compaction.
+    /// After a compaction (the sizes seen stay).
     pub(crate) fn reset(&mut self) {
-        *self = Self::default();
+        self.entries = 0;
+        self.bytes = 0;
     }
 }
 
@@ -82,6 +110,30 @@ mod tests {
             purged(1, 64 * MIB).should_compact(0, 64 * MIB),
             "the whole log purged"
         );
+    }
+
+    #[test]
+    fn a_purge_may_make_compaction_due_by_the_average_record_size_seen() {
+        let counts = PurgedSinceCompaction::default();
+        assert!(
+            counts.may_compact_after(10, 10, 64 * MIB),
+            "no size seen yet"
+        );
+        assert!(
+            !counts.may_compact_after(10, 11, 64 * MIB),
+            "under half the log, whatever the sizes"
+        );
+        // 1 KiB records: 32,768 more make 32 MiB, 65,536 make 64 MiB.
+        let counts = purged(1024, MIB);
+        assert!(!counts.may_compact_after(32_768, 100, 64 * MIB));
+        assert!(counts.may_compact_after(64_512, 100, 64 * MIB));
+        let mut after = counts;
+        after.reset();
+        assert!(
+            after.may_compact_after(65_536, 100, 64 * MIB),
+            "the size seen outlives a compaction"
+        );
+        assert!(!after.should_compact(0, 1));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub mod bench;
 mod compaction;
 mod create;
+mod deferred;
 mod error;
 mod format;
 mod journal;

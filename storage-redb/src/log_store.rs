@@ -37,6 +37,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 
 use crate::compaction::PurgedSinceCompaction;
 use crate::create::open_or_create;
+use crate::deferred::{Deferred, Removed};
 use crate::error::{corrupt, from_redb, io};
 use crate::format::{
     DATABASE_FILE, ENTRY_RECORD_BYTES_MAX, JOURNAL_FILE, LOG_TABLE, META_FORMAT_VERSION,
@@ -53,14 +54,17 @@ use crate::unflushed::Unflushed;
 /// The log and hard state of one node: redb's file, the journal, and the
 /// journal's writes that redb does not hold yet.
 ///
-/// Invariant: `purged.index <= stored_last.index` and `purged.index <=
-/// last_log_id.index`; the log table's keys are exactly `purged.index + 1
-/// ..= stored_last.index` (none when equal); the log is redb's entries
-/// below `unflushed.from()` followed by `unflushed.entries()`, so
-/// `purged.index < unflushed.from() <= stored_last.index + 1` and
-/// `last_log_id.index == unflushed.from() - 1 + unflushed.entries().len()`;
-/// the cached `hard_state`, `purged`, `snapshot` and `installing_snapshot`
-/// are what a reopen would find.
+/// Invariant: `stored_purged.index <= purged.index <= last_log_id.index`;
+/// redb's log table's keys are exactly `stored_purged.index + 1 ..=
+/// stored_last.index` (none when equal); the log is the entries after
+/// `purged` of redb's below `unflushed.from()` (and the checkpoint's layer
+/// in progress) followed by `unflushed.entries()`, so `purged.index <
+/// unflushed.from() <= stored_last.index + 1` without a checkpoint in
+/// progress, and `last_log_id.index == unflushed.from() - 1 +
+/// unflushed.entries().len()`; the cached `hard_state`, `purged`,
+/// `snapshot` and `installing_snapshot` are what a reopen finds once the
+/// deferred changes are written (a crash before may leave the previous
+/// purge point and snapshot records, `deferred.rs`).
 #[derive(Debug)]
 pub(crate) struct LogStore {
     /// Declared before `_lock` so the database closes before the lock goes.
@@ -83,6 +87,12 @@ pub(crate) struct LogStore {
     flushing: Option<Flushing>,
     snapshot: Option<SnapshotMeta>,
     installing_snapshot: Option<SnapshotMeta>,
+    /// A purge and snapshot metadata the cache holds and no transaction
+    /// has taken yet: the next checkpoint (or commit) writes them.
+    deferred: Deferred,
+    /// redb's purge point, with every transaction that carried a purge
+    /// committed (`purged` may be ahead of it).
+    stored_purged: LogId,
     /// The log records purged since the last compaction (see
     /// `compaction.rs`).
     purged_since_compaction: PurgedSinceCompaction,
@@ -116,8 +126,10 @@ struct Flushing {
     layer: Arc<Unflushed>,
     /// The log's last entry when it began: redb's last entry when it ends.
     last: LogId,
-    /// Its durable redb commit.
-    thread: JoinHandle<Result<(), StorageError>>,
+    /// The purge point its transaction writes, if it carries a purge.
+    purge: Option<LogId>,
+    /// Its durable redb commit; what its purge removed.
+    thread: JoinHandle<Result<Removed, StorageError>>,
 }
 
 /// A write that passed every check, ready to go to the journal and the
@@ -153,6 +165,8 @@ impl LogStore {
             flushing: None,
             snapshot: None,
             installing_snapshot: None,
+            deferred: Deferred::default(),
+            stored_purged: LogId::default(),
             purged_since_compaction: PurgedSinceCompaction::default(),
             failed: None,
             record_buffer: Vec::new(),
@@ -163,6 +177,7 @@ impl LogStore {
         };
         store.load()?;
         store.stored_last = store.last_log_id;
+        store.stored_purged = store.purged;
         store.unflushed = Unflushed::new(store.last_log_id.index + 1);
         store.check_invariants();
         let layout = if version == STORE_FORMAT_VERSION_ONE_LAP_JOURNAL {
@@ -335,11 +350,13 @@ impl LogStore {
 
     /// Whether a checkpoint should begin: `journal_checkpoint_interval`
     /// passed since the last one began, or half of the active half is
-    /// used (so that the checkpoint can end before the half is full).
+    /// used (so that the checkpoint can end before the half is full), or
+    /// deferred changes wait for one.
     fn checkpoint_due(&self) -> bool {
         self.journal.as_ref().is_some_and(|journal| {
             self.durable_at.elapsed() >= self.options.journal_checkpoint_interval
                 || journal.used_bytes() >= journal.half_bytes() / 2
+                || !self.deferred.is_empty()
         })
     }
 
@@ -353,6 +370,8 @@ impl LogStore {
         let db = Arc::clone(&self.db);
         let written = Arc::clone(&layer);
         let flush = (self.stored_last, self.hard_state, self.journal_seq);
+        let deferred = std::mem::take(&mut self.deferred);
+        let purge = deferred.purge;
         let spawned = std::thread::Builder::new()
             .name("rafter-redb-checkpoint".into())
             .spawn(move || {
@@ -365,6 +384,7 @@ impl LogStore {
                         stored_last,
                         hard_state,
                         journal_seq,
+                        deferred: &deferred,
                     },
                     Durability::Immediate,
                     |_| Ok(()),
@@ -379,6 +399,7 @@ impl LogStore {
         self.flushing = Some(Flushing {
             layer,
             last: self.last_log_id,
+            purge,
             thread,
         });
         self.durable_at = Instant::now();
@@ -401,8 +422,12 @@ impl LogStore {
                 message: "the checkpoint thread panicked".into(),
             })
         });
-        ended.map_err(|e| self.fail(e))?;
+        let removed = ended.map_err(|e| self.fail(e))?;
         self.stored_last = flushing.last;
+        if let Some(purge) = flushing.purge {
+            self.stored_purged = purge;
+            self.purged_since_compaction.add(removed.0, removed.1);
+        }
         self.check_invariants();
         Ok(())
     }
@@ -599,17 +624,47 @@ impl LogStore {
         Ok(false)
     }
 
-    /// Removes entries up to `up_to.index` and records the purge point, in
-    /// one durable commit that is also a checkpoint, then compacts the
-    /// file if the rule in `compaction.rs` says so.
+    /// Removes entries up to `up_to.index` and records the purge point.
+    ///
+    /// With the journal on, the cache takes the purge at once and redb gets
+    /// it with the next checkpoint, on the checkpoint's thread (one starts
+    /// now if none is in progress): see `deferred.rs` for why it need not
+    /// be durable on return. On the calling thread instead, in one durable
+    /// commit: a purge to the log's end or past it (a follower installing
+    /// a snapshot), one into the newest writes while a checkpoint runs, and
+    /// one that may make compaction due (`compaction.rs`), so that the
+    /// compaction follows it.
     pub(crate) fn purge(&mut self, up_to: LogId) -> Result<(), StorageError> {
         self.usable()?;
         if up_to.index <= self.purged.index {
             return Ok(());
         }
+        self.finish_checkpoint(false)?;
+        self.maybe_compact()?;
+        let purging = up_to.index - self.purged.index;
+        let live_after = self.last_log_id.index.saturating_sub(up_to.index);
+        let deferrable = self.journal.is_some()
+            && up_to.index < self.last_log_id.index
+            && (self.flushing.is_none() || up_to.index < self.unflushed.from())
+            && !self.purged_since_compaction.may_compact_after(
+                purging,
+                live_after,
+                self.options.compaction_purged_bytes_min,
+            );
+        if deferrable {
+            self.purged = up_to;
+            self.deferred.purge = Some(up_to);
+            if self.flushing.is_none() {
+                // The active layer goes with it: entries it holds at or
+                // below the point are written and removed in one
+                // transaction.
+                self.start_checkpoint()?;
+            }
+            self.check_invariants();
+            return Ok(());
+        }
         // Before the layers change: the purge's commit follows it.
         self.finish_checkpoint(true)?;
-        let purged_record = record::seal(META_PURGED.as_bytes(), &codec::encode(&up_to));
         // Unflushed entries at or below the point are never written. If
         // the commit fails the store stops, so the cache may go first.
         self.unflushed.purge(up_to.index);
@@ -617,28 +672,25 @@ impl LogStore {
         if up_to.index >= self.last_log_id.index {
             self.last_log_id = up_to;
         }
-        // (entries, bytes) removed.
-        let mut removed = (0u64, 0u64);
-        self.commit_durable(|txn| {
-            let mut log = txn
-                .open_table(LOG_TABLE)
-                .map_err(|e| from_redb("open log", e))?;
-            log.retain_in(..=up_to.index, |_, value| {
-                removed.0 += 1;
-                removed.1 += value.len() as u64;
-                false
-            })
-            .map_err(|e| from_redb("purge log", e))?;
-            let mut meta = txn
-                .open_table(META_TABLE)
-                .map_err(|e| from_redb("open meta", e))?;
-            meta.insert(META_PURGED, purged_record.as_slice())
-                .map_err(|e| from_redb("save purge point", e))?;
-            Ok(())
-        })?;
-        let (removed_entries, removed_bytes) = removed;
-        self.purged_since_compaction
-            .add(removed_entries, removed_bytes);
+        self.deferred.purge = Some(up_to);
+        self.commit_durable(|_| Ok(()))?;
+        self.maybe_compact()
+    }
+
+    /// Waits for the checkpoint in progress, if any, and collects it.
+    #[cfg(test)]
+    pub(crate) fn wait_for_checkpoint(&mut self) -> Result<(), StorageError> {
+        self.finish_checkpoint(true)
+    }
+
+    /// A checkpoint now, on this thread (after the one in progress).
+    pub(crate) fn checkpoint(&mut self) -> Result<(), StorageError> {
+        self.usable()?;
+        self.commit_durable(|_| Ok(()))
+    }
+
+    /// Compacts if the purges counted since the last compaction say so.
+    fn maybe_compact(&mut self) -> Result<(), StorageError> {
         let live_entries = self.last_log_id.index - self.purged.index;
         if self
             .purged_since_compaction
@@ -669,7 +721,9 @@ impl LogStore {
     }
 
     /// Saves the metadata of the latest snapshot, and forgets the
-    /// installing snapshot's if it is at or below it, in one transaction.
+    /// installing snapshot's if it is at or below it, in one transaction:
+    /// with the journal on, the next checkpoint's, which starts now if none
+    /// is in progress (`deferred.rs`); else a durable commit now.
     pub(crate) fn save_snapshot_meta(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.usable()?;
         let record = snapshot_meta_record(META_SNAPSHOT, &meta)?;
@@ -677,20 +731,18 @@ impl LogStore {
             .installing_snapshot
             .as_ref()
             .is_some_and(|installing| installing.last_log_id.index <= meta.last_log_id.index);
-        self.commit_meta(|table| {
-            table
-                .insert(META_SNAPSHOT, record.as_slice())
-                .map_err(|e| from_redb("save snapshot meta", e))?;
-            if ends_install {
-                table
-                    .remove(META_INSTALLING_SNAPSHOT)
-                    .map_err(|e| from_redb("forget installing snapshot meta", e))?;
-            }
-            Ok(())
-        })?;
+        self.deferred.snapshot = Some(record);
+        self.deferred.forget_installing |= ends_install;
         self.snapshot = Some(meta);
         if ends_install {
             self.installing_snapshot = None;
+        }
+        if self.journal.is_none() {
+            return self.commit_durable(|_| Ok(()));
+        }
+        self.finish_checkpoint(false)?;
+        if self.flushing.is_none() {
+            self.start_checkpoint()?;
         }
         Ok(())
     }
@@ -761,6 +813,7 @@ impl LogStore {
         // redb runs one write transaction at a time, and this one goes on
         // top of what the checkpoint in progress writes.
         self.finish_checkpoint(true)?;
+        let deferred = std::mem::take(&mut self.deferred);
         let result = commit_transaction(
             &self.db,
             &mut self.record_buffer,
@@ -769,12 +822,18 @@ impl LogStore {
                 stored_last: self.stored_last,
                 hard_state: self.hard_state,
                 journal_seq: self.journal_seq,
+                deferred: &deferred,
             },
             durability,
             change,
         );
         self.trim_record_buffer();
-        result.map_err(|e| self.fail(e))?;
+        let (removed_entries, removed_bytes) = result.map_err(|e| self.fail(e))?;
+        if let Some(purge) = deferred.purge {
+            self.stored_purged = purge;
+            self.purged_since_compaction
+                .add(removed_entries, removed_bytes);
+        }
         self.stored_last = self.last_log_id;
         self.unflushed.flushed(self.last_log_id.index + 1);
         if matches!(durability, Durability::Immediate) {
@@ -922,13 +981,22 @@ impl LogStore {
         }
         // The layers, bottom up: each starts inside or right after the
         // one below it, and above the purge point.
+        assert!(
+            self.stored_purged.index <= self.purged.index,
+            "redb's purge point {:?} is past the purge point {:?}",
+            self.stored_purged,
+            self.purged
+        );
+        // A checkpoint's layer starts above redb's purge point; a purge
+        // taken since (deferred, or carried by the checkpoint) may cover
+        // part of it.
         let mut below = self.stored_last;
         if let Some(flushing) = &self.flushing {
             let from = flushing.layer.from();
             assert!(
-                self.purged.index < from && from <= below.index + 1,
-                "checkpoint layer from {from}, purged {:?}, redb's last {below:?}",
-                self.purged,
+                self.stored_purged.index < from && from <= below.index + 1,
+                "checkpoint layer from {from}, redb's purge point {:?}, redb's last {below:?}",
+                self.stored_purged,
             );
             below = flushing.last;
         }
@@ -960,11 +1028,15 @@ impl LogStore {
 }
 
 impl Drop for LogStore {
-    /// A checkpoint in progress ends before the database closes (its
-    /// outcome does not matter: the journal holds its writes).
+    /// A checkpoint in progress ends before the database closes (the
+    /// journal holds its writes), and deferred changes are written.
     fn drop(&mut self) {
-        if let Some(flushing) = self.flushing.take() {
-            let _ = flushing.thread.join();
+        // Its outcome is kept (a failed one stops the deferred commit).
+        let _ = self.finish_checkpoint(true);
+        // Best effort: what a reopen would otherwise not find, though it
+        // may be lost (`deferred.rs`).
+        if self.failed.is_none() && !self.deferred.is_empty() {
+            let _ = self.commit_durable(|_| Ok(()));
         }
     }
 }
@@ -1121,11 +1193,14 @@ struct Flush<'a> {
     hard_state: HardState,
     /// The number of the last write, which redb holds after the commit.
     journal_seq: u64,
+    /// A purge and snapshot metadata that go with it.
+    deferred: &'a Deferred,
 }
 
 /// Runs one write transaction: the cut of redb's log where the unflushed
-/// log starts, one insert per unflushed entry, the hard state, `change`,
-/// `journal_seq`. Each entry is encoded and sealed into `record_buffer`,
+/// log starts, one insert per unflushed entry, the hard state, the deferred
+/// changes, `change`, `journal_seq`; returns what the deferred purge
+/// removed. Each entry is encoded and sealed into `record_buffer`,
 /// reused for every record (redb copies the value into its page). The
 /// entries were checked when written, so nothing here refuses them.
 fn commit_transaction(
@@ -1134,7 +1209,7 @@ fn commit_transaction(
     flush: Flush<'_>,
     durability: Durability,
     change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StorageError>,
-) -> Result<(), StorageError> {
+) -> Result<Removed, StorageError> {
     let mut txn = db.begin_write().map_err(|e| from_redb("begin write", e))?;
     txn.set_durability(durability)
         .map_err(|e| from_redb("set durability", e))?;
@@ -1170,8 +1245,10 @@ fn commit_transaction(
         meta.insert(META_JOURNAL_SEQ, record)
             .map_err(|e| from_redb("save journal seq", e))?;
     }
+    let removed = flush.deferred.write(&txn)?;
     change(&txn)?;
-    txn.commit().map_err(|e| from_redb("commit", e))
+    txn.commit().map_err(|e| from_redb("commit", e))?;
+    Ok(removed)
 }
 
 /// Reads and checks one entry that must exist.

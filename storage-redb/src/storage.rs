@@ -93,6 +93,14 @@ impl RedbStorage {
         self.store.as_ref().map(LogStore::path)
     }
 
+    /// Makes everything durable in redb now, on the calling task: the
+    /// journal's writes, and a purge or snapshot metadata that would
+    /// otherwise go with the next checkpoint. Nothing needs it for safety;
+    /// it is for a copy of the files taken right after, and for tests.
+    pub async fn checkpoint(&mut self) -> Result<(), StorageError> {
+        self.run(LogStore::checkpoint).await
+    }
+
     /// Compacts the file now, whatever the compaction rule says (`purge`
     /// compacts on its own after large purges, see
     /// [`RedbOptions::compaction_purged_bytes_min`]). Blocks for about the

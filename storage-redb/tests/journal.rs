@@ -67,20 +67,34 @@ fn crash_image(from: &Path, to: &Path) {
     }
 }
 
-/// The offsets of the journal's frames, from its headers.
+/// The offsets of the frames of the journal's active half (the one whose
+/// first frame has the higher number), from their headers.
 fn frame_offsets(dir: &Path) -> Vec<u64> {
     let bytes = std::fs::read(dir.join("log.journal")).expect("read journal");
-    let mut offsets = Vec::new();
-    let mut offset = 0usize;
-    while offset + 16 <= bytes.len() {
-        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
-        if length == 0 {
-            break;
+    let frames_from = |start: usize, end: usize| {
+        let mut frames = Vec::new();
+        let mut offset = start;
+        while offset + 16 <= end {
+            let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+            if length == 0 {
+                break;
+            }
+            let seq = u64::from_le_bytes(bytes[offset + 8..offset + 16].try_into().unwrap());
+            frames.push((offset as u64, seq));
+            offset += 16 + length;
         }
-        offsets.push(offset as u64);
-        offset += 16 + length;
-    }
-    offsets
+        frames
+    };
+    let half = bytes.len() / 2;
+    let first = frames_from(0, half);
+    let second = frames_from(half, bytes.len());
+    let first_seq = |frames: &[(u64, u64)]| frames.first().map_or(0, |f| f.1);
+    let active = if first_seq(&second) > first_seq(&first) {
+        second
+    } else {
+        first
+    };
+    active.into_iter().map(|(offset, _)| offset).collect()
 }
 
 fn flip_byte(dir: &Path, offset: u64) {
@@ -105,8 +119,9 @@ async fn writes_only_in_the_journal_come_back_after_a_crash() {
     let dir = root.path().join("store");
     let mut store = RedbStorage::open_with(&dir, options()).expect("open");
     write_batches(&mut store, 1, 100).await;
-    // A durable commit (the purge point), then more writes after it.
+    // A durable commit (with the purge point), then more writes after it.
     store.purge(LogId::new(1, 5)).await.expect("purge");
+    store.checkpoint().await.expect("checkpoint");
     write_batches(&mut store, 101, 250).await;
     let crashed = root.path().join("crashed");
     crash_image(&dir, &crashed);

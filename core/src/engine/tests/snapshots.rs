@@ -311,7 +311,7 @@ fn leader_asks_for_a_build_when_its_snapshot_is_unavailable() {
         assert!(!actions.build_snapshot, "a second build");
         e.check_invariants();
         pending.extend(actions.snapshot_reads);
-        for read in pending.drain(..).collect::<Vec<_>>() {
+        for read in std::mem::take(&mut pending) {
             reads.push(read.snapshot);
             if read.snapshot == snapshot {
                 let lost = Err(StateMachineError::SnapshotUnavailable(snapshot));

@@ -52,21 +52,26 @@ impl PurgedSinceCompaction {
 
     /// Whether purging `entries` more records, leaving `live_entries`,
     /// may make compaction due: their bytes estimated at the average size
-    /// of the records purged since open (before the first purge, any may).
+    /// of the records purged since open, or before the first purge at
+    /// `record_bytes_hint` (without one, any purge may).
     pub(crate) fn may_compact_after(
         &self,
         entries: u64,
         live_entries: u64,
         purged_bytes_min: u64,
+        record_bytes_hint: Option<u64>,
     ) -> bool {
         if self.entries.saturating_add(entries) < live_entries {
             return false;
         }
-        if self.seen_entries == 0 {
+        let average = if self.seen_entries > 0 {
+            u128::from(self.seen_bytes) / u128::from(self.seen_entries)
+        } else if let Some(hint) = record_bytes_hint {
+            u128::from(hint)
+        } else {
             return true;
-        }
-        let estimate =
-            u128::from(entries) * u128::from(self.seen_bytes) / u128::from(self.seen_entries);
+        };
+        let estimate = u128::from(entries) * average;
         let estimate = u64::try_from(estimate).unwrap_or(u64::MAX);
         self.bytes.saturating_add(estimate) >= purged_bytes_min
     }
@@ -116,21 +121,25 @@ mod tests {
     fn a_purge_may_make_compaction_due_by_the_average_record_size_seen() {
         let counts = PurgedSinceCompaction::default();
         assert!(
-            counts.may_compact_after(10, 10, 64 * MIB),
-            "no size seen yet"
+            counts.may_compact_after(10, 10, 64 * MIB, None),
+            "no size seen yet, no hint"
         );
         assert!(
-            !counts.may_compact_after(10, 11, 64 * MIB),
+            !counts.may_compact_after(10, 10, 64 * MIB, Some(1024)),
+            "no size seen yet, 1 KiB records by the hint"
+        );
+        assert!(
+            !counts.may_compact_after(10, 11, 64 * MIB, None),
             "under half the log, whatever the sizes"
         );
         // 1 KiB records: 32,768 more make 32 MiB, 65,536 make 64 MiB.
         let counts = purged(1024, MIB);
-        assert!(!counts.may_compact_after(32_768, 100, 64 * MIB));
-        assert!(counts.may_compact_after(64_512, 100, 64 * MIB));
+        assert!(!counts.may_compact_after(32_768, 100, 64 * MIB, Some(1 << 20)));
+        assert!(counts.may_compact_after(64_512, 100, 64 * MIB, None));
         let mut after = counts;
         after.reset();
         assert!(
-            after.may_compact_after(65_536, 100, 64 * MIB),
+            after.may_compact_after(65_536, 100, 64 * MIB, None),
             "the size seen outlives a compaction"
         );
         assert!(!after.should_compact(0, 1));

@@ -650,6 +650,7 @@ impl LogStore {
                 purging,
                 live_after,
                 self.options.compaction_purged_bytes_min,
+                self.unflushed_record_bytes(),
             );
         if deferrable {
             self.purged = up_to;
@@ -687,6 +688,16 @@ impl LogStore {
     pub(crate) fn checkpoint(&mut self) -> Result<(), StorageError> {
         self.usable()?;
         self.commit_durable(|_| Ok(()))
+    }
+
+    /// The average size of the entries in memory, a record's size
+    /// estimated (`Entry::size_bytes` does not undercount the encoding),
+    /// if there are any.
+    fn unflushed_record_bytes(&self) -> Option<u64> {
+        let entries = self.unflushed.entries();
+        let count = entries.len() as u64;
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        (count > 0).then(|| bytes / count + CHECKSUM_BYTES as u64)
     }
 
     /// Compacts if the purges counted since the last compaction say so.

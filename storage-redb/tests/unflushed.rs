@@ -4,7 +4,9 @@
 //! random walk of appends, truncations (into the unflushed part and into
 //! what redb holds), purges, reads with byte budgets, reopens and crash
 //! images, against a plain model of the log. A small journal makes
-//! checkpoints come often, at different points of the walk.
+//! checkpoints come often, at different points of the walk. A purge rides
+//! on the next checkpoint, so a crash image may hold an earlier purge
+//! point, with the entries purged since still whole.
 //!
 //! `RAFTER_REDB_UNFLUSHED_SEED=<seed>` replays one walk.
 
@@ -41,17 +43,36 @@ fn options(journal_bytes: u64) -> RedbOptions {
 }
 
 /// The log as a reader must see it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Model {
     purged: LogId,
     /// Entries `purged.index + 1 ..`.
     entries: Vec<Entry>,
     hard_state: HardState,
+    /// Every purge point before `purged`, and the entries purges removed
+    /// (never rewritten: a cut below the purge point is refused).
+    earlier_purges: Vec<LogId>,
+    removed: std::collections::BTreeMap<u64, Entry>,
 }
 
 impl Model {
     fn last(&self) -> LogId {
         self.entries.last().map_or(self.purged, Entry::log_id)
+    }
+
+    /// The log as a crash that lost the purges after `point` leaves it.
+    fn before_purges_after(&self, point: LogId) -> Model {
+        let mut entries: Vec<Entry> = self
+            .removed
+            .range(point.index + 1..=self.purged.index)
+            .map(|(_, e)| e.clone())
+            .collect();
+        entries.extend(self.entries.iter().cloned());
+        Model {
+            purged: point,
+            entries,
+            ..self.clone()
+        }
     }
 }
 
@@ -170,7 +191,10 @@ async fn walk(seed: u64, journal_bytes: u64) {
                 store.purge(up_to).await.expect(&when);
                 let removed =
                     ((up_to.index - model.purged.index) as usize).min(model.entries.len());
-                model.entries.drain(..removed);
+                for entry in model.entries.drain(..removed) {
+                    model.removed.insert(entry.index, entry);
+                }
+                model.earlier_purges.push(model.purged);
                 model.purged = up_to;
             }
             14..=16 => check(&mut store, &model, &mut rng, &when).await,
@@ -180,14 +204,35 @@ async fn walk(seed: u64, journal_bytes: u64) {
                 store = RedbStorage::open_with(&dir, options(journal_bytes)).expect(&when);
                 check(&mut store, &model, &mut rng, &format!("{when}, reopened")).await;
             }
-            // A crash now: every write was synced, so all of it is there.
+            // A crash now: every write was synced, so all of it is there;
+            // the purges since the last checkpoint may not be.
             _ => {
                 images += 1;
                 let crashed = root.path().join(format!("crashed-{images}"));
                 crash_image(&dir, &crashed);
                 let mut reopened =
                     RedbStorage::open_with(&crashed, options(journal_bytes)).expect(&when);
-                check(&mut reopened, &model, &mut rng, &format!("{when}, crashed")).await;
+                let found = reopened.initial_state().await.expect(&when).purged;
+                let expected = if found == model.purged {
+                    model.clone()
+                } else {
+                    // Past the end of the log a purge is made durable at
+                    // once, so one lost is always inside the log.
+                    assert!(
+                        model.earlier_purges.contains(&found) && found.index < model.purged.index,
+                        "{when}, crashed: purge point {found:?}, never one of this walk's \
+                         before {:?}",
+                        model.purged
+                    );
+                    model.before_purges_after(found)
+                };
+                check(
+                    &mut reopened,
+                    &expected,
+                    &mut rng,
+                    &format!("{when}, crashed"),
+                )
+                .await;
             }
         }
     }

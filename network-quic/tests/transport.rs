@@ -94,6 +94,15 @@ async fn pipelined_appends_arrive_in_order_and_are_coalesced() {
     for index in 1..=COUNT {
         assert_eq!(two.recv().await, append(index), "out of order or lost");
     }
+    // A lane counts a write when `write_all` returns, which can be after
+    // the peer has read it.
+    eventually("node 1 counts every append sent", || {
+        one.handle
+            .stats()
+            .raft_lane(2)
+            .is_some_and(|l| l.sent_msgs == COUNT)
+    })
+    .await;
     let lane = one.handle.stats().raft_lane(2).cloned().unwrap();
     assert_eq!(lane.sent_msgs, COUNT);
     assert_eq!(lane.dropped_full, 0);
@@ -601,6 +610,15 @@ async fn snapshot_chunks_on_a_stalled_stream_never_hold_up_appends() {
         "{} chunks delivered past a parked reader",
         received.len()
     );
+    // A lane counts a write when `write_all` returns, which can be after
+    // the peer has read it.
+    eventually("node 1 counts every append sent", || {
+        one.handle
+            .stats()
+            .raft_lane(2)
+            .is_some_and(|l| l.sent_msgs == APPENDS)
+    })
+    .await;
     let stats = one.handle.stats();
     assert_eq!(stats.raft_lane(2).unwrap().sent_msgs, APPENDS);
     let snapshot_lane = &stats.lanes[&(2, StreamClass::Snapshot)];
@@ -686,6 +704,14 @@ async fn a_stalled_append_stream_never_holds_up_heartbeats_and_votes() {
         let message = within("the appends after the gate", append_rx.recv()).await;
         assert_eq!(message, Some(append(index)), "appends out of order or lost");
     }
+    // A lane counts a write when `write_all` returns, which can be after
+    // the peer has read it.
+    eventually("node 1 counts every message sent", || {
+        let stats = one.handle.stats();
+        stats.lanes[&(2, StreamClass::Control)].sent_msgs == 4
+            && stats.raft_lane(2).is_some_and(|l| l.sent_msgs == 50)
+    })
+    .await;
     let stats = one.handle.stats();
     assert_eq!(stats.lanes[&(2, StreamClass::Control)].sent_msgs, 4);
     assert_eq!(stats.raft_lane(2).unwrap().sent_msgs, 50);
@@ -802,6 +828,15 @@ async fn a_connected_peer_that_does_not_read_costs_a_bounded_queue_and_others_ar
             assert_eq!(&three.recv().await, expected);
         }
     }
+    // A lane counts a write when `write_all` returns, which can be after
+    // the peer has read it.
+    eventually("node 1 counts every append to node 3", || {
+        one.handle
+            .stats()
+            .raft_lane(3)
+            .is_some_and(|l| l.sent_msgs == 100)
+    })
+    .await;
     let lane_three = one.handle.stats().raft_lane(3).cloned().unwrap();
     assert_eq!(lane_three.sent_msgs, 100, "{lane_three:?}");
     assert_eq!(lane_three.dropped_full, 0, "{lane_three:?}");

@@ -43,9 +43,9 @@ const STREAMS_MAX: usize = 3;
 /// The snapshots of one node.
 ///
 /// Invariant: `files` is sorted and every id in it has its file on disk;
-/// `view`, if any, is newer than every file; every stream reads a view
-/// (the current one, or one it replaced, kept readable for the transfer
-/// under way).
+/// `view`, if any, is newer than every file; every stream reads the
+/// current view or the one it replaced (kept readable for a transfer under
+/// way until the next view replaces it in turn).
 #[derive(Debug)]
 pub struct Snapshots {
     dir: PathBuf,
@@ -126,6 +126,11 @@ impl Snapshots {
         if id.index <= self.latest().map_or(0, |l| l.index) {
             return Ok(());
         }
+        // Transfers of the view replaced here may go on; older ones had a
+        // whole interval to finish (a stream held open keeps its thread
+        // and the pages of its view).
+        let replaced = self.view.as_ref().map(|v| v.id);
+        self.streams.retain(|s| Some(s.id()) == replaced);
         self.view = Some(View {
             id,
             txn: Arc::new(txn),
@@ -294,10 +299,11 @@ impl Snapshots {
             self.files.push(snapshot);
             self.files.sort();
         }
-        // Older ones, the view included, describe a state this node has
-        // left (streams under way keep theirs).
+        // Older ones, the view and its transfers included, describe a
+        // state this node has left.
         self.prune_files(|file| file < snapshot);
         self.view = None;
+        self.streams.clear();
         Ok(())
     }
 

@@ -182,3 +182,33 @@ async fn a_restart_takes_a_view_of_the_durable_state_and_the_old_one_is_gone() {
     );
     assert!(!read_all(&mut kv, applied, CHUNK).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_outlives_one_newer_view_but_not_two() {
+    let root = tempfile::tempdir().unwrap();
+    let mut kv = open(root.path());
+    apply_durably(&mut kv, 1, 1_000).await;
+    let first = kv.build_snapshot().await.expect("build");
+    let whole = read_all(&mut kv, first, CHUNK).await;
+    let chunk = |i: usize| Some(&whole[i * CHUNK..(i + 1) * CHUNK]);
+    let read = kv.read_snapshot(first, 0, CHUNK).await.expect("read");
+    assert_eq!(read.as_deref(), chunk(0));
+
+    apply_durably(&mut kv, 1_001, 1_100).await;
+    let second = kv.build_snapshot().await.expect("build");
+    assert!(second > first);
+    let read = kv.read_snapshot(first, CHUNK as u64, CHUNK).await;
+    assert_eq!(
+        read.expect("read").as_deref(),
+        chunk(1),
+        "over one newer view"
+    );
+
+    apply_durably(&mut kv, 1_101, 1_200).await;
+    kv.build_snapshot().await.expect("build");
+    assert_eq!(
+        kv.read_snapshot(first, 2 * CHUNK as u64, CHUNK).await,
+        Err(StateMachineError::SnapshotUnavailable(first)),
+        "over two newer views"
+    );
+}

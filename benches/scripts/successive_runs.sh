@@ -1,7 +1,8 @@
 #!/bin/bash
 # Successive runs of 256 put clients on one 3-process rafter-kv cluster on
 # loopback, to see what a growing store does to the rate (snapshots,
-# flushes); then the size of one node's snapshot directory.
+# flushes), with the leader's commit stalls over the runs
+# (commit_stalls.py); then the size of one node's directories.
 #   benches/scripts/successive_runs.sh path/to/rafter-kv [runs] [seconds] [serve flags...]
 # Run from the workspace root after `cargo build --release -p rafter-bench`.
 set -euo pipefail
@@ -19,8 +20,13 @@ for i in 1 2 3; do
 done
 sleep 4
 EP=http://127.0.0.1:9701,http://127.0.0.1:9702,http://127.0.0.1:9703
+python3 "$(dirname "$0")/commit_stalls.py" 9701,9702,9703 $(( R * T + R )) > "$D/stalls" &
+STALLS=$!
 LINE="$(basename "$BIN")"
 for _ in $(seq "$R"); do
   LINE="$LINE | $($B kv --endpoints $EP --clients 256 --duration "$T" --warmup 0.5 | tail -1 | awk '{printf "%d/s p99 %.0f ms", $7, $10/1000}')"
 done
-echo "$LINE | snapshots $(du -sm "$D/n1/snapshots" | cut -f1) MB"
+wait $STALLS || true
+MB() { du -sm "$D/n1/$1" | cut -f1; }
+echo "$LINE | state $(MB state) MB, log $(MB log) MB, snapshots $(MB snapshots) MB"
+cat "$D/stalls"

@@ -79,9 +79,9 @@ pub struct ServeArgs {
     /// forgotten, e.g. 10m. Must be the same on every node.
     #[arg(long, value_parser = parse_duration)]
     pub session_ttl: Option<Duration>,
-    /// Applied entries between snapshots, at least; a store larger than
-    /// the writes since its last snapshot waits until they match its size
-    /// (each snapshot rewrites the whole store)
+    /// Applied entries between snapshots (a snapshot is a view of the
+    /// store, written out only when a follower needs it); the log keeps a
+    /// twentieth of it behind each snapshot
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
     /// Serve linearizable reads on the leader from its lease (no heartbeat

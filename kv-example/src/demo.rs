@@ -144,9 +144,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     println!("Ctrl-C stops the cluster.");
     crate::shutdown_signal().await;
     println!("stopping...");
-    for node in nodes {
-        node.shutdown().await;
-    }
+    // Together: each waits up to the transport's close timeout for its
+    // connections to drain, which one after another added up.
+    futures::future::join_all(nodes.into_iter().map(Node::shutdown)).await;
     Ok(())
 }
 

@@ -94,11 +94,16 @@ impl SnapshotStream {
         bytes_max: usize,
     ) -> Result<Option<Bytes>, StateMachineError> {
         if let Some((at, chunk)) = &self.last {
-            if *at == offset && chunk.len() <= bytes_max {
-                return Ok(Some(chunk.clone()));
+            if *at == offset {
+                return Ok(Some(chunk.slice(..chunk.len().min(bytes_max))));
             }
         }
-        debug_assert!(offset >= self.offset, "{offset} is behind the stream");
+        if offset < self.offset {
+            // `serves` said no: the caller starts another stream. Never
+            // bytes from the wrong place.
+            debug_assert!(false, "{offset} is behind the stream at {}", self.offset);
+            return Err(StateMachineError::SnapshotUnavailable(self.id));
+        }
         // Skip to `offset`.
         while self.offset < offset {
             if self.buffer.is_empty() && !self.receive()? {

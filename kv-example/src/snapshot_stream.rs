@@ -44,11 +44,15 @@ pub struct SnapshotStream {
     id: LogId,
     offset: u64,
     buffer: BytesMut,
-    pieces: Receiver<Piece>,
+    /// `None` only while dropping.
+    pieces: Option<Receiver<Piece>>,
     /// The thread sent its last piece (or stopped).
     ended: bool,
     /// The chunk handed out last, and its offset.
     last: Option<(u64, Bytes)>,
+    /// The producing thread, joined on drop: it holds the view, and so the
+    /// store's file, open until it ends.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SnapshotStream {
@@ -56,7 +60,7 @@ impl SnapshotStream {
     /// state at `id`.
     pub fn start(id: LogId, view: Arc<redb::ReadTransaction>) -> Result<Self, StateMachineError> {
         let (sender, pieces) = sync_channel(PIPE_CHUNKS_AHEAD);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("rafter-kv-snapshot".into())
             .spawn(move || produce(id, &view, sender))
             .map_err(|e| StateMachineError::Io(format!("start a snapshot stream: {e}")))?;
@@ -64,9 +68,10 @@ impl SnapshotStream {
             id,
             offset: 0,
             buffer: BytesMut::new(),
-            pieces,
+            pieces: Some(pieces),
             ended: false,
             last: None,
+            thread: Some(thread),
         })
     }
 
@@ -126,10 +131,10 @@ impl SnapshotStream {
 
     /// Takes the thread's next piece into `buffer`; `false` at the end.
     fn receive(&mut self) -> Result<bool, StateMachineError> {
-        if self.ended {
+        let Some(pieces) = self.pieces.as_ref().filter(|_| !self.ended) else {
             return Ok(false);
-        }
-        match self.pieces.recv() {
+        };
+        match pieces.recv() {
             Ok(Ok(piece)) => {
                 self.buffer.extend_from_slice(&piece);
                 Ok(true)
@@ -146,6 +151,17 @@ impl SnapshotStream {
                 self.ended = true;
                 Ok(false)
             }
+        }
+    }
+}
+
+impl Drop for SnapshotStream {
+    /// Stops the thread (its next send fails) and waits for it, so that
+    /// the view it holds is closed when the stream is gone.
+    fn drop(&mut self) {
+        drop(self.pieces.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

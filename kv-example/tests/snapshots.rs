@@ -218,3 +218,20 @@ async fn a_transfer_outlives_one_newer_view_but_not_two() {
         "over two newer views"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_left_half_way_does_not_hold_the_store_past_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let mut kv = open(root.path());
+    apply_durably(&mut kv, 1, 3_000).await;
+    for round in 0..5 {
+        let snapshot = kv.build_snapshot().await.expect("build");
+        let first = kv.read_snapshot(snapshot, 0, CHUNK).await.expect("read");
+        assert!(first.is_some());
+        // Closed with the stream's thread still going: the reopen must
+        // find the store's file free.
+        drop(kv);
+        kv = KvStateMachine::open(root.path(), SESSION_TTL_MS)
+            .unwrap_or_else(|e| panic!("reopen {round}: {e}"));
+    }
+}

@@ -1,158 +1,94 @@
 //! When to give the space of purged entries back to the filesystem.
 //!
-//! redb reuses freed pages for later writes on its own, so a store that
-//! purges and appends at the same rate stays the same size without help.
-//! Compaction (`redb::Database::compact`) matters only after a large purge,
-//! typically right after a snapshot, when the file would otherwise keep its
-//! peak size. It rewrites live pages and blocks the store while it runs
-//! (about the time of writing the live data once), so it should be rare.
+//! redb reuses freed pages for later writes on its own. A Raft log purged
+//! behind each snapshot frees about what the next snapshot interval
+//! appends, so in a steady state the file stays at its peak size and the
+//! space a purge frees is written again before the next purge: compacting
+//! after each purge (`redb::Database::compact`, which rewrites the live
+//! pages and blocks the store meanwhile) would buy nothing and stall the
+//! writes every time. Compaction matters after a spike: a log that grew
+//! long (snapshots held back, a follower far behind), then purged, leaves
+//! far more free space than the appends will take back.
 //!
-//! The rule: compact when the log records purged since the last compaction
-//! add up to at least `compaction_purged_bytes_min` bytes, and are at least
-//! as many as the entries left in the log. The second half bounds the space
-//! wasted by purged entries to about the space of the live ones (the file
-//! stays under about twice what the live log needs); the minimum keeps a
-//! small store from compacting after every purge.
+//! The two look alike right after a purge, so the rule looks right before
+//! the next one, when the appends of a whole interval have had their
+//! chance to reuse the space: compact when the file holds at least
+//! `compaction_purged_bytes_min` bytes beyond what the live log needs, and
+//! at least twice the live log's bytes. A steady state has filled the
+//! space back by then and never compacts; after a spike, the purge that
+//! follows it compacts.
 //!
-//! Why entries and not the size of the file: redb keeps records in pages,
-//! with an overhead that depends on the record's size (a 2 KiB record fills
-//! a 4 KiB page alone), so a file can be more than twice the record bytes it
-//! holds. A rule comparing purged record bytes with the file's size then
-//! never fires: it did not for a log of 2 KiB entries purged down to 5%
-//! (`tests/compaction.rs`). Counting entries compares dead records with live
-//! ones under the same overhead, exactly when their sizes are alike and
-//! roughly otherwise.
-//!
-//! The counts restart at zero when the store is opened, so a store that is
-//! restarted more often than it purges half its log may never compact; redb
-//! still reuses the space.
+//! What the live log needs is estimated: its entries times the average
+//! stored size of the records purges removed (before the first purge, of
+//! the entries in memory). redb keeps records in pages, with an overhead
+//! that depends on the record's size (a 2 KiB record fills a 4 KiB page
+//! alone), which the estimate does not see: the factor two keeps such a
+//! log, which fills about twice its record bytes, from looking unused.
 
-/// The log records purged since the last compaction (or since the store
-/// was opened), and all purged since it was opened.
+/// The stored size of the log records seen purged since the store opened.
 #[derive(Debug, Default)]
-pub(crate) struct PurgedSinceCompaction {
-    /// Stored bytes of the purged records.
-    bytes: u64,
-    /// How many records were purged.
+pub(crate) struct RecordSizes {
     entries: u64,
-    /// Records purged since open, and their bytes: the average record
-    /// size a purge not yet done is estimated with.
-    seen_entries: u64,
-    seen_bytes: u64,
+    bytes: u64,
 }
 
-impl PurgedSinceCompaction {
+impl RecordSizes {
     /// Counts a purge that removed `entries` records of `bytes` in all.
     pub(crate) fn add(&mut self, entries: u64, bytes: u64) {
         self.entries = self.entries.saturating_add(entries);
         self.bytes = self.bytes.saturating_add(bytes);
-        self.seen_entries = self.seen_entries.saturating_add(entries);
-        self.seen_bytes = self.seen_bytes.saturating_add(bytes);
     }
 
-    /// Whether purging `entries` more records, leaving `live_entries`,
-    /// may make compaction due: their bytes estimated at the average size
-    /// of the records purged since open, or before the first purge at
-    /// `record_bytes_hint` (without one, any purge may).
-    pub(crate) fn may_compact_after(
-        &self,
-        entries: u64,
-        live_entries: u64,
-        purged_bytes_min: u64,
-        record_bytes_hint: Option<u64>,
-    ) -> bool {
-        if self.entries.saturating_add(entries) < live_entries {
-            return false;
+    /// The average record's bytes, or `hint` before any purge.
+    pub(crate) fn average(&self, hint: Option<u64>) -> Option<u64> {
+        if self.entries == 0 {
+            return hint;
         }
-        let average = if self.seen_entries > 0 {
-            u128::from(self.seen_bytes) / u128::from(self.seen_entries)
-        } else if let Some(hint) = record_bytes_hint {
-            u128::from(hint)
-        } else {
-            return true;
-        };
-        let estimate = u128::from(entries) * average;
-        let estimate = u64::try_from(estimate).unwrap_or(u64::MAX);
-        self.bytes.saturating_add(estimate) >= purged_bytes_min
+        Some(self.bytes / self.entries)
     }
+}
 
-    /// Whether to compact now that the log holds `live_entries` entries.
-    pub(crate) fn should_compact(&self, live_entries: u64, purged_bytes_min: u64) -> bool {
-        self.bytes >= purged_bytes_min && self.entries >= live_entries
-    }
-
-    /// After a compaction (the sizes seen stay).
-    pub(crate) fn reset(&mut self) {
-        self.entries = 0;
-        self.bytes = 0;
-    }
+/// Whether a file of `file_bytes` whose live log needs about `live_bytes`
+/// should be compacted (see the module doc).
+pub(crate) fn compaction_due(file_bytes: u64, live_bytes: u64, unused_bytes_min: u64) -> bool {
+    let unused = file_bytes.saturating_sub(live_bytes);
+    unused >= unused_bytes_min && unused >= live_bytes.saturating_mul(2)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::PurgedSinceCompaction;
+    use super::{compaction_due, RecordSizes};
 
     const MIB: u64 = 1 << 20;
 
-    fn purged(entries: u64, bytes: u64) -> PurgedSinceCompaction {
-        let mut purged = PurgedSinceCompaction::default();
-        purged.add(entries, bytes);
-        purged
+    #[test]
+    fn compacts_only_when_the_unused_space_passes_the_minimum_and_twice_the_live_log() {
+        assert!(
+            !compaction_due(70 * MIB, 10 * MIB, 64 * MIB),
+            "60 MiB unused, under the minimum"
+        );
+        assert!(compaction_due(100 * MIB, 10 * MIB, 64 * MIB));
+        assert!(
+            !compaction_due(200 * MIB, 70 * MIB, 64 * MIB),
+            "130 MiB unused, under twice the live 70"
+        );
+        assert!(compaction_due(210 * MIB, 70 * MIB, 64 * MIB));
+        assert!(
+            !compaction_due(10 * MIB, 20 * MIB, 0),
+            "a live estimate above the file"
+        );
+        assert!(compaction_due(u64::MAX, u64::MAX / 4, 0), "no overflow");
     }
 
     #[test]
-    fn compacts_only_when_both_the_minimum_and_half_the_log_are_purged() {
-        assert!(
-            !purged(10_000, 10 * MIB).should_compact(100, 64 * MIB),
-            "under the minimum"
-        );
-        assert!(
-            !purged(1000, 64 * MIB).should_compact(1001, 64 * MIB),
-            "under half the log"
-        );
-        assert!(purged(1000, 64 * MIB).should_compact(1000, 64 * MIB));
-        assert!(
-            purged(1, 64 * MIB).should_compact(0, 64 * MIB),
-            "the whole log purged"
-        );
-    }
-
-    #[test]
-    fn a_purge_may_make_compaction_due_by_the_average_record_size_seen() {
-        let counts = PurgedSinceCompaction::default();
-        assert!(
-            counts.may_compact_after(10, 10, 64 * MIB, None),
-            "no size seen yet, no hint"
-        );
-        assert!(
-            !counts.may_compact_after(10, 10, 64 * MIB, Some(1024)),
-            "no size seen yet, 1 KiB records by the hint"
-        );
-        assert!(
-            !counts.may_compact_after(10, 11, 64 * MIB, None),
-            "under half the log, whatever the sizes"
-        );
-        // 1 KiB records: 32,768 more make 32 MiB, 65,536 make 64 MiB.
-        let counts = purged(1024, MIB);
-        assert!(!counts.may_compact_after(32_768, 100, 64 * MIB, Some(1 << 20)));
-        assert!(counts.may_compact_after(64_512, 100, 64 * MIB, None));
-        let mut after = counts;
-        after.reset();
-        assert!(
-            after.may_compact_after(65_536, 100, 64 * MIB, None),
-            "the size seen outlives a compaction"
-        );
-        assert!(!after.should_compact(0, 1));
-    }
-
-    #[test]
-    fn counts_add_up_and_reset() {
-        let mut counts = purged(300, 30 * MIB);
-        counts.add(300, 40 * MIB);
-        assert!(counts.should_compact(600, 64 * MIB));
-        counts.add(u64::MAX, u64::MAX);
-        assert!(counts.should_compact(u64::MAX, u64::MAX), "no overflow");
-        counts.reset();
-        assert!(!counts.should_compact(0, 1));
+    fn the_average_comes_from_the_purges_and_before_them_from_the_hint() {
+        let mut sizes = RecordSizes::default();
+        assert_eq!(sizes.average(None), None);
+        assert_eq!(sizes.average(Some(300)), Some(300));
+        sizes.add(100, 100 * 1024);
+        sizes.add(100, 100 * 2048);
+        assert_eq!(sizes.average(Some(300)), Some(1536));
+        sizes.add(u64::MAX, u64::MAX);
+        assert!(sizes.average(None).is_some(), "no overflow");
     }
 }

@@ -35,7 +35,7 @@ use rafter::{
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use crate::compaction::PurgedSinceCompaction;
+use crate::compaction::{compaction_due, RecordSizes};
 use crate::create::open_or_create;
 use crate::deferred::{Deferred, Removed};
 use crate::error::{corrupt, from_redb, io};
@@ -93,9 +93,9 @@ pub(crate) struct LogStore {
     /// redb's purge point, with every transaction that carried a purge
     /// committed (`purged` may be ahead of it).
     stored_purged: LogId,
-    /// The log records purged since the last compaction (see
-    /// `compaction.rs`).
-    purged_since_compaction: PurgedSinceCompaction,
+    /// The sizes of the log records purged since open, which the
+    /// compaction rule estimates the live log with (`compaction.rs`).
+    record_sizes: RecordSizes,
     /// The first IO or corruption error; every later call returns it
     /// (fail-stop: after a failed commit or append the files' contents
     /// are unknown).
@@ -167,7 +167,7 @@ impl LogStore {
             installing_snapshot: None,
             deferred: Deferred::default(),
             stored_purged: LogId::default(),
-            purged_since_compaction: PurgedSinceCompaction::default(),
+            record_sizes: RecordSizes::default(),
             failed: None,
             record_buffer: Vec::new(),
             journal: None,
@@ -426,7 +426,7 @@ impl LogStore {
         self.stored_last = flushing.last;
         if let Some(purge) = flushing.purge {
             self.stored_purged = purge;
-            self.purged_since_compaction.add(removed.0, removed.1);
+            self.record_sizes.add(removed.0, removed.1);
         }
         self.check_invariants();
         Ok(())
@@ -631,27 +631,21 @@ impl LogStore {
     /// now if none is in progress): see `deferred.rs` for why it need not
     /// be durable on return. On the calling thread instead, in one durable
     /// commit: a purge to the log's end or past it (a follower installing
-    /// a snapshot), one into the newest writes while a checkpoint runs, and
-    /// one that may make compaction due (`compaction.rs`), so that the
-    /// compaction follows it.
+    /// a snapshot), and one into the newest writes while a checkpoint runs.
+    /// Before the purge, the file is compacted if the space the last purge
+    /// freed stayed unused (`compaction.rs`).
     pub(crate) fn purge(&mut self, up_to: LogId) -> Result<(), StorageError> {
         self.usable()?;
         if up_to.index <= self.purged.index {
             return Ok(());
         }
         self.finish_checkpoint(false)?;
+        // Judged before this purge, on the space the last one freed and the
+        // appends since did not take back (`compaction.rs`).
         self.maybe_compact()?;
-        let purging = up_to.index - self.purged.index;
-        let live_after = self.last_log_id.index.saturating_sub(up_to.index);
         let deferrable = self.journal.is_some()
             && up_to.index < self.last_log_id.index
-            && (self.flushing.is_none() || up_to.index < self.unflushed.from())
-            && !self.purged_since_compaction.may_compact_after(
-                purging,
-                live_after,
-                self.options.compaction_purged_bytes_min,
-                self.unflushed_record_bytes(),
-            );
+            && (self.flushing.is_none() || up_to.index < self.unflushed.from());
         if deferrable {
             self.purged = up_to;
             self.deferred.purge = Some(up_to);
@@ -674,8 +668,7 @@ impl LogStore {
             self.last_log_id = up_to;
         }
         self.deferred.purge = Some(up_to);
-        self.commit_durable(|_| Ok(()))?;
-        self.maybe_compact()
+        self.commit_durable(|_| Ok(()))
     }
 
     /// Waits for the checkpoint in progress, if any, and collects it.
@@ -700,13 +693,24 @@ impl LogStore {
         (count > 0).then(|| bytes / count + CHECKSUM_BYTES as u64)
     }
 
-    /// Compacts if the purges counted since the last compaction say so.
+    /// Compacts if the rule of `compaction.rs` says so: the file against
+    /// the log redb holds (a purge not yet written still takes its space).
     fn maybe_compact(&mut self) -> Result<(), StorageError> {
-        let live_entries = self.last_log_id.index - self.purged.index;
-        if self
-            .purged_since_compaction
-            .should_compact(live_entries, self.options.compaction_purged_bytes_min)
-        {
+        let Some(average) = self.record_sizes.average(self.unflushed_record_bytes()) else {
+            return Ok(());
+        };
+        // Unreadable metadata only skips the check: compaction is never
+        // needed for correctness.
+        let Ok(file_bytes) = std::fs::metadata(&self.path).map(|m| m.len()) else {
+            return Ok(());
+        };
+        let live_bytes =
+            (self.last_log_id.index - self.stored_purged.index).saturating_mul(average);
+        if compaction_due(
+            file_bytes,
+            live_bytes,
+            self.options.compaction_purged_bytes_min,
+        ) {
             self.compact()?;
         }
         Ok(())
@@ -726,9 +730,7 @@ impl LogStore {
                 message: "the database is still shared with a checkpoint".into(),
             }),
         };
-        result.map_err(|e| self.fail(e))?;
-        self.purged_since_compaction.reset();
-        Ok(())
+        result.map(drop).map_err(|e| self.fail(e))
     }
 
     /// Saves the metadata of the latest snapshot, and forgets the
@@ -842,8 +844,7 @@ impl LogStore {
         let (removed_entries, removed_bytes) = result.map_err(|e| self.fail(e))?;
         if let Some(purge) = deferred.purge {
             self.stored_purged = purge;
-            self.purged_since_compaction
-                .add(removed_entries, removed_bytes);
+            self.record_sizes.add(removed_entries, removed_bytes);
         }
         self.stored_last = self.last_log_id;
         self.unflushed.flushed(self.last_log_id.index + 1);

@@ -20,11 +20,12 @@ pub struct RedbOptions {
     /// a crash may make redb panic or misread pages instead of reporting
     /// corruption. Keep it on unless opening time matters more. Default: on.
     pub open_check_file: bool,
-    /// Log records purged since the last compaction, in bytes, below which a
-    /// purge never compacts the file (see the `compaction` rule: also at
-    /// least as many records purged as are left in the log). Too small compacts after every snapshot, which
-    /// rewrites the live log each time; too large leaves up to this much
-    /// dead space in the file. Default: 64 MiB.
+    /// Space in the file beyond what the live log needs, in bytes, below
+    /// which the file is never compacted (see the `compaction` rule: also
+    /// at least twice the live log's bytes, measured before a purge, when
+    /// the appends since the last one have reused what they will). Too
+    /// large leaves up to this much unused space in the file. Default:
+    /// 64 MiB.
     pub compaction_purged_bytes_min: u64,
     /// redb's page cache, in bytes. Reads of recent entries hit the core's
     /// own cache first, so the store needs little. Default: 64 MiB.

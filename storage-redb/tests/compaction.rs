@@ -1,7 +1,9 @@
 //! Compaction end to end: a large log, purged down to its tail, gives its
-//! space back to the filesystem (the file shrinks), whether the purge
+//! space back to the filesystem (the file shrinks), whether the next purge
 //! triggers it (the rule of `src/compaction.rs`) or `RedbStorage::compact`
-//! is called; the entries that remain read back intact after a reopen.
+//! is called; the entries that remain read back intact after a reopen. A
+//! log purged behind each interval of appends, as Raft purges behind each
+//! snapshot, is never compacted and stays about its peak size.
 
 use std::path::{Path, PathBuf};
 
@@ -86,7 +88,7 @@ async fn check_reopened(store: RedbStorage, options: RedbOptions) -> RedbStorage
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_purge_compacts_the_file() {
+async fn a_large_purge_is_compacted_at_the_next_purge() {
     let root = tempfile::tempdir().expect("temp dir");
     let mut options = RedbOptions::default();
     options.compaction_purged_bytes_min = 4 * MIB;
@@ -94,17 +96,71 @@ async fn a_large_purge_compacts_the_file() {
     let before = file_bytes(&store);
     assert!(before >= 8 * MIB, "the log takes {before} bytes");
 
+    // Right after a purge, unused space looks like a steady state's, which
+    // the next appends take back: nothing yet.
+    let first = entry(ENTRIES - KEPT - 100).log_id();
+    store.purge(first).await.expect("purge");
+    store.checkpoint().await.expect("checkpoint");
+    let purged = file_bytes(&store);
+    assert!(
+        purged * 4 >= before * 3,
+        "the first purge compacted: {before} -> {purged} bytes"
+    );
+
+    // The next purge finds 95% of the file still unused: over the 4 MiB
+    // minimum and twice the live log.
     store.purge(purge_point()).await.expect("purge");
     let after = file_bytes(&store);
-    println!("purge compacted {before} bytes to {after}");
+    println!("the next purge compacted {before} bytes to {after}");
     assert!(
         after * 4 < before,
-        "95% of the log purged (over the 4 MiB minimum and half the log), \
-         but the file went from {before} to {after} bytes"
+        "95% of the file unused, but it went from {before} to {after} bytes"
     );
 
     let store = check_reopened(store, options).await;
     assert!(file_bytes(&store) * 4 < before, "still small after reopen");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_purged_behind_each_interval_is_never_compacted_and_stays_bounded() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut options = RedbOptions::default();
+    options.compaction_purged_bytes_min = MIB;
+    let mut store = RedbStorage::open_with(root.path(), options).expect("open");
+    // Intervals of 1,000 entries (2 MiB), each purged down to its last 50.
+    const INTERVAL: u64 = 1000;
+    // The file before and after each purge, everything written to redb.
+    let mut sizes = Vec::new();
+    for interval in 0..8 {
+        let first = interval * INTERVAL + 1;
+        for batch in (first..first + INTERVAL).step_by(100) {
+            let write = WriteBatch {
+                entries: (batch..batch + 100).map(entry).collect(),
+                must_sync: true,
+                ..WriteBatch::default()
+            };
+            store.write(write).await.expect("append");
+        }
+        store.checkpoint().await.expect("checkpoint");
+        let before = file_bytes(&store);
+        let last = first + INTERVAL - 1;
+        store.purge(entry(last - 50).log_id()).await.expect("purge");
+        store.checkpoint().await.expect("checkpoint");
+        sizes.push((before, file_bytes(&store)));
+    }
+    println!("file bytes before and after each purge: {sizes:?}");
+    for (interval, &(before, after)) in sizes.iter().enumerate() {
+        assert!(
+            after * 2 >= before,
+            "interval {interval}: compacted from {before} to {after} bytes: {sizes:?}"
+        );
+    }
+    let (_, first_after) = sizes[0];
+    let (_, last_after) = sizes[sizes.len() - 1];
+    assert!(
+        last_after <= 2 * first_after,
+        "the file kept growing: {sizes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -437,8 +437,10 @@ async fn a_killed_leader_is_replaced_and_catches_up_when_restarted() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
+/// A cluster snapshotting every 20 entries, with one node (returned) down
+/// while 150 puts go through and both others snapshot past entry 100:
+/// the node's next entries are purged everywhere.
+async fn a_node_behind_the_snapshots() -> (Cluster, usize) {
     let mut c = Cluster::start(3, &["--snapshot-entries", "20"]).await;
     let leader = c.wait_leader(Duration::from_secs(10)).await;
     let behind = (leader + 1) % 3;
@@ -446,16 +448,23 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
     for n in 0..150 {
         put(&c.client, &c.url(leader), &format!("k{n}"), &n.to_string()).await;
     }
-    // Rafter takes a snapshot every 20 applied entries.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = c.status(leader).await.unwrap();
-        if status["snapshot_index"].as_u64().unwrap() > 100 {
-            break;
+    for node in (0..3).filter(|&n| n != behind) {
+        loop {
+            let status = c.status(node).await.unwrap();
+            if status["snapshot_index"].as_u64().unwrap() > 100 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(std::time::Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (c, behind)
+}
+
+/// Starts the node `a_node_behind_the_snapshots` left down and checks it
+/// catches up, by installing a snapshot.
+async fn brought_back_by_snapshot(c: &mut Cluster, behind: usize) {
     c.spawn(behind);
     let digest = c.wait_converged(Duration::from_secs(30)).await;
     assert!(digest["revision"].as_i64().unwrap() >= 151);
@@ -464,6 +473,12 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         "{}",
         c.log(behind)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
+    let (mut c, behind) = a_node_behind_the_snapshots().await;
+    brought_back_by_snapshot(&mut c, behind).await;
     let (_, _, metrics) = c
         .client
         .send(Method::GET, &format!("{}/metrics", c.url(behind)), &[], "")
@@ -483,24 +498,7 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
 /// new writes, the node behind never caught up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_restarted_since_its_snapshot_still_brings_a_node_back_by_snapshot() {
-    let mut c = Cluster::start(3, &["--snapshot-entries", "20"]).await;
-    let leader = c.wait_leader(Duration::from_secs(10)).await;
-    let behind = (leader + 1) % 3;
-    c.kill(behind);
-    for n in 0..150 {
-        put(&c.client, &c.url(leader), &format!("k{n}"), &n.to_string()).await;
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    for node in (0..3).filter(|&n| n != behind) {
-        loop {
-            let status = c.status(node).await.unwrap();
-            if status["snapshot_index"].as_u64().unwrap() > 100 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{status}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    let (mut c, behind) = a_node_behind_the_snapshots().await;
     // Killed, not stopped: whatever the last flush made durable is what a
     // restart finds.
     for node in (0..3).filter(|&n| n != behind) {
@@ -510,14 +508,7 @@ async fn a_leader_restarted_since_its_snapshot_still_brings_a_node_back_by_snaps
         c.spawn(node);
     }
     c.wait_leader(Duration::from_secs(30)).await;
-    c.spawn(behind);
-    let digest = c.wait_converged(Duration::from_secs(30)).await;
-    assert!(digest["revision"].as_i64().unwrap() >= 151);
-    assert!(
-        c.log(behind).contains("installed a snapshot"),
-        "{}",
-        c.log(behind)
-    );
+    brought_back_by_snapshot(&mut c, behind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -424,10 +424,7 @@ impl LogStore {
         });
         let removed = ended.map_err(|e| self.fail(e))?;
         self.stored_last = flushing.last;
-        if let Some(purge) = flushing.purge {
-            self.stored_purged = purge;
-            self.record_sizes.add(removed.0, removed.1);
-        }
+        self.purge_written(flushing.purge, removed);
         self.check_invariants();
         Ok(())
     }
@@ -649,12 +646,10 @@ impl LogStore {
         if deferrable {
             self.purged = up_to;
             self.deferred.purge = Some(up_to);
-            if self.flushing.is_none() {
-                // The active layer goes with it: entries it holds at or
-                // below the point are written and removed in one
-                // transaction.
-                self.start_checkpoint()?;
-            }
+            // A checkpoint starting now takes the active layer with it:
+            // entries it holds at or below the point are written and
+            // removed in one transaction.
+            self.checkpoint_soon()?;
             self.check_invariants();
             return Ok(());
         }
@@ -669,6 +664,25 @@ impl LogStore {
         }
         self.deferred.purge = Some(up_to);
         self.commit_durable(|_| Ok(()))
+    }
+
+    /// After a committed transaction that carried `purge`, if any, and
+    /// removed `removed` with it: redb's purge point moves there.
+    fn purge_written(&mut self, purge: Option<LogId>, removed: Removed) {
+        if let Some(purge) = purge {
+            self.stored_purged = purge;
+            self.record_sizes.add(removed.0, removed.1);
+        }
+    }
+
+    /// Starts a checkpoint unless one is in progress (collecting a finished
+    /// one): deferred changes wait for no more than one.
+    fn checkpoint_soon(&mut self) -> Result<(), StorageError> {
+        self.finish_checkpoint(false)?;
+        if self.flushing.is_none() {
+            self.start_checkpoint()?;
+        }
+        Ok(())
     }
 
     /// Waits for the checkpoint in progress, if any, and collects it.
@@ -753,11 +767,7 @@ impl LogStore {
         if self.journal.is_none() {
             return self.commit_durable(|_| Ok(()));
         }
-        self.finish_checkpoint(false)?;
-        if self.flushing.is_none() {
-            self.start_checkpoint()?;
-        }
-        Ok(())
+        self.checkpoint_soon()
     }
 
     /// Saves (or with `None` forgets) the metadata of a snapshot whose
@@ -841,11 +851,8 @@ impl LogStore {
             change,
         );
         self.trim_record_buffer();
-        let (removed_entries, removed_bytes) = result.map_err(|e| self.fail(e))?;
-        if let Some(purge) = deferred.purge {
-            self.stored_purged = purge;
-            self.record_sizes.add(removed_entries, removed_bytes);
-        }
+        let removed = result.map_err(|e| self.fail(e))?;
+        self.purge_written(deferred.purge, removed);
         self.stored_last = self.last_log_id;
         self.unflushed.flushed(self.last_log_id.index + 1);
         if matches!(durability, Durability::Immediate) {
@@ -1043,6 +1050,15 @@ impl Drop for LogStore {
     /// A checkpoint in progress ends before the database closes (the
     /// journal holds its writes), and deferred changes are written.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Dropped while a panic unwinds (a broken invariant, see
+            // `storage.rs`): no checks and no commit, which could panic
+            // again and abort; the journal holds every write.
+            if let Some(flushing) = self.flushing.take() {
+                let _ = flushing.thread.join();
+            }
+            return;
+        }
         // Its outcome is kept (a failed one stops the deferred commit).
         let _ = self.finish_checkpoint(true);
         // Best effort: what a reopen would otherwise not find, though it

@@ -92,8 +92,7 @@ impl Node {
         let state_machine = KvStateMachine::open(dir, config.session_ttl.as_millis() as u64)
             .map_err(|e| format!("state store: {e}"))?;
         let reads = state_machine.reads();
-        let counters = state_machine.counters();
-        let metrics = Arc::new(ServiceMetrics::new(counters));
+        let metrics = Arc::new(ServiceMetrics::new(state_machine.counters()));
         let log = RedbStorage::open(dir.join("log")).map_err(|e| format!("log store: {e}"))?;
         let storage = TimedStorage::new(log, metrics.clone());
         let raft_config = raft_config(&config);

@@ -187,7 +187,7 @@ fn produce(id: LogId, view: &redb::ReadTransaction, sender: SyncSender<Piece>) {
 }
 
 /// Writes the header of snapshot `id`.
-pub fn write_header(out: &mut impl Write, id: LogId) -> std::io::Result<()> {
+fn write_header(out: &mut impl Write, id: LogId) -> std::io::Result<()> {
     out.write_all(MAGIC)?;
     out.write_all(&id.index.to_be_bytes())?;
     out.write_all(&id.term.to_be_bytes())

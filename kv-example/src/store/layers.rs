@@ -41,6 +41,7 @@ use bytes::Bytes;
 use rafter::{LogId, StateMachineError};
 use rafter_redb::RedbStateMachineStore;
 use redb::{Durability, ReadOnlyTable, ReadableDatabase, ReadableTable};
+use smallvec::SmallVec;
 
 use super::error::{storage, KvError, StoreError};
 use super::range::KeySpan;
@@ -83,13 +84,36 @@ impl Rec {
     }
 }
 
+/// A key's new records in one layer, ascending by revision. Almost always
+/// one: inline, so cloning and merging layers allocates nothing per key.
+type Records = SmallVec<[(i64, Rec); 1]>;
+
+/// The key's live entry after `records`: its newest record decides it.
+fn head(records: &Records) -> Option<LiveEntry> {
+    match records.last() {
+        Some((
+            revision,
+            Rec::Put {
+                create_revision,
+                version,
+                ..
+            },
+        )) => Some(LiveEntry {
+            create_revision: *create_revision,
+            mod_revision: *revision,
+            version: *version,
+        }),
+        Some((_, Rec::Tombstone)) | None => None,
+    }
+}
+
 /// The changes of one or more consecutive apply batches, in memory.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Layer {
-    /// `None`: the key was deleted.
-    live: BTreeMap<Bytes, Option<LiveEntry>>,
-    /// Per key, its new records in ascending revision order.
-    history: BTreeMap<Bytes, Vec<(i64, Rec)>>,
+    /// Per key written, its new records in ascending revision order (never
+    /// empty). The newest one is also the key's live entry (a tombstone:
+    /// deleted), so the layer keeps no map of live entries beside it.
+    history: BTreeMap<Bytes, Records>,
     /// `None`: the session was removed (expired).
     sessions: BTreeMap<u64, Option<Session>>,
     /// The store revision and compact revision after this layer.
@@ -118,7 +142,6 @@ impl Layer {
     /// `older` then `self`, as one layer.
     fn merged_onto(self, older: &Layer) -> Layer {
         let mut out = older.clone();
-        out.live.extend(self.live);
         for (key, records) in self.history {
             out.history.entry(key).or_default().extend(records);
         }
@@ -230,8 +253,8 @@ impl<'a> Merged<'a> {
 impl Source for Merged<'_> {
     fn live_get(&self, key: &[u8]) -> Result<Option<LiveEntry>, StoreError> {
         for layer in self.newest_first() {
-            if let Some(entry) = layer.live.get(key) {
-                return Ok(*entry);
+            if let Some(records) = layer.history.get(key) {
+                return Ok(head(records));
             }
         }
         match self.base() {
@@ -257,15 +280,15 @@ impl Source for Merged<'_> {
         };
         let touched = self
             .oldest_first()
-            .any(|l| l.live.range::<[u8], _>(bounds).next().is_some());
+            .any(|l| l.history.range::<[u8], _>(bounds).next().is_some());
         if !touched {
             return Ok(base);
         }
         let mut merged: BTreeMap<Vec<u8>, LiveEntry> = base.into_iter().collect();
         for layer in self.oldest_first() {
-            for (key, entry) in layer.live.range::<[u8], _>(bounds) {
-                match entry {
-                    Some(entry) => merged.insert(key.to_vec(), *entry),
+            for (key, records) in layer.history.range::<[u8], _>(bounds) {
+                match head(records) {
+                    Some(entry) => merged.insert(key.to_vec(), entry),
                     None => merged.remove(key.as_ref()),
                 };
             }
@@ -384,15 +407,6 @@ impl LayerSink {
             _ => records.push((revision, record)),
         }
     }
-
-    fn set(&mut self, key: &[u8], entry: Option<LiveEntry>) {
-        match self.top.live.get_mut(key) {
-            Some(slot) => *slot = entry,
-            None => {
-                self.top.live.insert(Bytes::copy_from_slice(key), entry);
-            }
-        }
-    }
 }
 
 impl Sink for LayerSink {
@@ -410,18 +424,11 @@ impl Sink for LayerSink {
             value: Bytes::copy_from_slice(value),
         };
         self.push_record(key, revision, record);
-        let entry = LiveEntry {
-            create_revision,
-            mod_revision: revision,
-            version,
-        };
-        self.set(key, Some(entry));
         Ok(())
     }
 
     fn put_tombstone(&mut self, key: &[u8], revision: i64) -> Result<(), StoreError> {
         self.push_record(key, revision, Rec::Tombstone);
-        self.set(key, None);
         Ok(())
     }
 

@@ -44,6 +44,7 @@ use redb::{Durability, ReadOnlyTable, ReadableDatabase, ReadableTable};
 use smallvec::SmallVec;
 
 use super::error::{storage, KvError, StoreError};
+use super::live_index::LiveIndex;
 use super::range::KeySpan;
 use super::reader::{ReadTables, StoreReader};
 use super::request::{RangeRequest, RangeResponse, WriteRequest};
@@ -140,30 +141,40 @@ impl Layer {
     }
 
     /// `older` then `self`, as one layer.
+    ///
+    /// The two key runs are joined in order and the map built from the
+    /// sorted result: one comparison a key, where inserting the newer keys
+    /// into a copy of the older map would search for each.
     fn merged_onto(self, older: &Layer) -> Layer {
-        let mut out = older.clone();
-        for (key, records) in self.history {
-            out.history.entry(key).or_default().extend(records);
+        let mut newer = self.history.into_iter().peekable();
+        let mut joined = Vec::with_capacity(older.history.len() + newer.len());
+        for (key, records) in &older.history {
+            while let Some((next, _)) = newer.peek() {
+                if next >= key {
+                    break;
+                }
+                joined.extend(newer.next());
+            }
+            let mut records = records.clone();
+            if newer.peek().is_some_and(|(next, _)| next == key) {
+                records.extend(newer.next().into_iter().flat_map(|(_, r)| r));
+            }
+            joined.push((key.clone(), records));
         }
-        out.sessions.extend(self.sessions);
-        out.revision = self.revision;
-        out.compact_revision = self.compact_revision;
-        out.compact_target = out.compact_target.max(self.compact_target);
-        out.applied = self.applied;
-        out.size += self.size;
-        out
-    }
-}
-
-/// A key range in `BTreeMap::range`'s terms.
-type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
-
-fn span_bounds(span: KeySpan<'_>) -> Option<Bounds<'_>> {
-    match span {
-        KeySpan::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
-        KeySpan::From(start) => Some((Bound::Included(start), Bound::Unbounded)),
-        KeySpan::Between(start, end) => Some((Bound::Included(start), Bound::Excluded(end))),
-        KeySpan::Empty => None,
+        joined.extend(newer);
+        let mut sessions = older.sessions.clone();
+        sessions.extend(self.sessions);
+        Layer {
+            // Sorted and unique: built without comparisons beyond a check.
+            history: joined.into_iter().collect(),
+            sessions,
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            compact_target: older.compact_target.max(self.compact_target),
+            first: older.first,
+            applied: self.applied,
+            size: older.size + self.size,
+        }
     }
 }
 
@@ -271,7 +282,7 @@ impl Source for Merged<'_> {
                 .into_iter()
                 .collect());
         }
-        let Some(bounds) = span_bounds(span) else {
+        let Some(bounds) = span.bounds() else {
             return Ok(Vec::new());
         };
         let base = match self.base() {
@@ -355,6 +366,8 @@ impl Source for Merged<'_> {
 pub(crate) struct LayerSink {
     below: Arc<StateView>,
     top: Layer,
+    /// The live keys of `below` (the store's index, shared for the batch).
+    live: Arc<LiveIndex>,
 }
 
 impl LayerSink {
@@ -363,13 +376,42 @@ impl LayerSink {
     }
 }
 
+/// Live entries come from the batch's layer, else from the index: one
+/// lookup, where the layers and redb's key table below would take one each.
 impl Source for LayerSink {
     fn live_get(&self, key: &[u8]) -> Result<Option<LiveEntry>, StoreError> {
-        self.source().live_get(key)
+        Ok(match self.top.history.get(key) {
+            Some(records) => head(records),
+            None => self.live.get(key),
+        })
     }
 
     fn live_range(&self, span: KeySpan<'_>) -> Result<Vec<(Vec<u8>, LiveEntry)>, StoreError> {
-        self.source().live_range(span)
+        let Some(bounds) = span.bounds() else {
+            return Ok(Vec::new());
+        };
+        let mut below = self.live.range(span).peekable();
+        let mut top = self.top.history.range::<[u8], _>(bounds).peekable();
+        let mut out = Vec::new();
+        // A merge of two sorted runs; the batch's entry of a key wins.
+        loop {
+            let (key, entry) = match (below.peek(), top.peek()) {
+                (None, None) => break,
+                (Some((b, _)), Some((t, _))) if b < t => below.next().map(|(k, e)| (k, Some(*e))),
+                (Some(_), None) => below.next().map(|(k, e)| (k, Some(*e))),
+                (b, Some((t, _))) => {
+                    if b.is_some_and(|(b, _)| b == t) {
+                        below.next();
+                    }
+                    top.next().map(|(k, records)| (k, head(records)))
+                }
+            }
+            .expect("peeked");
+            if let Some(entry) = entry {
+                out.push((key.to_vec(), entry));
+            }
+        }
+        Ok(out)
     }
 
     fn history_get(&self, key: &[u8], revision: i64) -> Result<Option<HistoryRecord>, StoreError> {
@@ -545,10 +587,19 @@ impl Batch<'_> {
     /// Ends the batch at log id `last` and publishes it to readers.
     pub fn finish(self, last: LogId) {
         let Batch { rules, store, .. } = self;
-        let mut top = rules.sink.top;
+        let LayerSink { top, live, .. } = rules.sink;
+        drop(live);
+        let mut top = top;
         top.revision = rules.revision;
         top.compact_revision = rules.compact_revision;
         top.applied = last;
+        // The batch's copy is gone: the store's is the only one, updated in
+        // place (a clone would be a bug's cost, not a wrong answer).
+        debug_assert_eq!(Arc::strong_count(&store.live), 1);
+        let live = Arc::make_mut(&mut store.live);
+        for (key, records) in &top.history {
+            live.set(key, head(records));
+        }
         store.publish(top);
     }
 }
@@ -597,6 +648,8 @@ pub struct LayeredStore {
     db: Arc<RedbStateMachineStore>,
     published: Arc<Mutex<Arc<StateView>>>,
     sessions: Sessions,
+    /// Every live key of the published state (`live_index.rs`).
+    live: Arc<LiveIndex>,
     /// The unflushed layers above the running flush's boundary, oldest
     /// first: the ones this side may still merge.
     tail: Vec<Arc<Layer>>,
@@ -678,12 +731,14 @@ impl LayeredStore {
             .map_err(|e| StateMachineError::Io(e.to_string()))?;
         let view = base_view(&db)?;
         let sessions = Sessions::load(view.tables.as_deref()).map_err(sm_error)?;
+        let live = Arc::new(LiveIndex::load(view.tables.as_deref()).map_err(sm_error)?);
         let published = Arc::new(Mutex::new(Arc::new(view)));
         let flusher = Flusher::start(db.clone(), published.clone())?;
         Ok(Self {
             db,
             published,
             sessions,
+            live,
             tail: Vec::new(),
             flusher,
             flushing: None,
@@ -719,7 +774,11 @@ impl LayeredStore {
         let rules = Rules {
             revision: below.revision,
             compact_revision: below.compact_revision,
-            sink: LayerSink { below, top },
+            sink: LayerSink {
+                below,
+                top,
+                live: self.live.clone(),
+            },
         };
         Batch { rules, store: self }
     }
@@ -829,6 +888,7 @@ impl LayeredStore {
         self.tail.clear();
         let view = base_view(&self.db)?;
         self.sessions = Sessions::load(view.tables.as_deref()).map_err(sm_error)?;
+        self.live = Arc::new(LiveIndex::load(view.tables.as_deref()).map_err(sm_error)?);
         *self
             .published
             .lock()
@@ -849,6 +909,17 @@ impl LayeredStore {
             return Err(sm_error(StoreError::Corrupt {
                 table: "kv_sessions",
                 detail: "the sessions in memory differ from the stored ones".into(),
+            }));
+        }
+        let stored = LiveIndex::load(view.tables.as_deref()).map_err(sm_error)?;
+        if stored != *self.live {
+            return Err(sm_error(StoreError::Corrupt {
+                table: "kv_keys",
+                detail: format!(
+                    "the live index in memory ({} keys) differs from the stored one ({} keys)",
+                    self.live.len(),
+                    stored.len()
+                ),
             }));
         }
         Ok(())

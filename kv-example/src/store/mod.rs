@@ -99,6 +99,7 @@
 mod error;
 mod invariants;
 mod layers;
+mod live_index;
 mod range;
 mod reader;
 mod request;

@@ -5,11 +5,15 @@
 //! implementation.
 
 use std::cmp::Ordering;
+use std::ops::Bound;
 
 use super::error::{KvError, StoreError};
 use super::request::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
 use super::source::{live_value, Source};
 use super::tables::{key_successor, HistoryRecord, LiveEntry};
+
+/// A key range in `BTreeMap::range`'s terms.
+pub(crate) type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The keys a `key` / `range_end` pair names (etcd's `mkGteRange` rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +35,16 @@ impl<'a> KeySpan<'a> {
             [0] => KeySpan::From(key),
             end if key < end => KeySpan::Between(key, end),
             _ => KeySpan::Empty,
+        }
+    }
+
+    /// The span in `BTreeMap::range`'s terms; `None` when it is empty.
+    pub(crate) fn bounds(self) -> Option<Bounds<'a>> {
+        match self {
+            KeySpan::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
+            KeySpan::From(start) => Some((Bound::Included(start), Bound::Unbounded)),
+            KeySpan::Between(start, end) => Some((Bound::Included(start), Bound::Excluded(end))),
+            KeySpan::Empty => None,
         }
     }
 

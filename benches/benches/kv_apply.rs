@@ -9,6 +9,10 @@
 //!   below stay as they are under load; the flush itself (on a thread of
 //!   its own in the service) is not timed.
 //!
+//! - `kv_flush/puts/N`: the flush of N such puts (applied untimed) to
+//!   redb, per put: what the service's flush thread spends, for the count
+//!   limit it has (10,000) and a larger one.
+//!
 //! Run: `cargo bench -p rafter-bench --bench kv_apply`. Compare builds on
 //! the same machine.
 
@@ -64,6 +68,19 @@ struct Applier {
 }
 
 impl Applier {
+    /// Applies one batch of `puts`, never flushing.
+    fn apply_only(&mut self, puts: u64) {
+        let mut batch = self.store.batch(self.index + 1);
+        for _ in 0..puts {
+            let response = batch
+                .apply(&put(self.keys.next()))
+                .expect("the store works");
+            black_box(response.expect("a put applies"));
+        }
+        self.index += puts;
+        batch.finish(LogId::new(1, self.index));
+    }
+
     /// Applies one batch of `puts`; returns the time it took, and flushes
     /// after it (untimed) when a flush is due.
     fn batch(&mut self, puts: u64) -> Duration {
@@ -102,6 +119,27 @@ fn kv_apply(c: &mut Criterion) {
     group.bench_function(format!("puts/{BATCH}"), |b| {
         b.iter_custom(|iters| (0..iters).map(|_| applier.batch(BATCH)).sum());
     });
+    group.finish();
+
+    let mut group = c.benchmark_group("kv_flush");
+    group.sample_size(10);
+    for puts in [FLUSH_EVERY / 4, FLUSH_EVERY, 4 * FLUSH_EVERY] {
+        group.throughput(Throughput::Elements(puts));
+        group.bench_function(format!("puts/{puts}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        for _ in 0..puts / BATCH {
+                            applier.apply_only(BATCH);
+                        }
+                        let start = Instant::now();
+                        applier.store.flush().expect("the flush");
+                        start.elapsed()
+                    })
+                    .sum()
+            });
+        });
+    }
     group.finish();
 }
 

@@ -17,6 +17,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod forward;
+pub mod http_layers;
 pub mod membership;
 pub mod metrics;
 pub mod node;

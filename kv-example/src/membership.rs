@@ -12,9 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::Method;
 use rafter::{MembershipError, NodeId, Raft, Role};
@@ -312,36 +310,32 @@ async fn leader_without(urls: &[String], id: NodeId, term: u64) -> Option<String
     None
 }
 
-/// Middleware: a node that was removed, or has not joined yet, refuses
-/// every request but status, digest and metrics at once (503, with the
-/// reason), so clients move on to another member; `/health` says why.
-pub async fn guard(
-    State(standing): State<watch::Receiver<Standing>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let reason = match &*standing.borrow() {
-        Standing::Member => None,
-        Standing::Joining => Some("this node is not in the cluster yet (joining)".to_owned()),
-        Standing::Removed(reason) => {
-            Some(format!("this node was removed from the cluster ({reason})"))
-        }
+/// What a node that was removed, or has not joined yet, answers a request
+/// for `path` (`http_layers::StandingGuard` asks): every request but
+/// status, digest and metrics is refused at once (503, with the reason), so
+/// clients move on to another member; `/health` says why. `None`: serve it.
+pub fn refusal(standing: &Standing, path: &str) -> Option<Response> {
+    let reason = match standing {
+        Standing::Member => return None,
+        Standing::Joining => "this node is not in the cluster yet (joining)".to_owned(),
+        Standing::Removed(reason) => format!("this node was removed from the cluster ({reason})"),
     };
-    let Some(reason) = reason else {
-        return next.run(request).await;
-    };
-    match request.uri().path() {
-        "/cluster/status" | "/cluster/digest" | "/metrics" => next.run(request).await,
-        "/health" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            crate::server::json(&json!({"health": "false", "reason": reason})),
-        )
+    match path {
+        "/cluster/status" | "/cluster/digest" | "/metrics" => None,
+        "/health" => Some(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::server::json(&json!({"health": "false", "reason": reason})),
+            )
+                .into_response(),
+        ),
+        _ => Some(
+            ApiError::new(
+                code::UNAVAILABLE,
+                format!("rafter-kv: {reason}; use another member"),
+            )
             .into_response(),
-        _ => ApiError::new(
-            code::UNAVAILABLE,
-            format!("rafter-kv: {reason}; use another member"),
-        )
-        .into_response(),
+        ),
     }
 }
 

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::extract::MatchedPath;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,11 +21,57 @@ use rafter::{
 
 use crate::state_machine::ApplyCounters;
 
+/// A request's route pattern (`/v3/kv/put`, `/kv/{*key}`, …) as a label,
+/// or `unmatched`: shares the router's string, so labelling a request
+/// allocates nothing.
+#[derive(Debug, Clone)]
+pub enum RouteName {
+    /// A route of the router.
+    Matched(MatchedPath),
+    /// No route matched.
+    Unmatched,
+}
+
+impl RouteName {
+    /// The route of a request with this matched path, if any.
+    pub fn of(path: Option<&MatchedPath>) -> Self {
+        path.map_or(Self::Unmatched, |p| Self::Matched(p.clone()))
+    }
+
+    /// The pattern.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(path) => path.as_str(),
+            Self::Unmatched => "unmatched",
+        }
+    }
+}
+
+impl PartialEq for RouteName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteName {}
+
+impl std::hash::Hash for RouteName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
 /// Labels of an HTTP request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    /// The route pattern (`/v3/kv/put`, `/kv/{*key}`, …).
-    pub route: String,
+    /// The route pattern.
+    pub route: RouteName,
     /// The status code.
     pub code: u16,
 }
@@ -34,7 +81,7 @@ pub struct HttpLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The route pattern.
-    pub route: String,
+    pub route: RouteName,
 }
 
 /// The buckets of every duration histogram: 50 µs to about 1.6 s.

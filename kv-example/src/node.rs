@@ -19,6 +19,7 @@ use crate::append_timing::{AppendTimer, TimedNetwork};
 use crate::cluster::{cluster_id, encode_members, RaftHalf};
 use crate::config::ServeConfig;
 use crate::forward::Forwarder;
+use crate::http_layers::StandingGuardLayer;
 use crate::membership::{self, Standing};
 use crate::metrics::{ServiceMetrics, TimedStorage};
 use crate::server::{router, AppState};
@@ -159,10 +160,7 @@ impl Node {
         let (stop_http, mut stopped) = watch::channel(false);
         let (standing_tx, standing) = watch::channel(Standing::Member);
         membership::spawn_standing_watch(raft.clone(), standing_tx);
-        let app = router(state).layer(axum::middleware::from_fn_with_state(
-            standing.clone(),
-            membership::guard,
-        ));
+        let app = router(state).layer(StandingGuardLayer::new(standing.clone()));
         let http = tokio::spawn(async move {
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;

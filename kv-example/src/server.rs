@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -24,7 +23,8 @@ use crate::api::{cluster, etcd, plain};
 use crate::cluster::MemberAddr;
 use crate::command::{CommandV1, KvCommand, SessionTag, WriteOutcome};
 use crate::forward::{self, ForwardError, Forwarder, HOPS_MAX};
-use crate::metrics::{HttpLabels, ReasonLabels, RouteLabels, ServiceMetrics};
+use crate::http_layers::RequestMetricsLayer;
+use crate::metrics::{ReasonLabels, ServiceMetrics};
 use crate::state_machine::{KvReads, KvStateMachine};
 use crate::store::StoreReader;
 use crate::store::WriteRequest;
@@ -76,10 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(cluster::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
+        .layer(RequestMetricsLayer::new(state.metrics.clone()))
         .with_state(state)
 }
 
@@ -91,34 +88,6 @@ async fn not_found() -> (StatusCode, &'static str) {
 /// And a known route with the wrong method too.
 async fn method_not_allowed() -> (StatusCode, &'static str) {
     (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
-}
-
-async fn count_requests(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let metrics = &state.metrics;
-    let labels = RouteLabels { route };
-    metrics
-        .request_seconds
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            route: labels.route,
-            code: response.status().as_u16(),
-        })
-        .inc();
-    response
 }
 
 /// A request as it arrived, kept to relay it to the leader unchanged.

@@ -11,6 +11,12 @@
 //! publishes a new `StateView` with it appended: readers take the
 //! published `Arc<StateView>` and so see each batch atomically, never half.
 //!
+//! A layer holds, per key written, its new history records; the newest
+//! is also the key's live entry (a tombstone: deleted). The write rules
+//! read live entries from the batch's own layer, else from the apply
+//! side's index of every live key (`live_index.rs`), which the batch
+//! updates as it finishes; readers go through the layers to the base.
+//!
 //! A flush writes a prefix of the layers, and the applied log id they end
 //! at, into one redb write transaction (`RedbStateMachineStore`), on a
 //! thread of its own; then it publishes a `StateView` whose base is a read

@@ -68,31 +68,28 @@ struct Applier {
 }
 
 impl Applier {
-    /// Applies one batch of `puts`, never flushing.
-    fn apply_only(&mut self, puts: u64) {
+    /// The next `puts` requests of the key sequence.
+    fn requests(&mut self, puts: u64) -> Vec<WriteRequest> {
+        (0..puts).map(|_| put(self.keys.next())).collect()
+    }
+
+    /// Applies `requests` as one batch, never flushing.
+    fn apply(&mut self, requests: &[WriteRequest]) {
         let mut batch = self.store.batch(self.index + 1);
-        for _ in 0..puts {
-            let response = batch
-                .apply(&put(self.keys.next()))
-                .expect("the store works");
+        for request in requests {
+            let response = batch.apply(request).expect("the store works");
             black_box(response.expect("a put applies"));
         }
-        self.index += puts;
+        self.index += requests.len() as u64;
         batch.finish(LogId::new(1, self.index));
     }
 
     /// Applies one batch of `puts`; returns the time it took, and flushes
     /// after it (untimed) when a flush is due.
     fn batch(&mut self, puts: u64) -> Duration {
-        let requests: Vec<WriteRequest> = (0..puts).map(|_| put(self.keys.next())).collect();
+        let requests = self.requests(puts);
         let start = Instant::now();
-        let mut batch = self.store.batch(self.index + 1);
-        for request in &requests {
-            let response = batch.apply(request).expect("the store works");
-            black_box(response.expect("a put applies"));
-        }
-        self.index += puts;
-        batch.finish(LogId::new(1, self.index));
+        self.apply(&requests);
         let took = start.elapsed();
         if self.index % FLUSH_EVERY < puts {
             self.store.flush().expect("the flush");
@@ -130,7 +127,8 @@ fn kv_apply(c: &mut Criterion) {
                 (0..iters)
                     .map(|_| {
                         for _ in 0..puts / BATCH {
-                            applier.apply_only(BATCH);
+                            let requests = applier.requests(BATCH);
+                            applier.apply(&requests);
                         }
                         let start = Instant::now();
                         applier.store.flush().expect("the flush");

@@ -82,3 +82,47 @@ impl LiveIndex {
         self.keys.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(revision: i64) -> LiveEntry {
+        LiveEntry {
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        }
+    }
+
+    fn keys(index: &LiveIndex, span: KeySpan<'_>) -> Vec<Vec<u8>> {
+        index.range(span).map(|(k, _)| k.to_vec()).collect()
+    }
+
+    #[test]
+    fn set_replaces_and_removes_and_range_follows_etcds_spans() {
+        let mut index = LiveIndex::default();
+        for (i, key) in ["a", "b", "ba", "c"].iter().enumerate() {
+            index.set(
+                &Bytes::from_static(key.as_bytes()),
+                Some(entry(i as i64 + 2)),
+            );
+        }
+        index.set(&Bytes::from_static(b"b"), Some(entry(9)));
+        index.set(&Bytes::from_static(b"c"), None);
+        index.set(&Bytes::from_static(b"never"), None);
+        assert_eq!(index.len(), 3);
+        assert_eq!(index.get(b"b"), Some(entry(9)));
+        assert_eq!(index.get(b"c"), None);
+        assert_eq!(keys(&index, KeySpan::Single(b"b")), vec![b"b".to_vec()]);
+        assert_eq!(
+            keys(&index, KeySpan::Between(b"b", b"c")),
+            vec![b"b".to_vec(), b"ba".to_vec()]
+        );
+        assert_eq!(
+            keys(&index, KeySpan::From(b"b")),
+            vec![b"b".to_vec(), b"ba".to_vec()]
+        );
+        assert!(keys(&index, KeySpan::Empty).is_empty());
+    }
+}

@@ -38,6 +38,7 @@
 //! newest record at or below their revision, which compaction keeps), and
 //! reads below it fail by the compact revision.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -401,20 +402,23 @@ impl Source for LayerSink {
         let mut out = Vec::new();
         // A merge of two sorted runs; the batch's entry of a key wins.
         loop {
-            let (key, entry) = match (below.peek(), top.peek()) {
+            let order = match (below.peek(), top.peek()) {
                 (None, None) => break,
-                (Some((b, _)), Some((t, _))) if b < t => below.next().map(|(k, e)| (k, Some(*e))),
-                (Some(_), None) => below.next().map(|(k, e)| (k, Some(*e))),
-                (b, Some((t, _))) => {
-                    if b.is_some_and(|(b, _)| b == t) {
-                        below.next();
-                    }
-                    top.next().map(|(k, records)| (k, head(records)))
-                }
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((b, _)), Some((t, _))) => b.cmp(t),
+            };
+            if order == Ordering::Equal {
+                below.next();
             }
-            .expect("peeked");
-            if let Some(entry) = entry {
-                out.push((key.to_vec(), entry));
+            if order == Ordering::Less {
+                if let Some((key, entry)) = below.next() {
+                    out.push((key.to_vec(), *entry));
+                }
+            } else if let Some((key, records)) = top.next() {
+                if let Some(entry) = head(records) {
+                    out.push((key.to_vec(), entry));
+                }
             }
         }
         Ok(out)

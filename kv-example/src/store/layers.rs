@@ -1021,33 +1021,30 @@ fn write_layers(writer: &mut StoreWriter<'_>, layers: &[Arc<Layer>]) -> Result<(
     // (revision, key, prev, record) for every record.
     let mut appends: Vec<(i64, &[u8], u64, &Rec)> = Vec::with_capacity(records_count);
     for (key, records) in &by_key {
-        let Some(&(first, _)) = records.first() else {
+        let (Some(&(first, _)), Some(&(last, newest))) = (records.first(), records.last()) else {
             continue;
         };
+        let head = match newest {
+            Rec::Put {
+                create_revision,
+                version,
+                ..
+            } => KeyEntry::Live(LiveEntry {
+                create_revision: *create_revision,
+                mod_revision: last,
+                version: *version,
+            }),
+            Rec::Tombstone => KeyEntry::Deleted { revision: last },
+        };
         // The layers are above the base: the base's newest record of the
-        // key is below the first (prev_for errors if it is above).
-        let mut prev = sink.prev_for(key, first)?;
-        let mut head = None;
+        // key, which the new head replaces, is below the first (an error
+        // if it is not).
+        let mut prev = sink.replace_key_entry_below(key, head, first)?;
         for &(revision, record) in records {
             // Invariant (module doc): revisions increase across layers.
             debug_assert!(rev_key(revision) > prev, "{key:?}: {revision} after {prev}");
             appends.push((revision, key, prev, record));
             prev = rev_key(revision);
-            head = Some(match record {
-                Rec::Put {
-                    create_revision,
-                    version,
-                    ..
-                } => KeyEntry::Live(LiveEntry {
-                    create_revision: *create_revision,
-                    mod_revision: revision,
-                    version: *version,
-                }),
-                Rec::Tombstone => KeyEntry::Deleted { revision },
-            });
-        }
-        if let Some(head) = head {
-            sink.set_key_entry(key, head)?;
         }
     }
     appends.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));

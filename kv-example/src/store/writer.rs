@@ -116,6 +116,37 @@ impl<'t> RedbSink<'t> {
         }
     }
 
+    /// Sets `key`'s entry to `head`, for new records of the key from
+    /// revision `first` on that are all above its stored ones (a flush of
+    /// layers over this base), and returns the first new record's prev:
+    /// the stored entry's newest revision (0: none). One walk of
+    /// `kv_keys` where [`Self::prev_for`] and [`Self::set_key_entry`] take
+    /// two. A stored record at or above `first` is corruption.
+    pub(crate) fn replace_key_entry_below(
+        &mut self,
+        key: &[u8],
+        head: KeyEntry,
+        first: i64,
+    ) -> Result<u64, StoreError> {
+        let old = self
+            .keys
+            .insert(key, rafter::codec::encode(&head).as_slice())
+            .map_err(storage)?;
+        let Some(old) = old else {
+            return Ok(0);
+        };
+        let newest = decode_key_entry(key, old.value())?.newest();
+        if newest >= first {
+            return Err(StoreError::Corrupt {
+                table: "kv_keys",
+                detail: format!(
+                    "key {key:?}: newest record {newest} at or above the flush's {first}"
+                ),
+            });
+        }
+        Ok(rev_key(newest))
+    }
+
     /// Stores the record of `key` at `revision`, pointing at `prev`.
     pub(crate) fn insert_record(
         &mut self,

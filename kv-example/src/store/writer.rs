@@ -71,6 +71,9 @@ pub(crate) struct RedbSink<'t> {
     pub(crate) history: Table<'t, (u64, &'static [u8]), &'static [u8]>,
     pub(crate) keys: Table<'t, &'static [u8], &'static [u8]>,
     pub(crate) meta: Table<'t, &'static str, i64>,
+    /// The encoding of the record or key entry being inserted, reused so
+    /// that a flush of thousands allocates once.
+    scratch: Vec<u8>,
 }
 
 impl<'t> RedbSink<'t> {
@@ -82,6 +85,7 @@ impl<'t> RedbSink<'t> {
             history: txn.open_table(HISTORY).map_err(storage)?,
             keys: txn.open_table(KEYS).map_err(storage)?,
             meta: txn.open_table(META).map_err(storage)?,
+            scratch: Vec::new(),
         })
     }
 
@@ -128,9 +132,11 @@ impl<'t> RedbSink<'t> {
         head: KeyEntry,
         first: i64,
     ) -> Result<u64, StoreError> {
+        self.scratch.clear();
+        rafter::codec::encode_into(&head, &mut self.scratch);
         let old = self
             .keys
-            .insert(key, rafter::codec::encode(&head).as_slice())
+            .insert(key, self.scratch.as_slice())
             .map_err(storage)?;
         let Some(old) = old else {
             return Ok(0);
@@ -156,17 +162,20 @@ impl<'t> RedbSink<'t> {
         record: HistoryRecordRef<'_>,
     ) -> Result<(), StoreError> {
         debug_assert!(prev < rev_key(revision), "prev {prev} at {revision}");
-        let bytes = rafter::codec::encode(&StoredRecordRef { prev, record });
+        self.scratch.clear();
+        rafter::codec::encode_into(&StoredRecordRef { prev, record }, &mut self.scratch);
         self.history
-            .insert((rev_key(revision), key), bytes.as_slice())
+            .insert((rev_key(revision), key), self.scratch.as_slice())
             .map_err(storage)?;
         Ok(())
     }
 
     /// Sets the head of `key`'s chain.
     pub(crate) fn set_key_entry(&mut self, key: &[u8], entry: KeyEntry) -> Result<(), StoreError> {
+        self.scratch.clear();
+        rafter::codec::encode_into(&entry, &mut self.scratch);
         self.keys
-            .insert(key, rafter::codec::encode(&entry).as_slice())
+            .insert(key, self.scratch.as_slice())
             .map_err(storage)?;
         Ok(())
     }

@@ -597,9 +597,8 @@ impl Batch<'_> {
     /// Ends the batch at log id `last` and publishes it to readers.
     pub fn finish(self, last: LogId) {
         let Batch { rules, store, .. } = self;
-        let LayerSink { top, live, .. } = rules.sink;
+        let LayerSink { mut top, live, .. } = rules.sink;
         drop(live);
-        let mut top = top;
         top.revision = rules.revision;
         top.compact_revision = rules.compact_revision;
         top.applied = last;

@@ -66,6 +66,14 @@ type WriteTables<'a, 't> = Tables<
     Table<'t, &'static [u8], &'static [u8]>,
 >;
 
+/// `value`'s `rafter::codec` encoding, in `scratch` (its old contents
+/// replaced, its allocation kept).
+fn encode_in<'s>(scratch: &'s mut Vec<u8>, value: &impl serde::Serialize) -> &'s [u8] {
+    scratch.clear();
+    rafter::codec::encode_into(value, scratch);
+    scratch
+}
+
 /// The redb tables a [`StoreWriter`] writes.
 pub(crate) struct RedbSink<'t> {
     pub(crate) history: Table<'t, (u64, &'static [u8]), &'static [u8]>,
@@ -132,11 +140,9 @@ impl<'t> RedbSink<'t> {
         head: KeyEntry,
         first: i64,
     ) -> Result<u64, StoreError> {
-        self.scratch.clear();
-        rafter::codec::encode_into(&head, &mut self.scratch);
         let old = self
             .keys
-            .insert(key, self.scratch.as_slice())
+            .insert(key, encode_in(&mut self.scratch, &head))
             .map_err(storage)?;
         let Some(old) = old else {
             return Ok(0);
@@ -162,20 +168,17 @@ impl<'t> RedbSink<'t> {
         record: HistoryRecordRef<'_>,
     ) -> Result<(), StoreError> {
         debug_assert!(prev < rev_key(revision), "prev {prev} at {revision}");
-        self.scratch.clear();
-        rafter::codec::encode_into(&StoredRecordRef { prev, record }, &mut self.scratch);
+        let bytes = encode_in(&mut self.scratch, &StoredRecordRef { prev, record });
         self.history
-            .insert((rev_key(revision), key), self.scratch.as_slice())
+            .insert((rev_key(revision), key), bytes)
             .map_err(storage)?;
         Ok(())
     }
 
     /// Sets the head of `key`'s chain.
     pub(crate) fn set_key_entry(&mut self, key: &[u8], entry: KeyEntry) -> Result<(), StoreError> {
-        self.scratch.clear();
-        rafter::codec::encode_into(&entry, &mut self.scratch);
         self.keys
-            .insert(key, self.scratch.as_slice())
+            .insert(key, encode_in(&mut self.scratch, &entry))
             .map_err(storage)?;
         Ok(())
     }

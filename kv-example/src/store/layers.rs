@@ -39,7 +39,7 @@
 //! reads below it fail by the compact revision.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -145,6 +145,25 @@ impl Layer {
             first,
             ..Self::default()
         }
+    }
+
+    /// Moves `newer`'s changes into this layer, which holds the ones just
+    /// before them: O(log n) a key, where `merged_onto` copies both.
+    fn absorb(&mut self, newer: Layer) {
+        for (key, records) in newer.history {
+            match self.history.entry(key) {
+                btree_map::Entry::Vacant(vacant) => {
+                    vacant.insert(records);
+                }
+                btree_map::Entry::Occupied(occupied) => occupied.into_mut().extend(records),
+            }
+        }
+        self.sessions.extend(newer.sessions);
+        self.revision = newer.revision;
+        self.compact_revision = newer.compact_revision;
+        self.compact_target = self.compact_target.max(newer.compact_target);
+        self.applied = newer.applied;
+        self.size += newer.size;
     }
 
     /// `older` then `self`, as one layer.
@@ -597,8 +616,14 @@ impl Batch<'_> {
     /// Ends the batch at log id `last` and publishes it to readers.
     pub fn finish(self, last: LogId) {
         let Batch { rules, store, .. } = self;
-        let LayerSink { mut top, live, .. } = rules.sink;
-        drop(live);
+        // The batch's hold on the view and the index ends first: both are
+        // then the store's alone, and updated in place.
+        let LayerSink {
+            mut top,
+            live,
+            below,
+        } = rules.sink;
+        drop((live, below));
         top.revision = rules.revision;
         top.compact_revision = rules.compact_revision;
         top.applied = last;
@@ -793,6 +818,9 @@ impl LayeredStore {
     }
 
     fn publish(&mut self, top: Layer) {
+        let Err(top) = self.absorb(top) else {
+            return;
+        };
         let mut layer = top;
         // Merge while the layer before is not much bigger: O(log n) layers,
         // each record copied O(log n) times.
@@ -832,6 +860,46 @@ impl LayeredStore {
             base_revision: published.base_revision,
             base_compact_revision: published.base_compact_revision,
         });
+    }
+
+    /// Publishes `top` by moving it into the newest unflushed layer, when
+    /// no reader's view holds that layer (under a load of writes, always:
+    /// a reader holds a view for one read) and the layer stays under half
+    /// the one before it, the shape `publish`'s merges keep. Gives `top`
+    /// back otherwise.
+    ///
+    /// Under the lock, so readers see the view before or after, never the
+    /// layer half moved; the lock is held for the batch's keys only.
+    fn absorb(&mut self, top: Layer) -> Result<(), Layer> {
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (before, newest) = match self.tail.as_mut_slice() {
+            [.., before, newest] => (Some(before.size), newest),
+            [newest] => (None, newest),
+            [] => return Err(top),
+        };
+        let stays_smaller = before.is_none_or(|size| size > 2 * (newest.size + top.size));
+        // The published view holds the tail, its last layer the newest.
+        let Some(view) = Arc::get_mut(&mut published) else {
+            return Err(top);
+        };
+        if !stays_smaller || !view.layers.last().is_some_and(|l| Arc::ptr_eq(l, newest)) {
+            return Err(top);
+        }
+        view.layers.pop();
+        let Some(layer) = Arc::get_mut(newest) else {
+            // An older view a reader holds has it.
+            view.layers.push(Arc::clone(newest));
+            return Err(top);
+        };
+        layer.absorb(top);
+        view.revision = layer.revision;
+        view.compact_revision = layer.compact_revision;
+        view.applied = layer.applied;
+        view.layers.push(Arc::clone(newest));
+        Ok(())
     }
 
     /// Collects a finished background flush (a failed one stops the node)

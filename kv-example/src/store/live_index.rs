@@ -3,16 +3,22 @@
 //! compare its span) without walking the layers and redb's key table.
 //!
 //! etcd keeps the same in memory (its `treeIndex` of every key's
-//! revisions); here it is one sorted map of the live keys, built from
+//! revisions); here it is a hash map of the live keys' entries, for the
+//! point reads every put makes, and the same keys in a sorted set, for the
+//! spans of delete ranges and txns. A put to a live key touches only the
+//! hash map: a search of a sorted map of shared keys follows a pointer out
+//! of the node at each comparison, which under load cost more than the rest
+//! of the put's rules (set N in benches/README.md). The index is built from
 //! `kv_keys` when the store opens or is replaced, and updated with each
 //! apply batch as it finishes. Readers do not use it: they read the
 //! published views, which stay consistent without it.
 //!
-//! Invariant: after each finished batch, the index holds exactly the live
+//! Invariants: after each finished batch, the index holds exactly the live
 //! keys of the published state, each with its live entry
-//! (`LayeredStore::check_invariants` compares it with redb).
+//! (`LayeredStore::check_invariants` compares it with redb); the sorted set
+//! holds exactly the hash map's keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
 
@@ -22,10 +28,13 @@ use super::reader::ReadTables;
 use super::source::{Source, Tables};
 use super::tables::LiveEntry;
 
-/// The live keys and their entries, sorted by key.
+/// The live keys and their entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LiveIndex {
-    keys: BTreeMap<Bytes, LiveEntry>,
+    /// SipHash (std's): the keys are the clients' to choose.
+    entries: HashMap<Bytes, LiveEntry>,
+    /// The same keys, sharing their bytes, sorted.
+    order: BTreeSet<Bytes>,
 }
 
 impl LiveIndex {
@@ -38,17 +47,25 @@ impl LiveIndex {
             history: &t.history,
             keys: &t.keys,
         };
-        let keys = base
-            .live_range(KeySpan::From(b""))?
-            .into_iter()
-            .map(|(key, entry)| (Bytes::from(key), entry))
-            .collect();
-        Ok(Self { keys })
+        let live = base.live_range(KeySpan::From(b""))?;
+        let mut index = Self {
+            entries: HashMap::with_capacity(live.len()),
+            order: BTreeSet::new(),
+        };
+        let mut keys = Vec::with_capacity(live.len());
+        for (key, entry) in live {
+            let key = Bytes::from(key);
+            index.entries.insert(key.clone(), entry);
+            keys.push(key);
+        }
+        // Sorted and unique already: built without searching.
+        index.order = keys.into_iter().collect();
+        Ok(index)
     }
 
     /// The live entry of `key`, if it is live.
     pub(crate) fn get(&self, key: &[u8]) -> Option<LiveEntry> {
-        self.keys.get(key).copied()
+        self.entries.get(key).copied()
     }
 
     /// The live keys in `span`, in key order.
@@ -58,28 +75,33 @@ impl LiveIndex {
     ) -> impl Iterator<Item = (&'a Bytes, &'a LiveEntry)> + 'a {
         span.bounds()
             .into_iter()
-            .flat_map(|bounds| self.keys.range::<[u8], _>(bounds))
+            .flat_map(|bounds| self.order.range::<[u8], _>(bounds))
+            .filter_map(|key| self.entries.get_key_value(key))
     }
 
     /// Records `key`'s new live entry (`None`: deleted). Shares the key's
     /// bytes, so a key written again allocates nothing.
     pub(crate) fn set(&mut self, key: &Bytes, entry: Option<LiveEntry>) {
         match entry {
-            Some(entry) => match self.keys.get_mut(key.as_ref()) {
+            Some(entry) => match self.entries.get_mut(key.as_ref()) {
                 Some(slot) => *slot = entry,
                 None => {
-                    self.keys.insert(key.clone(), entry);
+                    self.entries.insert(key.clone(), entry);
+                    self.order.insert(key.clone());
                 }
             },
             None => {
-                self.keys.remove(key.as_ref());
+                if self.entries.remove(key.as_ref()).is_some() {
+                    self.order.remove(key.as_ref());
+                }
             }
         }
+        debug_assert_eq!(self.entries.len(), self.order.len());
     }
 
     /// Live keys.
     pub(crate) fn len(&self) -> usize {
-        self.keys.len()
+        self.entries.len()
     }
 }
 
@@ -124,5 +146,13 @@ mod tests {
             vec![b"b".to_vec(), b"ba".to_vec()]
         );
         assert!(keys(&index, KeySpan::Empty).is_empty());
+        // A key deleted and written again is back in the spans, once.
+        index.set(&Bytes::from_static(b"c"), Some(entry(10)));
+        index.set(&Bytes::from_static(b"c"), Some(entry(11)));
+        assert_eq!(
+            keys(&index, KeySpan::From(b"b")),
+            vec![b"b".to_vec(), b"ba".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(index.get(b"c"), Some(entry(11)));
     }
 }

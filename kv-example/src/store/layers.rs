@@ -8,8 +8,12 @@
 //! the last flushed state) plus the in-memory [`Layer`]s of the apply
 //! batches since, oldest first. Each apply batch writes one new layer
 //! through [`LayerSink`] (reading through the layers and the base) and
-//! publishes a new `StateView` with it appended: readers take the
-//! published `Arc<StateView>` and so see each batch atomically, never half.
+//! publishes it: readers take the published `Arc<StateView>` and so see
+//! each batch atomically, never half. When no reader holds the newest
+//! layer (a write load: a reader holds a view for one read), the batch's
+//! records move into it in place, under the lock readers take views with;
+//! otherwise the view gets the batch as a new layer, and small layers merge
+//! into copies. A layer a reader can see is never changed.
 //!
 //! A layer holds, per key written, its new history records; the newest
 //! is also the key's live entry (a tombstone: deleted). The write rules

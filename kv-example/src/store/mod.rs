@@ -112,6 +112,8 @@ mod upgrade;
 mod writer;
 
 #[cfg(test)]
+mod concurrent_reads_test;
+#[cfg(test)]
 mod model_test;
 #[cfg(test)]
 mod tests;

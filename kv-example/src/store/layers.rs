@@ -94,6 +94,23 @@ impl Rec {
             Rec::Tombstone => HistoryRecord::Tombstone,
         }
     }
+
+    /// The key's live entry when this record, at `revision`, is its newest
+    /// (`None`: a tombstone, deleted).
+    fn live_entry(&self, revision: i64) -> Option<LiveEntry> {
+        match self {
+            Rec::Put {
+                create_revision,
+                version,
+                ..
+            } => Some(LiveEntry {
+                create_revision: *create_revision,
+                mod_revision: revision,
+                version: *version,
+            }),
+            Rec::Tombstone => None,
+        }
+    }
 }
 
 /// A key's new records in one layer, ascending by revision. Almost always
@@ -102,21 +119,9 @@ type Records = SmallVec<[(i64, Rec); 1]>;
 
 /// The key's live entry after `records`: its newest record decides it.
 fn head(records: &Records) -> Option<LiveEntry> {
-    match records.last() {
-        Some((
-            revision,
-            Rec::Put {
-                create_revision,
-                version,
-                ..
-            },
-        )) => Some(LiveEntry {
-            create_revision: *create_revision,
-            mod_revision: *revision,
-            version: *version,
-        }),
-        Some((_, Rec::Tombstone)) | None => None,
-    }
+    records
+        .last()
+        .and_then(|(revision, record)| record.live_entry(*revision))
 }
 
 /// The changes of one or more consecutive apply batches, in memory.
@@ -1095,17 +1100,9 @@ fn write_layers(writer: &mut StoreWriter<'_>, layers: &[Arc<Layer>]) -> Result<(
         let (Some(&(first, _)), Some(&(last, newest))) = (records.first(), records.last()) else {
             continue;
         };
-        let head = match newest {
-            Rec::Put {
-                create_revision,
-                version,
-                ..
-            } => KeyEntry::Live(LiveEntry {
-                create_revision: *create_revision,
-                mod_revision: last,
-                version: *version,
-            }),
-            Rec::Tombstone => KeyEntry::Deleted { revision: last },
+        let head = match newest.live_entry(last) {
+            Some(entry) => KeyEntry::Live(entry),
+            None => KeyEntry::Deleted { revision: last },
         };
         // The layers are above the base: the base's newest record of the
         // key, which the new head replaces, is below the first (an error
